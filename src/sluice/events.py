@@ -1,0 +1,140 @@
+"""The normalised event model: what every provider stream is folded into.
+
+Provider adapters turn wire frames into these events; sessions, presenters and the
+operations center consume only these. They are plain slotted dataclasses built without
+validation (a few hundred nanoseconds each): the hot path never constructs a pydantic-style
+model per chunk.
+
+Event kinds, in the order a well-formed turn produces them::
+
+    Start
+    (TextDelta | ReasoningDelta | ToolCallStart ToolCallDelta* ToolCallDone)*
+    Usage*          -- a cumulative snapshot; the last one wins
+    Finish | Error  -- exactly one terminal event
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Normalised finish reasons (the provider's own word is kept in ``Finish.raw``).
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+FINISH_TOOL_CALLS = "tool_calls"
+FINISH_CONTENT_FILTER = "content_filter"
+FINISH_PAUSE = "pause"
+FINISH_REFUSAL = "refusal"
+
+#: ToolCallDone.status values.
+TOOL_OK = "ok"
+TOOL_INVALID_JSON = "invalid_json"
+TOOL_INCOMPLETE = "incomplete"
+
+
+@dataclass(slots=True)
+class Start:
+    """The upstream accepted the request and began a response."""
+
+    response_id: str
+    model: str
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+    index: int = 0
+
+
+@dataclass(slots=True)
+class ReasoningDelta:
+    """Thinking or a reasoning summary, streamed before (or between) visible text."""
+
+    text: str
+    index: int = 0
+
+
+@dataclass(slots=True)
+class ToolCallStart:
+    """A tool call began. ``index`` is the provider's block or call index."""
+
+    index: int
+    call_id: str
+    name: str
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A fragment of a tool call's JSON arguments; only the concatenation is JSON."""
+
+    index: int
+    fragment: str
+
+
+@dataclass(slots=True)
+class ToolCallDone:
+    """A tool call ended; its arguments were parsed exactly once.
+
+    ``status`` is ``ok`` (``arguments`` holds the parsed object), ``invalid_json`` (the block
+    ended but the text is not a JSON object) or ``incomplete`` (the stream ended before the
+    block did). ``raw`` always keeps the argument text as it arrived.
+    """
+
+    index: int
+    call_id: str
+    name: str
+    raw: str
+    arguments: dict[str, Any] | None
+    status: str = TOOL_OK
+    error: str | None = None
+    parse_attempts: int = 1
+
+
+@dataclass(slots=True)
+class Usage:
+    """A cumulative usage snapshot. ``final`` is true once the provider has sent its last one."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    final: bool = False
+
+
+@dataclass(slots=True)
+class Error:
+    """The upstream reported an error inside the stream (or the stream broke).
+
+    ``type`` is a stable string (``overloaded``, ``rate_limited``, ``upstream_protocol``…)
+    that reaches logs, metrics, records and the UI.
+    """
+
+    type: str
+    message: str
+    retryable: bool = False
+    status: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Finish:
+    """The turn ended normally. ``reason`` is normalised; ``raw`` is the provider's own."""
+
+    reason: str
+    raw: str | None = None
+
+
+Event = (
+    Start
+    | TextDelta
+    | ReasoningDelta
+    | ToolCallStart
+    | ToolCallDelta
+    | ToolCallDone
+    | Usage
+    | Error
+    | Finish
+)
+
+TERMINAL = (Finish, Error)

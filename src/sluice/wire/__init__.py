@@ -1,0 +1,1 @@
+"""Wire formats: each provider format's stream adapter (wire -> events) and encoder (events -> wire)."""

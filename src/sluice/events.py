@@ -138,3 +138,47 @@ Event = (
 )
 
 TERMINAL = (Finish, Error)
+
+
+def payload(event: Event) -> tuple[str, dict[str, Any]]:
+    """The event's type name and JSON-ready fields, as the native API and the store carry them."""
+    match event:
+        case TextDelta(text=text):
+            return "text", {"text": text}
+        case ReasoningDelta(text=text):
+            return "reasoning", {"text": text}
+        case ToolCallDelta(index=index, fragment=fragment):
+            return "tool_call.delta", {"index": index, "fragment": fragment}
+        case ToolCallStart(index=index, call_id=call_id, name=name):
+            return "tool_call.start", {"index": index, "id": call_id, "name": name}
+        case ToolCallDone():
+            return "tool_call.done", {
+                "index": event.index,
+                "id": event.call_id,
+                "name": event.name,
+                "arguments": event.arguments,
+                "raw_arguments": event.raw,
+                "status": event.status,
+                "error": event.error,
+            }
+        case Usage():
+            return "usage", {
+                "input_tokens": event.input_tokens,
+                "output_tokens": event.output_tokens,
+                "cache_read_tokens": event.cache_read_tokens,
+                "cache_write_tokens": event.cache_write_tokens,
+                "reasoning_tokens": event.reasoning_tokens,
+                "final": event.final,
+            }
+        case Start(response_id=rid, model=model):
+            return "start", {"response_id": rid, "model": model}
+        case Finish(reason=reason, raw=raw):
+            return "finish", {"reason": reason, "raw": raw}
+        case Error():
+            return "error", {
+                "type": event.type,
+                "message": event.message,
+                "retryable": event.retryable,
+                "status": event.status,
+            }
+    raise TypeError(f"not an event: {event!r}")

@@ -1,0 +1,77 @@
+"""The ``sluice`` command: ``serve``, ``sim`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from sluice.config import ConfigError, load_settings
+from sluice.logs import setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--config", help="TOML configuration file")
+
+    sim = commands.add_parser("sim", help="run the provider simulator on its own")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8090)
+    sim.add_argument("--token-rate", type=float)
+    sim.add_argument("--ttft", type=float)
+    sim.add_argument("--jitter", type=float)
+    sim.add_argument("--output-tokens", type=int)
+
+    demo = commands.add_parser("demo", help="stream one support answer through the gateway")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--config", help="TOML configuration file")
+    demo.add_argument("--once", action="store_true", help="exit after the demo stream")
+
+    args = parser.parse_args(argv)
+    from sluice.gateway.server import install_uvloop
+
+    install_uvloop()
+    try:
+        if args.command == "serve":
+            settings = load_settings(args.config, host=args.host, port=args.port)
+            setup_logging(settings.log_level)
+            from sluice.gateway.server import serve_forever
+
+            asyncio.run(serve_forever(settings))
+        elif args.command == "sim":
+            from sluice.sim import SimSettings, serve_sim
+
+            overrides = {
+                k: v
+                for k, v in {
+                    "token_rate": args.token_rate,
+                    "ttft": args.ttft,
+                    "jitter": args.jitter,
+                    "output_tokens": args.output_tokens,
+                }.items()
+                if v is not None
+            }
+            print(f"sluice simulator listening on http://{args.host}:{args.port}", flush=True)
+            asyncio.run(serve_sim(args.host, args.port, SimSettings(**overrides)))
+        else:
+            settings = load_settings(args.config, host=args.host, port=args.port)
+            setup_logging("warning")
+            from sluice.demo import run_demo
+
+            return asyncio.run(run_demo(settings, once=args.once))
+    except ConfigError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Configuration: the TOML file, its defaults, and the provider table it declares.
+
+Every setting has an embedded default, so ``sluice serve`` with no file runs on SQLite, the
+in-process bus and the built-in simulator. See docs/configuration.md for each key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROVIDER_KINDS = ("openai", "anthropic", "sim")
+
+#: The upstream wire formats a provider kind can speak, primary first.
+KIND_WIRES: dict[str, tuple[str, ...]] = {
+    "openai": ("chat", "responses"),
+    "anthropic": ("messages",),
+    "sim": ("chat", "messages", "responses"),
+}
+
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+}
+
+DISCONNECT_POLICIES = ("cancel", "detach", "drain")
+
+
+class ConfigError(Exception):
+    """The configuration file is unreadable or names something impossible."""
+
+
+@dataclass(slots=True)
+class ProviderConfig:
+    name: str
+    kind: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    #: Which wire format to use upstream; ``None`` means "the client's own if the provider
+    #: speaks it, else the kind's primary".
+    wire: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    models: list[str] = field(default_factory=list)
+
+    @property
+    def wires(self) -> tuple[str, ...]:
+        if self.wire is not None:
+            return (self.wire,)
+        return KIND_WIRES[self.kind]
+
+    def api_key(self) -> str | None:
+        """The key from the environment, read at call time so rotation needs no restart."""
+        if self.api_key_env is None:
+            return None
+        return os.environ.get(self.api_key_env) or None
+
+    @property
+    def needs_key(self) -> bool:
+        return self.kind != "sim"
+
+
+@dataclass(slots=True)
+class Price:
+    """US dollars per million tokens."""
+
+    input: float
+    output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+
+@dataclass(slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 1_048_576
+    store_url: str = "sqlite:///var/sluice.db"
+    disconnect_policy: str = "cancel"
+    connect_timeout: float = 10.0
+    log_level: str = "info"
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    prices: dict[str, Price] = field(default_factory=dict)
+    #: Settings passed to the embedded simulator (see sluice.sim.SimSettings).
+    sim: dict[str, Any] = field(default_factory=dict)
+    embed_sim: bool = True
+
+
+def default_providers() -> dict[str, ProviderConfig]:
+    return {name: _provider(name, {"kind": name}) for name in ("sim", "openai", "anthropic")}
+
+
+def default_prices() -> dict[str, Price]:
+    # The simulator is priced like a small hosted model so that the cost path is exercised
+    # end to end; the record says the price came from this table, not from a price library.
+    return {"sim/*": Price(input=0.15, output=0.60, cache_read=0.075)}
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any) over the embedded defaults, then apply keyword overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    settings = _from_dict(data)
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(settings, key, value)
+    return settings
+
+
+def _from_dict(data: dict[str, Any]) -> Settings:
+    s = Settings()
+    server = data.get("server", {})
+    s.host = server.get("host", s.host)
+    s.port = int(server.get("port", s.port))
+    s.max_body_bytes = int(server.get("max_body_bytes", s.max_body_bytes))
+    s.log_level = server.get("log_level", s.log_level)
+    s.store_url = data.get("store", {}).get("url", s.store_url)
+    streams = data.get("streams", {})
+    s.disconnect_policy = streams.get("disconnect_policy", s.disconnect_policy)
+    if s.disconnect_policy not in DISCONNECT_POLICIES:
+        raise ConfigError(
+            f"streams.disconnect_policy must be one of {', '.join(DISCONNECT_POLICIES)}"
+        )
+    s.connect_timeout = float(streams.get("connect_timeout", s.connect_timeout))
+
+    s.providers = default_providers()
+    for name, raw in data.get("providers", {}).items():
+        s.providers[name] = _provider(name, raw)
+    s.prices = default_prices()
+    for key, raw in data.get("prices", {}).items():
+        try:
+            s.prices[key] = Price(**raw)
+        except TypeError as exc:
+            raise ConfigError(f"prices.{key}: {exc}") from exc
+    s.sim = dict(data.get("sim", {}))
+    s.embed_sim = bool(s.sim.pop("embedded", True))
+    return s
+
+
+def _provider(name: str, raw: dict[str, Any]) -> ProviderConfig:
+    if "/" in name:
+        raise ConfigError(f"provider name {name!r} must not contain '/'")
+    kind = raw.get("kind")
+    if kind not in PROVIDER_KINDS:
+        raise ConfigError(f"providers.{name}.kind must be one of {', '.join(PROVIDER_KINDS)}")
+    wire = raw.get("wire")
+    if wire is not None and wire not in KIND_WIRES[kind]:
+        raise ConfigError(
+            f"providers.{name}.wire must be one of {', '.join(KIND_WIRES[kind])} for {kind}"
+        )
+    if "api_key" in raw:
+        raise ConfigError(
+            f"providers.{name}: keys are never written in the config file; "
+            "name the environment variable that holds it with api_key_env"
+        )
+    default_env = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}.get(kind)
+    return ProviderConfig(
+        name=name,
+        kind=kind,
+        base_url=raw.get("base_url", DEFAULT_BASE_URLS.get(kind)),
+        api_key_env=raw.get("api_key_env", default_env),
+        wire=wire,
+        headers=dict(raw.get("headers", {})),
+        models=list(raw.get("models", [])),
+    )

@@ -1,0 +1,125 @@
+"""``sluice demo``: the gateway with its simulator, one support answer streamed end to end.
+
+Prints the answer as it arrives, then structured lines with the figures measured for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from sluice.config import Settings
+from sluice.gateway.app import create_app
+from sluice.gateway.server import RunningServer
+from sluice.logs import kv
+from sluice.session.manager import SESSIONS_TOPIC
+from sluice.sse import SSEDecoder
+
+PROMPT = "Our nightly deploy fails with 'permission denied' on the release step. How do I fix it?"
+
+
+async def run_demo(settings: Settings, once: bool, out: Any = sys.stdout) -> int:
+    app = create_app(settings)
+    gateway = app.state.gateway
+    async with RunningServer(app, settings.host, settings.port) as server:
+        async with gateway.bus.subscribe(SESSIONS_TOPIC) as updates:
+            broadcast = asyncio.ensure_future(_terminal_broadcast(updates))
+            try:
+                state = await _stream_one(server.url, gateway, out)
+                final = await asyncio.wait_for(broadcast, timeout=10)
+            finally:
+                broadcast.cancel()
+            print(kv(ui_broadcast=final["state"]), file=out, flush=True)
+        if state != "complete":
+            return 1
+        print(
+            f"\nsluice is serving on {server.url}  (records: {server.url}/api/sessions)",
+            file=out,
+            flush=True,
+        )
+        if once:
+            return 0
+        print("Ctrl-C to stop.", file=out, flush=True)
+        await asyncio.Event().wait()
+    return 0
+
+
+async def _terminal_broadcast(updates: Any) -> dict[str, Any]:
+    async for message in updates:
+        if message.get("terminal"):
+            return dict(message)
+    raise RuntimeError("bus closed")
+
+
+async def _stream_one(base_url: str, gateway: Any, out: Any) -> str:
+    body = {"model": "sim/support", "prompt": PROMPT, "max_tokens": 1024}
+    decoder = SSEDecoder()
+    session_id = ""
+    last_stats = time.monotonic()
+    end: dict[str, Any] = {}
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            f"{base_url}/api/sessions", json=body, headers={"accept": "text/event-stream"}
+        ) as response,
+    ):
+        if response.status != 200:
+            raise RuntimeError(f"gateway answered {response.status}: {await response.text()}")
+        session_id = response.headers["x-sluice-session-id"]
+        session = gateway.sessions.get(session_id)
+        print(
+            kv(session_id=session_id, state="streaming", provider=session.route.label),
+            file=out,
+            flush=True,
+        )
+        async for chunk in response.content.iter_any():
+            for event in decoder.decode(chunk):
+                if event.event == "text":
+                    out.write(orjson.loads(event.data)["text"])
+                    out.flush()
+                elif event.event == "end":
+                    end = orjson.loads(event.data)
+            if time.monotonic() - last_stats > 3 and session.state == "streaming":
+                last_stats = time.monotonic()
+                print("\n" + _stats_line(session.telemetry()), file=out, flush=True)
+    telemetry, usage, cost = end["telemetry"], end["usage"] or {}, end["cost"] or {}
+    print("\n", file=out)
+    print(_stats_line(telemetry), file=out)
+    print(
+        kv(
+            stream_status="finalized" if end["state"] == "complete" else end["state"],
+            duration_ms=round(telemetry["duration_ms"]),
+            ttft_ms=round(telemetry["ttft_ms"] or 0),
+            finalization_ms=telemetry["finalization_ms"],
+        ),
+        file=out,
+    )
+    total = cost.get("total")
+    print(
+        "usage "
+        + kv(
+            input_tokens=usage.get("input_tokens"),
+            output_tokens=usage.get("output_tokens"),
+            usage_source=usage.get("source"),
+            total_cost="unknown" if total is None else f"{total:.6f}",
+            price_source=cost.get("source"),
+        ),
+        file=out,
+        flush=True,
+    )
+    return str(end["state"])
+
+
+def _stats_line(telemetry: dict[str, Any]) -> str:
+    rate = telemetry.get("token_rate")
+    p99 = telemetry.get("gap_p99_ms")
+    return (
+        f"token_rate={'-' if rate is None else round(rate)} t/s "
+        f"backpressure={telemetry.get('backpressure')} "
+        f"p99={'-' if p99 is None else f'{p99 / 1000:.3f}s'}"
+    )

@@ -1,0 +1,112 @@
+"""Sluice's exception tree; every error carries a stable ``type`` string for logs, metrics and UI.
+
+    SluiceError
+    ├── RequestError            the client's request is wrong (4xx)
+    │   ├── BadRequest              400  malformed JSON, missing fields, bad values
+    │   ├── UnknownModel            404  no such provider or model
+    │   ├── PayloadTooLarge         413  body over the configured limit
+    │   └── UnknownSession          404  no such session id
+    ├── ProviderNotConfigured   500  the provider exists but has no API key
+    └── UpstreamError           the provider failed; ``retryable`` says whether a retry may help
+        ├── UpstreamStatus          the provider answered with an HTTP error status
+        ├── UpstreamConnectError    no connection, or it broke before any byte
+        ├── UpstreamBroken          the body broke after the stream began
+        └── UpstreamStalled         no byte for longer than the stall deadline
+
+Errors raised by the libraries below (aiohttp, sqlite3) are mapped to these at the boundary
+(``raise UpstreamConnectError(...) from exc``); callers never catch a library's exceptions.
+"""
+
+from __future__ import annotations
+
+
+class SluiceError(Exception):
+    type = "internal_error"
+    status = 500
+    retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RequestError(SluiceError):
+    type = "invalid_request"
+    status = 400
+
+
+class BadRequest(RequestError):
+    pass
+
+
+class UnknownModel(RequestError):
+    type = "unknown_model"
+    status = 404
+
+
+class PayloadTooLarge(RequestError):
+    type = "payload_too_large"
+    status = 413
+
+
+class UnknownSession(RequestError):
+    type = "unknown_session"
+    status = 404
+
+
+class ProviderNotConfigured(SluiceError):
+    type = "provider_not_configured"
+    status = 500
+
+
+class UpstreamError(SluiceError):
+    type = "upstream_error"
+    status = 502
+    retryable = True
+
+
+class UpstreamStatus(UpstreamError):
+    """The provider answered with an error status before streaming."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str,
+        retryable: bool,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class UpstreamConnectError(UpstreamError):
+    type = "upstream_unreachable"
+
+
+class UpstreamBroken(UpstreamError):
+    type = "upstream_disconnected"
+
+
+class UpstreamStalled(UpstreamError):
+    type = "upstream_stalled"
+    status = 504
+
+
+def classify_status(status: int) -> tuple[str, bool]:
+    """The stable error type and retryability of an upstream HTTP error status."""
+    if status == 429:
+        return "rate_limited", True
+    if status in (529, 503):
+        return "overloaded", True
+    if status in (401, 403):
+        return "upstream_auth", False
+    if status == 404:
+        return "unknown_model", False
+    if status == 408 or status >= 500:
+        return "upstream_error", True
+    return "upstream_rejected", False

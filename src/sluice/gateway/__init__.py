@@ -1,0 +1,1 @@
+"""The HTTP gateway: endpoints, presentation of event logs to clients, the ASGI app."""

@@ -1,0 +1,373 @@
+"""The gateway's ASGI application: provider-compatible and native endpoints, records, health.
+
+``create_app(settings)`` builds a Starlette app with no middleware: streaming responses are
+``SessionStream`` objects writing straight to the server's ``send``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+from sluice.config import Settings
+from sluice.errors import BadRequest, PayloadTooLarge, SluiceError, UnknownSession
+from sluice.gateway.metrics import GatewayMetrics
+from sluice.gateway.presenters import (
+    NativePresenter,
+    PassthroughPresenter,
+    Presenter,
+    TranslatingPresenter,
+    client_encoder,
+)
+from sluice.gateway.streaming import SessionStream
+from sluice.logs import kv
+from sluice.pricing import PriceBook
+from sluice.providers import SIM_HEADER_PREFIX, Router, build_body
+from sluice.session.bus import Bus, MemoryBus
+from sluice.session.manager import SessionManager, new_session_id
+from sluice.session.session import Session, SessionSpec
+from sluice.session.store import SessionStore, open_store
+from sluice.sse import encode_event
+from sluice.turn import TurnRequest
+from sluice.upstream import UpstreamClient
+from sluice.wire.requests import (
+    anthropic_error_body,
+    openai_error_body,
+    parse_chat_request,
+    parse_messages_request,
+    parse_native_request,
+    render_chat_response,
+    render_messages_response,
+)
+
+log = logging.getLogger("sluice.gateway")
+
+JSON = "application/json"
+
+
+class JSONResponse(Response):
+    media_type = JSON
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors in each endpoint's own format
+
+
+def error_response(
+    fmt: str, status: int, type_: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    if fmt == "anthropic":
+        body = anthropic_error_body(status, message)
+    elif fmt == "openai":
+        body = openai_error_body(status, message, type_)
+    else:
+        body = {"error": {"type": type_, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _upstream_error_status(error: dict[str, Any], fmt: str) -> int:
+    kind, status = error["type"], error.get("status")
+    if kind == "rate_limited":
+        return 429
+    if kind == "overloaded":
+        return 529 if fmt == "anthropic" else 503
+    if kind == "unknown_model":
+        return 404
+    if kind == "upstream_rejected" and isinstance(status, int):
+        return status
+    if kind == "upstream_stalled":
+        return 504
+    return 502
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Gateway:
+    """The endpoints and the objects they share; one per app."""
+
+    def __init__(
+        self, settings: Settings, store: SessionStore | None = None, bus: Bus | None = None
+    ) -> None:
+        self.settings = settings
+        self.router = Router(settings)
+        self.metrics = GatewayMetrics()
+        self.upstream = UpstreamClient(connect_timeout=settings.connect_timeout)
+        self.store = store or open_store(settings.store_url)
+        self.bus = bus or MemoryBus()
+        self.sessions = SessionManager(
+            self.store,
+            self.bus,
+            self.upstream,
+            PriceBook(settings.prices),
+            on_start=self.metrics.session_started,
+            on_end=self.metrics.session_finished,
+        )
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.store.open()
+        try:
+            yield
+        finally:
+            await self.sessions.shutdown()
+            await self.upstream.close()
+            await self.store.close()
+
+    # -- request intake -----------------------------------------------------------------------
+
+    async def _read_json(self, request: Request) -> dict[str, Any]:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        if not body:
+            raise BadRequest("request body is empty; send a JSON object")
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise BadRequest("request body must be a JSON object")
+        return data
+
+    def _start(
+        self,
+        request: Request,
+        turn: TurnRequest,
+        body: dict[str, Any],
+        endpoint: str,
+        client_wire: str | None,
+    ) -> Session:
+        route = self.router.resolve(turn.model, client_wire)
+        passthrough = client_wire is not None and route.wire == client_wire
+        policy = body.get("disconnect_policy", self.settings.disconnect_policy)
+        if policy not in ("cancel", "detach", "drain"):
+            raise BadRequest("'disconnect_policy' must be 'cancel', 'detach' or 'drain'")
+        server = request.scope.get("server") or (self.settings.host, self.settings.port)
+        host = f"[{server[0]}]" if ":" in str(server[0]) else server[0]
+        sim_headers = {k: v for k, v in request.headers.items() if k.startswith(SIM_HEADER_PREFIX)}
+        session_id = new_session_id()
+        spec = SessionSpec(
+            route=route,
+            turn=turn,
+            body=build_body(route, turn, body if passthrough else None),
+            url=self.router.url(route, f"http://{host}:{server[1]}"),
+            headers=self.router.headers(route, session_id, sim_headers),
+            endpoint=endpoint,
+            passthrough=passthrough,
+            disconnect_policy=policy,
+        )
+        return self.sessions.start(session_id, spec)
+
+    def _reject(self, fmt: str, endpoint: str, exc: SluiceError) -> Response:
+        self.metrics.rejected.labels(endpoint, exc.type).inc()
+        log.warning(
+            "request rejected %s",
+            kv(endpoint=endpoint, status=exc.status, type=exc.type, message=exc.message),
+        )
+        return error_response(fmt, exc.status, exc.type, exc.message)
+
+    # -- provider-compatible endpoints --------------------------------------------------------
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._provider_endpoint(request, "chat", "openai", parse_chat_request)
+
+    async def messages(self, request: Request) -> Response:
+        return await self._provider_endpoint(
+            request, "messages", "anthropic", parse_messages_request
+        )
+
+    async def _provider_endpoint(
+        self, request: Request, endpoint: str, fmt: str, parse: Any
+    ) -> Response:
+        try:
+            body = await self._read_json(request)
+            turn: TurnRequest = parse(body)
+            session = self._start(request, turn, body, endpoint, endpoint)
+        except SluiceError as exc:
+            return self._reject(fmt, endpoint, exc)
+        await session.ready
+        headers = {"x-sluice-session-id": session.id}
+        if session.failed_before_stream and session.error is not None:
+            return self._session_error(session, fmt, headers)
+        if turn.stream:
+            encoder = client_encoder(
+                endpoint, _response_id(endpoint, session.id), turn.model, turn.include_usage
+            )
+            presenter: Presenter = (
+                PassthroughPresenter(encoder)
+                if session.spec.passthrough
+                else TranslatingPresenter(encoder)
+            )
+            return SessionStream(session, presenter)  # type: ignore[return-value]
+        await session.finished.wait()
+        if session.error is not None:
+            return self._session_error(session, fmt, headers)
+        result = session.acc.result()
+        result.response_id = result.response_id or _response_id(endpoint, session.id)
+        render = render_messages_response if endpoint == "messages" else render_chat_response
+        return JSONResponse(render(result, turn.model), headers=headers)
+
+    def _session_error(self, session: Session, fmt: str, headers: dict[str, str]) -> Response:
+        error = session.error or {}
+        status = _upstream_error_status(error, fmt)
+        if error.get("retry_after") is not None:
+            headers = {**headers, "retry-after": str(int(error["retry_after"]))}
+        return error_response(
+            fmt,
+            status,
+            error.get("type", "upstream_error"),
+            error.get("message", "upstream failed"),
+            headers,
+        )
+
+    # -- native API ---------------------------------------------------------------------------
+
+    async def create_session(self, request: Request) -> Response:
+        try:
+            body = await self._read_json(request)
+            turn = parse_native_request(body)
+            session = self._start(request, turn, body, "native", None)
+        except SluiceError as exc:
+            return self._reject("native", "native", exc)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return SessionStream(session, NativePresenter())  # type: ignore[return-value]
+        return JSONResponse(
+            {
+                "id": session.id,
+                "state": session.state,
+                "events_url": f"/api/sessions/{session.id}/events",
+                "record_url": f"/api/sessions/{session.id}",
+            },
+            status_code=201,
+            headers={"x-sluice-session-id": session.id, "location": f"/api/sessions/{session.id}"},
+        )
+
+    async def session_events(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        after_raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+        if not after_raw.isdigit():
+            return error_response(
+                "native",
+                400,
+                "invalid_request",
+                "Last-Event-ID / after must be a non-negative integer",
+            )
+        after = int(after_raw)
+        session = self.sessions.get(session_id)
+        if session is not None:
+            return SessionStream(session, NativePresenter(), after)  # type: ignore[return-value]
+        record = await self.store.get(session_id)
+        if record is None:
+            return self._reject("native", "events", UnknownSession(f"no session {session_id!r}"))
+        stored = await self.store.get_events(session_id, after)
+        frames = [encode_event(data, event=kind, id=str(seq)) for seq, kind, data in stored]
+        summary = {
+            k: record.get(k)
+            for k in (
+                "id",
+                "state",
+                "finish_reason",
+                "usage",
+                "cost",
+                "telemetry",
+                "error",
+                "tool_calls",
+            )
+        }
+        frames.append(encode_event(orjson.dumps(summary), event="end"))
+        return Response(
+            b"".join(frames),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-sluice-session-id": session_id},
+        )
+
+    async def get_session(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        session = self.sessions.get(session_id)
+        record = session.record() if session is not None else await self.store.get(session_id)
+        if record is None:
+            return self._reject("native", "records", UnknownSession(f"no session {session_id!r}"))
+        return JSONResponse(record)
+
+    async def list_sessions(self, request: Request) -> Response:
+        q = request.query_params
+        limit_raw = q.get("limit", "50")
+        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
+            return error_response("native", 400, "invalid_request", "limit must be 1..1000")
+        state, provider = q.get("state"), q.get("provider")
+        rows = {r["id"]: r for r in await self.store.query(int(limit_raw), state, provider)}
+        for session in self.sessions.live.values():
+            record = session.record()
+            if (state is None or record["state"] == state) and (
+                provider is None or record["provider"] == provider
+            ):
+                rows[session.id] = record
+        ordered = sorted(rows.values(), key=lambda r: r["created_at"], reverse=True)
+        return JSONResponse({"sessions": ordered[: int(limit_raw)]})
+
+    async def cancel_session(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        try:
+            session = self.sessions.require(session_id)
+        except SluiceError as exc:
+            return self._reject("native", "cancel", exc)
+        cancelled = session.cancel("client_stop")
+        if cancelled:
+            await session.finished.wait()
+        return JSONResponse(
+            {"id": session.id, "cancelled": cancelled, "state": session.state}, status_code=200
+        )
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "live_sessions": len(self.sessions.live)})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _response_id(endpoint: str, session_id: str) -> str:
+    return ("msg_" if endpoint == "messages" else "chatcmpl-") + session_id
+
+
+def create_app(
+    settings: Settings, store: SessionStore | None = None, bus: Bus | None = None
+) -> Starlette:
+    gateway = Gateway(settings, store, bus)
+    routes: list[Route | Mount] = [
+        Route("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
+        Route("/v1/messages", gateway.messages, methods=["POST"]),
+        Route("/api/sessions", gateway.create_session, methods=["POST"]),
+        Route("/api/sessions", gateway.list_sessions, methods=["GET"]),
+        Route("/api/sessions/{session_id}", gateway.get_session, methods=["GET"]),
+        Route("/api/sessions/{session_id}/events", gateway.session_events, methods=["GET"]),
+        Route("/api/sessions/{session_id}/cancel", gateway.cancel_session, methods=["POST"]),
+        Route("/healthz", gateway.healthz, methods=["GET"]),
+        Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+    ]
+    if settings.embed_sim:
+        from sluice.sim import SimSettings, create_sim_app
+
+        routes.append(Mount("/sim", app=create_sim_app(SimSettings(**settings.sim))))
+    app = Starlette(routes=routes, lifespan=gateway.lifespan)
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,90 @@
+"""Prometheus metrics, updated once per session (never per chunk), served at ``/metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from sluice.session.session import Session
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+_GAP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.sessions = Counter(
+            "sluice_sessions",
+            "Sessions ended, by provider and final state",
+            ["provider", "state"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "sluice_session_errors",
+            "Sessions that ended with an error, by error type",
+            ["provider", "type"],
+            registry=r,
+        )
+        self.live = Gauge("sluice_live_sessions", "Sessions not yet final", registry=r)
+        self.rejected = Counter(
+            "sluice_rejected_requests",
+            "Requests refused before a session started",
+            ["endpoint", "type"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "sluice_time_to_first_token_seconds",
+            "Time to first token measured at the gateway",
+            ["provider"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.gap_p99 = Histogram(
+            "sluice_inter_token_gap_p99_seconds",
+            "Each session's p99 gap between tokens",
+            ["provider"],
+            buckets=_GAP_BUCKETS,
+            registry=r,
+        )
+        self.output_tokens = Counter(
+            "sluice_output_tokens",
+            "Output tokens (provider-reported or estimated)",
+            ["provider", "source"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "sluice_cost_usd",
+            "Attributed cost in US dollars, where the price is known",
+            ["provider"],
+            registry=r,
+        )
+        self.events = Counter(
+            "sluice_relayed_events",
+            "Normalised events produced from upstream streams",
+            ["provider"],
+            registry=r,
+        )
+
+    def session_started(self, session: Session) -> None:
+        self.live.inc()
+
+    def session_finished(self, session: Session) -> None:
+        provider = session.route.provider.name
+        self.live.dec()
+        self.sessions.labels(provider, session.state).inc()
+        if session.error:
+            self.errors.labels(provider, session.error["type"]).inc()
+        telemetry = session.telemetry()
+        if telemetry["ttft_ms"] is not None:
+            self.ttft.labels(provider).observe(telemetry["ttft_ms"] / 1000)
+        if telemetry["gap_p99_ms"] is not None:
+            self.gap_p99.labels(provider).observe(telemetry["gap_p99_ms"] / 1000)
+        self.output_tokens.labels(provider, session.usage_source).inc(session.output_tokens())
+        total = (session.cost or {}).get("total")
+        if total:
+            self.cost.labels(provider).inc(total)
+        self.events.labels(provider).inc(len(session.log))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,102 @@
+"""Presenters: how one client sees a session's event log, one entry at a time. No I/O.
+
+- ``PassthroughPresenter``: the upstream's own bytes, unchanged (client and upstream speak the
+  same format); errors Sluice itself detects are rendered in that format.
+- ``TranslatingPresenter``: the events re-encoded in the client's format.
+- ``NativePresenter``: Sluice's own event format, every event with an SSE ``id``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import orjson
+
+from sluice import events as ev
+from sluice.sse import encode_event
+from sluice.wire.anthropic_messages import MessagesStreamEncoder
+from sluice.wire.base import StreamEncoder
+from sluice.wire.openai_chat import ChatStreamEncoder
+
+
+class Presenter(Protocol):
+    #: true once a terminal event was rendered: a provider-format stream ends there
+    finished: bool
+    #: whether to keep following the log after a terminal event (until the record is final)
+    follows_finalization: bool
+
+    def render(self, seq: int, event: ev.Event | None, raw: bytes) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+
+def client_encoder(
+    endpoint: str, response_id: str, model: str, include_usage: bool
+) -> StreamEncoder:
+    if endpoint == "messages":
+        return MessagesStreamEncoder(response_id, model)
+    return ChatStreamEncoder(response_id, model, int(time.time()), include_usage)
+
+
+class PassthroughPresenter:
+    __slots__ = ("_encoder", "finished")
+    follows_finalization = False
+
+    def __init__(self, encoder: StreamEncoder) -> None:
+        self._encoder = encoder
+        self.finished = False
+
+    def render(self, seq: int, event: ev.Event | None, raw: bytes) -> bytes:
+        if event is not None and type(event) in ev.TERMINAL:
+            self.finished = True
+            if not raw and type(event) is ev.Error:
+                # Sluice found this error itself (a broken or truncated upstream, a Stop):
+                # say so in the client's own format rather than ending silently.
+                return self._encoder.encode(event)
+        return raw
+
+    def close(self) -> bytes:
+        return b""
+
+
+class TranslatingPresenter:
+    __slots__ = ("_encoder", "finished")
+    follows_finalization = False
+
+    def __init__(self, encoder: StreamEncoder) -> None:
+        self._encoder = encoder
+        self.finished = False
+
+    def render(self, seq: int, event: ev.Event | None, raw: bytes) -> bytes:
+        if event is None:
+            return b""
+        if type(event) in ev.TERMINAL:
+            self.finished = True
+        return self._encoder.encode(event)
+
+    def close(self) -> bytes:
+        return self._encoder.close()
+
+
+class NativePresenter:
+    """Every event as ``id: <seq>`` / ``event: <type>`` / ``data: <json>``; after the record is
+    final, one ``end`` event carrying the record's summary."""
+
+    __slots__ = ("end_payload", "finished")
+    follows_finalization = True
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.end_payload: bytes | None = None
+
+    def render(self, seq: int, event: ev.Event | None, raw: bytes) -> bytes:
+        if event is None:
+            return b""
+        kind, data = ev.payload(event)
+        return encode_event(orjson.dumps(data), event=kind, id=str(seq))
+
+    def close(self) -> bytes:
+        if self.end_payload is None:
+            return b""
+        return encode_event(self.end_payload, event="end")

@@ -1,0 +1,112 @@
+"""Routing a ``"<provider>/<model>"`` reference to an upstream: URL, wire format, headers, body.
+
+Knows provider kinds and their authentication; knows nothing of sessions or HTTP serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from sluice.config import ProviderConfig, Settings
+from sluice.errors import ProviderNotConfigured, UnknownModel
+from sluice.turn import TurnRequest
+from sluice.wire.requests import BUILDERS
+
+WIRE_PATHS = {"chat": "/chat/completions", "messages": "/messages", "responses": "/responses"}
+
+#: Request headers a client may address to the simulator (scenario and pacing).
+SIM_HEADER_PREFIX = "x-sim-"
+
+
+@dataclass(slots=True)
+class Route:
+    provider: ProviderConfig
+    model: str
+    wire: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider.name}:{self.model}"
+
+
+class Router:
+    """Resolves model references against the configured providers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def resolve(self, model_ref: str, client_wire: str | None) -> Route:
+        provider_name, sep, model = model_ref.partition("/")
+        if not sep or not provider_name or not model:
+            raise UnknownModel(
+                f"model {model_ref!r} must be addressed as '<provider>/<model>' "
+                f"(providers: {', '.join(sorted(self.settings.providers))})"
+            )
+        provider = self.settings.providers.get(provider_name)
+        if provider is None:
+            raise UnknownModel(
+                f"unknown provider {provider_name!r} in model {model_ref!r} "
+                f"(providers: {', '.join(sorted(self.settings.providers))})"
+            )
+        if provider.models and model not in provider.models:
+            raise UnknownModel(f"provider {provider_name!r} does not serve model {model!r}")
+        if provider.needs_key and provider.api_key() is None:
+            raise ProviderNotConfigured(
+                f"provider {provider_name!r} has no API key: set the environment variable "
+                f"{provider.api_key_env}"
+            )
+        wires = provider.wires
+        wire = client_wire if client_wire in wires else wires[0]
+        return Route(provider, model, wire)
+
+    def url(self, route: Route, self_url: str) -> str:
+        """The upstream URL; ``self_url`` is this gateway's own origin, under which the
+        embedded simulator is mounted at ``/sim``."""
+        base = route.provider.base_url
+        if base is None:
+            if route.provider.kind != "sim" or not self.settings.embed_sim:
+                raise ProviderNotConfigured(f"provider {route.provider.name!r} has no base_url")
+            base = self_url + "/sim/v1"
+        return base.rstrip("/") + WIRE_PATHS[route.wire]
+
+    def headers(
+        self, route: Route, session_id: str, client_headers: dict[str, str]
+    ) -> dict[str, str]:
+        provider = route.provider
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            "x-sluice-session-id": session_id,
+        }
+        key = provider.api_key()
+        if provider.kind == "anthropic" or route.wire == "messages":
+            headers["anthropic-version"] = "2023-06-01"
+            if key:
+                headers["x-api-key"] = key
+        elif key:
+            headers["authorization"] = f"Bearer {key}"
+        if provider.kind == "sim":
+            for name, value in client_headers.items():
+                if name.startswith(SIM_HEADER_PREFIX):
+                    headers[name] = value
+        headers.update(provider.headers)
+        return headers
+
+
+def build_body(route: Route, turn: TurnRequest, passthrough: dict[str, object] | None) -> bytes:
+    """The upstream request body. A client speaking the upstream's own format has its body
+    forwarded with only the model (and the usage request) changed, so fields Sluice does not
+    model still reach the provider."""
+    if passthrough is not None:
+        body = dict(passthrough)
+        body["model"] = route.model
+        body["stream"] = True
+        if route.wire == "chat":
+            options = body.get("stream_options")
+            options = dict(options) if isinstance(options, dict) else {}
+            options["include_usage"] = True
+            body["stream_options"] = options
+        return orjson.dumps(body)
+    return orjson.dumps(BUILDERS[route.wire](turn, route.model))

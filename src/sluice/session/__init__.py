@@ -1,0 +1,1 @@
+"""Sessions: one request's lifecycle, its event log, telemetry, record, store and bus."""

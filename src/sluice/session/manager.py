@@ -1,0 +1,130 @@
+"""The session manager: creates sessions, owns their pump tasks, and keeps the live ones.
+
+It is the single owner of every pump task (no fire-and-forget): ``shutdown()`` cancels and
+awaits them all, and each cancelled session still ends with a stored record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from sluice.errors import UnknownSession
+from sluice.logs import kv
+from sluice.pricing import PriceBook
+from sluice.session.bus import Bus
+from sluice.session.session import TERMINAL_STATES, Session, SessionSpec
+from sluice.session.store import SessionStore
+from sluice.upstream import UpstreamClient
+
+log = logging.getLogger("sluice.session")
+
+SESSIONS_TOPIC = "sessions"
+
+
+def new_session_id() -> str:
+    return "op-" + secrets.token_hex(6)
+
+
+class SessionManager:
+    def __init__(
+        self,
+        store: SessionStore,
+        bus: Bus,
+        upstream: UpstreamClient,
+        prices: PriceBook,
+        keep_finished: int = 1000,
+        on_start: Callable[[Session], None] | None = None,
+        on_end: Callable[[Session], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.upstream = upstream
+        self.prices = prices
+        self.live: dict[str, Session] = {}
+        #: recently finished sessions kept in memory for fast replay, oldest first
+        self.recent: dict[str, Session] = {}
+        self._keep_finished = keep_finished
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._on_start = on_start
+        self._on_end = on_end
+
+    def start(self, session_id: str, spec: SessionSpec) -> Session:
+        """Create the session and start its pump; the record is written as it starts."""
+        session = Session(session_id, spec, self)
+        self.live[session.id] = session
+        task = asyncio.get_running_loop().create_task(session.run(), name=f"session {session.id}")
+        session.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self._on_start is not None:
+            self._on_start(session)
+        self.on_state(session)
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        return self.live.get(session_id) or self.recent.get(session_id)
+
+    def require(self, session_id: str) -> Session:
+        session = self.get(session_id)
+        if session is None:
+            raise UnknownSession(f"no live session {session_id!r}")
+        return session
+
+    def cancel(self, session_id: str, reason: str) -> bool:
+        return self.require(session_id).cancel(reason)
+
+    # -- notifications from sessions ----------------------------------------------------------
+
+    def on_state(self, session: Session) -> None:
+        """A state change: tell the bus (coalesced state, not events)."""
+        message = self._summary(session)
+        task = asyncio.get_running_loop().create_task(self.bus.publish(SESSIONS_TOPIC, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def on_finished(self, session: Session) -> None:
+        self.live.pop(session.id, None)
+        self.recent[session.id] = session
+        while len(self.recent) > self._keep_finished:
+            self.recent.pop(next(iter(self.recent)))
+        if self._on_end is not None:
+            self._on_end(session)
+        await self.bus.publish(SESSIONS_TOPIC, self._summary(session))
+        telemetry = session.telemetry()
+        log.info(
+            "session finished %s",
+            kv(
+                session_id=session.id,
+                state=session.state,
+                provider=session.route.label,
+                finish_reason=session.acc.finish_reason,
+                error=(session.error or {}).get("type"),
+                output_tokens=session.output_tokens(),
+                ttft_ms=telemetry["ttft_ms"],
+                duration_ms=telemetry["duration_ms"],
+                cost=(session.cost or {}).get("total"),
+            ),
+        )
+
+    def _summary(self, session: Session) -> dict[str, Any]:
+        return {
+            "id": session.id,
+            "state": session.state,
+            "provider": session.route.provider.name,
+            "model": session.route.model,
+            "output_tokens": session.output_tokens(),
+            "terminal": session.state in TERMINAL_STATES,
+            "error": session.error,
+            "cost": session.cost,
+        }
+
+    async def shutdown(self) -> None:
+        for session in list(self.live.values()):
+            session.cancel("gateway_shutdown")
+        tasks = list(self._tasks)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,366 @@
+"""One session: a turn relayed from one upstream, from request to final record.
+
+Lifecycle (see docs/architecture.md)::
+
+    starting ──► streaming ──► finalizing ──► complete | errored | cancelled
+        └──────────────────────────────┘ (an upstream error before the first byte, or Stop)
+
+The pump (``run``) is the only writer: it reads upstream chunks, decodes them, folds them
+through the wire adapter into normalised events, feeds the accumulator and the clock, and
+appends to the event log. Readers (HTTP connections, the operations center) follow the log.
+Sessions know nothing of HTTP serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from sluice import events as ev
+from sluice.errors import SluiceError, UpstreamError, UpstreamStatus
+from sluice.logs import kv
+from sluice.providers import Route
+from sluice.session.eventlog import EventLog
+from sluice.session.telemetry import StreamClock
+from sluice.sse import SSEDecoder
+from sluice.turn import TurnAccumulator, TurnRequest
+from sluice.upstream import UpstreamResponse
+from sluice.wire.anthropic_messages import MessagesStreamAdapter
+from sluice.wire.base import StreamAdapter
+from sluice.wire.openai_chat import ChatStreamAdapter
+from sluice.wire.openai_responses import ResponsesStreamAdapter
+
+if TYPE_CHECKING:
+    from sluice.session.manager import SessionManager
+
+log = logging.getLogger("sluice.session")
+
+STARTING, STREAMING, FINALIZING = "starting", "streaming", "finalizing"
+COMPLETE, ERRORED, CANCELLED = "complete", "errored", "cancelled"
+TERMINAL_STATES = (COMPLETE, ERRORED, CANCELLED)
+
+ADAPTERS: dict[str, type[StreamAdapter]] = {
+    "chat": ChatStreamAdapter,
+    "messages": MessagesStreamAdapter,
+    "responses": ResponsesStreamAdapter,
+}
+
+
+@dataclass(slots=True)
+class SessionSpec:
+    """Everything a session needs to start, decided by the endpoint that created it."""
+
+    route: Route
+    turn: TurnRequest
+    body: bytes
+    url: str
+    headers: dict[str, str]
+    #: "chat" | "messages" | "native": the format of the client that opened the session
+    endpoint: str
+    #: whether that client receives the upstream's bytes unchanged
+    passthrough: bool
+    disconnect_policy: str
+
+
+class Session:
+    def __init__(self, session_id: str, spec: SessionSpec, owner: SessionManager) -> None:
+        self.id = session_id
+        self.spec = spec
+        self.route = spec.route
+        self.owner = owner
+        self.created_at = time.time()
+        self.updated_at = self.created_at
+        self.state = STARTING
+        self.log = EventLog()
+        self.acc = TurnAccumulator()
+        self.clock = StreamClock(time.monotonic())
+        self.error: dict[str, Any] | None = None
+        self.cancel_reason: str | None = None
+        self.attempts = 1
+        #: client connections currently following this session's log
+        self.readers = 0
+        self.task: asyncio.Task[None] | None = None
+        self.usage_source = "provider"
+        self.cost: dict[str, Any] | None = None
+        #: resolved once the upstream accepted the request (or failed before streaming)
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: set once the record is final and stored
+        self.finished = asyncio.Event()
+        self._upstream: UpstreamResponse | None = None
+        self._stored_initial: asyncio.Future[None] | None = None
+
+    # -- control ------------------------------------------------------------------------------
+
+    def cancel(self, reason: str) -> bool:
+        """Stop the session: close the upstream connection at once. False if already over."""
+        if self.state in TERMINAL_STATES or self.state == FINALIZING or self.task is None:
+            return False
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+            self.task.cancel()
+        return True
+
+    # -- the pump -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Owned by the manager's task; finalisation is shielded so a Stop still ends with a
+        stored record."""
+        self._stored_initial = asyncio.ensure_future(self.owner.store.put(self.record()))
+        try:
+            await self._pump()
+        except asyncio.CancelledError:
+            await asyncio.shield(self._finish(CANCELLED))
+            raise
+        except Exception as exc:  # a bug must still end in a record, never a silent hang
+            log.exception("session failed %s", kv(session_id=self.id))
+            self._record_error(ev.Error("internal_error", f"{type(exc).__name__}: {exc}"))
+            await asyncio.shield(self._finish(ERRORED))
+        else:
+            await asyncio.shield(self._finish(ERRORED if self.error else COMPLETE))
+
+    async def _pump(self) -> None:
+        spec = self.spec
+        try:
+            upstream = await self.owner.upstream.open(spec.url, spec.headers, spec.body)
+        except UpstreamError as exc:
+            self._fail(exc)
+            return
+        self._upstream = upstream
+        self.clock.upstream_open = time.monotonic()
+        self._set_state(STREAMING)
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+        adapter = ADAPTERS[self.route.wire]()
+        decoder = SSEDecoder(keep_raw=spec.passthrough)
+        drop_usage_frame = (
+            spec.passthrough and spec.endpoint == "chat" and not spec.turn.include_usage
+        )
+        entries = self.log
+        on_events = self._on_events
+        try:
+            async for chunk in upstream.chunks():
+                now = time.monotonic()
+                for sse in decoder.decode(chunk):
+                    produced = adapter.feed(sse.event, sse.data)
+                    raw = sse.raw
+                    if drop_usage_frame and getattr(adapter, "last_was_usage_only", False):
+                        raw = b""
+                    if produced:
+                        on_events(produced, raw, now)
+                    elif raw:
+                        entries.append(None, raw)
+                entries.notify()
+                if adapter.done:
+                    break
+            else:
+                for sse in decoder.flush():
+                    on_events(adapter.feed(sse.event, sse.data), sse.raw, time.monotonic())
+                on_events(adapter.close(), b"", time.monotonic())
+        except UpstreamError as exc:
+            # Open tool calls end "incomplete"; the break itself is the terminal error, more
+            # precise than the adapter's "truncated".
+            tail = [e for e in adapter.close() if type(e) is not ev.Error]
+            tail.append(ev.Error(exc.type, exc.message, exc.retryable, exc.status))
+            on_events(tail, b"", time.monotonic())
+        finally:
+            self.clock.ended = time.monotonic()
+            if adapter.done and self.acc.error is None:
+                upstream.release()
+            else:
+                upstream.close()
+            entries.notify()
+
+    def _on_events(self, produced: list[ev.Event], raw: bytes, now: float) -> None:
+        """The hot path: one upstream frame's events into accumulator, clock and log."""
+        acc, clock, entries = self.acc, self.clock, self.log
+        for event in produced:
+            acc.apply(event)
+            kind = type(event)
+            if kind is ev.TextDelta or kind is ev.ToolCallDelta:
+                clock.delta(now, True)
+            elif kind is ev.ReasoningDelta:
+                clock.delta(now, False)
+            elif kind is ev.ToolCallDone:
+                self._log_tool_call(event)  # type: ignore[arg-type]
+            elif kind is ev.Error:
+                self._record_error(event)  # type: ignore[arg-type]
+            entries.append(event, raw)
+            raw = b""
+
+    def _log_tool_call(self, done: ev.ToolCallDone) -> None:
+        log.info(
+            "tool call completed %s",
+            kv(
+                session_id=self.id,
+                tool=done.name,
+                call_id=done.call_id,
+                status=done.status,
+                parse_attempts=done.parse_attempts,
+                argument_keys=",".join(sorted(done.arguments)) if done.arguments else "",
+                raw_chars=len(done.raw),
+            ),
+        )
+
+    def _fail(self, exc: UpstreamError) -> None:
+        """The upstream failed before streaming: the client is told with a status code."""
+        error = ev.Error(exc.type, exc.message, exc.retryable, exc.status)
+        if isinstance(exc, UpstreamStatus) and exc.retry_after is not None:
+            error.detail["retry_after"] = exc.retry_after
+        self._record_error(error)
+        self.log.append(error)
+        self.log.notify()
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def _record_error(self, error: ev.Error) -> None:
+        self.error = {
+            "type": error.type,
+            "message": error.message,
+            "retryable": error.retryable,
+            "status": error.status,
+            **error.detail,
+        }
+        log.warning(
+            "session error %s",
+            kv(
+                session_id=self.id,
+                type=error.type,
+                retryable=error.retryable,
+                status=error.status,
+                message=error.message,
+            ),
+        )
+
+    # -- the end ------------------------------------------------------------------------------
+
+    async def _finish(self, state: str) -> None:
+        """Finalise: usage, cost, telemetry; store the record and events; tell the bus."""
+        if self.clock.ended is None:
+            self.clock.ended = time.monotonic()
+        if self._upstream is not None:
+            self._upstream.close()  # harmless after release; closes the socket on Stop
+        if not self.ready.done():
+            self.ready.set_result(None)
+        if state == CANCELLED:
+            log.info(
+                "session cancelled %s",
+                kv(
+                    session_id=self.id,
+                    reason=self.cancel_reason,
+                    upstream_tokens_at_cancel=self.acc.output_deltas,
+                ),
+            )
+            self.log.append(ev.Error("cancelled", f"stopped: {self.cancel_reason}"))
+            self.log.notify()
+        self._set_state(FINALIZING)
+        usage = self._final_usage()
+        self.cost = self.owner.prices.cost(
+            self.route.provider.name,
+            self.route.provider.kind,
+            self.route.model,
+            usage,
+            self.usage_source,
+        ).as_dict()
+        self.state = state
+        self.clock.finalized = time.monotonic()
+        record = self.record()
+        try:
+            if self._stored_initial is not None:
+                await self._stored_initial
+            await self.owner.store.put(record)
+            await self.owner.store.put_events(self.id, self.stored_events())
+        except SluiceError:
+            log.exception("session record not stored %s", kv(session_id=self.id))
+        self.updated_at = time.time()
+        self.log.close()
+        self.finished.set()
+        await self.owner.on_finished(self)
+
+    def _final_usage(self) -> ev.Usage:
+        usage = self.acc.usage
+        if usage is not None and usage.final:
+            self.usage_source = "provider"
+            return usage
+        self.usage_source = "estimated"
+        input_tokens = usage.input_tokens if usage is not None else self._estimate_input()
+        return ev.Usage(input_tokens=input_tokens, output_tokens=self.acc.output_deltas)
+
+    def _estimate_input(self) -> int:
+        return math.ceil(len(self.spec.body) / 4)
+
+    # -- views --------------------------------------------------------------------------------
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.updated_at = time.time()
+        log.info(
+            "session state %s",
+            kv(session_id=self.id, state=state, provider=self.route.label, wire=self.route.wire),
+        )
+        self.owner.on_state(self)
+
+    @property
+    def failed_before_stream(self) -> bool:
+        """The upstream refused or could not be reached: nothing was streamed."""
+        return self.clock.upstream_open is None and self.error is not None
+
+    def output_tokens(self) -> int:
+        usage = self.acc.usage
+        if usage is not None and usage.final:
+            return usage.output_tokens
+        return self.acc.output_deltas
+
+    def usage_dict(self) -> dict[str, Any] | None:
+        usage = self.acc.usage
+        if self.state in TERMINAL_STATES and (usage is None or not usage.final):
+            usage = self._final_usage()
+        return None if usage is None else ev.payload(usage)[1] | {"source": self.usage_source}
+
+    def telemetry(self) -> dict[str, Any]:
+        return self.clock.summary(self.output_tokens())
+
+    def record(self) -> dict[str, Any]:
+        acc = self.acc
+        return {
+            "id": self.id,
+            "state": self.state,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "endpoint": self.spec.endpoint,
+            "provider": self.route.provider.name,
+            "provider_kind": self.route.provider.kind,
+            "model": self.route.model,
+            "upstream_wire": self.route.wire,
+            "passthrough": self.spec.passthrough,
+            "disconnect_policy": self.spec.disconnect_policy,
+            "max_tokens": self.spec.turn.max_tokens,
+            "prompt_preview": self.spec.turn.prompt_preview(),
+            "response_id": acc.response_id,
+            "upstream_model": acc.model,
+            "text": acc.text,
+            "reasoning": acc.reasoning,
+            "tool_calls": [c.as_dict() for c in acc.tool_calls],
+            "finish_reason": acc.finish_reason,
+            "usage": self.usage_dict(),
+            "cost": self.cost,
+            "telemetry": self.telemetry(),
+            "error": self.error,
+            "cancel_reason": self.cancel_reason,
+            "attempts": self.attempts,
+            "events": len(self.log),
+        }
+
+    def stored_events(self) -> list[tuple[int, str, bytes]]:
+        out = []
+        for seq, (event, _raw) in enumerate(self.log.entries, start=1):
+            if event is not None:
+                kind, data = ev.payload(event)
+                out.append((seq, kind, orjson.dumps(data)))
+        return out

@@ -1,0 +1,85 @@
+"""Stream timing measured at the gateway: first token, per-token time, gaps, finalisation."""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+from sluice.stats import percentile
+
+
+class StreamClock:
+    """Timestamps and counters for one stream; the hot path calls ``delta(now)`` only.
+
+    All times are ``time.monotonic()`` seconds. Gaps are kept as doubles in an array (8 bytes
+    each) for exact percentiles at the end.
+    """
+
+    __slots__ = (
+        "blocked",
+        "ended",
+        "finalized",
+        "first_event",
+        "first_token",
+        "gaps",
+        "last_delta",
+        "started",
+        "upstream_open",
+    )
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.upstream_open: float | None = None
+        self.first_event: float | None = None
+        self.first_token: float | None = None
+        self.last_delta: float | None = None
+        self.ended: float | None = None
+        self.finalized: float | None = None
+        #: seconds the relay spent waiting for a slow reader
+        self.blocked = 0.0
+        self.gaps = array("d")
+
+    def delta(self, now: float, answer: bool) -> None:
+        """A content delta arrived; ``answer`` is false for reasoning."""
+        last = self.last_delta
+        if last is None:
+            self.first_event = now
+        else:
+            self.gaps.append(now - last)
+        if answer and self.first_token is None:
+            self.first_token = now
+        self.last_delta = now
+
+    def backpressure(self) -> str:
+        if self.ended is None or self.upstream_open is None:
+            span = 0.0 if self.last_delta is None else self.last_delta - self.started
+        else:
+            span = self.ended - self.upstream_open
+        share = self.blocked / span if span > 0 else 0.0
+        return "low" if share < 0.1 else "medium" if share < 0.5 else "high"
+
+    def summary(self, output_tokens: int) -> dict[str, Any]:
+        def since(t: float | None, origin: float | None) -> float | None:
+            return None if t is None or origin is None else round((t - origin) * 1000, 3)
+
+        generation = (
+            self.last_delta - self.first_token
+            if self.last_delta is not None and self.first_token is not None
+            else None
+        )
+        tpot = generation / (output_tokens - 1) * 1000 if generation and output_tokens > 1 else None
+        rate = (output_tokens - 1) / generation if generation and output_tokens > 1 else None
+        p50, p99 = percentile(self.gaps, 50), percentile(self.gaps, 99)
+        return {
+            "ttft_ms": since(self.first_token, self.started),
+            "time_to_first_event_ms": since(self.first_event, self.started),
+            "upstream_connect_ms": since(self.upstream_open, self.started),
+            "tpot_ms": None if tpot is None else round(tpot, 3),
+            "gap_p50_ms": None if p50 is None else round(p50 * 1000, 3),
+            "gap_p99_ms": None if p99 is None else round(p99 * 1000, 3),
+            "token_rate": None if rate is None else round(rate, 2),
+            "duration_ms": since(self.ended, self.started),
+            "finalization_ms": since(self.finalized, self.ended),
+            "backpressure": self.backpressure(),
+            "blocked_ms": round(self.blocked * 1000, 3),
+        }

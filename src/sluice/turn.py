@@ -1,0 +1,198 @@
+"""One conversational turn, independent of any wire format: the request and its accumulated result.
+
+``TurnRequest`` is what every client format is parsed into and every upstream format is built
+from. ``TurnAccumulator`` is the fold over normalised events that yields a ``TurnResult``:
+final text, reasoning, tool calls, usage, finish reason or error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sluice import events as ev
+
+
+@dataclass(slots=True)
+class ToolSpec:
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+
+
+@dataclass(slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(slots=True)
+class ToolCallPart:
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ToolResultPart:
+    call_id: str
+    content: str
+    is_error: bool = False
+
+
+Part = TextPart | ToolCallPart | ToolResultPart
+
+
+@dataclass(slots=True)
+class Message:
+    role: str  # "user" | "assistant"
+    parts: list[Part]
+
+
+@dataclass(slots=True)
+class TurnRequest:
+    """A client's request in normalised form.
+
+    ``tool_choice`` is ``"auto"``, ``"none"``, ``"required"`` or a tool name.
+    ``include_usage`` records whether the client asked for usage in its stream.
+    """
+
+    model: str
+    messages: list[Message]
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: str | None = None
+    stream: bool = False
+    include_usage: bool = False
+    user: str | None = None
+
+    def prompt_preview(self, limit: int = 200) -> str:
+        for message in reversed(self.messages):
+            if message.role == "user":
+                for part in message.parts:
+                    if isinstance(part, TextPart):
+                        return part.text[:limit]
+        return ""
+
+
+@dataclass(slots=True)
+class ToolCallResult:
+    call_id: str
+    name: str
+    raw: str
+    arguments: dict[str, Any] | None
+    status: str
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.call_id,
+            "name": self.name,
+            "arguments": self.arguments,
+            "raw_arguments": self.raw,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class TurnResult:
+    response_id: str = ""
+    model: str = ""
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCallResult] = field(default_factory=list)
+    usage: ev.Usage | None = None
+    finish_reason: str | None = None
+    finish_raw: str | None = None
+    error: ev.Error | None = None
+
+
+class TurnAccumulator:
+    """Folds normalised events into a ``TurnResult``. Text is kept as a list of pieces and
+    joined on demand, so accumulation stays linear in the length of the stream."""
+
+    __slots__ = (
+        "_reasoning",
+        "_text",
+        "error",
+        "finish_raw",
+        "finish_reason",
+        "model",
+        "output_deltas",
+        "response_id",
+        "tool_calls",
+        "usage",
+    )
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self.response_id = ""
+        self.model = ""
+        self.tool_calls: list[ToolCallResult] = []
+        self.usage: ev.Usage | None = None
+        self.finish_reason: str | None = None
+        self.finish_raw: str | None = None
+        self.error: ev.Error | None = None
+        #: content deltas seen (text, reasoning, tool fragments): the estimate of output
+        #: tokens when the provider reports no usage.
+        self.output_deltas = 0
+
+    def apply(self, event: ev.Event) -> None:
+        match event:
+            case ev.TextDelta(text=text):
+                self._text.append(text)
+                self.output_deltas += 1
+            case ev.ReasoningDelta(text=text):
+                self._reasoning.append(text)
+                self.output_deltas += 1
+            case ev.ToolCallDelta():
+                self.output_deltas += 1
+            case ev.ToolCallDone():
+                self.tool_calls.append(
+                    ToolCallResult(
+                        call_id=event.call_id,
+                        name=event.name,
+                        raw=event.raw,
+                        arguments=event.arguments,
+                        status=event.status,
+                        error=event.error,
+                    )
+                )
+            case ev.Usage():
+                self.usage = event
+            case ev.Start(response_id=rid, model=model):
+                self.response_id = rid
+                self.model = model
+            case ev.Finish(reason=reason, raw=raw):
+                self.finish_reason = reason
+                self.finish_raw = raw
+            case ev.Error():
+                self.error = event
+
+    @property
+    def text(self) -> str:
+        if len(self._text) > 1:
+            self._text[:] = ["".join(self._text)]
+        return self._text[0] if self._text else ""
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self._reasoning)
+
+    def result(self) -> TurnResult:
+        return TurnResult(
+            response_id=self.response_id,
+            model=self.model,
+            text=self.text,
+            reasoning=self.reasoning,
+            tool_calls=list(self.tool_calls),
+            usage=self.usage,
+            finish_reason=self.finish_reason,
+            finish_raw=self.finish_raw,
+            error=self.error,
+        )

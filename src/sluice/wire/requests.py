@@ -1,0 +1,568 @@
+"""Requests, whole responses and error bodies in each wire format, to and from ``TurnRequest``.
+
+``parse_*`` validate a client's body (raising ``BadRequest`` with a message that names the
+field) and return a ``TurnRequest``; ``build_*`` make an upstream body from one;
+``render_*`` make the non-streaming response body of a ``TurnResult``; ``*_error_body`` make
+each format's error body. No I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from sluice import events as ev
+from sluice.errors import BadRequest
+from sluice.turn import (
+    Message,
+    Part,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    ToolSpec,
+    TurnRequest,
+    TurnResult,
+)
+
+JSONDict = dict[str, Any]
+
+# ---------------------------------------------------------------------------------------------
+# Shared validation helpers
+
+
+def _require(body: JSONDict, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    if key not in body or body[key] is None:
+        raise BadRequest(f"'{key}' is required")
+    value = body[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise BadRequest(f"'{key}' must be {what}")
+    return value
+
+
+def _optional_number(body: JSONDict, key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"'{key}' must be a number")
+    return float(value)
+
+
+def _optional_int(body: JSONDict, *keys: str) -> int | None:
+    for key in keys:
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadRequest(f"'{key}' must be a positive integer")
+        return value
+    return None
+
+
+def _stop_list(value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise BadRequest(f"'{key}' must be a string or a list of strings")
+
+
+def _text_of(content: Any, where: str) -> str:
+    """Text of a content value that is a string or a list of text parts."""
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        pieces = []
+        for part in content:
+            if isinstance(part, str):
+                pieces.append(part)
+            elif isinstance(part, dict) and part.get("type") in (
+                "text",
+                "input_text",
+                "output_text",
+            ):
+                pieces.append(str(part.get("text", "")))
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise BadRequest(
+                    f"{where}: content part of type {kind!r} cannot be translated "
+                    "between provider formats; send text parts"
+                )
+        return "".join(pieces)
+    raise BadRequest(f"{where}: 'content' must be a string or a list of parts")
+
+
+def _load_arguments(raw: Any, where: str) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    if raw in (None, ""):
+        return {}
+    if isinstance(raw, str):
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"{where}: 'arguments' is not valid JSON") from exc
+        if isinstance(value, dict):
+            return value
+    raise BadRequest(f"{where}: 'arguments' must be a JSON object")
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenAI Chat Completions
+
+
+def parse_chat_request(body: JSONDict) -> TurnRequest:
+    model = _require(body, "model", str, "a string")
+    raw_messages = _require(body, "messages", list, "a list of messages")
+    if not raw_messages:
+        raise BadRequest("'messages' must not be empty")
+    system: list[str] = []
+    messages: list[Message] = []
+    for i, m in enumerate(raw_messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise BadRequest(f"{where} must be an object")
+        role = m.get("role")
+        if role in ("system", "developer"):
+            system.append(_text_of(m.get("content"), where))
+        elif role == "user":
+            _append(messages, "user", [TextPart(_text_of(m.get("content"), where))])
+        elif role == "assistant":
+            parts: list[Part] = []
+            text = _text_of(m.get("content"), where)
+            if text:
+                parts.append(TextPart(text))
+            for j, call in enumerate(m.get("tool_calls") or []):
+                fn = call.get("function") or {} if isinstance(call, dict) else {}
+                if not isinstance(call, dict) or not isinstance(fn.get("name"), str):
+                    raise BadRequest(f"{where}.tool_calls[{j}] needs function.name")
+                parts.append(
+                    ToolCallPart(
+                        call_id=str(call.get("id", f"call_{i}_{j}")),
+                        name=fn["name"],
+                        arguments=_load_arguments(fn.get("arguments"), f"{where}.tool_calls[{j}]"),
+                    )
+                )
+            _append(messages, "assistant", parts)
+        elif role == "tool":
+            call_id = m.get("tool_call_id")
+            if not isinstance(call_id, str):
+                raise BadRequest(f"{where}: 'tool_call_id' is required for role 'tool'")
+            _append(messages, "user", [ToolResultPart(call_id, _text_of(m.get("content"), where))])
+        else:
+            raise BadRequest(f"{where}: unknown role {role!r}")
+    tools = []
+    for i, t in enumerate(body.get("tools") or []):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise BadRequest(
+                f"tools[{i}] must be {{'type': 'function', 'function': {{'name': …}}}}"
+            )
+        tools.append(
+            ToolSpec(fn["name"], fn.get("description"), fn.get("parameters") or {"type": "object"})
+        )
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name")
+    options = body.get("stream_options") or {}
+    return TurnRequest(
+        model=model,
+        messages=messages,
+        system="\n\n".join(system) or None,
+        max_tokens=_optional_int(body, "max_completion_tokens", "max_tokens"),
+        temperature=_optional_number(body, "temperature"),
+        top_p=_optional_number(body, "top_p"),
+        stop=_stop_list(body.get("stop"), "stop"),
+        tools=tools,
+        tool_choice=choice if isinstance(choice, str) else None,
+        stream=bool(body.get("stream", False)),
+        include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+        user=body.get("user") if isinstance(body.get("user"), str) else None,
+    )
+
+
+def _append(messages: list[Message], role: str, parts: list[Part]) -> None:
+    if messages and messages[-1].role == role:
+        messages[-1].parts.extend(parts)
+    else:
+        messages.append(Message(role, parts))
+
+
+def build_chat_request(turn: TurnRequest, model: str) -> JSONDict:
+    out: list[JSONDict] = []
+    if turn.system:
+        out.append({"role": "system", "content": turn.system})
+    for m in turn.messages:
+        if m.role == "assistant":
+            text = "".join(p.text for p in m.parts if isinstance(p, TextPart))
+            msg: JSONDict = {"role": "assistant", "content": text or None}
+            calls = [
+                {
+                    "id": p.call_id,
+                    "type": "function",
+                    "function": {"name": p.name, "arguments": orjson.dumps(p.arguments).decode()},
+                }
+                for p in m.parts
+                if isinstance(p, ToolCallPart)
+            ]
+            if calls:
+                msg["tool_calls"] = calls
+            out.append(msg)
+            continue
+        text_parts: list[str] = []
+        for p in m.parts:
+            if isinstance(p, ToolResultPart):
+                out.append({"role": "tool", "tool_call_id": p.call_id, "content": p.content})
+            elif isinstance(p, TextPart):
+                text_parts.append(p.text)
+        if text_parts:
+            out.append({"role": "user", "content": "".join(text_parts)})
+    body: JSONDict = {
+        "model": model,
+        "messages": out,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if turn.max_tokens is not None:
+        body["max_tokens"] = turn.max_tokens
+    _copy_sampling(turn, body, stop_key="stop")
+    if turn.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.parameters,
+                },
+            }
+            for t in turn.tools
+        ]
+        if turn.tool_choice in ("auto", "none", "required"):
+            body["tool_choice"] = turn.tool_choice
+        elif turn.tool_choice:
+            body["tool_choice"] = {"type": "function", "function": {"name": turn.tool_choice}}
+    return body
+
+
+def _copy_sampling(turn: TurnRequest, body: JSONDict, stop_key: str) -> None:
+    if turn.temperature is not None:
+        body["temperature"] = turn.temperature
+    if turn.top_p is not None:
+        body["top_p"] = turn.top_p
+    if turn.stop:
+        body[stop_key] = turn.stop
+
+
+def render_chat_response(result: TurnResult, model: str) -> JSONDict:
+    message: JSONDict = {"role": "assistant", "content": result.text or None, "refusal": None}
+    if result.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": c.call_id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.raw or "{}"},
+            }
+            for c in result.tool_calls
+        ]
+    finish = {
+        ev.FINISH_PAUSE: "stop",
+        ev.FINISH_REFUSAL: "content_filter",
+    }.get(result.finish_reason or "stop", result.finish_reason or "stop")
+    body: JSONDict = {
+        "id": result.response_id or "chatcmpl-sluice",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": result.model or model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+    }
+    if result.usage is not None:
+        body["usage"] = chat_usage(result.usage)
+    return body
+
+
+def chat_usage(usage: ev.Usage) -> JSONDict:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+_OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error_body(status: int, message: str, code: str | None) -> JSONDict:
+    kind = _OPENAI_ERROR_TYPES.get(
+        status, "server_error" if status >= 500 else "invalid_request_error"
+    )
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Anthropic Messages
+
+
+def parse_messages_request(body: JSONDict) -> TurnRequest:
+    model = _require(body, "model", str, "a string")
+    max_tokens = _require(body, "max_tokens", int, "a positive integer")
+    if max_tokens < 1:
+        raise BadRequest("'max_tokens' must be a positive integer")
+    raw_messages = _require(body, "messages", list, "a list of messages")
+    if not raw_messages:
+        raise BadRequest("'messages' must not be empty")
+    messages: list[Message] = []
+    for i, m in enumerate(raw_messages):
+        where = f"messages.{i}"
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise BadRequest(f"{where}: 'role' must be 'user' or 'assistant'")
+        content = m.get("content")
+        parts: list[Part] = []
+        if isinstance(content, str):
+            parts.append(TextPart(content))
+        elif isinstance(content, list):
+            for j, block in enumerate(content):
+                parts.append(_anthropic_block(block, f"{where}.content.{j}"))
+        else:
+            raise BadRequest(f"{where}: 'content' must be a string or a list of blocks")
+        _append(messages, m["role"], parts)
+    system = body.get("system")
+    tools = []
+    for i, t in enumerate(body.get("tools") or []):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise BadRequest(f"tools.{i}: 'name' is required")
+        tools.append(
+            ToolSpec(t["name"], t.get("description"), t.get("input_schema") or {"type": "object"})
+        )
+    choice = body.get("tool_choice")
+    tool_choice = None
+    if isinstance(choice, dict):
+        tool_choice = {"auto": "auto", "any": "required", "none": "none"}.get(
+            str(choice.get("type")), choice.get("name")
+        )
+    return TurnRequest(
+        model=model,
+        messages=messages,
+        system=_text_of(system, "system") if system is not None else None,
+        max_tokens=max_tokens,
+        temperature=_optional_number(body, "temperature"),
+        top_p=_optional_number(body, "top_p"),
+        stop=_stop_list(body.get("stop_sequences"), "stop_sequences"),
+        tools=tools,
+        tool_choice=tool_choice,
+        stream=bool(body.get("stream", False)),
+        include_usage=True,
+    )
+
+
+def _anthropic_block(block: Any, where: str) -> Part:
+    if not isinstance(block, dict):
+        raise BadRequest(f"{where} must be an object")
+    kind = block.get("type")
+    if kind == "text":
+        return TextPart(str(block.get("text", "")))
+    if kind == "tool_use":
+        return ToolCallPart(
+            str(block.get("id", "")),
+            str(block.get("name", "")),
+            _load_arguments(block.get("input"), where),
+        )
+    if kind == "tool_result":
+        return ToolResultPart(
+            str(block.get("tool_use_id", "")),
+            _text_of(block.get("content"), where),
+            bool(block.get("is_error", False)),
+        )
+    raise BadRequest(
+        f"{where}: content block of type {kind!r} cannot be translated between provider formats"
+    )
+
+
+def build_messages_request(turn: TurnRequest, model: str) -> JSONDict:
+    out: list[JSONDict] = []
+    for m in turn.messages:
+        blocks: list[JSONDict] = []
+        for p in m.parts:
+            if isinstance(p, TextPart):
+                if p.text:
+                    blocks.append({"type": "text", "text": p.text})
+            elif isinstance(p, ToolCallPart):
+                blocks.append(
+                    {"type": "tool_use", "id": p.call_id, "name": p.name, "input": p.arguments}
+                )
+            else:
+                blocks.append(
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": p.call_id,
+                        "content": p.content,
+                        "is_error": p.is_error,
+                    }
+                )
+        out.append({"role": m.role, "content": blocks})
+    body: JSONDict = {
+        "model": model,
+        "messages": out,
+        "max_tokens": turn.max_tokens or 4096,
+        "stream": True,
+    }
+    if turn.system:
+        body["system"] = turn.system
+    _copy_sampling(turn, body, stop_key="stop_sequences")
+    if turn.tools:
+        body["tools"] = [
+            {"name": t.name, "description": t.description or "", "input_schema": t.parameters}
+            for t in turn.tools
+        ]
+        if turn.tool_choice == "required":
+            body["tool_choice"] = {"type": "any"}
+        elif turn.tool_choice in ("auto", "none"):
+            body["tool_choice"] = {"type": turn.tool_choice}
+        elif turn.tool_choice:
+            body["tool_choice"] = {"type": "tool", "name": turn.tool_choice}
+    return body
+
+
+_ANTHROPIC_STOP = {
+    ev.FINISH_STOP: "end_turn",
+    ev.FINISH_LENGTH: "max_tokens",
+    ev.FINISH_TOOL_CALLS: "tool_use",
+    ev.FINISH_CONTENT_FILTER: "refusal",
+    ev.FINISH_PAUSE: "pause_turn",
+    ev.FINISH_REFUSAL: "refusal",
+}
+
+
+def render_messages_response(result: TurnResult, model: str) -> JSONDict:
+    content: list[JSONDict] = []
+    if result.reasoning:
+        content.append({"type": "thinking", "thinking": result.reasoning, "signature": ""})
+    if result.text:
+        content.append({"type": "text", "text": result.text})
+    for c in result.tool_calls:
+        content.append(
+            {"type": "tool_use", "id": c.call_id, "name": c.name, "input": c.arguments or {}}
+        )
+    usage = result.usage or ev.Usage()
+    return {
+        "id": result.response_id or "msg_sluice",
+        "type": "message",
+        "role": "assistant",
+        "model": result.model or model,
+        "content": content,
+        "stop_reason": _ANTHROPIC_STOP.get(result.finish_reason or "stop", "end_turn"),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cache_read_tokens,
+            "cache_creation_input_tokens": usage.cache_write_tokens,
+        },
+    }
+
+
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_error_body(status: int, message: str) -> JSONDict:
+    kind = _ANTHROPIC_ERROR_TYPES.get(
+        status, "api_error" if status >= 500 else "invalid_request_error"
+    )
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenAI Responses (upstream only)
+
+
+def build_responses_request(turn: TurnRequest, model: str) -> JSONDict:
+    items: list[JSONDict] = []
+    for m in turn.messages:
+        for p in m.parts:
+            if isinstance(p, TextPart):
+                kind = "output_text" if m.role == "assistant" else "input_text"
+                items.append(
+                    {"type": "message", "role": m.role, "content": [{"type": kind, "text": p.text}]}
+                )
+            elif isinstance(p, ToolCallPart):
+                items.append(
+                    {
+                        "type": "function_call",
+                        "call_id": p.call_id,
+                        "name": p.name,
+                        "arguments": orjson.dumps(p.arguments).decode(),
+                    }
+                )
+            else:
+                items.append(
+                    {"type": "function_call_output", "call_id": p.call_id, "output": p.content}
+                )
+    body: JSONDict = {"model": model, "input": items, "stream": True, "store": False}
+    if turn.system:
+        body["instructions"] = turn.system
+    if turn.max_tokens is not None:
+        body["max_output_tokens"] = turn.max_tokens
+    if turn.temperature is not None:
+        body["temperature"] = turn.temperature
+    if turn.top_p is not None:
+        body["top_p"] = turn.top_p
+    if turn.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.parameters,
+            }
+            for t in turn.tools
+        ]
+        if turn.tool_choice in ("auto", "none", "required"):
+            body["tool_choice"] = turn.tool_choice
+        elif turn.tool_choice:
+            body["tool_choice"] = {"type": "function", "name": turn.tool_choice}
+    return body
+
+
+# ---------------------------------------------------------------------------------------------
+# Native API (``POST /api/sessions``): the OpenAI Chat shape, plus Sluice's own options.
+
+
+def parse_native_request(body: JSONDict) -> TurnRequest:
+    """The Chat request shape; ``"prompt": "…"`` may stand in for a one-message ``messages``."""
+    if "messages" not in body and isinstance(body.get("prompt"), str):
+        body = {**body, "messages": [{"role": "user", "content": body["prompt"]}]}
+    turn = parse_chat_request(body)
+    turn.stream = True
+    turn.include_usage = True
+    return turn
+
+
+BUILDERS = {
+    "chat": build_chat_request,
+    "messages": build_messages_request,
+    "responses": build_responses_request,
+}

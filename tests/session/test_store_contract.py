@@ -1,0 +1,74 @@
+"""One contract, every store backend: records and event logs survive a round trip."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sluice.session.store import MemoryStore, SessionStore, SQLiteStore, StoreError, open_store
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
+    backend: SessionStore = (
+        MemoryStore() if request.param == "memory" else SQLiteStore(str(tmp_path / "s.db"))
+    )
+    await backend.open()
+    yield backend
+    await backend.close()
+
+
+def _record(sid: str, created: float, state: str = "complete", provider: str = "sim") -> dict:
+    return {"id": sid, "created_at": created, "state": state, "provider": provider, "text": "hi"}
+
+
+async def test_a_stored_record_reads_back_equal(store: SessionStore) -> None:
+    record = _record("op-1", 1.0) | {"usage": {"input_tokens": 3}, "tool_calls": []}
+    await store.put(record)
+    assert await store.get("op-1") == record
+
+
+async def test_put_replaces_the_record_with_the_same_id(store: SessionStore) -> None:
+    await store.put(_record("op-1", 1.0, state="streaming"))
+    await store.put(_record("op-1", 1.0, state="errored"))
+    got = await store.get("op-1")
+    assert got is not None and got["state"] == "errored"
+
+
+async def test_an_unknown_id_reads_as_none(store: SessionStore) -> None:
+    assert await store.get("op-missing") is None
+
+
+async def test_query_is_newest_first_and_filters(store: SessionStore) -> None:
+    await store.put(_record("a", 1.0, "complete", "sim"))
+    await store.put(_record("b", 2.0, "errored", "sim"))
+    await store.put(_record("c", 3.0, "complete", "openai"))
+    assert [r["id"] for r in await store.query()] == ["c", "b", "a"]
+    assert [r["id"] for r in await store.query(state="complete")] == ["c", "a"]
+    assert [r["id"] for r in await store.query(provider="sim")] == ["b", "a"]
+    assert [r["id"] for r in await store.query(limit=1)] == ["c"]
+
+
+async def test_events_read_back_after_a_sequence_number(store: SessionStore) -> None:
+    events = [(1, "start", b"{}"), (2, "text", b'{"text":"a"}'), (4, "finish", b"{}")]
+    await store.put_events("op-1", events)
+    assert await store.get_events("op-1") == events
+    assert await store.get_events("op-1", after=2) == [(4, "finish", b"{}")]
+    assert await store.get_events("op-2") == []
+
+
+async def test_storing_the_same_events_twice_keeps_one_copy(store: SessionStore) -> None:
+    events = [(1, "start", b"{}"), (2, "text", b'{"text":"a"}')]
+    await store.put_events("op-1", events)
+    await store.put_events("op-1", events)
+    assert await store.get_events("op-1") == events
+
+
+def test_store_urls_choose_the_backend(tmp_path: Path) -> None:
+    assert isinstance(open_store("memory://"), MemoryStore)
+    sqlite = open_store(f"sqlite:///{tmp_path}/x.db")
+    assert isinstance(sqlite, SQLiteStore) and sqlite.path == f"{tmp_path}/x.db"
+    with pytest.raises(StoreError, match="unsupported store url"):
+        open_store("mysql://nope")

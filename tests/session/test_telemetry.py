@@ -1,0 +1,56 @@
+"""Stream timing: first token, per-token time, gaps and rate from known timestamps."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice.session.telemetry import StreamClock
+from sluice.stats import percentile
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) is None
+    with pytest.raises(ValueError):
+        percentile(values, 101)
+
+
+def test_summary_from_a_known_timeline() -> None:
+    clock = StreamClock(started=100.0)
+    clock.upstream_open = 100.05
+    clock.delta(100.2, answer=False)  # reasoning first: visible, but not the first token
+    for i in range(5):
+        clock.delta(100.5 + i * 0.1, answer=True)
+    clock.ended = 101.0
+    clock.finalized = 101.002
+    s = clock.summary(output_tokens=5)
+    assert s["time_to_first_event_ms"] == pytest.approx(200)
+    assert s["ttft_ms"] == pytest.approx(500)
+    assert s["tpot_ms"] == pytest.approx(100)
+    assert s["token_rate"] == pytest.approx(10)
+    assert s["gap_p50_ms"] == pytest.approx(100)
+    assert s["gap_p99_ms"] == pytest.approx(300)
+    assert s["duration_ms"] == pytest.approx(1000)
+    assert s["finalization_ms"] == pytest.approx(2)
+    assert s["backpressure"] == "low"
+
+
+def test_a_stream_without_tokens_has_no_rates() -> None:
+    clock = StreamClock(started=0.0)
+    s = clock.summary(output_tokens=0)
+    assert s["ttft_ms"] is None and s["tpot_ms"] is None and s["token_rate"] is None
+    assert s["gap_p99_ms"] is None
+
+
+def test_backpressure_level_follows_the_share_of_time_blocked() -> None:
+    clock = StreamClock(started=0.0)
+    clock.upstream_open, clock.ended = 0.0, 10.0
+    assert clock.backpressure() == "low"
+    clock.blocked = 2.0
+    assert clock.backpressure() == "medium"
+    clock.blocked = 6.0
+    assert clock.backpressure() == "high"

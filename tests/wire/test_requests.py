@@ -1,0 +1,189 @@
+"""Client requests parsed into TurnRequest and built into each upstream format."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from sluice.errors import BadRequest
+from sluice.events import Usage
+from sluice.turn import TextPart, ToolCallPart, ToolResultPart, TurnResult
+from sluice.wire.requests import (
+    anthropic_error_body,
+    build_chat_request,
+    build_messages_request,
+    build_responses_request,
+    openai_error_body,
+    parse_chat_request,
+    parse_messages_request,
+    parse_native_request,
+    render_chat_response,
+    render_messages_response,
+)
+
+TOOLS_CHAT = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup_order",
+            "description": "Find an order",
+            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+        },
+    }
+]
+
+CHAT_CONVERSATION = {
+    "model": "sim/support",
+    "stream": True,
+    "stream_options": {"include_usage": True},
+    "max_tokens": 256,
+    "temperature": 0.2,
+    "stop": "END",
+    "tools": TOOLS_CHAT,
+    "tool_choice": {"type": "function", "function": {"name": "lookup_order"}},
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Where is A-1?"}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "lookup_order", "arguments": '{"order_id": "A-1"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "shipped"},
+    ],
+}
+
+
+def test_a_chat_request_parses_every_field() -> None:
+    turn = parse_chat_request(CHAT_CONVERSATION)
+    assert turn.model == "sim/support" and turn.stream and turn.include_usage
+    assert turn.system == "Be brief."
+    assert turn.max_tokens == 256 and turn.temperature == 0.2 and turn.stop == ["END"]
+    assert turn.tool_choice == "lookup_order" and turn.tools[0].name == "lookup_order"
+    assert [m.role for m in turn.messages] == ["user", "assistant", "user"]
+    assert turn.messages[1].parts == [ToolCallPart("call_1", "lookup_order", {"order_id": "A-1"})]
+    assert turn.messages[2].parts == [ToolResultPart("call_1", "shipped")]
+
+
+def test_chat_to_anthropic_keeps_tools_results_and_system() -> None:
+    body = build_messages_request(parse_chat_request(CHAT_CONVERSATION), "claude-x")
+    assert body["model"] == "claude-x" and body["stream"] is True
+    assert body["system"] == "Be brief." and body["max_tokens"] == 256
+    assert body["stop_sequences"] == ["END"]
+    assert body["tool_choice"] == {"type": "tool", "name": "lookup_order"}
+    assert body["tools"][0]["input_schema"]["properties"] == {"order_id": {"type": "string"}}
+    assert body["messages"][1]["content"] == [
+        {"type": "tool_use", "id": "call_1", "name": "lookup_order", "input": {"order_id": "A-1"}}
+    ]
+    assert body["messages"][2]["content"][0]["type"] == "tool_result"
+
+
+def test_anthropic_to_chat_round_trips_a_tool_conversation() -> None:
+    anthropic = build_messages_request(parse_chat_request(CHAT_CONVERSATION), "m")
+    turn = parse_messages_request(anthropic)
+    chat = build_chat_request(turn, "gpt-x")
+    assert chat["stream_options"] == {"include_usage": True}
+    roles = [m["role"] for m in chat["messages"]]
+    assert roles == ["system", "user", "assistant", "tool"]
+    call = chat["messages"][2]["tool_calls"][0]
+    assert orjson.loads(call["function"]["arguments"]) == {"order_id": "A-1"}
+    assert chat["messages"][3] == {"role": "tool", "tool_call_id": "call_1", "content": "shipped"}
+
+
+def test_responses_request_uses_input_items_and_instructions() -> None:
+    body = build_responses_request(parse_chat_request(CHAT_CONVERSATION), "gpt-x")
+    assert body["instructions"] == "Be brief." and body["max_output_tokens"] == 256
+    kinds = [item["type"] for item in body["input"]]
+    assert kinds == ["message", "function_call", "function_call_output"]
+    assert body["tools"][0]["name"] == "lookup_order"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"messages": [{"role": "user", "content": "x"}]}, "'model' is required"),
+        ({"model": 3, "messages": []}, "'model' must be a string"),
+        ({"model": "sim/x"}, "'messages' is required"),
+        ({"model": "sim/x", "messages": []}, "must not be empty"),
+        ({"model": "sim/x", "messages": [{"role": "wizard"}]}, "unknown role"),
+        (
+            {"model": "sim/x", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+            "positive integer",
+        ),
+        (
+            {
+                "model": "sim/x",
+                "messages": [{"role": "user", "content": "x"}],
+                "temperature": "hot",
+            },
+            "must be a number",
+        ),
+        ({"model": "sim/x", "messages": [{"role": "tool", "content": "x"}]}, "tool_call_id"),
+    ],
+)
+def test_bad_chat_requests_name_the_field(body: dict, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        parse_chat_request(body)
+
+
+def test_anthropic_requests_require_max_tokens() -> None:
+    with pytest.raises(BadRequest, match="'max_tokens' is required"):
+        parse_messages_request({"model": "sim/x", "messages": [{"role": "user", "content": "x"}]})
+
+
+def test_an_image_part_cannot_be_translated_and_says_so() -> None:
+    body = {
+        "model": "sim/x",
+        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}],
+    }
+    with pytest.raises(BadRequest, match="'image_url' cannot be translated"):
+        parse_chat_request(body)
+
+
+def test_native_requests_accept_a_bare_prompt() -> None:
+    turn = parse_native_request({"model": "sim/support", "prompt": "hello"})
+    assert turn.messages[0].parts == [TextPart("hello")] and turn.stream
+
+
+def test_non_streaming_responses_render_text_tools_and_usage() -> None:
+    from sluice.turn import ToolCallResult
+
+    result = TurnResult(
+        response_id="r1",
+        model="m",
+        text="Hi",
+        tool_calls=[ToolCallResult("c1", "f", '{"a": 1}', {"a": 1}, "ok")],
+        usage=Usage(3, 4),
+        finish_reason="tool_calls",
+    )
+    chat = render_chat_response(result, "sim/m")
+    assert chat["choices"][0]["message"]["content"] == "Hi"
+    assert chat["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == '{"a": 1}'
+    assert chat["choices"][0]["finish_reason"] == "tool_calls"
+    assert chat["usage"]["total_tokens"] == 7
+    msg = render_messages_response(result, "sim/m")
+    assert msg["content"][0] == {"type": "text", "text": "Hi"}
+    assert msg["content"][1]["input"] == {"a": 1} and msg["stop_reason"] == "tool_use"
+    assert msg["usage"]["input_tokens"] == 3
+
+
+def test_error_bodies_follow_each_provider_format() -> None:
+    assert openai_error_body(404, "no", "unknown_model") == {
+        "error": {
+            "message": "no",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "unknown_model",
+        }
+    }
+    assert anthropic_error_body(529, "busy") == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "busy"},
+    }
+    assert anthropic_error_body(413, "big")["error"]["type"] == "request_too_large"

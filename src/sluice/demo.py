@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from typing import Any
 
 import aiohttp
@@ -60,7 +59,6 @@ async def _stream_one(base_url: str, gateway: Any, out: Any) -> str:
     body = {"model": "sim/support", "prompt": PROMPT, "max_tokens": 1024}
     decoder = SSEDecoder()
     session_id = ""
-    last_stats = time.monotonic()
     end: dict[str, Any] = {}
     async with (
         aiohttp.ClientSession() as client,
@@ -84,9 +82,6 @@ async def _stream_one(base_url: str, gateway: Any, out: Any) -> str:
                     out.flush()
                 elif event.event == "end":
                     end = orjson.loads(event.data)
-            if time.monotonic() - last_stats > 3 and session.state == "streaming":
-                last_stats = time.monotonic()
-                print("\n" + _stats_line(session.telemetry()), file=out, flush=True)
     telemetry, usage, cost = end["telemetry"], end["usage"] or {}, end["cost"] or {}
     print("\n", file=out)
     print(_stats_line(telemetry), file=out)

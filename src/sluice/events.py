@@ -92,7 +92,12 @@ class ToolCallDone:
 
 @dataclass(slots=True)
 class Usage:
-    """A cumulative usage snapshot. ``final`` is true once the provider has sent its last one."""
+    """A cumulative usage snapshot. ``final`` is true once the provider has sent its last one.
+
+    ``input_tokens`` counts every input token, cached ones included (OpenAI's meaning);
+    ``cache_read_tokens`` and ``cache_write_tokens`` are parts of it. Adapters of formats that
+    count otherwise (Anthropic) convert.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0

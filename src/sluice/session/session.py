@@ -220,12 +220,16 @@ class Session:
             self.ready.set_result(None)
 
     def _record_error(self, error: ev.Error) -> None:
+        detail = dict(error.detail)
+        retry_after = detail.pop("retry_after", None)
         self.error = {
             "type": error.type,
             "message": error.message,
             "retryable": error.retryable,
             "status": error.status,
-            **error.detail,
+            "retry_after": retry_after,
+            # the provider's own error object, when it sent one
+            "upstream": detail or None,
         }
         log.warning(
             "session error %s",
@@ -284,6 +288,10 @@ class Session:
         await self.owner.on_finished(self)
 
     def _final_usage(self) -> ev.Usage:
+        if self.failed_before_stream:
+            # The provider refused the request (or was never reached): nothing was billed.
+            self.usage_source = "refused"
+            return ev.Usage()
         usage = self.acc.usage
         if usage is not None and usage.final:
             self.usage_source = "provider"

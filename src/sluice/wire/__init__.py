@@ -1,1 +1,1 @@
-"""Wire formats: each provider format's stream adapter (wire -> events) and encoder (events -> wire)."""
+"""Wire formats: per provider format, a stream adapter (wire to events) and encoder (back)."""

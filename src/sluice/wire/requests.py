@@ -25,6 +25,7 @@ from sluice.turn import (
     TurnRequest,
     TurnResult,
 )
+from sluice.wire.anthropic_messages import uncached_input
 
 JSONDict = dict[str, Any]
 
@@ -468,7 +469,7 @@ def render_messages_response(result: TurnResult, model: str) -> JSONDict:
         "stop_reason": _ANTHROPIC_STOP.get(result.finish_reason or "stop", "end_turn"),
         "stop_sequence": None,
         "usage": {
-            "input_tokens": usage.input_tokens,
+            "input_tokens": uncached_input(usage),
             "output_tokens": usage.output_tokens,
             "cache_read_input_tokens": usage.cache_read_tokens,
             "cache_creation_input_tokens": usage.cache_write_tokens,

@@ -1,0 +1,89 @@
+"""Shared fixtures: a real gateway (with its embedded simulator) on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sluice.config import ProviderConfig, Settings, load_settings
+from sluice.gateway.app import Gateway, create_app
+from sluice.gateway.server import RunningServer
+
+#: Fast, steady simulator pacing for tests; scenarios still decide what is sent.
+FAST_SIM = {"token_rate": 2000.0, "ttft": 0.01, "jitter": 0.0, "output_tokens": 60}
+
+
+def test_settings(tmp_path: Path, **sim: Any) -> Settings:
+    settings = load_settings(None, store_url=f"sqlite:///{tmp_path}/sluice.db")
+    settings.sim = {**FAST_SIM, **sim}
+    extra = {
+        # the simulator reached in one chosen wire format, to force translation or passthrough
+        "simchat": ProviderConfig("simchat", "sim", wire="chat"),
+        "simmsg": ProviderConfig("simmsg", "sim", wire="messages"),
+        "simresp": ProviderConfig("simresp", "sim", wire="responses"),
+        "keyless": ProviderConfig(
+            "keyless", "openai", base_url="http://127.0.0.1:9/v1", api_key_env="SLUICE_NO_SUCH_KEY"
+        ),
+    }
+    settings.providers.update(extra)
+    return settings
+
+
+@dataclass
+class GatewayUnderTest:
+    url: str
+    gateway: Gateway
+    http: httpx.AsyncClient
+
+    async def record(self, session_id: str) -> dict[str, Any]:
+        response = await self.http.get(f"/api/sessions/{session_id}")
+        response.raise_for_status()
+        return dict(response.json())
+
+    async def final_record(self, session_id: str) -> dict[str, Any]:
+        """The record once the session is final (a bounded wait: a hang fails the test)."""
+        session = self.gateway.sessions.get(session_id)
+        if session is not None:
+            async with asyncio.timeout(30):
+                await session.finished.wait()
+        return await self.record(session_id)
+
+    async def sim_requests(self, session_id: str) -> list[dict[str, Any]]:
+        response = await self.http.get("/sim/requests", params={"session": session_id})
+        response.raise_for_status()
+        body = response.json()
+        return list(body["requests"] if isinstance(body, dict) else body)
+
+    async def sim_request(self, session_id: str) -> dict[str, Any]:
+        requests = await self.sim_requests(session_id)
+        assert len(requests) == 1, requests
+        return requests[0]
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[GatewayUnderTest]:
+    app = create_app(test_settings(tmp_path))
+    async with (
+        RunningServer(app) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=30) as http,
+    ):
+        yield GatewayUnderTest(server.url, app.state.gateway, http)
+
+
+def sent_tool_calls(sim_record: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The simulator's tool calls as (name, parsed arguments)."""
+    import orjson
+
+    calls = []
+    for call in sim_record["tool_calls"]:
+        arguments = call["arguments"]
+        calls.append(
+            (call["name"], orjson.loads(arguments) if isinstance(arguments, str) else arguments)
+        )
+    return calls

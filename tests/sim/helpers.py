@@ -1,0 +1,128 @@
+"""Shared helpers of the simulator tests: a running simulator, SDK clients, an SSE splitter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import uvicorn
+
+from sluice.sim import SimApp
+
+#: Fast streams: tests never wait for the default 40 tokens/s.
+FAST = {"x-sim-token-rate": "5000", "x-sim-ttft": "0", "x-sim-jitter": "0"}
+
+USER: Any = [{"role": "user", "content": "My API key stopped working, what should I do?"}]
+
+LOOKUP_ORDER_SCHEMA = {
+    "type": "object",
+    "properties": {"order_id": {"type": "string"}, "include_history": {"type": "boolean"}},
+    "required": ["order_id", "include_history"],
+    "additionalProperties": False,
+}
+NO_ARGS_SCHEMA = {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
+LOOKUP_ORDER_ARGS = {"order_id": "A-1042", "include_history": True}
+
+
+def new_session() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class Sim:
+    """A simulator served by uvicorn on loopback for one test."""
+
+    base_url: str
+    app: SimApp
+
+    def http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=10)
+
+    def openai(self, session: str, **options: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=f"{self.base_url}/v1",
+            api_key="sk-test",
+            max_retries=options.pop("max_retries", 0),
+            default_headers={"x-sluice-session-id": session, **FAST, **options},
+        )
+
+    def anthropic(self, session: str, **options: Any) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            base_url=self.base_url,
+            api_key="sk-ant-test",
+            max_retries=options.pop("max_retries", 0),
+            default_headers={"x-sluice-session-id": session, **FAST, **options},
+        )
+
+    async def records(self, session: str | None = None) -> list[dict[str, Any]]:
+        params = {"session": session} if session is not None else {}
+        async with self.http() as client:
+            response = await client.get("/requests", params=params)
+        response.raise_for_status()
+        records: list[dict[str, Any]] = response.json()
+        return records
+
+    async def only_record(self, session: str) -> dict[str, Any]:
+        records = await self.records(session)
+        assert len(records) == 1, records
+        return records[0]
+
+    async def record(self, request_id: str) -> dict[str, Any]:
+        async with self.http() as client:
+            response = await client.get(f"/requests/{request_id}")
+        response.raise_for_status()
+        record: dict[str, Any] = response.json()
+        return record
+
+    async def wait_for(
+        self, request_id: str, ready: Callable[[dict[str, Any]], bool], within: float = 5.0
+    ) -> dict[str, Any]:
+        """Poll a record until ``ready(record)``; fail after ``within`` seconds."""
+        async with asyncio.timeout(within):
+            while True:
+                record = await self.record(request_id)
+                if ready(record):
+                    return record
+                await asyncio.sleep(0.02)
+
+
+async def start(server: uvicorn.Server) -> tuple[asyncio.Task[None], str]:
+    """Start ``server`` in the running loop; its task and its base URL once it listens."""
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(5):
+        while not server.started:
+            if task.done():
+                task.result()  # startup failed: raise its error
+            await asyncio.sleep(0.005)
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    return task, f"http://{host}:{port}"
+
+
+def split_sse(body: str) -> list[tuple[str | None, str]]:
+    """(event, data) of each frame. The simulator writes one data line per frame, LF only."""
+    frames: list[tuple[str | None, str]] = []
+    for block in body.split("\n\n"):
+        if not block:
+            continue
+        event: str | None = None
+        data: list[str] = []
+        for line in block.split("\n"):
+            name, _, value = line.partition(": ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+        frames.append((event, "\n".join(data)))
+    return frames
+
+
+def payloads(body: str) -> list[Any]:
+    """The JSON data of every frame except ``[DONE]``."""
+    return [json.loads(data) for _, data in split_sse(body) if data != "[DONE]"]

@@ -166,3 +166,18 @@ async def test_health_and_metrics(gateway: GatewayUnderTest) -> None:
     metrics = (await gateway.http.get("/metrics")).text
     assert 'sluice_sessions_total{provider="sim",state="complete"} 1.0' in metrics
     assert "sluice_time_to_first_token_seconds_bucket" in metrics
+
+
+async def test_a_completed_tool_call_is_logged_with_one_parse_attempt_and_its_keys(
+    gateway: GatewayUnderTest, caplog: Any
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="sluice")
+    session_id = await start(gateway, model="sim/tools")
+    await gateway.final_record(session_id)
+    lines = [r.getMessage() for r in caplog.records if "tool call completed" in r.getMessage()]
+    assert len(lines) == 1
+    assert f"session_id={session_id}" in lines[0]
+    assert "parse_attempts=1" in lines[0] and "status=ok" in lines[0]
+    assert "argument_keys=include_history,order_id" in lines[0]

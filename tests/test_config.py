@@ -1,0 +1,90 @@
+"""The TOML configuration: defaults, providers, prices, and refusals of impossible settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sluice.config import ConfigError, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sluice.toml"
+    path.write_text(text)
+    return path
+
+
+def test_no_file_means_embedded_defaults() -> None:
+    settings = load_settings(None)
+    assert settings.store_url == "sqlite:///var/sluice.db" and settings.embed_sim
+    assert {"sim", "openai", "anthropic"} <= set(settings.providers)
+    assert settings.providers["openai"].api_key_env == "OPENAI_API_KEY"
+    assert settings.providers["anthropic"].base_url == "https://api.anthropic.com/v1"
+
+
+def test_a_file_adds_providers_prices_and_overrides(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[server]
+port = 9999
+max_body_bytes = 2048
+[store]
+url = "memory://"
+[streams]
+disconnect_policy = "drain"
+[providers.vllm]
+kind = "openai"
+base_url = "http://127.0.0.1:8000/v1"
+api_key_env = "VLLM_KEY"
+models = ["llama"]
+[prices."vllm/*"]
+input = 0.1
+output = 0.2
+[sim]
+token_rate = 99
+embedded = false
+""",
+    )
+    settings = load_settings(path, port=1234)
+    assert settings.port == 1234 and settings.max_body_bytes == 2048
+    assert settings.store_url == "memory://" and settings.disconnect_policy == "drain"
+    vllm = settings.providers["vllm"]
+    assert (vllm.kind, vllm.base_url, vllm.models) == (
+        "openai",
+        "http://127.0.0.1:8000/v1",
+        ["llama"],
+    )
+    assert vllm.wires == ("chat", "responses")
+    assert settings.prices["vllm/*"].output == 0.2
+    assert settings.sim == {"token_rate": 99} and settings.embed_sim is False
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[providers.x]\nkind = "cohere"', "kind must be one of"),
+        ('[providers.x]\nkind = "anthropic"\nwire = "chat"', "wire must be one of"),
+        ('[providers.x]\nkind = "openai"\napi_key = "secret"', "never written in the config"),
+        ('[streams]\ndisconnect_policy = "pray"', "disconnect_policy"),
+        ("[server\nport = 1", "not valid TOML"),
+    ],
+)
+def test_impossible_settings_are_refused_with_a_reason(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write(tmp_path, text))
+
+
+def test_a_refused_key_is_not_echoed(tmp_path: Path) -> None:
+    path = write(tmp_path, '[providers.x]\nkind = "openai"\napi_key = "sk-very-secret"')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "sk-very-secret" not in str(info.value)
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "nope.toml")

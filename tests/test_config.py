@@ -49,7 +49,7 @@ embedded = false
     )
     settings = load_settings(path, port=1234)
     assert settings.port == 1234 and settings.max_body_bytes == 2048
-    assert settings.store_url == "memory://" and settings.disconnect_policy == "drain"
+    assert settings.store_url == "memory://" and settings.streams.disconnect_policy == "drain"
     vllm = settings.providers["vllm"]
     assert (vllm.kind, vllm.base_url, vllm.models) == (
         "openai",
@@ -68,6 +68,8 @@ embedded = false
         ('[providers.x]\nkind = "anthropic"\nwire = "chat"', "wire must be one of"),
         ('[providers.x]\nkind = "openai"\napi_key = "secret"', "never written in the config"),
         ('[streams]\ndisconnect_policy = "pray"', "disconnect_policy"),
+        ("[streams]\nheartbeat_interval = -1", "non-negative number"),
+        ("[streams]\nheartbeat = 5", "not a setting"),
         ("[server\nport = 1", "not valid TOML"),
     ],
 )

@@ -73,14 +73,49 @@ class Price:
 
 
 @dataclass(slots=True)
+class StreamSettings:
+    """How streams survive slow clients, idle proxies, failing providers and load."""
+
+    #: cancel | detach | drain: what a client's disconnect does to its session
+    disconnect_policy: str = "cancel"
+    #: seconds a detached session keeps generating, waiting for a client to resume
+    detach_grace: float = 30.0
+    #: seconds between ``: ping`` comment frames on every SSE stream
+    heartbeat_interval: float = 15.0
+    #: seconds without a byte from the upstream before the session errors ``upstream_stalled``
+    stall_timeout: float = 60.0
+    #: seconds one write to a client may stay blocked before it is cut ``client_too_slow``
+    client_send_timeout: float = 30.0
+    #: events a reader may lag behind the upstream before the upstream read pauses
+    buffer_events: int = 256
+    #: attempts of a request refused before its stream began (429, 529, 5xx, no connection)
+    retry_attempts: int = 3
+    #: seconds within which those attempts must start
+    retry_deadline: float = 30.0
+    retry_base_delay: float = 0.5
+    retry_max_delay: float = 8.0
+    #: error | retry: a failure after the stream began ends the session, or retries the turn
+    #: (native API only; provider-format clients cannot be told that the text restarts)
+    mid_stream_failure: str = "error"
+    #: attempts in all when mid_stream_failure = "retry"
+    turn_attempts: int = 2
+    #: concurrent live sessions; past it, 503 with Retry-After (0: no ceiling)
+    max_concurrent: int = 1000
+    #: concurrent live sessions per client key; past it, 429 with Retry-After (0: no ceiling)
+    max_per_key: int = 0
+    #: seconds session records and event logs are kept
+    retention: float = 7 * 24 * 3600.0
+    connect_timeout: float = 10.0
+
+
+@dataclass(slots=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1_048_576
     store_url: str = "sqlite:///var/sluice.db"
-    disconnect_policy: str = "cancel"
-    connect_timeout: float = 10.0
     log_level: str = "info"
+    streams: StreamSettings = field(default_factory=StreamSettings)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     prices: dict[str, Price] = field(default_factory=dict)
     #: Settings passed to the embedded simulator (see sluice.sim.SimSettings).
@@ -124,13 +159,7 @@ def _from_dict(data: dict[str, Any]) -> Settings:
     s.max_body_bytes = int(server.get("max_body_bytes", s.max_body_bytes))
     s.log_level = server.get("log_level", s.log_level)
     s.store_url = data.get("store", {}).get("url", s.store_url)
-    streams = data.get("streams", {})
-    s.disconnect_policy = streams.get("disconnect_policy", s.disconnect_policy)
-    if s.disconnect_policy not in DISCONNECT_POLICIES:
-        raise ConfigError(
-            f"streams.disconnect_policy must be one of {', '.join(DISCONNECT_POLICIES)}"
-        )
-    s.connect_timeout = float(streams.get("connect_timeout", s.connect_timeout))
+    s.streams = _streams(data.get("streams", {}))
 
     s.providers = default_providers()
     for name, raw in data.get("providers", {}).items():
@@ -144,6 +173,27 @@ def _from_dict(data: dict[str, Any]) -> Settings:
     s.sim = dict(data.get("sim", {}))
     s.embed_sim = bool(s.sim.pop("embedded", True))
     return s
+
+
+def _streams(raw: dict[str, Any]) -> StreamSettings:
+    streams = StreamSettings()
+    for key, value in raw.items():
+        if key not in StreamSettings.__dataclass_fields__:
+            raise ConfigError(f"streams.{key} is not a setting (see docs/configuration.md)")
+        default = getattr(streams, key)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise ConfigError(f"streams.{key} must be a string")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"streams.{key} must be a non-negative number")
+        setattr(streams, key, type(default)(value))
+    if streams.disconnect_policy not in DISCONNECT_POLICIES:
+        raise ConfigError(
+            f"streams.disconnect_policy must be one of {', '.join(DISCONNECT_POLICIES)}"
+        )
+    if streams.mid_stream_failure not in ("error", "retry"):
+        raise ConfigError("streams.mid_stream_failure must be 'error' or 'retry'")
+    return streams
 
 
 def _provider(name: str, raw: dict[str, Any]) -> ProviderConfig:

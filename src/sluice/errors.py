@@ -7,6 +7,8 @@
     │   ├── PayloadTooLarge         413  body over the configured limit
     │   └── UnknownSession          404  no such session id
     ├── ProviderNotConfigured   500  the provider exists but has no API key
+    ├── Overloaded              503  the gateway's ceiling of concurrent streams is reached
+    ├── ClientTooSlow               a client's socket stayed full past the send deadline
     └── UpstreamError           the provider failed; ``retryable`` says whether a retry may help
         ├── UpstreamStatus          the provider answered with an HTTP error status
         ├── UpstreamConnectError    no connection, or it broke before any byte
@@ -57,6 +59,23 @@ class UnknownSession(RequestError):
 class ProviderNotConfigured(SluiceError):
     type = "provider_not_configured"
     status = 500
+
+
+class Overloaded(SluiceError):
+    """Admission control: the gateway carries as many streams as it is configured to."""
+
+    type = "gateway_overloaded"
+    status = 503
+
+    def __init__(self, message: str, retry_after: float = 1.0, status: int = 503) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class ClientTooSlow(SluiceError):
+    type = "client_too_slow"
+    status = 408
 
 
 class UpstreamError(SluiceError):

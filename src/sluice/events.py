@@ -11,6 +11,9 @@ Event kinds, in the order a well-formed turn produces them::
     (TextDelta | ReasoningDelta | ToolCallStart ToolCallDelta* ToolCallDone)*
     Usage*          -- a cumulative snapshot; the last one wins
     Finish | Error  -- exactly one terminal event
+
+The session adds ``Status`` (progress before the answer) and ``Retry`` (a whole-turn retry
+begins) to its own log; adapters never produce them.
 """
 
 from __future__ import annotations
@@ -130,6 +133,27 @@ class Finish:
     raw: str | None = None
 
 
+@dataclass(slots=True)
+class Status:
+    """Progress while no answer text flows, made by the session (never by an adapter).
+
+    ``phase`` is ``waiting`` (nothing from the provider yet), ``thinking`` (reasoning is
+    streaming) or ``tool`` (``detail`` names the tool being called).
+    """
+
+    phase: str
+    detail: str | None = None
+
+
+@dataclass(slots=True)
+class Retry:
+    """A new attempt of the whole turn begins; the answer restarts after this event."""
+
+    attempt: int
+    reason: str
+    delay: float = 0.0
+
+
 Event = (
     Start
     | TextDelta
@@ -140,6 +164,8 @@ Event = (
     | Usage
     | Error
     | Finish
+    | Status
+    | Retry
 )
 
 TERMINAL = (Finish, Error)
@@ -179,6 +205,10 @@ def payload(event: Event) -> tuple[str, dict[str, Any]]:
             return "start", {"response_id": rid, "model": model}
         case Finish(reason=reason, raw=raw):
             return "finish", {"reason": reason, "raw": raw}
+        case Status(phase=phase, detail=detail):
+            return "status", {"phase": phase, "detail": detail}
+        case Retry(attempt=attempt, reason=reason, delay=delay):
+            return "retry", {"attempt": attempt, "reason": reason, "delay": delay}
         case Error():
             return "error", {
                 "type": event.type,

@@ -12,7 +12,13 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 import orjson
 
-from sluice.errors import UpstreamBroken, UpstreamConnectError, UpstreamStatus, classify_status
+from sluice.errors import (
+    UpstreamBroken,
+    UpstreamConnectError,
+    UpstreamStalled,
+    UpstreamStatus,
+    classify_status,
+)
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -20,18 +26,22 @@ _MAX_ERROR_BODY = 64 * 1024
 class UpstreamResponse:
     """One streaming response. Its owner must call ``close()`` (closing twice is harmless)."""
 
-    __slots__ = ("_response", "headers", "status")
+    __slots__ = ("_response", "_stall_timeout", "headers", "status")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, stall_timeout: float | None) -> None:
         self._response = response
+        self._stall_timeout = stall_timeout
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive. A broken body raises ``UpstreamBroken``."""
+        """Body bytes as they arrive. A broken body raises ``UpstreamBroken``; no byte for
+        longer than the stall timeout raises ``UpstreamStalled``."""
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
+        except aiohttp.ServerTimeoutError as exc:
+            raise UpstreamStalled(_stalled_message(self._stall_timeout)) from exc
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise UpstreamBroken(f"upstream connection broke mid-stream: {_describe(exc)}") from exc
 
@@ -47,8 +57,15 @@ class UpstreamResponse:
 class UpstreamClient:
     """A pooled HTTP client for all providers; owned by the gateway's lifespan."""
 
-    def __init__(self, connect_timeout: float = 10.0, limit: int = 0) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=None)
+    def __init__(
+        self, connect_timeout: float = 10.0, stall_timeout: float | None = None, limit: int = 0
+    ) -> None:
+        # sock_read is re-armed by every read: it is the stall deadline, and it costs nothing
+        # per chunk beyond what aiohttp does anyway.
+        self._stall_timeout = stall_timeout or None
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=self._stall_timeout
+        )
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
 
@@ -77,7 +94,7 @@ class UpstreamClient:
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamConnectError(f"cannot reach {_origin(url)}: {_describe(exc)}") from exc
         if response.status < 400:
-            return UpstreamResponse(response)
+            return UpstreamResponse(response, self._stall_timeout)
         try:
             raw = await response.content.read(_MAX_ERROR_BODY)
         except (aiohttp.ClientError, OSError):
@@ -97,6 +114,10 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _stalled_message(timeout: float | None) -> str:
+    return f"no byte from the upstream for {timeout:g} s (the stall deadline)"
 
 
 def _error_message(raw: bytes) -> str:

@@ -41,7 +41,7 @@ async def test_every_event_has_a_rising_id_and_the_stream_ends_with_the_record_s
     ids = [int(e.id) for e in events if e.event != "end"]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     kinds = [e.event for e in events]
-    assert kinds[0] == "start" and kinds[-2:] == ["finish", "end"]
+    assert kinds[:2] == ["status", "start"] and kinds[-2:] == ["finish", "end"]
     assert "usage" in kinds
     end = orjson.loads(events[-1].data)
     assert end["state"] == "complete" and end["usage"]["source"] == "provider"

@@ -72,3 +72,13 @@ def test_store_urls_choose_the_backend(tmp_path: Path) -> None:
     assert isinstance(sqlite, SQLiteStore) and sqlite.path == f"{tmp_path}/x.db"
     with pytest.raises(StoreError, match="unsupported store url"):
         open_store("mysql://nope")
+
+
+async def test_records_and_events_older_than_the_cutoff_are_deleted(store: SessionStore) -> None:
+    await store.put(_record("old", 1.0))
+    await store.put(_record("new", 5.0))
+    await store.put_events("old", [(1, "start", b"{}")])
+    await store.put_events("new", [(1, "start", b"{}")])
+    assert await store.delete_before(3.0) == 1
+    assert await store.get("old") is None and await store.get_events("old") == []
+    assert await store.get("new") is not None and await store.get_events("new") != []

@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from sluice.config import Settings
-from sluice.errors import BadRequest, PayloadTooLarge, SluiceError, UnknownSession
+from sluice.errors import BadRequest, Overloaded, PayloadTooLarge, SluiceError, UnknownSession
 from sluice.gateway.metrics import GatewayMetrics
 from sluice.gateway.presenters import (
     NativePresenter,
@@ -103,7 +106,10 @@ class Gateway:
         self.settings = settings
         self.router = Router(settings)
         self.metrics = GatewayMetrics()
-        self.upstream = UpstreamClient(connect_timeout=settings.connect_timeout)
+        self.upstream = UpstreamClient(
+            connect_timeout=settings.streams.connect_timeout,
+            stall_timeout=settings.streams.stall_timeout,
+        )
         self.store = store or open_store(settings.store_url)
         self.bus = bus or MemoryBus()
         self.sessions = SessionManager(
@@ -111,6 +117,7 @@ class Gateway:
             self.bus,
             self.upstream,
             PriceBook(settings.prices),
+            settings.streams,
             on_start=self.metrics.session_started,
             on_end=self.metrics.session_finished,
         )
@@ -118,12 +125,29 @@ class Gateway:
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.store.open()
+        pruner = asyncio.ensure_future(self._prune_forever())
         try:
             yield
         finally:
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
             await self.sessions.shutdown()
             await self.upstream.close()
             await self.store.close()
+
+    async def _prune_forever(self) -> None:
+        """Retention: records and logs older than ``streams.retention`` are deleted."""
+        retention = self.settings.streams.retention
+        while True:
+            try:
+                removed = await self.sessions.prune(retention)
+            except SluiceError:
+                log.exception("pruning old sessions failed")
+            else:
+                if removed:
+                    log.info("pruned old sessions %s", kv(removed=removed))
+            await asyncio.sleep(min(3600.0, max(1.0, retention / 10)))
 
     # -- request intake -----------------------------------------------------------------------
 
@@ -156,8 +180,10 @@ class Gateway:
         client_wire: str | None,
     ) -> Session:
         route = self.router.resolve(turn.model, client_wire)
+        client_key = _client_key(request)
+        self._admit(client_key)
         passthrough = client_wire is not None and route.wire == client_wire
-        policy = body.get("disconnect_policy", self.settings.disconnect_policy)
+        policy = body.get("disconnect_policy", self.settings.streams.disconnect_policy)
         if policy not in ("cancel", "detach", "drain"):
             raise BadRequest("'disconnect_policy' must be 'cancel', 'detach' or 'drain'")
         server = request.scope.get("server") or (self.settings.host, self.settings.port)
@@ -173,8 +199,28 @@ class Gateway:
             endpoint=endpoint,
             passthrough=passthrough,
             disconnect_policy=policy,
+            client_key=client_key,
         )
         return self.sessions.start(session_id, spec)
+
+    def _admit(self, client_key: str | None) -> None:
+        """Admission control: a ceiling of live streams overall, and per client key."""
+        streams = self.settings.streams
+        if streams.max_concurrent and len(self.sessions.live) >= streams.max_concurrent:
+            raise Overloaded(
+                f"the gateway is at its ceiling of {streams.max_concurrent} concurrent streams; "
+                "retry shortly"
+            )
+        if (
+            streams.max_per_key
+            and client_key is not None
+            and self.sessions.live_for_key(client_key) >= streams.max_per_key
+        ):
+            raise Overloaded(
+                f"this API key has {streams.max_per_key} streams open, its ceiling; retry when "
+                "one ends",
+                status=429,
+            )
 
     def _reject(self, fmt: str, endpoint: str, exc: SluiceError) -> Response:
         self.metrics.rejected.labels(endpoint, exc.type).inc()
@@ -182,7 +228,10 @@ class Gateway:
             "request rejected %s",
             kv(endpoint=endpoint, status=exc.status, type=exc.type, message=exc.message),
         )
-        return error_response(fmt, exc.status, exc.type, exc.message)
+        headers = None
+        if isinstance(exc, Overloaded):
+            headers = {"retry-after": str(max(1, round(exc.retry_after)))}
+        return error_response(fmt, exc.status, exc.type, exc.message, headers)
 
     # -- provider-compatible endpoints --------------------------------------------------------
 
@@ -336,6 +385,23 @@ class Gateway:
             {"id": session.id, "cancelled": cancelled, "state": session.state}, status_code=200
         )
 
+    async def retry_session(self, request: Request) -> Response:
+        """The recover button: a new attempt of an errored or cancelled session."""
+        session_id = request.path_params["session_id"]
+        try:
+            session = self.sessions.retry(session_id)
+        except SluiceError as exc:
+            return self._reject("native", "retry", exc)
+        return JSONResponse(
+            {
+                "id": session.id,
+                "state": session.state,
+                "attempt": session.attempts,
+                "events_url": f"/api/sessions/{session.id}/events",
+            },
+            status_code=202,
+        )
+
     # -- operations ---------------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
@@ -343,6 +409,14 @@ class Gateway:
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _client_key(request: Request) -> str | None:
+    """A digest of the client's own key (Authorization bearer or x-api-key), never the key."""
+    raw = request.headers.get("x-api-key") or request.headers.get("authorization")
+    if not raw:
+        return None
+    return hashlib.sha256(raw.removeprefix("Bearer ").encode()).hexdigest()[:16]
 
 
 def _response_id(endpoint: str, session_id: str) -> str:
@@ -361,6 +435,7 @@ def create_app(
         Route("/api/sessions/{session_id}", gateway.get_session, methods=["GET"]),
         Route("/api/sessions/{session_id}/events", gateway.session_events, methods=["GET"]),
         Route("/api/sessions/{session_id}/cancel", gateway.cancel_session, methods=["POST"]),
+        Route("/api/sessions/{session_id}/retry", gateway.retry_session, methods=["POST"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
     ]

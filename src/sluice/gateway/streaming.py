@@ -1,8 +1,15 @@
 """The SSE response that relays a session's event log to one client connection.
 
-Two sibling tasks per connection: the relay (log → presenter → ``send``) and the disconnect
-watcher (``receive`` until ``http.disconnect``); the first to finish cancels the other. No
-body-wrapping middleware: each batch of log entries becomes one ``send``.
+Three sibling tasks per connection, and the first to finish cancels the others:
+
+- the relay: log → presenter → ``send``, one ``send`` per batch of new entries;
+- the watchdog: a ``: ping`` comment whenever nothing was sent for a heartbeat interval, and
+  ``ClientTooSlow`` when one write has been blocked (the client's socket full) for longer than
+  the send deadline;
+- the disconnect watcher: ``receive`` until ``http.disconnect``.
+
+No body-wrapping middleware, and no timer per chunk: the watchdog reads two timestamps the
+relay keeps.
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ import logging
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from sluice.errors import ClientTooSlow
 from sluice.gateway.presenters import NativePresenter, Presenter
-from sluice.logs import kv
-from sluice.session.session import Session
+from sluice.session.session import Reader, Session
+from sluice.sse import encode_comment
 
 log = logging.getLogger("sluice.gateway")
 
@@ -24,46 +32,67 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+PING = encode_comment("ping")
 
 
 class SessionStream:
     """An ASGI response: ``await SessionStream(...)(scope, receive, send)``."""
 
-    def __init__(self, session: Session, presenter: Presenter, after: int = 0) -> None:
+    def __init__(
+        self,
+        session: Session,
+        presenter: Presenter,
+        after: int = 0,
+        *,
+        heartbeat: float | None = None,
+        send_timeout: float | None = None,
+        buffering_header: bool = True,
+    ) -> None:
         self.session = session
         self.presenter = presenter
         self.after = after
+        settings = session.settings
+        self.heartbeat = settings.heartbeat_interval if heartbeat is None else heartbeat
+        self.send_timeout = settings.client_send_timeout if send_timeout is None else send_timeout
+        self.buffering_header = buffering_header
+        self._last_send = 0.0
+        self._sending_since: float | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self.session
         headers = [*SSE_HEADERS, (b"x-sluice-session-id", session.id.encode())]
+        if not self.buffering_header:
+            headers = [h for h in headers if h[0] != b"x-accel-buffering"]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        session.readers += 1
-        relay = asyncio.ensure_future(self._relay(send))
+        self._last_send = asyncio.get_running_loop().time()
+        reader = session.attach(self.after)
+        relay = asyncio.ensure_future(self._relay(send, reader))
+        watchdog = asyncio.ensure_future(self._watchdog(send))
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        tasks = (relay, watchdog, watcher)
         try:
-            done, _ = await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (relay, watcher):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(relay, watcher, return_exceptions=True)
-            session.readers -= 1
+            await asyncio.gather(*tasks, return_exceptions=True)
         if relay in done:
-            relay.result()
-            return
-        # The client went away before its stream ended.
-        log.info(
-            "client disconnected %s",
-            kv(session_id=session.id, state=session.state, policy=session.spec.disconnect_policy),
-        )
-        if session.readers == 0 and session.spec.disconnect_policy == "cancel":
-            session.cancel("client_disconnected")
+            session.detach(reader, None)
+            error = relay.exception()
+            if error is not None:
+                raise error
+        elif watchdog in done and isinstance(watchdog.exception(), ClientTooSlow):
+            session.detach(reader, ClientTooSlow.type)
+        else:
+            session.detach(reader, "client_disconnected")
 
-    async def _relay(self, send: Send) -> None:
+    async def _relay(self, send: Send, reader: Reader) -> None:
         entries = self.session.log
         presenter = self.presenter
         render = presenter.render
-        position = self.after
+        loop = asyncio.get_running_loop()
+        position = reader.position
+        stop_at_terminal = not presenter.follows_finalization
         while not presenter.finished:
             await entries.wait_beyond(position)
             end = len(entries)
@@ -75,21 +104,54 @@ class SessionStream:
                     frame = render(index + 1, event, raw)
                     if frame:
                         parts.append(frame)
-                    if presenter.finished and not presenter.follows_finalization:
+                    if stop_at_terminal and presenter.finished:
                         break
                 position = end
                 if parts:
+                    self._sending_since = loop.time()
                     await send(
                         {"type": "http.response.body", "body": b"".join(parts), "more_body": True}
                     )
-                if presenter.finished and not presenter.follows_finalization:
+                    self._last_send = loop.time()
+                    self._sending_since = None
+                reader.advance(position)
+                if stop_at_terminal and presenter.finished:
                     break
             elif entries.closed:
                 break
         if isinstance(presenter, NativePresenter):
             await self.session.finished.wait()
             presenter.end_payload = orjson.dumps(end_summary(self.session))
+        self._sending_since = loop.time()
         await send({"type": "http.response.body", "body": presenter.close(), "more_body": False})
+        self._sending_since = None
+
+    async def _watchdog(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        heartbeat, deadline = self.heartbeat, self.send_timeout
+        tick = max(0.01, min(heartbeat or deadline, deadline) / 4)
+        while True:
+            now = loop.time()
+            blocked_since = self._sending_since
+            if blocked_since is not None:
+                if now - blocked_since > deadline:
+                    raise ClientTooSlow(f"a write to the client stayed blocked over {deadline:g} s")
+                await asyncio.sleep(tick)
+                continue
+            idle = now - self._last_send
+            if heartbeat and idle >= heartbeat:
+                try:
+                    await asyncio.wait_for(
+                        send({"type": "http.response.body", "body": PING, "more_body": True}),
+                        deadline,
+                    )
+                except TimeoutError:
+                    raise ClientTooSlow(
+                        f"a heartbeat to the client stayed blocked over {deadline:g} s"
+                    ) from None
+                self._last_send = loop.time()
+                continue
+            await asyncio.sleep(min(tick, heartbeat - idle) if heartbeat else tick)
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -101,5 +163,15 @@ async def _wait_disconnect(receive: Receive) -> None:
 
 def end_summary(session: Session) -> dict[str, object]:
     record = session.record()
-    keys = ("id", "state", "finish_reason", "usage", "cost", "telemetry", "error", "tool_calls")
+    keys = (
+        "id",
+        "state",
+        "finish_reason",
+        "usage",
+        "cost",
+        "telemetry",
+        "error",
+        "tool_calls",
+        "attempts",
+    )
     return {k: record[k] for k in keys}

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
+from sluice.config import StreamSettings
 from sluice.errors import UnknownSession
 from sluice.logs import kv
 from sluice.pricing import PriceBook
@@ -36,6 +38,7 @@ class SessionManager:
         bus: Bus,
         upstream: UpstreamClient,
         prices: PriceBook,
+        settings: StreamSettings | None = None,
         keep_finished: int = 1000,
         on_start: Callable[[Session], None] | None = None,
         on_end: Callable[[Session], None] | None = None,
@@ -44,6 +47,7 @@ class SessionManager:
         self.bus = bus
         self.upstream = upstream
         self.prices = prices
+        self.settings = settings or StreamSettings()
         self.live: dict[str, Session] = {}
         #: recently finished sessions kept in memory for fast replay, oldest first
         self.recent: dict[str, Session] = {}
@@ -55,6 +59,18 @@ class SessionManager:
     def start(self, session_id: str, spec: SessionSpec) -> Session:
         """Create the session and start its pump; the record is written as it starts."""
         session = Session(session_id, spec, self)
+        self._launch(session)
+        return session
+
+    def retry(self, session_id: str) -> Session:
+        """The recover button: a new attempt of an errored or cancelled session, same id."""
+        session = self.require(session_id)
+        session.prepare_retry()
+        self.recent.pop(session.id, None)
+        self._launch(session)
+        return session
+
+    def _launch(self, session: Session) -> None:
         self.live[session.id] = session
         task = asyncio.get_running_loop().create_task(session.run(), name=f"session {session.id}")
         session.task = task
@@ -63,7 +79,6 @@ class SessionManager:
         if self._on_start is not None:
             self._on_start(session)
         self.on_state(session)
-        return session
 
     def get(self, session_id: str) -> Session | None:
         return self.live.get(session_id) or self.recent.get(session_id)
@@ -121,6 +136,17 @@ class SessionManager:
             "error": session.error,
             "cost": session.cost,
         }
+
+    def live_for_key(self, key: str) -> int:
+        return sum(1 for s in self.live.values() if s.spec.client_key == key)
+
+    async def prune(self, retention: float) -> int:
+        """Forget finished sessions older than ``retention`` seconds, in memory and in the
+        store. Returns how many records the store removed."""
+        cutoff = time.time() - retention
+        for session_id in [k for k, s in self.recent.items() if s.created_at < cutoff]:
+            del self.recent[session_id]
+        return await self.store.delete_before(cutoff)
 
     async def shutdown(self) -> None:
         for session in list(self.live.values()):

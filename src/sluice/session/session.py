@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from sluice import events as ev
+from sluice.config import StreamSettings
 from sluice.errors import SluiceError, UpstreamError, UpstreamStatus
 from sluice.logs import kv
 from sluice.providers import Route
@@ -40,6 +42,12 @@ if TYPE_CHECKING:
     from sluice.session.manager import SessionManager
 
 log = logging.getLogger("sluice.session")
+
+
+class SessionNotRetryable(SluiceError):
+    type = "not_retryable"
+    status = 409
+
 
 STARTING, STREAMING, FINALIZING = "starting", "streaming", "finalizing"
 COMPLETE, ERRORED, CANCELLED = "complete", "errored", "cancelled"
@@ -66,6 +74,22 @@ class SessionSpec:
     #: whether that client receives the upstream's bytes unchanged
     passthrough: bool
     disconnect_policy: str
+    #: a digest of the client's own API key (never the key), for per-key admission
+    client_key: str | None = None
+
+
+class Reader:
+    """One client connection's place in a session's log (the sequence number it has sent)."""
+
+    __slots__ = ("position", "session")
+
+    def __init__(self, session: Session, position: int) -> None:
+        self.session = session
+        self.position = position
+
+    def advance(self, position: int) -> None:
+        self.position = position
+        self.session._reader_advanced()
 
 
 class Session:
@@ -84,7 +108,16 @@ class Session:
         self.cancel_reason: str | None = None
         self.attempts = 1
         #: client connections currently following this session's log
-        self.readers = 0
+        self.readers: set[Reader] = set()
+        #: how readers left early (client_disconnected, client_too_slow), for the record
+        self.disconnects: list[dict[str, Any]] = []
+        #: errors of earlier attempts (retried before the stream, or whole-turn retries)
+        self.attempt_errors: list[dict[str, Any]] = []
+        self.settings: StreamSettings = owner.settings
+        self._progress = asyncio.Event()  # a reader advanced: a paused pump may go on
+        self._grace: asyncio.TimerHandle | None = None
+        self._answering = False
+        self._phase: str | None = None
         self.task: asyncio.Task[None] | None = None
         self.usage_source = "provider"
         self.cost: dict[str, Any] | None = None
@@ -93,6 +126,7 @@ class Session:
         #: set once the record is final and stored
         self.finished = asyncio.Event()
         self._upstream: UpstreamResponse | None = None
+        self._pending_error: ev.Error | None = None
         self._stored_initial: asyncio.Future[None] | None = None
 
     # -- control ------------------------------------------------------------------------------
@@ -106,6 +140,87 @@ class Session:
             self.task.cancel()
         return True
 
+    def prepare_retry(self) -> None:
+        """Make an errored or cancelled session live again for a new attempt (the recover
+        button): same id, same log (a ``retry`` event marks the restart), fresh result."""
+        if self.state not in (ERRORED, CANCELLED):
+            raise SessionNotRetryable(
+                f"session {self.id} is {self.state}; only errored or "
+                "cancelled sessions can be retried"
+            )
+        reason = (self.error or {}).get("type") or self.cancel_reason or "recover"
+        self.attempt_errors.append({"type": reason, "message": "recovered by request"})
+        self.attempts += 1
+        self.log.closed = False
+        self.log.append(ev.Retry(self.attempts, reason))
+        self.acc = TurnAccumulator()
+        self.error = None
+        self.cancel_reason = None
+        self.cost = None
+        self.clock = StreamClock(time.monotonic())
+        self.finished = asyncio.Event()
+        self._answering = False
+        self._phase = None
+        self.state = STARTING
+
+    # -- readers ------------------------------------------------------------------------------
+
+    def attach(self, after: int) -> Reader:
+        """A client connection starts following the log after sequence number ``after``."""
+        reader = Reader(self, min(after, len(self.log)))
+        self.readers.add(reader)
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        return reader
+
+    def detach(self, reader: Reader, reason: str | None) -> None:
+        """A reader is done. ``reason`` is None when it read to the end, else why it left
+        early; the disconnect policy then decides what happens to the generation."""
+        self.readers.discard(reader)
+        self._progress.set()
+        if reason is None:
+            return
+        policy = self.spec.disconnect_policy
+        self.disconnects.append({"at": time.time(), "reason": reason, "position": reader.position})
+        log.info(
+            "client left %s",
+            kv(
+                session_id=self.id,
+                reason=reason,
+                policy=policy,
+                state=self.state,
+                readers=len(self.readers),
+                position=reader.position,
+            ),
+        )
+        if self.readers or self.state in TERMINAL_STATES:
+            return
+        if policy == "cancel":
+            self.cancel(reason)
+        elif policy == "detach" and self._grace is None:
+            self._grace = asyncio.get_running_loop().call_later(
+                self.settings.detach_grace, self._grace_expired
+            )
+
+    def _grace_expired(self) -> None:
+        self._grace = None
+        if not self.readers:
+            self.cancel("detach_grace_expired")
+
+    def _reader_advanced(self) -> None:
+        self._progress.set()
+
+    async def _wait_for_readers(self) -> None:
+        """Backpressure: the upstream read pauses while an attached reader is too far behind
+        (its socket is full), and resumes once it has caught up half the buffer."""
+        limit = self.settings.buffer_events
+        started = time.monotonic()
+        while self.readers and len(self.log) - min(r.position for r in self.readers) > limit // 2:
+            self._progress.clear()
+            await self._progress.wait()
+        self.clock.blocked += time.monotonic() - started
+
     # -- the pump -----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -113,29 +228,100 @@ class Session:
         stored record."""
         self._stored_initial = asyncio.ensure_future(self.owner.store.put(self.record()))
         try:
-            await self._pump()
+            await self._attempts()
         except asyncio.CancelledError:
             await asyncio.shield(self._finish(CANCELLED))
             raise
         except Exception as exc:  # a bug must still end in a record, never a silent hang
             log.exception("session failed %s", kv(session_id=self.id))
-            self._record_error(ev.Error("internal_error", f"{type(exc).__name__}: {exc}"))
+            self._end_with(ev.Error("internal_error", f"{type(exc).__name__}: {exc}"))
             await asyncio.shield(self._finish(ERRORED))
         else:
             await asyncio.shield(self._finish(ERRORED if self.error else COMPLETE))
 
-    async def _pump(self) -> None:
+    async def _attempts(self) -> None:
+        """Open the upstream, retrying refusals before the stream; relay; and, where the
+        configuration asks, retry the whole turn after a failure mid-stream."""
+        settings = self.settings
+        self._status("waiting")
+        deadline = time.monotonic() + settings.retry_deadline
+        refused = 0
+        while True:
+            try:
+                upstream = await self.owner.upstream.open(
+                    self.spec.url, self.spec.headers, self.spec.body
+                )
+            except UpstreamError as exc:
+                refused += 1
+                delay = self._backoff(refused, getattr(exc, "retry_after", None))
+                if (
+                    exc.retryable
+                    and refused < settings.retry_attempts
+                    and time.monotonic() + delay < deadline
+                ):
+                    self._note_attempt_error(exc.type, exc.message, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                self._fail(exc)
+                return
+            error = await self._relay(upstream)
+            if error is None:
+                return
+            if not self._may_retry_turn(error):
+                self._end_with(error)
+                return
+            self.attempts += 1
+            delay = self._backoff(self.attempts - 1, error.detail.get("retry_after"))
+            self._note_attempt_error(error.type, error.message, delay)
+            self.log.append(ev.Retry(self.attempts, error.type, delay))
+            self.log.notify()
+            self.acc = TurnAccumulator()
+            self._answering = False
+            self._phase = None
+            await asyncio.sleep(delay)
+            refused = 0
+            deadline = time.monotonic() + settings.retry_deadline
+
+    def _may_retry_turn(self, error: ev.Error) -> bool:
+        settings = self.settings
+        return (
+            error.retryable
+            and settings.mid_stream_failure == "retry"
+            and self.spec.endpoint == "native"
+            and self.attempts < settings.turn_attempts
+        )
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter, never sooner than the provider's retry-after."""
+        settings = self.settings
+        ceiling = min(settings.retry_max_delay, settings.retry_base_delay * 2 ** (attempt - 1))
+        delay = random.uniform(0, ceiling)
+        return max(delay, retry_after) if retry_after is not None else delay
+
+    def _note_attempt_error(self, kind: str, message: str, delay: float) -> None:
+        self.attempt_errors.append({"type": kind, "message": message, "retry_in": delay})
+        log.warning(
+            "upstream attempt failed, retrying %s",
+            kv(
+                session_id=self.id,
+                type=kind,
+                attempt=len(self.attempt_errors),
+                delay_s=round(delay, 3),
+                message=message,
+            ),
+        )
+
+    async def _relay(self, upstream: UpstreamResponse) -> ev.Error | None:
+        """Relay one upstream response into the log. Returns the terminal error, if any, still
+        unlogged: the caller decides between ending with it and retrying the turn."""
         spec = self.spec
-        try:
-            upstream = await self.owner.upstream.open(spec.url, spec.headers, spec.body)
-        except UpstreamError as exc:
-            self._fail(exc)
-            return
         self._upstream = upstream
-        self.clock.upstream_open = time.monotonic()
+        if self.clock.upstream_open is None:
+            self.clock.upstream_open = time.monotonic()
         self._set_state(STREAMING)
         if not self.ready.done():
             self.ready.set_result(None)
+        self._pending_error = None
 
         adapter = ADAPTERS[self.route.wire]()
         decoder = SSEDecoder(keep_raw=spec.passthrough)
@@ -144,6 +330,7 @@ class Session:
         )
         entries = self.log
         on_events = self._on_events
+        limit = self.settings.buffer_events
         try:
             async for chunk in upstream.chunks():
                 now = time.monotonic()
@@ -159,6 +346,9 @@ class Session:
                 entries.notify()
                 if adapter.done:
                     break
+                readers = self.readers
+                if readers and len(entries) - min(r.position for r in readers) > limit:
+                    await self._wait_for_readers()
             else:
                 for sse in decoder.flush():
                     on_events(adapter.feed(sse.event, sse.data), sse.raw, time.monotonic())
@@ -171,28 +361,53 @@ class Session:
             on_events(tail, b"", time.monotonic())
         finally:
             self.clock.ended = time.monotonic()
-            if adapter.done and self.acc.error is None:
+            if adapter.done and self._pending_error is None:
                 upstream.release()
             else:
                 upstream.close()
+            self._upstream = None
             entries.notify()
+        return self._pending_error
 
     def _on_events(self, produced: list[ev.Event], raw: bytes, now: float) -> None:
         """The hot path: one upstream frame's events into accumulator, clock and log."""
         acc, clock, entries = self.acc, self.clock, self.log
         for event in produced:
-            acc.apply(event)
             kind = type(event)
-            if kind is ev.TextDelta or kind is ev.ToolCallDelta:
+            if kind is ev.TextDelta:
+                clock.delta(now, True)
+                self._answering = True
+            elif kind is ev.ToolCallDelta:
                 clock.delta(now, True)
             elif kind is ev.ReasoningDelta:
                 clock.delta(now, False)
+                if self._phase != "thinking" and not self._answering:
+                    self._status("thinking")
+            elif kind is ev.ToolCallStart:
+                if not self._answering:
+                    self._status("tool", event.name)  # type: ignore[union-attr]
             elif kind is ev.ToolCallDone:
                 self._log_tool_call(event)  # type: ignore[arg-type]
             elif kind is ev.Error:
-                self._record_error(event)  # type: ignore[arg-type]
+                # Held back: the caller ends the session with it or retries the turn.
+                self._pending_error = event  # type: ignore[assignment]
+                if raw:
+                    entries.append(None, raw)
+                continue
+            acc.apply(event)
             entries.append(event, raw)
             raw = b""
+
+    def _status(self, phase: str, detail: str | None = None) -> None:
+        self._phase = phase
+        self.log.append(ev.Status(phase, detail))
+
+    def _end_with(self, error: ev.Error) -> None:
+        """The session's terminal error: into the record, the accumulator and the log."""
+        self._record_error(error)
+        self.acc.apply(error)
+        self.log.append(error)
+        self.log.notify()
 
     def _log_tool_call(self, done: ev.ToolCallDone) -> None:
         log.info(
@@ -209,13 +424,12 @@ class Session:
         )
 
     def _fail(self, exc: UpstreamError) -> None:
-        """The upstream failed before streaming: the client is told with a status code."""
+        """The upstream refused (or was unreachable) before streaming, and no retry is left:
+        the client is told with a status code."""
         error = ev.Error(exc.type, exc.message, exc.retryable, exc.status)
         if isinstance(exc, UpstreamStatus) and exc.retry_after is not None:
             error.detail["retry_after"] = exc.retry_after
-        self._record_error(error)
-        self.log.append(error)
-        self.log.notify()
+        self._end_with(error)
         if not self.ready.done():
             self.ready.set_result(None)
 
@@ -248,6 +462,9 @@ class Session:
         """Finalise: usage, cost, telemetry; store the record and events; tell the bus."""
         if self.clock.ended is None:
             self.clock.ended = time.monotonic()
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
         if self._upstream is not None:
             self._upstream.close()  # harmless after release; closes the socket on Stop
         if not self.ready.done():
@@ -362,6 +579,8 @@ class Session:
             "error": self.error,
             "cancel_reason": self.cancel_reason,
             "attempts": self.attempts,
+            "attempt_errors": self.attempt_errors,
+            "disconnects": self.disconnects,
             "events": len(self.log),
         }
 

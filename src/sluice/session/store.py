@@ -43,6 +43,9 @@ class SessionStore(Protocol):
 
     async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]: ...
 
+    async def delete_before(self, cutoff: float) -> int:
+        """Remove records (and their events) created before ``cutoff``; return how many."""
+
     async def close(self) -> None: ...
 
 
@@ -80,6 +83,13 @@ class MemoryStore:
 
     async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]:
         return [e for e in self._events.get(session_id, []) if e[0] > after]
+
+    async def delete_before(self, cutoff: float) -> int:
+        old = [k for k, r in self._records.items() if r["created_at"] < cutoff]
+        for session_id in old:
+            del self._records[session_id]
+            self._events.pop(session_id, None)
+        return len(old)
 
     async def close(self) -> None:
         return None
@@ -199,6 +209,21 @@ class SQLiteStore:
 
         rows: list[StoredEvent] = await self._run(query)
         return rows
+
+    async def delete_before(self, cutoff: float) -> int:
+        def delete() -> int:
+            with self.db:
+                self.db.execute(
+                    "DELETE FROM events WHERE session_id IN "
+                    "(SELECT id FROM sessions WHERE created_at < ?)",
+                    (cutoff,),
+                )
+                return self.db.execute(
+                    "DELETE FROM sessions WHERE created_at < ?", (cutoff,)
+                ).rowcount
+
+        removed: int = await self._run(delete)
+        return removed
 
     async def close(self) -> None:
         if self._db is not None:

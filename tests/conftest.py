@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,33 @@ class GatewayUnderTest:
         return requests[0]
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[GatewayUnderTest]:
-    app = create_app(test_settings(tmp_path))
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[GatewayUnderTest]:
+    app = create_app(settings)
     async with (
         RunningServer(app) as server,
         httpx.AsyncClient(base_url=server.url, timeout=30) as http,
     ):
         yield GatewayUnderTest(server.url, app.state.gateway, http)
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[GatewayUnderTest]:
+    async with running_gateway(test_settings(tmp_path)) as gw:
+        yield gw
+
+
+@pytest.fixture
+def gateway_with(tmp_path: Path) -> Callable[..., AbstractAsyncContextManager[GatewayUnderTest]]:
+    """A gateway with some ``[streams]`` settings changed: ``async with gateway_with(...)``."""
+
+    def make(**streams: Any) -> AbstractAsyncContextManager[GatewayUnderTest]:
+        settings = test_settings(tmp_path)
+        for key, value in streams.items():
+            setattr(settings.streams, key, value)
+        return running_gateway(settings)
+
+    return make
 
 
 def sent_tool_calls(sim_record: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -15,6 +15,7 @@ import asyncio
 import socket
 import time
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -165,9 +166,9 @@ class StreamClient(asyncio.Protocol):
         self._error_body = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.write(self._request)
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
@@ -240,15 +241,15 @@ class StreamClient(asyncio.Protocol):
             self._transport.close()
 
 
-async def run_stream(endpoint: Endpoint, request: bytes, timeout: float) -> StreamRecord:
-    """One stream from connect to its end (or ``timeout``); never raises for the stream's own
-    failures, which land in ``record.error``."""
+async def run_stream(endpoint: Endpoint, request: bytes, time_limit: float) -> StreamRecord:
+    """One stream from connect to its end (or ``time_limit`` seconds); never raises for the
+    stream's own failures, which land in ``record.error``."""
     loop = asyncio.get_running_loop()
     record = StreamRecord(started=time.perf_counter())
     done: asyncio.Future[None] = loop.create_future()
     transport: asyncio.BaseTransport | None = None
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(time_limit):
             transport, _ = await loop.create_connection(
                 lambda: StreamClient(request, record, done), endpoint.host, endpoint.port
             )
@@ -281,7 +282,9 @@ class HeldStream:
         self._transport.close()
 
 
-async def open_held(endpoint: Endpoint, request: bytes, timeout: float) -> HeldStream | StreamRecord:
+async def open_held(
+    endpoint: Endpoint, request: bytes, time_limit: float
+) -> HeldStream | StreamRecord:
     """Open a stream and return once its first data frame arrived; a failure comes back as the
     failed ``StreamRecord``."""
     loop = asyncio.get_running_loop()
@@ -290,7 +293,7 @@ async def open_held(endpoint: Endpoint, request: bytes, timeout: float) -> HeldS
     established: asyncio.Future[None] = loop.create_future()
     transport: asyncio.BaseTransport | None = None
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(time_limit):
             transport, _ = await loop.create_connection(
                 lambda: StreamClient(request, record, done, established),
                 endpoint.host,
@@ -323,9 +326,9 @@ class SlowReaderClient(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.write(self._request)
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
         self.bytes_read += len(data)
@@ -378,6 +381,4 @@ async def run_slow_reader(
         pass
     finally:
         transport.close()
-    return SlowRead(
-        protocol.bytes_read, protocol.reads, time.perf_counter() - started, done.done()
-    )
+    return SlowRead(protocol.bytes_read, protocol.reads, time.perf_counter() - started, done.done())

@@ -103,7 +103,8 @@ class ChatFrames:
 
 
 def _event(payload: dict[str, object]) -> bytes:
-    return b"event: " + str(payload["type"]).encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+    name = str(payload["type"]).encode()
+    return b"event: " + name + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
 class MessagesFrames:
@@ -120,7 +121,7 @@ class MessagesFrames:
         self._model = model
 
     def opening(self) -> bytes:
-        message = {
+        message: dict[str, object] = {
             "id": "msg_01bench",
             "type": "message",
             "role": "assistant",

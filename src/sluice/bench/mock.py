@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import orjson
 
@@ -92,8 +93,8 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self._transport = cast(asyncio.Transport, transport)
         self._counters.connections += 1
         self._live.add(self)
 
@@ -172,7 +173,8 @@ class _Connection(asyncio.Protocol):
     def _handle(self, method: str, path: str, body: bytes) -> None:
         close = self._close_after
         if method == "GET" and path == "/stats":
-            self._reply(_plain("200 OK", orjson.dumps(asdict(self._counters)), close=close), close=close)
+            stats = orjson.dumps(asdict(self._counters))
+            self._reply(_plain("200 OK", stats, close=close), close=close)
         elif method == "GET" and path == "/healthz":
             self._reply(_plain("200 OK", b"ok", close=close, media="text/plain"), close=close)
         elif method == "POST" and path in _FORMATS:
@@ -188,7 +190,8 @@ class _Connection(asyncio.Protocol):
             else:
                 self._start_stream(fmt, model, profile)
         else:
-            self._reply(_error("404 Not Found", f"no route {method} {path}", close=close), close=close)
+            message = f"no route {method} {path}"
+            self._reply(_error("404 Not Found", message, close=close), close=close)
         if not self._streaming and not close and self._buf:
             self._next_request()
 

@@ -66,8 +66,10 @@ class StreamTiming:
     def lost(self) -> int:
         """Chunks lost: missing tokens, plus one when the stream did not end properly (its
         closing frames are chunks too) or its tokens came out of order."""
-        return self.missing + (0 if self.complete and self.error is None else 1) + (
-            0 if self.in_order else 1
+        return (
+            self.missing
+            + (0 if self.complete and self.error is None else 1)
+            + (0 if self.in_order else 1)
         )
 
     @property

@@ -160,3 +160,8 @@ async def test_a_rejected_request_starts_no_session(gateway: GatewayUnderTest) -
     await gateway.http.post("/v1/chat/completions", content=b"{")
     listing = (await gateway.http.get("/api/sessions")).json()
     assert listing["sessions"] == []
+
+
+async def test_a_non_ascii_digit_resume_position_is_400_not_500(gateway: GatewayUnderTest) -> None:
+    response = await gateway.http.get("/api/sessions/op-x/events?after=²")
+    assert response.status_code == 400

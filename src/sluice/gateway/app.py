@@ -18,7 +18,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from sluice.config import Settings
 from sluice.errors import BadRequest, Overloaded, PayloadTooLarge, SluiceError, UnknownSession
@@ -31,6 +31,7 @@ from sluice.gateway.presenters import (
     client_encoder,
 )
 from sluice.gateway.streaming import SessionStream
+from sluice.gateway.websocket import session_socket_endpoint
 from sluice.logs import kv
 from sluice.pricing import PriceBook
 from sluice.providers import SIM_HEADER_PREFIX, Router, build_body
@@ -154,7 +155,12 @@ class Gateway:
     async def _read_json(self, request: Request) -> dict[str, Any]:
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > limit
+        ):
             raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
         body = bytearray()
         async for chunk in request.stream():
@@ -312,7 +318,7 @@ class Gateway:
     async def session_events(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         after_raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-        if not after_raw.isdigit():
+        if not (after_raw.isascii() and after_raw.isdigit()):
             return error_response(
                 "native",
                 400,
@@ -359,7 +365,7 @@ class Gateway:
     async def list_sessions(self, request: Request) -> Response:
         q = request.query_params
         limit_raw = q.get("limit", "50")
-        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
+        if not (limit_raw.isascii() and limit_raw.isdigit()) or not 1 <= int(limit_raw) <= 1000:
             return error_response("native", 400, "invalid_request", "limit must be 1..1000")
         state, provider = q.get("state"), q.get("provider")
         rows = {r["id"]: r for r in await self.store.query(int(limit_raw), state, provider)}
@@ -427,7 +433,7 @@ def create_app(
     settings: Settings, store: SessionStore | None = None, bus: Bus | None = None
 ) -> Starlette:
     gateway = Gateway(settings, store, bus)
-    routes: list[Route | Mount] = [
+    routes: list[BaseRoute] = [
         Route("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
         Route("/v1/messages", gateway.messages, methods=["POST"]),
         Route("/api/sessions", gateway.create_session, methods=["POST"]),
@@ -436,6 +442,7 @@ def create_app(
         Route("/api/sessions/{session_id}/events", gateway.session_events, methods=["GET"]),
         Route("/api/sessions/{session_id}/cancel", gateway.cancel_session, methods=["POST"]),
         Route("/api/sessions/{session_id}/retry", gateway.retry_session, methods=["POST"]),
+        WebSocketRoute("/api/sessions/{session_id}/ws", session_socket_endpoint(gateway)),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
     ]

@@ -355,3 +355,33 @@ async def test_past_the_per_key_ceiling_requests_get_429(gateway_with: Any) -> N
             headers={"authorization": "Bearer bob-key"},
         )
         assert bob.status_code == 201
+
+
+async def test_a_client_stuck_past_the_deadline_is_cut_client_too_slow_and_can_resume(
+    gateway_with: Any,
+) -> None:
+    import socket
+
+    async with gateway_with(client_send_timeout=0.5) as gw:
+        headers = {"x-sim-output-tokens": "100000", "x-sim-token-rate": "50000"}
+        session_id = await start(gw, headers=headers, disconnect_policy="detach")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        port = int(gw.url.rsplit(":", 1)[1])
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(f"GET /api/sessions/{session_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        try:
+            for _ in range(600):  # never read: the gateway's writes block, then it gives up
+                record = await gw.record(session_id)
+                if record["disconnects"]:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            sock.close()
+        assert record["disconnects"][0]["reason"] == "client_too_slow"
+        assert record["state"] == "streaming"  # detach: the generation goes on for a resume
+        resumed = await read_some(
+            gw, f"/api/sessions/{session_id}/events", 5, **{"last-event-id": "10"}
+        )
+        assert int(resumed[0].id) > 10 and resumed[0].event != "end"
+        await gw.http.post(f"/api/sessions/{session_id}/cancel")

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint typecheck unit lock clean
+.PHONY: setup system-deps demo test lint typecheck unit lock clean bench bench-full
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,10 +25,24 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+# System packages the tests use for real (nginx), installed when missing.
+system-deps:
+	bash scripts/ensure-nginx.sh >/dev/null
+
+unit: setup system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# The regression benchmark (a few minutes; not part of `make test`), and the full run whose
+# figures are in docs/benchmarks.md.
+bench: setup
+	bash scripts/ensure-nginx.sh >/dev/null
+	$(BIN)/python -m sluice.bench --quick $(BENCH_ARGS)
+
+bench-full: setup
+	bash scripts/ensure-nginx.sh >/dev/null
+	$(BIN)/python -m sluice.bench $(BENCH_ARGS)
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: setup

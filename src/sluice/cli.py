@@ -1,4 +1,4 @@
-"""The ``sluice`` command: ``serve``, ``sim`` and ``demo``."""
+"""The ``sluice`` command: ``serve``, ``sim``, ``demo`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ from sluice.logs import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the benchmark parses its own options
+        from sluice.bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -32,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--config", help="TOML configuration file")
     demo.add_argument("--once", action="store_true", help="exit after the demo stream")
+
+    commands.add_parser(
+        "bench", help="measure what the gateway adds (docs/benchmarks.md)", add_help=False
+    )
 
     args = parser.parse_args(argv)
     from sluice.gateway.server import install_uvloop

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -146,7 +147,7 @@ class Endpoint:
 
 class StreamClient(asyncio.Protocol):
     """Sends ``request``; fills ``record``; resolves ``done`` when the connection is gone and
-    ``established`` (if given) at the first data frame."""
+    ``established`` (if given) at the first data frame. ``clock`` is read once per read."""
 
     def __init__(
         self,
@@ -154,8 +155,10 @@ class StreamClient(asyncio.Protocol):
         record: StreamRecord,
         done: asyncio.Future[None],
         established: asyncio.Future[None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.record = record
+        self._clock = clock
         self._request = request
         self._done = done
         self._established = established
@@ -171,7 +174,7 @@ class StreamClient(asyncio.Protocol):
         self._transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
-        now = time.perf_counter()
+        now = self._clock()
         record = self.record
         if self._head is not None:
             head = self._head + data

@@ -149,6 +149,10 @@ log_level = "info"
 [store]
 url = "sqlite:///{workdir}/gateway.db"
 
+# The benchmark measures capacity: no admission ceiling in its way.
+[streams]
+max_concurrent = 0
+
 [sim]
 embedded = false
 

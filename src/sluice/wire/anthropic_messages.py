@@ -1,6 +1,6 @@
 """Anthropic Messages streaming: the adapter (frames -> events) and the encoder (events -> frames).
 
-Wire facts (see ``/work/shared/reference/wire-formats.md``): ``message_start``, then per content
+Wire facts (the provider's published streaming format): ``message_start``, then per content
 block ``content_block_start`` / ``content_block_delta``* / ``content_block_stop``, then
 ``message_delta`` (stop reason and CUMULATIVE usage) and ``message_stop``; ``ping`` anywhere;
 an ``error`` frame may end a stream that began with HTTP 200. Frames are dispatched on the

@@ -1,6 +1,6 @@
 """OpenAI Chat Completions streaming: the adapter (chunks -> events) and encoder (events -> chunks).
 
-Wire facts (see ``/work/shared/reference/wire-formats.md``): ``data:`` frames only, each a
+Wire facts (the provider's published streaming format): ``data:`` frames only, each a
 ``chat.completion.chunk``; the stream ends with ``data: [DONE]``; tool calls arrive as
 ``delta.tool_calls[]`` fragments keyed by ``index`` (id and name only in the first fragment of
 an index, several indexes may interleave); ``finish_reason`` arrives in a chunk of its own; with

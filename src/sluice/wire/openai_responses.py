@@ -1,6 +1,6 @@
 """OpenAI Responses streaming: the adapter (frames -> events) and the encoder (events -> frames).
 
-Wire facts (see ``/work/shared/reference/wire-formats.md``): every frame has ``event: <type>``
+Wire facts (the provider's published streaming format): every frame has ``event: <type>``
 and JSON ``data`` with the same ``type`` and a rising ``sequence_number``; no ``[DONE]``: the
 stream ends with ``response.completed``, ``response.incomplete`` or ``response.failed``
 (or an ``error`` frame). Output items (``message``, ``function_call``, ``reasoning``) are

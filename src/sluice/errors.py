@@ -3,6 +3,7 @@
     SluiceError
     ├── RequestError            the client's request is wrong (4xx)
     │   ├── BadRequest              400  malformed JSON, missing fields, bad values
+    │   ├── ClientProtocolError     400  a WebSocket client broke the ack protocol
     │   ├── UnknownModel            404  no such provider or model
     │   ├── PayloadTooLarge         413  body over the configured limit
     │   └── UnknownSession          404  no such session id
@@ -39,6 +40,13 @@ class RequestError(SluiceError):
 
 class BadRequest(RequestError):
     pass
+
+
+class ClientProtocolError(RequestError):
+    """A WebSocket client sent what the protocol does not allow: not an ack, or an ack of an
+    id never sent."""
+
+    type = "client_protocol_error"
 
 
 class UnknownModel(RequestError):

@@ -49,6 +49,7 @@ class PriceBook:
         # Exact keys first, then glob patterns in the order given.
         self._exact = {k: v for k, v in table.items() if not any(c in k for c in "*?[")}
         self._patterns = [(k, v) for k, v in table.items() if k not in self._exact]
+        self._unpriced: set[tuple[str, str]] = set()
 
     def lookup(self, provider: str, model: str) -> Price | None:
         ref = f"{provider}/{model}"
@@ -68,8 +69,13 @@ class PriceBook:
         if price is not None:
             return _from_table(price, usage, usage_source)
         library_provider = _LIBRARY_PROVIDER.get(kind)
-        if library_provider is not None:
-            return _from_library(library_provider, model, usage, usage_source)
+        if library_provider is not None and (library_provider, model) not in self._unpriced:
+            cost = _from_library(library_provider, model, usage, usage_source)
+            if cost.total is None:
+                # Asked once: the library's table does not change while the process runs.
+                self._unpriced.add((library_provider, model))
+                log.info("price unknown provider=%s model=%s", library_provider, model)
+            return cost
         return Cost(total=None, usage_source=usage_source)
 
 
@@ -106,7 +112,6 @@ def _from_library(provider_id: str, model: str, usage: ev.Usage, usage_source: s
             provider_id=provider_id,
         )
     except LookupError:
-        log.info("price unknown provider=%s model=%s", provider_id, model)
         return Cost(total=None, usage_source=usage_source)
     return Cost(
         total=float(result.total_price),

@@ -12,10 +12,14 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     Nearest rank never invents a value that was not observed, which is what a p99 of
     inter-token gaps should report.
     """
-    if not values:
-        return None
-    if not 0 <= q <= 100:
+    return percentiles(values, q)[0]
+
+
+def percentiles(values: Sequence[float], *qs: float) -> list[float | None]:
+    """Several nearest-rank percentiles of ``values``, sorting them once."""
+    if any(not 0 <= q <= 100 for q in qs):
         raise ValueError("q must be within 0..100")
+    if not values:
+        return [None] * len(qs)
     ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
+    return [ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1] for q in qs]

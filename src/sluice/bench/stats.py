@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sluice.bench.frames import MARKER, MARKER_PERIOD_US
-from sluice.stats import percentile
+from sluice.stats import percentiles
 
 
 @dataclass(slots=True)
@@ -122,8 +122,8 @@ class Distribution:
     def of(cls, values: Sequence[float]) -> Distribution:
         if not values:
             return cls(0, None, None, None)
-        ordered = sorted(values)
-        return cls(len(ordered), percentile(ordered, 50), percentile(ordered, 99), ordered[-1])
+        p50, p99 = percentiles(values, 50, 99)
+        return cls(len(values), p50, p99, max(values))
 
     def minus(self, floor: Distribution) -> Added:
         """This distribution's percentiles less the floor's: what this path adds."""

@@ -30,7 +30,7 @@ from sluice.gateway.presenters import (
     TranslatingPresenter,
     client_encoder,
 )
-from sluice.gateway.streaming import SessionStream
+from sluice.gateway.streaming import SessionStream, summary_of
 from sluice.gateway.websocket import session_socket_endpoint
 from sluice.logs import kv
 from sluice.pricing import PriceBook
@@ -334,20 +334,7 @@ class Gateway:
             return self._reject("native", "events", UnknownSession(f"no session {session_id!r}"))
         stored = await self.store.get_events(session_id, after)
         frames = [encode_event(data, event=kind, id=str(seq)) for seq, kind, data in stored]
-        summary = {
-            k: record.get(k)
-            for k in (
-                "id",
-                "state",
-                "finish_reason",
-                "usage",
-                "cost",
-                "telemetry",
-                "error",
-                "tool_calls",
-            )
-        }
-        frames.append(encode_event(orjson.dumps(summary), event="end"))
+        frames.append(encode_event(orjson.dumps(summary_of(record)), event="end"))
         return Response(
             b"".join(frames),
             media_type="text/event-stream",

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -161,17 +163,24 @@ async def _wait_disconnect(receive: Receive) -> None:
             return
 
 
-def end_summary(session: Session) -> dict[str, object]:
-    record = session.record()
-    keys = (
-        "id",
-        "state",
-        "finish_reason",
-        "usage",
-        "cost",
-        "telemetry",
-        "error",
-        "tool_calls",
-        "attempts",
-    )
-    return {k: record[k] for k in keys}
+#: The record fields an ``end`` event carries, on every transport.
+END_KEYS = (
+    "id",
+    "state",
+    "finish_reason",
+    "usage",
+    "cost",
+    "telemetry",
+    "error",
+    "tool_calls",
+    "attempts",
+)
+
+
+def summary_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``end`` event's data: the final record's summary (a stored record may lack keys)."""
+    return {key: record.get(key) for key in END_KEYS}
+
+
+def end_summary(session: Session) -> dict[str, Any]:
+    return summary_of(session.record())

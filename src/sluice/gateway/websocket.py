@@ -71,8 +71,14 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sluice import events as ev
-from sluice.errors import BadRequest, ClientTooSlow, RequestError, SluiceError, UnknownSession
-from sluice.gateway.streaming import end_summary
+from sluice.errors import (
+    BadRequest,
+    ClientProtocolError,
+    ClientTooSlow,
+    SluiceError,
+    UnknownSession,
+)
+from sluice.gateway.streaming import end_summary, summary_of
 from sluice.logs import kv
 from sluice.session.session import Reader, Session
 from sluice.session.store import StoredEvent
@@ -93,27 +99,6 @@ CLOSE_UNKNOWN_SESSION = 4404
 MAX_CLOSE_REASON = 123
 
 PING = '{"type":"ping"}'
-
-#: the record keys of ``end`` (as ``streaming.end_summary``), for a session only in the store
-END_KEYS = (
-    "id",
-    "state",
-    "finish_reason",
-    "usage",
-    "cost",
-    "telemetry",
-    "error",
-    "tool_calls",
-    "attempts",
-)
-
-
-class ClientProtocolError(RequestError):
-    """The client sent what the protocol does not allow: not an ack, or an ack of an id never
-    sent."""
-
-    type = "client_protocol_error"
-
 
 # ---------------------------------------------------------------------------------------------
 # The wire format: no I/O
@@ -448,6 +433,6 @@ def session_socket_endpoint(gateway: Gateway) -> Callable[[WebSocket], Awaitable
             log.exception("session not readable from the store %s", kv(session_id=session_id))
             await refuse(websocket, CLOSE_INTERNAL_ERROR, exc)
             return
-        await socket.replay(events, {key: record.get(key) for key in END_KEYS})
+        await socket.replay(events, summary_of(record))
 
     return session_ws

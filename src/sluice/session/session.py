@@ -120,6 +120,9 @@ class Session:
         self._phase: str | None = None
         self.task: asyncio.Task[None] | None = None
         self.usage_source = "provider"
+        #: the usage the record and the cost stand on, fixed at finalisation
+        self.final_usage: ev.Usage | None = None
+        self._final_telemetry: dict[str, Any] | None = None
         self.cost: dict[str, Any] | None = None
         #: resolved once the upstream accepted the request (or failed before streaming)
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -150,18 +153,25 @@ class Session:
             )
         reason = (self.error or {}).get("type") or self.cancel_reason or "recover"
         self.attempt_errors.append({"type": reason, "message": "recovered by request"})
-        self.attempts += 1
         self.log.closed = False
-        self.log.append(ev.Retry(self.attempts, reason))
-        self.acc = TurnAccumulator()
+        self._begin_attempt(reason, 0.0)
         self.error = None
         self.cancel_reason = None
         self.cost = None
+        self.final_usage = None
+        self._final_telemetry = None
         self.clock = StreamClock(time.monotonic())
         self.finished = asyncio.Event()
+        self.state = STARTING
+
+    def _begin_attempt(self, reason: str, delay: float) -> None:
+        """A new attempt of the whole turn: a ``retry`` event, and the answer starts afresh."""
+        self.attempts += 1
+        self.log.append(ev.Retry(self.attempts, reason, delay))
+        self.log.notify()
+        self.acc = TurnAccumulator()
         self._answering = False
         self._phase = None
-        self.state = STARTING
 
     # -- readers ------------------------------------------------------------------------------
 
@@ -270,14 +280,9 @@ class Session:
             if not self._may_retry_turn(error):
                 self._end_with(error)
                 return
-            self.attempts += 1
-            delay = self._backoff(self.attempts - 1, error.detail.get("retry_after"))
+            delay = self._backoff(self.attempts, error.detail.get("retry_after"))
             self._note_attempt_error(error.type, error.message, delay)
-            self.log.append(ev.Retry(self.attempts, error.type, delay))
-            self.log.notify()
-            self.acc = TurnAccumulator()
-            self._answering = False
-            self._phase = None
+            self._begin_attempt(error.type, delay)
             await asyncio.sleep(delay)
             refused = 0
             deadline = time.monotonic() + settings.retry_deadline
@@ -337,7 +342,7 @@ class Session:
                 for sse in decoder.decode(chunk):
                     produced = adapter.feed(sse.event, sse.data)
                     raw = sse.raw
-                    if drop_usage_frame and getattr(adapter, "last_was_usage_only", False):
+                    if drop_usage_frame and adapter.last_was_usage_only:
                         raw = b""
                     if produced:
                         on_events(produced, raw, now)
@@ -481,7 +486,7 @@ class Session:
             self.log.append(ev.Error("cancelled", f"stopped: {self.cancel_reason}"))
             self.log.notify()
         self._set_state(FINALIZING)
-        usage = self._final_usage()
+        self.final_usage = usage = self._final_usage()
         self.cost = self.owner.prices.cost(
             self.route.provider.name,
             self.route.provider.kind,
@@ -491,6 +496,7 @@ class Session:
         ).as_dict()
         self.state = state
         self.clock.finalized = time.monotonic()
+        self._final_telemetry = self.clock.summary(self.output_tokens())
         record = self.record()
         try:
             if self._stored_initial is not None:
@@ -543,12 +549,13 @@ class Session:
         return self.acc.output_deltas
 
     def usage_dict(self) -> dict[str, Any] | None:
-        usage = self.acc.usage
-        if self.state in TERMINAL_STATES and (usage is None or not usage.final):
-            usage = self._final_usage()
+        usage = self.final_usage or self.acc.usage
         return None if usage is None else ev.payload(usage)[1] | {"source": self.usage_source}
 
     def telemetry(self) -> dict[str, Any]:
+        """Live figures while streaming; once final, the figures computed at finalisation."""
+        if self._final_telemetry is not None:
+            return self._final_telemetry
         return self.clock.summary(self.output_tokens())
 
     def record(self) -> dict[str, Any]:

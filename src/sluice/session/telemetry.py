@@ -5,7 +5,7 @@ from __future__ import annotations
 from array import array
 from typing import Any
 
-from sluice.stats import percentile
+from sluice.stats import percentiles
 
 
 class StreamClock:
@@ -69,7 +69,7 @@ class StreamClock:
         )
         tpot = generation / (output_tokens - 1) * 1000 if generation and output_tokens > 1 else None
         rate = (output_tokens - 1) / generation if generation and output_tokens > 1 else None
-        p50, p99 = percentile(self.gaps, 50), percentile(self.gaps, 99)
+        p50, p99 = percentiles(self.gaps, 50, 99)
         return {
             "ttft_ms": since(self.first_token, self.started),
             "time_to_first_event_ms": since(self.first_event, self.started),

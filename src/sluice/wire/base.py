@@ -21,6 +21,9 @@ class StreamAdapter(Protocol):
     #: true once the format's terminator was seen (``[DONE]``, ``message_stop``,
     #: ``response.completed``…) or a terminal event was produced.
     done: bool
+    #: true when the frame just fed held only usage (Chat's ``choices: []`` chunk): a client
+    #: that did not ask for usage must not receive it
+    last_was_usage_only: bool
 
     def feed(self, event: str, data: str) -> list[Event]: ...
 

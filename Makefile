@@ -25,9 +25,12 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-# System packages the tests use for real (nginx), installed when missing.
+# System programs the tests use for real, installed from Debian's packages when missing:
+# nginx, HAProxy and Caddy (the proxy proofs), Chromium (the browser tests, via Playwright).
+SYSTEM_PACKAGES := nginx=nginx-light haproxy=haproxy caddy=caddy chromium=chromium
+
 system-deps:
-	bash scripts/ensure-nginx.sh >/dev/null
+	bash scripts/ensure-packages.sh $(SYSTEM_PACKAGES) >/dev/null
 
 unit: setup system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)

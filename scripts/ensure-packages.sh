@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Make sure system programs the tests use for real are installed, from Debian's packages.
+# Usage: ensure-packages.sh COMMAND=PACKAGE [COMMAND=PACKAGE ...]
+# Idempotent: a command already on PATH (or in /usr/sbin) is left alone; the package lists
+# are refreshed only when a missing package is not known to apt yet. Prints each command's path.
+set -euo pipefail
+
+find_command() {
+    command -v "$1" 2>/dev/null && return 0
+    for dir in /usr/sbin /sbin /usr/bin; do
+        if [ -x "$dir/$1" ]; then echo "$dir/$1"; return 0; fi
+    done
+    return 1
+}
+
+missing=()
+for pair in "$@"; do
+    cmd=${pair%%=*}
+    pkg=${pair#*=}
+    find_command "$cmd" >/dev/null || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "ensure-packages: missing ${missing[*]} and apt-get is not available; install them" >&2
+        exit 1
+    fi
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    for pkg in "${missing[@]}"; do
+        if ! apt-cache show "$pkg" >/dev/null 2>&1; then
+            $SUDO apt-get update -qq
+            break
+        fi
+    done
+    # The packaged services (nginx, haproxy, caddy) are never used: tests run their own
+    # instances with generated configurations on free ports.
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+for pair in "$@"; do
+    cmd=${pair%%=*}
+    if ! find_command "$cmd"; then
+        echo "ensure-packages: installing ${pair#*=} did not provide $cmd" >&2
+        exit 1
+    fi
+done

@@ -101,6 +101,10 @@ class SessionManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def on_first_token(self, session: Session) -> None:
+        """The first answer token (text or tool-call arguments) of an attempt arrived."""
+        self.on_state(session)
+
     async def on_finished(self, session: Session) -> None:
         self.live.pop(session.id, None)
         self.recent[session.id] = session

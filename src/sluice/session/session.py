@@ -380,10 +380,18 @@ class Session:
         for event in produced:
             kind = type(event)
             if kind is ev.TextDelta:
-                clock.delta(now, True)
+                if clock.first_token is None:
+                    clock.delta(now, True)
+                    self.owner.on_first_token(self)
+                else:
+                    clock.delta(now, True)
                 self._answering = True
             elif kind is ev.ToolCallDelta:
-                clock.delta(now, True)
+                if clock.first_token is None:
+                    clock.delta(now, True)
+                    self.owner.on_first_token(self)
+                else:
+                    clock.delta(now, True)
             elif kind is ev.ReasoningDelta:
                 clock.delta(now, False)
                 if self._phase != "thinking" and not self._answering:

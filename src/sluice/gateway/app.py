@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from sluice.config import Settings
 from sluice.errors import BadRequest, Overloaded, PayloadTooLarge, SluiceError, UnknownSession
 from sluice.gateway.metrics import GatewayMetrics
+from sluice.gateway.pages import page_routes
 from sluice.gateway.presenters import (
     NativePresenter,
     PassthroughPresenter,
@@ -432,6 +433,7 @@ def create_app(
         WebSocketRoute("/api/sessions/{session_id}/ws", session_socket_endpoint(gateway)),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+        *page_routes(gateway),
     ]
     if settings.embed_sim:
         from sluice.sim import SimSettings, create_sim_app

@@ -288,7 +288,9 @@ class SimApp:
             input_tokens=record.input_tokens,
             body=body,
         )
-        steps = script(plays, params, digest=prompt_digest(model, prompt), max_tokens=max_tokens)
+        steps = script(
+            plays, params, digest=prompt_digest(model, prompt), max_tokens=max_tokens, prompt=prompt
+        )
         if record.stream:
             await self._stream(wire, exchange, steps, receive, out, record)
         else:

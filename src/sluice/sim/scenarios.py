@@ -19,9 +19,10 @@ reset               ``fail_after`` tokens, then the connection drops inside the 
 stall               ``stall_after`` tokens, ``stall_seconds`` of silence, then the rest
 malformed           one extra frame of invalid JSON after ``fail_after`` tokens, then the rest
 truncated           ``fail_after`` tokens, then a clean end of body without the terminator
+echo                the prompt's text said back, one piece per frame (for rendering tests)
 ==================  ==========================================================================
 
-``output_tokens`` sets the answer's length (tool scenarios ignore it); the request's
+``output_tokens`` sets the answer's length (tool scenarios and ``echo`` ignore it); the request's
 ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` caps every token, reasoning
 and tool arguments included, and ends the turn with the format's length reason.
 """
@@ -65,6 +66,7 @@ class Scenario(StrEnum):
     STALL = "stall"
     MALFORMED = "malformed"
     TRUNCATED = "truncated"
+    ECHO = "echo"
 
 
 ALIASES: dict[str, Scenario] = {"steady": Scenario.SUPPORT}
@@ -109,6 +111,7 @@ def script(
     *,
     digest: bytes,
     max_tokens: int | None = None,
+    prompt: str = "",
 ) -> Iterator[Step]:
     """The steps ``scenario`` plays. Lazy: a long answer is never held in memory.
 
@@ -118,7 +121,7 @@ def script(
     """
     seed = params.seed if params.seed is not None else int.from_bytes(digest[:8], "big")
     rng = Random(seed)
-    output = _Capped(_output(scenario, params, digest, rng), max_tokens)
+    output = _Capped(_output(scenario, params, digest, rng, prompt), max_tokens)
     # slow-start fills its ttft with reasoning, which begins one interval in.
     slow = scenario is Scenario.SLOW_START
     first_delay = 1.0 / params.token_rate if slow else params.ttft
@@ -137,7 +140,7 @@ def script(
 
 
 def _output(
-    scenario: Scenario, params: StreamParams, digest: bytes, rng: Random
+    scenario: Scenario, params: StreamParams, digest: bytes, rng: Random, prompt: str
 ) -> Iterator[Event]:
     """Everything the model says, token by token, with tool-call starts in between."""
     match scenario:
@@ -151,6 +154,8 @@ def _output(
         case Scenario.PARALLEL_TOOLS:
             yield from _tool_call(0, *corpus.LOOKUP_ORDER, rng)
             yield from _tool_call(1, *corpus.LIST_OPEN_TICKETS, rng)
+        case Scenario.ECHO:
+            yield from map(TextDelta, corpus.split_pieces(prompt))
         case _:
             yield from map(TextDelta, corpus.answer(digest, params.output_tokens))
 

@@ -108,6 +108,20 @@ class StreamSettings:
     connect_timeout: float = 10.0
 
 
+#: The bounds of ``ops.flush_interval``, in seconds.
+OPS_FLUSH_BOUNDS = (0.1, 0.25)
+
+
+@dataclass(slots=True)
+class OpsSettings:
+    """The operations center's feed: how often it publishes, and how much history it shows."""
+
+    #: seconds between coalesced updates of the operations views (0.1 to 0.25)
+    flush_interval: float = 0.15
+    #: finished sessions the operations center keeps showing, newest first
+    recent_sessions: int = 500
+
+
 @dataclass(slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -116,6 +130,7 @@ class Settings:
     store_url: str = "sqlite:///var/sluice.db"
     log_level: str = "info"
     streams: StreamSettings = field(default_factory=StreamSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     prices: dict[str, Price] = field(default_factory=dict)
     #: Settings passed to the embedded simulator (see sluice.sim.SimSettings).
@@ -160,6 +175,7 @@ def _from_dict(data: dict[str, Any]) -> Settings:
     s.log_level = server.get("log_level", s.log_level)
     s.store_url = data.get("store", {}).get("url", s.store_url)
     s.streams = _streams(data.get("streams", {}))
+    s.ops = _ops(data.get("ops", {}))
 
     s.providers = default_providers()
     for name, raw in data.get("providers", {}).items():
@@ -194,6 +210,23 @@ def _streams(raw: dict[str, Any]) -> StreamSettings:
     if streams.mid_stream_failure not in ("error", "retry"):
         raise ConfigError("streams.mid_stream_failure must be 'error' or 'retry'")
     return streams
+
+
+def _ops(raw: dict[str, Any]) -> OpsSettings:
+    ops = OpsSettings()
+    for key, value in raw.items():
+        if key not in OpsSettings.__dataclass_fields__:
+            raise ConfigError(f"ops.{key} is not a setting (see docs/configuration.md)")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"ops.{key} must be a number")
+    low, high = OPS_FLUSH_BOUNDS
+    interval = raw.get("flush_interval", ops.flush_interval)
+    if not low <= interval <= high:
+        raise ConfigError(f"ops.flush_interval must be between {low:g} and {high:g} seconds")
+    recent = raw.get("recent_sessions", ops.recent_sessions)
+    if not isinstance(recent, int) or recent < 0:
+        raise ConfigError("ops.recent_sessions must be a non-negative integer")
+    return OpsSettings(flush_interval=float(interval), recent_sessions=recent)
 
 
 def _provider(name: str, raw: dict[str, Any]) -> ProviderConfig:

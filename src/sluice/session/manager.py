@@ -18,6 +18,7 @@ from sluice.errors import UnknownSession
 from sluice.logs import kv
 from sluice.pricing import PriceBook
 from sluice.session.bus import Bus
+from sluice.session.opsfeed import OpsFeed
 from sluice.session.session import TERMINAL_STATES, Session, SessionSpec
 from sluice.session.store import SessionStore
 from sluice.upstream import UpstreamClient
@@ -42,6 +43,7 @@ class SessionManager:
         keep_finished: int = 1000,
         on_start: Callable[[Session], None] | None = None,
         on_end: Callable[[Session], None] | None = None,
+        feed: OpsFeed | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -55,6 +57,9 @@ class SessionManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_start = on_start
         self._on_end = on_end
+        #: the operations feed: told of state changes, first tokens and ends; it publishes
+        #: coalesced derived state on the bus
+        self.feed = feed if feed is not None else OpsFeed(bus)
 
     def start(self, session_id: str, spec: SessionSpec) -> Session:
         """Create the session and start its pump; the record is written as it starts."""
@@ -95,15 +100,12 @@ class SessionManager:
     # -- notifications from sessions ----------------------------------------------------------
 
     def on_state(self, session: Session) -> None:
-        """A state change: tell the bus (coalesced state, not events)."""
-        message = self._summary(session)
-        task = asyncio.get_running_loop().create_task(self.bus.publish(SESSIONS_TOPIC, message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """A state change: the operations feed publishes it (coalesced, in its next window)."""
+        self.feed.state_changed(session)
 
     def on_first_token(self, session: Session) -> None:
         """The first answer token (text or tool-call arguments) of an attempt arrived."""
-        self.on_state(session)
+        self.feed.first_token(session)
 
     async def on_finished(self, session: Session) -> None:
         self.live.pop(session.id, None)
@@ -112,6 +114,8 @@ class SessionManager:
             self.recent.pop(next(iter(self.recent)))
         if self._on_end is not None:
             self._on_end(session)
+        self.feed.finished(session)
+        # One summary per finished session, for integrations that want only the endings.
         await self.bus.publish(SESSIONS_TOPIC, self._summary(session))
         telemetry = session.telemetry()
         log.info(

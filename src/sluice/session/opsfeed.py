@@ -1,0 +1,477 @@
+"""The operations feed: every session's derived state, coalesced into one message per window.
+
+The feed costs nothing per relayed chunk. It *pulls*: once per flush window a single task
+(owned by the gateway's lifespan) reads each live session's state, token count, clock and cost,
+compares the rows with what it last published, and publishes one message on the bus with only
+the fields that changed, plus the totals. A session's first answer token, every terminal state
+and a new session are urgent: they cut the window short and are published at once (urgent
+flushes are still at least a quarter of a window apart, so a burst of them stays a handful of
+messages).
+
+Messages on ``OPS_TOPIC`` (every one carries ``seq``, rising by one)::
+
+    {"type": "diff", "seq": n, "sessions": {id: {changed fields}}, "removed": [id, ...],
+     "totals": {changed totals}}
+
+A row's fields are listed in ``derive``. ``gaps`` (the last inter-token gaps, milliseconds) is
+sent whole for a new row or a new attempt, and otherwise as ``gaps_add``: only the gaps measured
+since the last message, which the reader appends (keeping the last ``GAP_TAIL``).
+
+``follow()`` is how a view reads the feed: a snapshot first (``{"type": "snapshot", "seq": n,
+"sessions": {id: row}, "totals": {...}}``), then every diff after it, in order. A reader that
+fell behind (the bus dropped messages it had not taken) gets a fresh snapshot instead of a gap.
+
+``SessionTrail`` and ``follow_session`` do the same for one session's page: the answer as it
+streams and a summarised timeline of its events, at most once per window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sluice import events as ev
+from sluice.config import OpsSettings
+from sluice.session.bus import Bus, Message
+from sluice.session.eventlog import Entry
+from sluice.session.session import CANCELLED, ERRORED, TERMINAL_STATES, Session
+
+OPS_TOPIC = "ops"
+
+#: inter-token gaps a row carries for its sparkline
+GAP_TAIL = 30
+#: finished sessions the error rate is computed over
+ERROR_RATE_OVER = 100
+#: seconds of history the gateway-wide token rate is measured over
+RATE_SPAN = 1.0
+#: urgent flushes are at least this share of a window apart
+URGENT_SPACING = 0.25
+
+Row = dict[str, Any]
+
+
+def derive(session: Session, typical: dict[str, float] | None = None) -> Row:
+    """The derived state of one session, as the operations center shows it.
+
+    Reads the session's clock and accumulator without copying them: the gaps' tail is a slice
+    of at most ``GAP_TAIL`` doubles.
+    """
+    clock = session.clock
+    route = session.route
+    state = session.state
+    final = state in TERMINAL_STATES
+    tokens = session.output_tokens()
+    gaps = clock.gaps
+    tail = [round(g * 1000, 1) for g in gaps[-GAP_TAIL:]]
+    max_tokens = session.spec.turn.max_tokens
+    estimate = None if typical is None else typical.get(route.label)
+    if max_tokens:
+        limit, limit_source = max_tokens, "max_tokens"
+    elif estimate:
+        limit, limit_source = max(round(estimate), tokens), "estimate"
+    else:
+        limit, limit_source = None, None
+    if final:
+        rate = session.telemetry()["token_rate"]
+    else:
+        span = sum(tail)
+        rate = round(len(tail) * 1000 / span, 1) if span > 0 else None
+    cost = session.cost or {}
+    error = session.error or {}
+    reason = error.get("type") or session.cancel_reason
+    return {
+        "id": session.id,
+        "state": state,
+        "provider": route.provider.name,
+        "model": route.model,
+        "created": round(session.created_at, 3),
+        "tokens": tokens,
+        "limit": limit,
+        "limit_source": limit_source,
+        "ttft_ms": (
+            None
+            if clock.first_token is None
+            else round((clock.first_token - clock.started) * 1000, 1)
+        ),
+        "rate": rate,
+        "backpressure": clock.backpressure(),
+        "gap_count": len(gaps),
+        "gaps": tail,
+        "cost": cost.get("total"),
+        "cost_source": cost.get("source"),
+        "reason": reason,
+        "message": (error.get("message") or "")[:200] or None,
+        "attempts": session.attempts,
+    }
+
+
+def diff_row(old: Row | None, new: Row) -> Row:
+    """The fields of ``new`` that differ from ``old`` (all of them for a new row), with the
+    gaps sent as an append when that is enough."""
+    if old is None:
+        return dict(new)
+    changed = {k: v for k, v in new.items() if k != "gaps" and old.get(k) != v}
+    added = new["gap_count"] - old["gap_count"]
+    if new["attempts"] != old["attempts"] or added < 0:
+        changed["gaps"] = new["gaps"]
+    elif added > 0:
+        changed["gaps_add"] = new["gaps"][-min(added, GAP_TAIL) :]
+    return changed
+
+
+class OpsFeed:
+    """Derived state of every live and recent session, published as coalesced diffs.
+
+    The session manager calls ``state_changed``, ``first_token`` and ``finished``; none of
+    them does more than mark a session and, when urgent, wake the flush task.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        settings: OpsSettings | None = None,
+        *,
+        topic: str = OPS_TOPIC,
+        urgent_spacing: float | None = None,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings or OpsSettings()
+        #: the least time between two flushes when urgent changes follow each other
+        self.urgent_spacing = (
+            self.settings.flush_interval * URGENT_SPACING
+            if urgent_spacing is None
+            else urgent_spacing
+        )
+        self.topic = topic
+        self.seq = 0
+        #: every session shown, in the order they started
+        self._sessions: dict[str, Session] = {}
+        #: sessions read every window (not final yet, or final and not yet published)
+        self._active: set[str] = set()
+        #: the rows as of ``seq``
+        self._rows: dict[str, Row] = {}
+        self._totals: dict[str, Any] = {}
+        self._urgent = asyncio.Event()
+        #: finished sessions in the order they finished, oldest first
+        self._finished: dict[str, None] = {}
+        self._outcomes: deque[bool] = deque(maxlen=ERROR_RATE_OVER)
+        self._spend = 0.0
+        self._unpriced = 0
+        self._tokens_seen: dict[str, int] = {}
+        self._tokens_total = 0
+        self._rate_samples: deque[tuple[float, int]] = deque()
+        #: output tokens of recent complete sessions per route, for progress without max_tokens
+        self._typical: dict[str, float] = {}
+        self.published = 0
+
+    # -- hooks (called by the session manager) ------------------------------------------------
+
+    def state_changed(self, session: Session) -> None:
+        """A session started, or a new attempt started, or it changed state."""
+        known = session.id in self._sessions
+        self._sessions[session.id] = session
+        self._active.add(session.id)
+        if not known or session.id in self._finished:
+            self._finished.pop(session.id, None)
+            self._urgent.set()
+
+    def first_token(self, session: Session) -> None:
+        self._active.add(session.id)
+        self._urgent.set()
+
+    def finished(self, session: Session) -> None:
+        """The session's record is final: counted in the totals, published at once."""
+        self._sessions[session.id] = session
+        self._active.add(session.id)
+        self._finished[session.id] = None
+        self._outcomes.append(session.state == ERRORED)
+        total = (session.cost or {}).get("total")
+        if total is None:
+            self._unpriced += 1
+        else:
+            self._spend += total
+        if session.state not in (ERRORED, CANCELLED) and session.spec.turn.max_tokens is None:
+            label = session.route.label
+            tokens = session.output_tokens()
+            previous = self._typical.get(label)
+            self._typical[label] = tokens if previous is None else 0.8 * previous + 0.2 * tokens
+        self._urgent.set()
+
+    # -- the flush task -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Publish once per window while anything changes, and at once on urgent changes.
+        Runs until cancelled."""
+        interval = self.settings.flush_interval
+        spacing = self.urgent_spacing
+        last = time.monotonic() - interval
+        while True:
+            if not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, last + interval - time.monotonic())):
+                        await self._urgent.wait()
+            early = last + spacing - time.monotonic()
+            if early > 0:
+                await asyncio.sleep(early)
+            self._urgent.clear()
+            last = time.monotonic()
+            await self.flush()
+
+    async def flush(self) -> Message | None:
+        """Read the sessions, publish what changed (if anything); returns the message."""
+        message = self.collect()
+        if message is not None:
+            await self.bus.publish(self.topic, message)
+        return message
+
+    def collect(self) -> Message | None:
+        """The next diff, applied to the feed's rows and numbered; None when nothing changed."""
+        now = time.monotonic()
+        changes: dict[str, Row] = {}
+        rows = self._rows
+        for session_id in list(self._active):
+            session = self._sessions[session_id]
+            row = derive(session, self._typical)
+            self._count_tokens(session_id, row["tokens"])
+            change = diff_row(rows.get(session_id), row)
+            if change:
+                changes[session_id] = change
+                rows[session_id] = row
+            if session.state in TERMINAL_STATES and session_id in self._finished:
+                self._active.discard(session_id)
+                self._tokens_seen.pop(session_id, None)
+        removed = self._forget_oldest()
+        totals = self._compute_totals(now)
+        changed_totals = {k: v for k, v in totals.items() if self._totals.get(k) != v}
+        if not changes and not removed and not changed_totals:
+            return None
+        self._totals = totals
+        self.seq += 1
+        self.published += 1
+        message: Message = {"type": "diff", "seq": self.seq, "sessions": changes}
+        if removed:
+            message["removed"] = removed
+        if changed_totals:
+            message["totals"] = changed_totals
+        return message
+
+    def _count_tokens(self, session_id: str, tokens: int) -> None:
+        seen = self._tokens_seen.get(session_id, 0)
+        if tokens > seen:
+            self._tokens_total += tokens - seen
+        self._tokens_seen[session_id] = tokens
+
+    def _forget_oldest(self) -> list[str]:
+        removed = []
+        while len(self._finished) > self.settings.recent_sessions:
+            session_id = next(iter(self._finished))
+            del self._finished[session_id]
+            self._sessions.pop(session_id, None)
+            self._active.discard(session_id)
+            self._tokens_seen.pop(session_id, None)
+            if self._rows.pop(session_id, None) is not None:
+                removed.append(session_id)
+        return removed
+
+    def _compute_totals(self, now: float) -> dict[str, Any]:
+        samples = self._rate_samples
+        samples.append((now, self._tokens_total))
+        while len(samples) > 2 and samples[1][0] <= now - RATE_SPAN:
+            samples.popleft()
+        first_t, first_n = samples[0]
+        # Over at least RATE_SPAN: a young feed's first figure is low rather than wild.
+        rate = (self._tokens_total - first_n) / max(now - first_t, RATE_SPAN)
+        outcomes = self._outcomes
+        return {
+            "live": sum(1 for s in self._sessions.values() if s.state not in TERMINAL_STATES),
+            "sessions": len(self._rows),
+            "tokens_per_s": round(rate),
+            "error_rate": round(sum(outcomes) / len(outcomes), 4) if outcomes else None,
+            "errors_over": len(outcomes),
+            "spend": round(self._spend, 6),
+            "unpriced": self._unpriced,
+        }
+
+    # -- readers ------------------------------------------------------------------------------
+
+    def snapshot(self) -> Message:
+        """Every row and the totals as of ``seq``."""
+        return {
+            "type": "snapshot",
+            "seq": self.seq,
+            "flush_interval": self.settings.flush_interval,
+            "sessions": {k: dict(v) for k, v in self._rows.items()},
+            "totals": dict(self._totals),
+        }
+
+    @asynccontextmanager
+    async def follow(self) -> AsyncIterator[AsyncIterator[Message]]:
+        """A snapshot, then every diff after it: no message missed, none twice."""
+        async with self.bus.subscribe(self.topic) as messages:
+            yield self._follow(messages)
+
+    async def _follow(self, messages: AsyncIterator[Message]) -> AsyncIterator[Message]:
+        snapshot = self.snapshot()
+        last = snapshot["seq"]
+        yield snapshot
+        async for message in messages:
+            seq = message["seq"]
+            if seq <= last:
+                continue  # already in the snapshot
+            if seq != last + 1:  # the bus dropped some for this reader: start again from now
+                snapshot = self.snapshot()
+                last = snapshot["seq"]
+                yield snapshot
+                continue
+            last = seq
+            yield message
+
+
+# ---------------------------------------------------------------------------------------------
+# One session's page
+
+
+#: the event kinds that are summarised as runs rather than listed
+_RUNS = {"text": "answer text", "reasoning": "reasoning", "tool_call.delta": "tool arguments"}
+
+
+class SessionTrail:
+    """A fold over a session's events: the answer so far and a timeline of its milestones.
+
+    Runs of deltas become one timeline entry (212 answer-text deltas); status changes, tool calls,
+    retries, usage, errors and the finish are listed each. No I/O.
+    """
+
+    __slots__ = ("_text", "timeline", "version")
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self.timeline: list[dict[str, Any]] = []
+        #: bumped whenever the timeline changes
+        self.version = 0
+
+    @property
+    def text(self) -> str:
+        if len(self._text) > 1:
+            self._text[:] = ["".join(self._text)]
+        return self._text[0] if self._text else ""
+
+    def apply(self, seq: int, kind: str, data: dict[str, Any]) -> None:
+        if kind == "text":
+            self._text.append(data.get("text", ""))
+        if kind in _RUNS:
+            last = self.timeline[-1] if self.timeline else None
+            if last is not None and last["kind"] == kind:
+                last["to"] = seq
+                last["count"] += 1
+            else:
+                self._add(seq, kind, _RUNS[kind], count=1)
+            self.version += 1
+            return
+        match kind:
+            case "status":
+                detail = data.get("detail")
+                self._add(seq, kind, data.get("phase", "") + (f": {detail}" if detail else ""))
+            case "start":
+                self._add(seq, kind, f"upstream answered ({data.get('model') or 'model'})")
+            case "tool_call.start":
+                self._add(seq, kind, f"tool call {data.get('name')} started")
+            case "tool_call.done":
+                self._add(seq, kind, f"tool call {data.get('name')}: {data.get('status')}")
+            case "usage":
+                final = "final" if data.get("final") else "so far"
+                self._add(
+                    seq,
+                    kind,
+                    f"usage ({final}): {data.get('input_tokens')} in, "
+                    f"{data.get('output_tokens')} out",
+                )
+            case "retry":
+                self._text.clear()
+                self._add(seq, kind, f"attempt {data.get('attempt')} after {data.get('reason')}")
+            case "error":
+                self._add(seq, kind, f"{data.get('type')}: {data.get('message')}")
+            case "finish":
+                self._add(seq, kind, f"finished: {data.get('reason')}")
+            case _:
+                self._add(seq, kind, kind)
+
+    def apply_entries(self, start: int, entries: Iterable[Entry]) -> int:
+        """Apply event log entries from sequence number ``start`` on; returns the next one."""
+        seq = start
+        for event, _raw in entries:
+            if event is not None:
+                kind, data = ev.payload(event)
+                self.apply(seq, kind, data)
+            seq += 1
+        return seq
+
+    def _add(self, seq: int, kind: str, label: str, count: int | None = None) -> None:
+        entry: dict[str, Any] = {"seq": seq, "kind": kind, "label": label}
+        if count is not None:
+            entry |= {"to": seq, "count": count}
+        self.timeline.append(entry)
+        self.version += 1
+
+
+async def follow_session(session: Session, interval: float) -> AsyncIterator[Message]:
+    """One session's page feed: a snapshot of the answer, timeline and row, then at most one
+    update per ``interval`` (the first change after a quiet spell at once), then ``final``
+    with the record once it is stored."""
+    trail = SessionTrail()
+    position = 0
+    sent_text = 0
+    sent_version = -1
+    last_row: Row | None = None
+    attempts = session.attempts
+    kind = "snapshot"
+    while True:
+        entries = session.log.entries
+        end = len(entries)
+        if position < end:
+            position = trail.apply_entries(position + 1, entries[position:end]) - 1
+        text = trail.text
+        message: Message = {"type": kind}
+        if kind == "snapshot" or session.attempts != attempts or len(text) < sent_text:
+            message["text"] = text
+            attempts = session.attempts
+        elif len(text) > sent_text:
+            message["text_add"] = text[sent_text:]
+        sent_text = len(text)
+        if trail.version != sent_version:
+            message["timeline"] = trail.timeline
+            sent_version = trail.version
+        row = derive(session)
+        change = diff_row(last_row, row)
+        if change:
+            message["row"] = change
+            last_row = row
+        if session.finished.is_set():
+            message["type"] = "final"
+            message["record"] = session.record()
+            yield message
+            return
+        if len(message) > 1:
+            yield message
+        kind = "update"
+        # Coalesce: nothing more for a window, unless the session ends meanwhile.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await session.finished.wait()
+        if not session.finished.is_set() and len(session.log) == position:
+            await _first_of(session.log.wait_beyond(position), session.finished.wait())
+
+
+async def _first_of(*awaitables: Any) -> None:
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

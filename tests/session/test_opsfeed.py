@@ -1,0 +1,406 @@
+"""The operations feed: coalesced diffs of derived session state, urgent flushes, and readers
+that join late. Real sessions (never started: the test moves their clock and accumulator as a
+pump would), a real in-process bus."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from sluice import events as ev
+from sluice.config import ConfigError, OpsSettings, ProviderConfig, load_settings
+from sluice.pricing import PriceBook
+from sluice.providers import Route
+from sluice.session.bus import MemoryBus, Message
+from sluice.session.manager import SessionManager
+from sluice.session.opsfeed import GAP_TAIL, OpsFeed, SessionTrail, follow_session
+from sluice.session.session import COMPLETE, ERRORED, STREAMING, Session, SessionSpec
+from sluice.session.store import MemoryStore
+from sluice.turn import Message as TurnMessage
+from sluice.turn import TextPart, TurnRequest
+from sluice.upstream import UpstreamClient
+
+WAIT = 10  # seconds: the bound on every wait for a message (a hang fails, never blocks)
+
+
+class Harness:
+    def __init__(self, feed: OpsFeed, bus: MemoryBus) -> None:
+        self.feed = feed
+        self.bus = bus
+        self.manager = SessionManager(
+            MemoryStore(), bus, UpstreamClient(), PriceBook({}), feed=feed
+        )
+        self.count = 0
+
+    def session(self, max_tokens: int | None = 100, provider: str = "sim") -> Session:
+        self.count += 1
+        turn = TurnRequest(
+            model=f"{provider}/support",
+            messages=[TurnMessage("user", [TextPart("hello")])],
+            max_tokens=max_tokens,
+        )
+        spec = SessionSpec(
+            route=Route(ProviderConfig(provider, "sim"), "support", "chat"),
+            turn=turn,
+            body=b"{}",
+            url="http://127.0.0.1:9/v1/chat/completions",
+            headers={},
+            endpoint="native",
+            passthrough=False,
+            disconnect_policy="cancel",
+        )
+        session = Session(f"op-test{self.count:04d}", spec, self.manager)
+        self.manager.on_state(session)  # as the manager's launch does
+        return session
+
+    def stream(self, session: Session) -> None:
+        session.state = STREAMING
+        self.manager.on_state(session)
+
+    def token(self, session: Session, at: float, text: str = "word ") -> None:
+        """One answer token, as the pump records it (the feed is told of the first only)."""
+        first = session.clock.first_token is None
+        session.clock.delta(at, True)
+        session.acc.apply(ev.TextDelta(text))
+        session.log.append(ev.TextDelta(text))
+        if first:
+            self.manager.on_first_token(session)
+
+    def finish(self, session: Session, state: str = COMPLETE) -> None:
+        session.state = state
+        if state == ERRORED:
+            session.error = {"type": "upstream_stalled", "message": "no byte for 5 s"}
+        session.cost = {"total": 0.0001, "source": "config"}
+        session.finished.set()
+        self.manager.feed.finished(session)
+
+
+@pytest.fixture
+def harness() -> Harness:
+    bus = MemoryBus()
+    return Harness(OpsFeed(bus, OpsSettings(flush_interval=0.1)), bus)
+
+
+def apply(view: dict[str, Any], message: Message) -> dict[str, Any]:
+    """What a page does with a feed message (ops.js, in Python): the next view."""
+    if message["type"] == "snapshot":
+        return copy.deepcopy({"seq": message["seq"], "sessions": message["sessions"]}) | {
+            "totals": dict(message["totals"])
+        }
+    assert message["seq"] == view["seq"] + 1, "a diff must follow the view it applies to"
+    sessions = view["sessions"]
+    for session_id, change in message["sessions"].items():
+        row = sessions.setdefault(session_id, {})
+        change = dict(change)
+        added = change.pop("gaps_add", None)
+        row.update(change)
+        if added is not None:
+            row["gaps"] = (row["gaps"] + added)[-GAP_TAIL:]
+    for session_id in message.get("removed", ()):
+        sessions.pop(session_id, None)
+    view["totals"].update(message.get("totals", {}))
+    view["seq"] = message["seq"]
+    return view
+
+
+async def next_message(messages: AsyncIterator[Message]) -> Message:
+    async with asyncio.timeout(WAIT):
+        return await anext(messages)
+
+
+# -- diffs ------------------------------------------------------------------------------------
+
+
+async def test_a_new_session_is_sent_whole_then_only_its_changed_fields(harness: Harness) -> None:
+    session = harness.session()
+    first = harness.feed.collect()
+    assert first is not None
+    row = first["sessions"][session.id]
+    assert row["state"] == "starting"
+    assert (row["provider"], row["model"], row["limit"]) == ("sim", "support", 100)
+
+    harness.stream(session)
+    now = time.monotonic()
+    for i in range(5):
+        harness.token(session, now + i * 0.02)
+    second = harness.feed.collect()
+    assert second is not None
+    change = second["sessions"][session.id]
+    assert change["state"] == "streaming"
+    assert change["tokens"] == 5
+    assert change["gaps_add"] == [20.0, 20.0, 20.0, 20.0]
+    assert "gaps" not in change
+    for unchanged in ("id", "provider", "model", "limit", "created", "attempts"):
+        assert unchanged not in change
+
+    assert harness.feed.collect() is None, "nothing changed: nothing to publish"
+
+
+async def test_the_gap_tail_is_bounded_and_sent_as_an_append(harness: Harness) -> None:
+    session = harness.session()
+    harness.feed.collect()
+    now = time.monotonic()
+    for i in range(200):
+        harness.token(session, now + i * 0.01)
+    message = harness.feed.collect()
+    assert message is not None
+    change = message["sessions"][session.id]
+    assert len(change["gaps_add"]) == GAP_TAIL
+    assert change["gap_count"] == 199
+
+
+async def test_totals_count_live_sessions_errors_and_spend(harness: Harness) -> None:
+    sessions = [harness.session() for _ in range(4)]
+    harness.feed.collect()
+    harness.finish(sessions[0])
+    harness.finish(sessions[1], ERRORED)
+    message = harness.feed.collect()
+    assert message is not None
+    totals = harness.feed.snapshot()["totals"]
+    assert totals["live"] == 2
+    assert totals["sessions"] == 4
+    assert totals["error_rate"] == 0.5
+    assert totals["spend"] == pytest.approx(0.0002)
+    assert message["sessions"][sessions[1].id]["reason"] == "upstream_stalled"
+
+
+async def test_finished_sessions_past_the_limit_are_removed(harness: Harness) -> None:
+    harness.feed.settings = OpsSettings(flush_interval=0.1, recent_sessions=2)
+    sessions = [harness.session() for _ in range(4)]
+    harness.feed.collect()
+    for session in sessions[:3]:
+        harness.finish(session)
+    message = harness.feed.collect()
+    assert message is not None
+    assert message["removed"] == [sessions[0].id]
+    assert set(harness.feed.snapshot()["sessions"]) == {s.id for s in sessions[1:]}
+
+
+# -- cadence ----------------------------------------------------------------------------------
+
+
+async def test_many_token_updates_make_at_most_one_message_per_window() -> None:
+    bus = MemoryBus(queue_size=10_000)
+    interval = 0.1
+    harness = Harness(OpsFeed(bus, OpsSettings(flush_interval=interval)), bus)
+    sessions = [harness.session() for _ in range(20)]
+    async with bus.subscribe("ops") as messages:
+        runner = asyncio.ensure_future(harness.feed.run())
+        try:
+            started = time.monotonic()
+            updates = 0
+            for _ in range(300):
+                for session in sessions:
+                    harness.token(session, time.monotonic())
+                    updates += 1
+                await asyncio.sleep(0.002)
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(interval * 1.5)  # the last window's flush
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        received = []
+        while True:
+            try:
+                received.append(await asyncio.wait_for(anext(messages), 0.01))
+            except TimeoutError:
+                break
+    # One message per window over the run and the wait after it, plus the urgent flushes
+    # (20 new sessions, 20 first tokens: a burst coalesced into a few messages).
+    windows = (elapsed + interval * 1.5) / interval
+    assert len(received) <= windows + 4, (len(received), windows)
+    assert len(received) < updates / 50
+    last = received[-1]["sessions"]
+    view: dict[str, Any] = {}
+    for message in received:
+        for session_id, change in message["sessions"].items():
+            view.setdefault(session_id, {}).update(change)
+    assert {view[s.id]["tokens"] for s in sessions} == {300}, last
+
+
+async def test_first_token_and_terminal_state_are_sent_without_waiting_for_the_window() -> None:
+    bus = MemoryBus()
+    # A window of an hour: any message within the test was sent because it was urgent.
+    feed = OpsFeed(bus, OpsSettings(flush_interval=3600.0), urgent_spacing=0.0)
+    harness = Harness(feed, bus)
+    async with bus.subscribe("ops") as messages:
+        runner = asyncio.ensure_future(feed.run())
+        try:
+            session = harness.session()
+            created = await next_message(messages)
+            assert created["sessions"][session.id]["state"] == "starting"
+
+            harness.stream(session)
+            harness.token(session, time.monotonic())
+            first = await next_message(messages)
+            assert first["sessions"][session.id]["tokens"] == 1
+            assert first["sessions"][session.id]["ttft_ms"] is not None
+
+            for i in range(10):  # more tokens: not urgent, nothing is sent within the window
+                harness.token(session, time.monotonic() + i)
+            published = feed.published
+            await asyncio.sleep(0.3)
+            assert feed.published == published
+
+            harness.finish(session)
+            final = await next_message(messages)
+            change = final["sessions"][session.id]
+            assert change["state"] == "complete"
+            assert change["tokens"] == 11
+            assert change["cost"] == 0.0001
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+
+# -- readers ----------------------------------------------------------------------------------
+
+
+async def test_a_late_reader_gets_a_snapshot_then_every_later_diff_once(harness: Harness) -> None:
+    feed = harness.feed
+    early = [harness.session() for _ in range(3)]
+    for session in early:
+        harness.token(session, time.monotonic())
+    feed.collect()
+    feed.collect()
+    harness.finish(early[0])
+    assert feed.collect() is not None
+    assert feed.seq >= 2
+
+    async with feed.follow() as messages:
+        snapshot = await next_message(messages)
+        assert snapshot["type"] == "snapshot"
+        assert snapshot["seq"] == feed.seq
+        view = apply({}, snapshot)
+        assert set(view["sessions"]) == {s.id for s in early}
+
+        late = harness.session()
+        harness.token(late, time.monotonic())
+        harness.token(early[1], time.monotonic() + 0.05)
+        await feed.flush()
+        harness.finish(late)
+        await feed.flush()
+        for _ in range(2):
+            message = await next_message(messages)
+            assert message["type"] == "diff"
+            view = apply(view, message)
+        expected = feed.snapshot()
+        assert view["seq"] == expected["seq"]
+        assert view["sessions"] == expected["sessions"]
+        assert view["totals"] == expected["totals"]
+
+
+async def test_a_reader_that_fell_behind_gets_a_fresh_snapshot_not_a_gap() -> None:
+    bus = MemoryBus(queue_size=2)
+    harness = Harness(OpsFeed(bus, OpsSettings(flush_interval=0.1)), bus)
+    feed = harness.feed
+    session = harness.session()
+    async with feed.follow() as messages:
+        first = await next_message(messages)
+        view = apply({}, first)
+        for i in range(5):  # the reader takes nothing: the bus drops the oldest three
+            harness.token(session, time.monotonic() + i * 0.01)
+            await feed.flush()
+        again = await next_message(messages)
+        assert again["type"] == "snapshot"
+        assert again["seq"] == first["seq"] + 5
+        view = apply(view, again)
+        harness.token(session, time.monotonic() + 1)
+        await feed.flush()
+        after = await next_message(messages)
+        assert (after["type"], after["seq"]) == ("diff", again["seq"] + 1)
+        view = apply(view, after)
+        assert view["sessions"] == feed.snapshot()["sessions"]
+
+
+# -- one session's page -----------------------------------------------------------------------
+
+
+def test_the_trail_summarises_runs_of_deltas_and_lists_milestones() -> None:
+    trail = SessionTrail()
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("status", {"phase": "waiting", "detail": None}),
+        ("start", {"response_id": "r1", "model": "support"}),
+        *[("text", {"text": f"w{i} "}) for i in range(50)],
+        ("tool_call.start", {"index": 0, "id": "c1", "name": "lookup_order"}),
+        *[("tool_call.delta", {"index": 0, "fragment": "{}"}) for _ in range(3)],
+        ("tool_call.done", {"index": 0, "id": "c1", "name": "lookup_order", "status": "ok"}),
+        ("usage", {"input_tokens": 12, "output_tokens": 53, "final": True}),
+        ("finish", {"reason": "stop", "raw": "stop"}),
+    ]
+    for seq, (kind, data) in enumerate(events, start=1):
+        trail.apply(seq, kind, data)
+    kinds = [(e["kind"], e.get("count")) for e in trail.timeline]
+    assert kinds == [
+        ("status", None),
+        ("start", None),
+        ("text", 50),
+        ("tool_call.start", None),
+        ("tool_call.delta", 3),
+        ("tool_call.done", None),
+        ("usage", None),
+        ("finish", None),
+    ]
+    assert trail.timeline[2]["seq"] == 3 and trail.timeline[2]["to"] == 52
+    assert trail.text == "".join(f"w{i} " for i in range(50))
+
+
+def test_a_retry_restarts_the_answer_in_the_trail() -> None:
+    trail = SessionTrail()
+    trail.apply(1, "text", {"text": "first try"})
+    trail.apply(2, "error", {"type": "upstream_reset", "message": "reset"})
+    trail.apply(3, "retry", {"attempt": 2, "reason": "upstream_reset", "delay": 0.0})
+    trail.apply(4, "text", {"text": "second"})
+    assert trail.text == "second"
+    assert [e["kind"] for e in trail.timeline] == ["text", "error", "retry", "text"]
+
+
+async def test_a_session_page_feed_sends_text_as_appends_then_the_final_record(
+    harness: Harness,
+) -> None:
+    session = harness.session()
+    harness.stream(session)
+    feed = follow_session(session, interval=0.1)
+    snapshot = await next_message(feed)
+    assert snapshot["type"] == "snapshot"
+    assert snapshot["text"] == ""
+    for word in ("Hello ", "there"):
+        harness.token(session, time.monotonic(), word)
+    session.log.notify()
+    update = await next_message(feed)
+    assert update["type"] == "update"
+    assert update["text_add"] == "Hello there"
+    assert update["timeline"][-1]["count"] == 2
+    harness.finish(session)
+    final = await next_message(feed)
+    assert final["type"] == "final"
+    assert final["record"]["state"] == "complete"
+    with pytest.raises(StopAsyncIteration):
+        await next_message(feed)
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_the_flush_interval_is_read_and_bounded(tmp_path: Any) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text("[ops]\nflush_interval = 0.2\nrecent_sessions = 50\n")
+    settings = load_settings(good)
+    assert (settings.ops.flush_interval, settings.ops.recent_sessions) == (0.2, 50)
+    assert load_settings(None).ops.flush_interval == 0.15
+    for body, complaint in [
+        ("flush_interval = 0.05", "between 0.1 and 0.25"),
+        ("flush_interval = 1", "between 0.1 and 0.25"),
+        ("flush_interval = true", "must be a number"),
+        ("recent_sessions = -1", "non-negative integer"),
+        ("window = 0.2", "not a setting"),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(f"[ops]\n{body}\n")
+        with pytest.raises(ConfigError, match=complaint):
+            load_settings(bad)

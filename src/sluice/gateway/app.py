@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from sluice.config import Settings
 from sluice.errors import BadRequest, Overloaded, PayloadTooLarge, SluiceError, UnknownSession
 from sluice.gateway.metrics import GatewayMetrics
+from sluice.gateway.ops import ops_routes
 from sluice.gateway.pages import page_routes
 from sluice.gateway.presenters import (
     NativePresenter,
@@ -38,6 +39,7 @@ from sluice.pricing import PriceBook
 from sluice.providers import SIM_HEADER_PREFIX, Router, build_body
 from sluice.session.bus import Bus, MemoryBus
 from sluice.session.manager import SessionManager, new_session_id
+from sluice.session.opsfeed import OpsFeed
 from sluice.session.session import Session, SessionSpec
 from sluice.session.store import SessionStore, open_store
 from sluice.sse import encode_event
@@ -114,6 +116,7 @@ class Gateway:
         )
         self.store = store or open_store(settings.store_url)
         self.bus = bus or MemoryBus()
+        self.ops = OpsFeed(self.bus, settings.ops)
         self.sessions = SessionManager(
             self.store,
             self.bus,
@@ -122,18 +125,21 @@ class Gateway:
             settings.streams,
             on_start=self.metrics.session_started,
             on_end=self.metrics.session_finished,
+            feed=self.ops,
         )
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.store.open()
         pruner = asyncio.ensure_future(self._prune_forever())
+        feed = asyncio.ensure_future(self.ops.run())
         try:
             yield
         finally:
-            pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pruner
+            for task in (feed, pruner):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.sessions.shutdown()
             await self.upstream.close()
             await self.store.close()
@@ -434,6 +440,7 @@ def create_app(
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
         *page_routes(gateway),
+        *ops_routes(gateway),
     ]
     if settings.embed_sim:
         from sluice.sim import SimSettings, create_sim_app

@@ -1,0 +1,179 @@
+"""The operations center in a real browser: hundreds of live sessions on one coalesced feed,
+filters, and the Stop and Retry buttons."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from playwright.async_api import Page, WebSocket, expect
+
+from tests.conftest import GatewayUnderTest, running_gateway
+from tests.conftest import test_settings as gateway_settings
+
+WAIT_MS = 30_000  # the bound on every wait in the browser
+
+
+class FeedFrames:
+    """The text frames the page received on its operations feed socket, as they arrive."""
+
+    def __init__(self, page: Page, path: str = "/ops/feed") -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.sockets = 0
+        self._path = path
+        page.on("websocket", self._opened)
+
+    def _opened(self, socket: WebSocket) -> None:
+        if socket.url.endswith(self._path):
+            self.sockets += 1
+            socket.on("framereceived", self._frame)
+
+    def _frame(self, payload: str | bytes) -> None:
+        self.messages.append(orjson.loads(payload))
+
+
+async def start_sessions(
+    gw: GatewayUnderTest, count: int, model: str = "sim/support", **body: Any
+) -> list[str]:
+    async def one(i: int) -> str:
+        response = await gw.http.post(
+            "/api/sessions", json={"model": model, "prompt": f"question {i}", **body}
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+@pytest.fixture
+async def slow_gateway(tmp_path: Path) -> AsyncIterator[GatewayUnderTest]:
+    """Sessions that stay live for tens of seconds: 15 tokens per second, 400 tokens."""
+    settings = gateway_settings(tmp_path, token_rate=15.0, ttft=0.2, output_tokens=400)
+    async with running_gateway(settings) as gw:
+        yield gw
+
+
+async def test_two_hundred_live_sessions_arrive_in_one_update_per_flush_window(
+    slow_gateway: GatewayUnderTest, page: Page
+) -> None:
+    gw = slow_gateway
+    window = gw.gateway.settings.ops.flush_interval
+    frames = FeedFrames(page)
+    await page.goto(f"{gw.url}/ops")
+    ids = await start_sessions(gw, 200, max_tokens=400)
+
+    rows = page.locator("#ops-rows tr[data-id]")
+    await expect(rows).to_have_count(200, timeout=WAIT_MS)
+    await expect(page.locator('#ops-rows tr[data-state="streaming"]')).to_have_count(
+        200, timeout=WAIT_MS
+    )
+    no_ttft = page.locator('#ops-rows [data-field="ttft"]', has_text="\u2013")
+    await expect(no_ttft).to_have_count(0, timeout=WAIT_MS)  # every first token has arrived
+    sessions = [gw.gateway.sessions.live[i] for i in ids]
+    await asyncio.sleep(2 * window)  # the first tokens' urgent flushes are behind us
+
+    # Steady streaming: count the feed's messages and the tokens generated over an interval.
+    received_before = len(frames.messages)
+    tokens_before = sum(s.output_tokens() for s in sessions)
+    started = time.monotonic()
+    await asyncio.sleep(3.0)
+    interval = time.monotonic() - started
+    received = len(frames.messages) - received_before
+    tokens = sum(s.output_tokens() for s in sessions) - tokens_before
+    assert all(s.state == "streaming" for s in sessions), "every session live throughout"
+
+    assert frames.sockets == 1
+    assert received <= interval / window + 3, (received, interval, window)
+    assert received >= 1, "the page is fed while sessions stream"
+    assert tokens > 20 * received, (tokens, received)
+    seqs = [m["seq"] for m in frames.messages]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "no message missed or doubled"
+
+    # The page shows every session with what the gateway knows of it.
+    assert await page.locator('[data-total="live"]').text_content() == "200"
+    shown = await page.eval_on_selector_all(
+        "#ops-rows tr[data-id]", "rows => rows.map(r => r.dataset.id)"
+    )
+    assert sorted(shown) == sorted(ids)
+    first = page.locator(f'#ops-rows tr[data-id="{ids[0]}"]')
+    await expect(first.locator('[data-field="provider"]')).to_have_text("sim")
+    await expect(first.locator('[data-field="tokens"]')).to_contain_text("/ 400")
+    points = await first.locator('[data-field="spark"]').get_attribute("points")
+    assert points is not None and len(points.split()) >= 10, points
+
+
+async def test_stop_and_retry_buttons_cancel_and_recover_a_session(
+    tmp_path: Path, page: Page
+) -> None:
+    settings = gateway_settings(tmp_path, token_rate=10.0, ttft=0.2, output_tokens=40)
+    async with running_gateway(settings) as gw:
+        await page.goto(f"{gw.url}/ops")
+        [target, other] = await start_sessions(gw, 2)
+        row = page.locator(f'#ops-rows tr[data-id="{target}"]')
+        await expect(row).to_have_attribute("data-state", "streaming", timeout=WAIT_MS)
+
+        await row.locator('button[data-action="cancel"]').click()
+        await expect(row).to_have_attribute("data-state", "cancelled", timeout=WAIT_MS)
+        await expect(row.locator('[data-field="reason"]')).to_have_text("client_stop")
+        record = await gw.record(target)
+        assert record["state"] == "cancelled"
+        assert record["cancel_reason"] == "client_stop"
+        stopped = await gw.sim_request(target)
+        assert stopped["client_disconnected"] is True
+
+        retry = row.locator('button[data-action="retry"]')
+        await expect(retry).to_be_enabled()
+        await retry.click()
+        await expect(row).to_have_attribute("data-state", "complete", timeout=WAIT_MS)
+        record = await gw.final_record(target)
+        assert record["state"] == "complete"
+        assert record["attempts"] == 2
+        assert len(await gw.sim_requests(target)) == 2
+        await expect(row.locator('[data-field="cost"]')).to_have_text(
+            f"${record['cost']['total']:.6f}"
+        )
+
+        # The other session was left alone.
+        assert (await gw.final_record(other))["attempts"] == 1
+
+
+async def test_filters_show_the_sessions_of_one_state_or_provider(
+    tmp_path: Path, page: Page
+) -> None:
+    settings = gateway_settings(tmp_path, output_tokens=30)
+    async with running_gateway(settings) as gw:
+        complete = await start_sessions(gw, 2)
+        errored = await start_sessions(gw, 1, model="sim/error-mid-stream")
+        other = await start_sessions(gw, 1, model="simchat/support")
+        for session_id in complete + errored + other:
+            await gw.final_record(session_id)
+        await page.goto(f"{gw.url}/ops")
+        visible = page.locator("#ops-rows tr[data-id]:visible")
+        await expect(visible).to_have_count(4, timeout=WAIT_MS)
+
+        await page.select_option("#filter-state", "errored")
+        await expect(visible).to_have_count(1)
+        await expect(visible.first).to_have_attribute("data-id", errored[0])
+        await expect(visible.first.locator('[data-field="reason"]')).not_to_be_empty()
+        await expect(page.locator("#ops-count")).to_have_text("1 of 4 sessions")
+
+        await page.select_option("#filter-state", "")
+        await page.select_option("#filter-provider", "simchat")
+        await expect(visible).to_have_count(1)
+        await expect(visible.first).to_have_attribute("data-id", other[0])
+
+        await page.select_option("#filter-provider", "sim")
+        await page.select_option("#filter-state", "complete")
+        await expect(visible).to_have_count(2)
+        assert sorted(
+            await page.eval_on_selector_all(
+                "#ops-rows tr[data-id]:not([hidden])", "rows => rows.map(r => r.dataset.id)"
+            )
+        ) == sorted(complete)
+        totals = page.locator('[data-total="error_rate"]')
+        await expect(totals).to_have_text("25.0 %")

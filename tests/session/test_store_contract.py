@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -82,3 +83,23 @@ async def test_records_and_events_older_than_the_cutoff_are_deleted(store: Sessi
     assert await store.delete_before(3.0) == 1
     assert await store.get("old") is None and await store.get_events("old") == []
     assert await store.get("new") is not None and await store.get_events("new") != []
+
+
+async def test_many_concurrent_writes_are_all_kept_in_call_order(store: SessionStore) -> None:
+    # Calls made together may share one transaction (SQLite's group commit): none is lost,
+    # and a later call for the same id wins, as if they had run one by one.
+    writes = [store.put(_record(f"op-{i}", float(i))) for i in range(300)]
+    writes.append(store.put(_record("op-7", 7.0, state="errored")))
+    writes += [store.put_events(f"op-{i}", [(1, "start", b"{}")]) for i in range(300)]
+    await asyncio.gather(*writes)
+    assert len(await store.query(limit=1000)) == 300
+    assert (await store.get("op-7") or {})["state"] == "errored"
+    assert await store.get_events("op-299") == [(1, "start", b"{}")]
+
+
+async def test_a_retried_session_storing_its_log_again_merges_by_sequence(
+    store: SessionStore,
+) -> None:
+    await store.put_events("op-1", [(1, "start", b"{}"), (2, "text", b'{"text":"a"}')])
+    await store.put_events("op-1", [(2, "text", b'{"text":"a"}'), (3, "finish", b"{}")])
+    assert [seq for seq, _, _ in await store.get_events("op-1")] == [1, 2, 3]

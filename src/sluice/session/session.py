@@ -539,7 +539,7 @@ class Session:
     def _set_state(self, state: str) -> None:
         self.state = state
         self.updated_at = time.time()
-        log.info(
+        log.debug(
             "session state %s",
             kv(session_id=self.id, state=state, provider=self.route.label, wire=self.route.wire),
         )

@@ -1,7 +1,9 @@
 """The gateway's ASGI application: provider-compatible and native endpoints, records, health.
 
-``create_app(settings)`` builds a Starlette app with no middleware: streaming responses are
-``SessionStream`` objects writing straight to the server's ``send``.
+``create_app(settings)`` builds the application. The two provider endpoints, which carry
+nearly all of the traffic, are dispatched straight to their handlers by ``GatewayApp``: one
+dict lookup, and their ``SessionStream`` responses write to the server's own ``send``, with no
+middleware wrapping the body. Everything else goes through Starlette's router.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from sluice.config import Settings
 from sluice.errors import BadRequest, Overloaded, PayloadTooLarge, SluiceError, UnknownSession
@@ -423,9 +426,41 @@ def _response_id(endpoint: str, session_id: str) -> str:
     return ("msg_" if endpoint == "messages" else "chatcmpl-") + session_id
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class GatewayApp(Starlette):
+    """Starlette, with a direct path for the hot endpoints.
+
+    Starlette wraps every ``send`` of every response in its error and exception middleware
+    (and each route once more): three closures per relayed chunk. The provider endpoints
+    handle their own errors, so they are called directly; any other path takes the router.
+    """
+
+    def __init__(self, *, direct: dict[tuple[str, str], Endpoint], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._direct = direct
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self._direct.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                scope["app"] = self
+                try:
+                    response = await endpoint(Request(scope, receive))
+                except Exception:
+                    # A bug, not a request error: the handlers answer those themselves.
+                    log.exception("request failed %s", kv(path=scope["path"]))
+                    fmt = "anthropic" if scope["path"] == "/v1/messages" else "openai"
+                    response = error_response(fmt, 500, "internal_error", "internal error")
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings, store: SessionStore | None = None, bus: Bus | None = None
-) -> Starlette:
+) -> GatewayApp:
     gateway = Gateway(settings, store, bus)
     routes: list[BaseRoute] = [
         Route("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
@@ -446,6 +481,10 @@ def create_app(
         from sluice.sim import SimSettings, create_sim_app
 
         routes.append(Mount("/sim", app=create_sim_app(SimSettings(**settings.sim))))
-    app = Starlette(routes=routes, lifespan=gateway.lifespan)
+    direct: dict[tuple[str, str], Endpoint] = {
+        ("POST", "/v1/chat/completions"): gateway.chat_completions,
+        ("POST", "/v1/messages"): gateway.messages,
+    }
+    app = GatewayApp(direct=direct, routes=routes, lifespan=gateway.lifespan)
     app.state.gateway = gateway
     return app

@@ -139,9 +139,12 @@ def parse_chat_request(body: JSONDict) -> TurnRequest:
             text = _text_of(m.get("content"), where)
             if text:
                 parts.append(TextPart(text))
-            for j, call in enumerate(m.get("tool_calls") or []):
-                fn = call.get("function") or {} if isinstance(call, dict) else {}
-                if not isinstance(call, dict) or not isinstance(fn.get("name"), str):
+            calls = m.get("tool_calls") or []
+            if not isinstance(calls, list):
+                raise BadRequest(f"{where}: 'tool_calls' must be a list")
+            for j, call in enumerate(calls):
+                fn = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
                     raise BadRequest(f"{where}.tool_calls[{j}] needs function.name")
                 parts.append(
                     ToolCallPart(

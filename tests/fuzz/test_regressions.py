@@ -1,0 +1,25 @@
+"""Inputs the fuzzers found that broke a module, kept as plain tests of the right behaviour."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sluice.errors import RequestError
+from sluice.wire.requests import parse_chat_request
+
+# -- request parsing (sluice.wire.requests) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tool_calls",
+    [5, 1.5, True, ["not an object"], [{"function": "lookup_order"}], [{"function": [1]}]],
+)
+def test_chat_assistant_tool_calls_of_the_wrong_shape_are_a_bad_request(tool_calls: Any) -> None:
+    body = {
+        "model": "sim/support",
+        "messages": [{"role": "assistant", "content": "x", "tool_calls": tool_calls}],
+    }
+    with pytest.raises(RequestError, match="tool_calls"):
+        parse_chat_request(body)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from sluice.errors import RequestError
-from sluice.wire.requests import parse_chat_request
+from sluice.turn import TurnRequest
+from sluice.wire.requests import parse_chat_request, parse_messages_request
 
 # -- request parsing (sluice.wire.requests) ----------------------------------------------------
 
@@ -23,3 +25,18 @@ def test_chat_assistant_tool_calls_of_the_wrong_shape_are_a_bad_request(tool_cal
     }
     with pytest.raises(RequestError, match="tool_calls"):
         parse_chat_request(body)
+
+
+@pytest.mark.parametrize("parse", [parse_chat_request, parse_messages_request])
+@pytest.mark.parametrize("tools", [7, 2.5, True, "lookup_order", {"name": "lookup_order"}])
+def test_tools_that_are_not_a_list_are_a_bad_request(
+    parse: Callable[[dict[str, Any]], TurnRequest], tools: Any
+) -> None:
+    body = {
+        "model": "sim/support",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": tools,
+    }
+    with pytest.raises(RequestError, match="'tools' must be a list"):
+        parse(body)

@@ -99,6 +99,13 @@ def _text_of(content: Any, where: str) -> str:
     raise BadRequest(f"{where}: 'content' must be a string or a list of parts")
 
 
+def _tool_list(body: JSONDict) -> list[Any]:
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise BadRequest("'tools' must be a list")
+    return tools
+
+
 def _load_arguments(raw: Any, where: str) -> dict[str, Any]:
     if isinstance(raw, dict):
         return raw
@@ -162,7 +169,7 @@ def parse_chat_request(body: JSONDict) -> TurnRequest:
         else:
             raise BadRequest(f"{where}: unknown role {role!r}")
     tools = []
-    for i, t in enumerate(body.get("tools") or []):
+    for i, t in enumerate(_tool_list(body)):
         fn = t.get("function") if isinstance(t, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise BadRequest(
@@ -347,7 +354,7 @@ def parse_messages_request(body: JSONDict) -> TurnRequest:
         _append(messages, m["role"], parts)
     system = body.get("system")
     tools = []
-    for i, t in enumerate(body.get("tools") or []):
+    for i, t in enumerate(_tool_list(body)):
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
             raise BadRequest(f"tools.{i}: 'name' is required")
         tools.append(

@@ -318,7 +318,7 @@ RUNBOOK_PATH = Path(__file__).resolve().parents[3] / "docs" / "runbook.md"
 
 
 @functools.lru_cache(maxsize=4)
-def _rendered(path: Path, mtime_ns: int) -> tuple[str, list[tuple[int, str, str]]]:
+def _rendered(path: Path, version: tuple[int, int]) -> tuple[str, list[tuple[int, str, str]]]:
     text = path.read_text(encoding="utf-8")
     return render_markdown(text, anchors=True), page_headings(text)
 
@@ -356,8 +356,9 @@ class Pages:
     async def runbook(self, request: Request) -> Response:
         path = self.runbook_path
         try:
-            mtime = (await asyncio.to_thread(path.stat)).st_mtime_ns
-            html, headings = await asyncio.to_thread(_rendered, path, mtime)
+            stat = await asyncio.to_thread(path.stat)
+            version = (stat.st_mtime_ns, stat.st_size)
+            html, headings = await asyncio.to_thread(_rendered, path, version)
         except (FileNotFoundError, NotADirectoryError):
             return not_found_page(
                 "No runbook here",
@@ -386,9 +387,9 @@ def _error(status: int, type_: str, message: str) -> Response:
     return _json({"error": {"type": type_, "message": message}}, status)
 
 
-def page_routes(gateway: Gateway) -> list[BaseRoute]:
+def page_routes(gateway: Gateway, runbook: Path = RUNBOOK_PATH) -> list[BaseRoute]:
     """The pages and their static files, to be added to the gateway's routes."""
-    pages = Pages(gateway)
+    pages = Pages(gateway, runbook)
     return [
         Route("/", pages.chat, methods=["GET"]),
         Route("/runbook", pages.runbook, methods=["GET"]),

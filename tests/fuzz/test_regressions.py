@@ -40,3 +40,24 @@ def test_tools_that_are_not_a_list_are_a_bad_request(
     }
     with pytest.raises(RequestError, match="'tools' must be a list"):
         parse(body)
+
+
+@pytest.mark.parametrize("function", ["lookup_order", ["lookup_order"], 3])
+def test_chat_tool_choice_whose_function_is_not_an_object_is_ignored(function: Any) -> None:
+    body = {
+        "model": "sim/support",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tool_choice": {"type": "function", "function": function},
+    }
+    assert parse_chat_request(body).tool_choice is None
+
+
+@pytest.mark.parametrize("name", [7, ["lookup_order"], {"a": 1}])
+def test_anthropic_tool_choice_whose_name_is_not_a_string_is_ignored(name: Any) -> None:
+    body = {
+        "model": "sim/support",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tool_choice": {"type": "tool", "name": name},
+    }
+    assert parse_messages_request(body).tool_choice is None

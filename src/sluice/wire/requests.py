@@ -180,7 +180,8 @@ def parse_chat_request(body: JSONDict) -> TurnRequest:
         )
     choice = body.get("tool_choice")
     if isinstance(choice, dict):
-        choice = (choice.get("function") or {}).get("name")
+        function = choice.get("function")
+        choice = function.get("name") if isinstance(function, dict) else None
     options = body.get("stream_options") or {}
     return TurnRequest(
         model=model,
@@ -363,8 +364,9 @@ def parse_messages_request(body: JSONDict) -> TurnRequest:
     choice = body.get("tool_choice")
     tool_choice = None
     if isinstance(choice, dict):
+        name = choice.get("name")
         tool_choice = {"auto": "auto", "any": "required", "none": "none"}.get(
-            str(choice.get("type")), choice.get("name")
+            str(choice.get("type")), name if isinstance(name, str) else None
         )
     return TurnRequest(
         model=model,

@@ -1,4 +1,4 @@
-"""The ``sluice`` command: ``serve``, ``sim``, ``demo`` and ``bench``."""
+"""The ``sluice`` command: ``serve``, ``sim``, ``demo``, ``bench`` and ``doctor``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ def main(argv: list[str] | None = None) -> int:
         from sluice.bench.cli import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["doctor"]:  # so does the doctor
+        from sluice.doctor import main as doctor_main
+
+        return doctor_main(argv[1:])
     parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -40,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser(
         "bench", help="measure what the gateway adds (docs/benchmarks.md)", add_help=False
+    )
+    commands.add_parser(
+        "doctor", help="check that streams stream through the path to a gateway", add_help=False
     )
 
     args = parser.parse_args(argv)

@@ -106,6 +106,8 @@ class StreamSettings:
     #: seconds session records and event logs are kept
     retention: float = 7 * 24 * 3600.0
     connect_timeout: float = 10.0
+    #: send ``X-Accel-Buffering: no`` on SSE responses, so nginx relays them unbuffered
+    accel_buffering_header: bool = True
 
 
 #: The bounds of ``ops.flush_interval``, in seconds.
@@ -197,7 +199,10 @@ def _streams(raw: dict[str, Any]) -> StreamSettings:
         if key not in StreamSettings.__dataclass_fields__:
             raise ConfigError(f"streams.{key} is not a setting (see docs/configuration.md)")
         default = getattr(streams, key)
-        if isinstance(default, str):
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"streams.{key} must be true or false")
+        elif isinstance(default, str):
             if not isinstance(value, str):
                 raise ConfigError(f"streams.{key} must be a string")
         elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

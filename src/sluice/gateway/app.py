@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from sluice.config import Settings
 from sluice.errors import BadRequest, Overloaded, PayloadTooLarge, SluiceError, UnknownSession
+from sluice.gateway.diagnostics import DiagnosticStream
 from sluice.gateway.metrics import GatewayMetrics
 from sluice.gateway.ops import ops_routes
 from sluice.gateway.pages import page_routes
@@ -281,7 +282,9 @@ class Gateway:
                 if session.spec.passthrough
                 else TranslatingPresenter(encoder)
             )
-            return SessionStream(session, presenter)  # type: ignore[return-value]
+            return SessionStream(  # type: ignore[return-value]
+                session, presenter, buffering_header=self.settings.streams.accel_buffering_header
+            )
         await session.finished.wait()
         if session.error is not None:
             return self._session_error(session, fmt, headers)
@@ -313,7 +316,11 @@ class Gateway:
         except SluiceError as exc:
             return self._reject("native", "native", exc)
         if "text/event-stream" in request.headers.get("accept", ""):
-            return SessionStream(session, NativePresenter())  # type: ignore[return-value]
+            return SessionStream(  # type: ignore[return-value]
+                session,
+                NativePresenter(),
+                buffering_header=self.settings.streams.accel_buffering_header,
+            )
         return JSONResponse(
             {
                 "id": session.id,
@@ -338,7 +345,12 @@ class Gateway:
         after = int(after_raw)
         session = self.sessions.get(session_id)
         if session is not None:
-            return SessionStream(session, NativePresenter(), after)  # type: ignore[return-value]
+            return SessionStream(  # type: ignore[return-value]
+                session,
+                NativePresenter(),
+                after,
+                buffering_header=self.settings.streams.accel_buffering_header,
+            )
         record = await self.store.get(session_id)
         if record is None:
             return self._reject("native", "events", UnknownSession(f"no session {session_id!r}"))
@@ -474,6 +486,7 @@ def create_app(
         WebSocketRoute("/api/sessions/{session_id}/ws", session_socket_endpoint(gateway)),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+        Route("/api/diagnostics/stream", DiagnosticStream(settings.streams), methods=["GET"]),
         *page_routes(gateway),
         *ops_routes(gateway),
     ]

@@ -56,6 +56,17 @@ async def slow_gateway(tmp_path: Path) -> AsyncIterator[GatewayUnderTest]:
     settings = gateway_settings(tmp_path, token_rate=15.0, ttft=0.2, output_tokens=400)
     async with running_gateway(settings) as gw:
         yield gw
+        await stop_all(gw)
+
+
+async def stop_all(gw: GatewayUnderTest) -> None:
+    """Stop every live session, so that the server shuts down without waiting on streams."""
+    live = list(gw.gateway.sessions.live.values())
+    for session in live:
+        session.cancel("client_stop")
+    async with asyncio.timeout(WAIT_MS / 1000):
+        for session in live:
+            await session.finished.wait()
 
 
 async def test_two_hundred_live_sessions_arrive_in_one_update_per_flush_window(

@@ -389,7 +389,13 @@ function sessionPage(head) {
   cancel.addEventListener("click", () => act("cancel", id, cancel));
   retry.addEventListener("click", async () => {
     if (await act("retry", id, retry)) {
-      summary.replaceChildren();
+      const heading = document.createElement("h2");
+      heading.id = "summary-heading";
+      heading.textContent = "Telemetry";
+      const note = document.createElement("p");
+      note.className = "muted";
+      note.textContent = "The final telemetry appears here when the session ends.";
+      summary.replaceChildren(heading, note);
       follow();
     }
   });

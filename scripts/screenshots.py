@@ -1,0 +1,169 @@
+"""Regenerate the screenshots in docs/screenshots/ (`make screenshots`).
+
+Starts a gateway with its embedded simulator on a free loopback port (records in a temporary
+directory), drives the system Chromium through Playwright, and writes:
+
+- chat-midstream.png: the chat page while an answer streams;
+- ops-under-load.png: the operations center with about 200 live sessions;
+- session-telemetry.png: a finished session's page with its final telemetry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.async_api import Page, async_playwright, expect
+
+from sluice.config import ProviderConfig, load_settings
+from sluice.gateway.app import create_app
+from sluice.gateway.server import RunningServer
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+VIEWPORT = {"width": 1440, "height": 900}
+WAIT_MS = 60_000
+LOAD = 200
+#: live sessions under load: slow enough to stay live while the page is captured
+LOAD_HEADERS = {"x-sim-token-rate": "12", "x-sim-output-tokens": "600", "x-sim-jitter": "0.5"}
+PROMPT = "Our nightly deploy fails with 'permission denied' on the release step. How do I fix it?"
+
+
+def chromium_path() -> str:
+    for candidate in (os.environ.get("SLUICE_CHROMIUM"), shutil.which("chromium")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    if Path("/usr/bin/chromium").is_file():
+        return "/usr/bin/chromium"
+    raise SystemExit("Chromium is not installed: run `make system-deps` or set SLUICE_CHROMIUM")
+
+
+async def start(
+    http: httpx.AsyncClient,
+    model: str,
+    prompt: str,
+    headers: dict[str, str] | None = None,
+    **body: Any,
+) -> str:
+    response = await http.post(
+        "/api/sessions", json={"model": model, "prompt": prompt, **body}, headers=headers
+    )
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+async def chat_midstream(page: Page, url: str) -> None:
+    await page.goto(f"{url}/")
+    await page.select_option("#model", "sim/support")
+    await page.fill("#prompt", PROMPT)
+    await page.click("#send")
+    # Capture once a good part of the answer is there, well before its end.
+    answer = page.locator("#answer")
+    async with asyncio.timeout(WAIT_MS / 1000):
+        while True:
+            if len(await answer.text_content() or "") > 500:
+                break
+            await asyncio.sleep(0.1)
+    await page.screenshot(path=OUT / "chat-midstream.png")
+    await page.click("#stop")
+
+
+async def ops_under_load(page: Page, url: str, http: httpx.AsyncClient) -> None:
+    await page.goto(f"{url}/ops")
+    await asyncio.gather(
+        *(
+            start(http, "sim/support", f"question {i}", headers=LOAD_HEADERS, max_tokens=600)
+            for i in range(LOAD)
+        )
+    )
+    streaming = page.locator('#ops-rows tr[data-state="streaming"]')
+    await expect(streaming).to_have_count(LOAD, timeout=WAIT_MS)
+    # The newest rows come first: a few that end otherwise, to show every kind of row.
+    errored = await start(http, "sim/error-mid-stream", "this one breaks")
+    other = await start(http, "simchat/support", "another provider", max_tokens=60)
+    stopped = await start(http, "sim/support", "stopped by an operator", headers=LOAD_HEADERS)
+    await expect(page.locator(f'tr[data-id="{stopped}"]')).to_have_attribute(
+        "data-state", "streaming", timeout=WAIT_MS
+    )
+    await asyncio.sleep(2.0)  # sparklines fill, progress moves
+    await http.post(f"/api/sessions/{stopped}/cancel")
+    for session_id in (errored, other):
+        await _until_final(http, session_id)
+    await asyncio.sleep(0.5)
+    await page.screenshot(path=OUT / "ops-under-load.png")
+
+
+async def session_telemetry(page: Page, url: str, http: httpx.AsyncClient) -> None:
+    session_id = await start(http, "sim/tools", "Where is my order 8812?", max_tokens=400)
+    await _until_final(http, session_id)
+    session_id = await start(http, "sim/support", PROMPT, max_tokens=400)
+    await _until_final(http, session_id)
+    await page.goto(f"{url}/ops/sessions/{session_id}")
+    await expect(page.locator('[data-summary="state"]')).to_have_text("complete")
+    await page.screenshot(path=OUT / "session-telemetry.png", full_page=True)
+
+
+async def _until_final(http: httpx.AsyncClient, session_id: str) -> None:
+    async with asyncio.timeout(WAIT_MS / 1000):
+        while True:
+            record = (await http.get(f"/api/sessions/{session_id}")).json()
+            if record["state"] in ("complete", "errored", "cancelled"):
+                return
+            await asyncio.sleep(0.1)
+
+
+async def _stop_all(gateway: Any) -> None:
+    """Stop the sessions still live, so that the server shuts down without waiting on them."""
+    live = list(gateway.sessions.live.values())
+    for session in live:
+        session.cancel("client_stop")
+    async with asyncio.timeout(WAIT_MS / 1000):
+        for session in live:
+            await session.finished.wait()
+
+
+async def main() -> int:
+    logging.getLogger("sluice").setLevel(logging.ERROR)  # the error scenario's warning is expected
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(None, store_url=f"sqlite:///{tmp}/sluice.db")
+        settings.sim = {"token_rate": 20.0, "ttft": 0.3}
+        settings.providers["simchat"] = ProviderConfig("simchat", "sim", wire="chat")
+        app = create_app(settings)
+        async with (
+            RunningServer(app) as server,
+            httpx.AsyncClient(base_url=server.url, timeout=60) as http,
+            async_playwright() as playwright,
+        ):
+            browser = await playwright.chromium.launch(
+                executable_path=chromium_path(),
+                headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            )
+            try:
+                context = await browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+                page = await context.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                await chat_midstream(page, server.url)
+                await session_telemetry(page, server.url, http)
+                await ops_under_load(page, server.url, http)
+                await _stop_all(app.state.gateway)
+                if errors:
+                    print(f"errors on the pages: {errors}", file=sys.stderr)
+                    return 1
+            finally:
+                await browser.close()
+    for name in ("chat-midstream.png", "ops-under-load.png", "session-telemetry.png"):
+        print(f"wrote {OUT / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

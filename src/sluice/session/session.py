@@ -506,15 +506,18 @@ class Session:
         self.clock.finalized = time.monotonic()
         self._final_telemetry = self.clock.summary(self.output_tokens())
         record = self.record()
+        # The clients' streams end now: everything they are sent is final. The store's
+        # group commit must not delay them.
+        self.log.close()
         try:
             if self._stored_initial is not None:
                 await self._stored_initial
-            await self.owner.store.put(record)
-            await self.owner.store.put_events(self.id, self.stored_events())
+            store = self.owner.store
+            # Queued together, so they share one commit.
+            await asyncio.gather(store.put(record), store.put_events(self.id, self.stored_events()))
         except SluiceError:
             log.exception("session record not stored %s", kv(session_id=self.id))
         self.updated_at = time.time()
-        self.log.close()
         self.finished.set()
         await self.owner.on_finished(self)
 

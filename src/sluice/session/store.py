@@ -119,8 +119,9 @@ CREATE TABLE IF NOT EXISTS session_events (
 class SQLiteStore:
     """Records in one SQLite file in WAL mode: writes on the event loop, reads on a thread.
 
-    Writes are queued and committed together at the end of the event loop's current turn:
-    one transaction for every record written in that turn (group commit). In WAL mode with
+    Writes are queued and committed together every ``commit_interval`` seconds (or sooner,
+    once ``MAX_BATCH`` are waiting): one transaction for every record written meanwhile
+    (group commit), so the number of commits does not grow with the load. In WAL mode with
     ``synchronous=NORMAL`` a commit appends to the log in the page cache and does not wait for
     the disk, so it costs tens of microseconds; handing each write to a thread instead would
     cost more, in thread switches and contention for the interpreter lock, on the very core
@@ -132,16 +133,19 @@ class SQLiteStore:
     when the session ends: one insert instead of one per event.
     """
 
-    #: run a checkpoint on the thread once the log holds this many commits' worth of writes
-    CHECKPOINT_EVERY = 256
+    #: run a checkpoint on the thread after this many commits
+    CHECKPOINT_EVERY = 64
+    #: commit at once when this many writes are waiting
+    MAX_BATCH = 512
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, commit_interval: float = 0.05) -> None:
         self.path = path
+        self.commit_interval = commit_interval
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-sqlite")
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
-        self._flush_handle: asyncio.Handle | None = None
+        self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._commits = 0
         self._checkpoint: asyncio.Future[Any] | None = None
 
@@ -181,9 +185,14 @@ class SQLiteStore:
         self.db  # noqa: B018 - raises StoreError when the store is not open
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((op, future))
-        if self._flush_handle is None:
+        queue = self._queue
+        queue.append((op, future))
+        if len(queue) >= self.MAX_BATCH:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
             self._flush_handle = loop.call_soon(self._flush)
+        elif self._flush_handle is None:
+            self._flush_handle = loop.call_later(self.commit_interval, self._flush)
         return future
 
     def _flush(self) -> None:

@@ -16,12 +16,13 @@ Entry = tuple[Event | None, bytes]
 
 
 class EventLog:
-    __slots__ = ("_waiter", "closed", "entries")
+    __slots__ = ("_waiters", "closed", "entries")
 
     def __init__(self) -> None:
         self.entries: list[Entry] = []
         self.closed = False
-        self._waiter: asyncio.Future[None] | None = None
+        #: one future per waiting reader: a reader that is cancelled takes only its own
+        self._waiters: list[asyncio.Future[None]] = []
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -31,11 +32,12 @@ class EventLog:
         self.entries.append((event, raw))
 
     def notify(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def close(self) -> None:
         """No more entries will come; readers drain what is left and stop. Idempotent."""
@@ -45,6 +47,11 @@ class EventLog:
     async def wait_beyond(self, position: int) -> None:
         """Return once there are more than ``position`` entries, or the log is closed."""
         while len(self.entries) <= position and not self.closed:
-            if self._waiter is None:
-                self._waiter = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._waiter)
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                raise

@@ -8,6 +8,7 @@ mapped to a ``sluice.errors.UpstreamError`` here, so nothing above this module k
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
 
 import aiohttp
 import orjson
@@ -21,6 +22,31 @@ from sluice.errors import (
 )
 
 _MAX_ERROR_BODY = 64 * 1024
+
+
+class UpstreamStream(Protocol):
+    """One streaming response, as the sessions see it."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive; ``UpstreamBroken`` / ``UpstreamStalled`` on failure."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection (the provider sees the client go). Idempotent."""
+
+    def release(self) -> None:
+        """After a body read to its end: return the connection to the pool."""
+
+
+class Upstream(Protocol):
+    """The transport contract: open a streaming POST, and close the client."""
+
+    async def open(self, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamStream: ...
+
+    async def close(self) -> None: ...
 
 
 class UpstreamResponse:

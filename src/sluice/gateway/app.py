@@ -48,7 +48,7 @@ from sluice.session.session import Session, SessionSpec
 from sluice.session.store import SessionStore, open_store
 from sluice.sse import encode_event
 from sluice.turn import TurnRequest
-from sluice.upstream import UpstreamClient
+from sluice.upstream import Upstream, UpstreamClient
 from sluice.wire.requests import (
     anthropic_error_body,
     openai_error_body,
@@ -109,12 +109,16 @@ class Gateway:
     """The endpoints and the objects they share; one per app."""
 
     def __init__(
-        self, settings: Settings, store: SessionStore | None = None, bus: Bus | None = None
+        self,
+        settings: Settings,
+        store: SessionStore | None = None,
+        bus: Bus | None = None,
+        upstream: Upstream | None = None,
     ) -> None:
         self.settings = settings
         self.router = Router(settings)
         self.metrics = GatewayMetrics()
-        self.upstream = UpstreamClient(
+        self.upstream: Upstream = upstream or UpstreamClient(
             connect_timeout=settings.streams.connect_timeout,
             stall_timeout=settings.streams.stall_timeout,
         )
@@ -471,9 +475,12 @@ class GatewayApp(Starlette):
 
 
 def create_app(
-    settings: Settings, store: SessionStore | None = None, bus: Bus | None = None
+    settings: Settings,
+    store: SessionStore | None = None,
+    bus: Bus | None = None,
+    upstream: Upstream | None = None,
 ) -> GatewayApp:
-    gateway = Gateway(settings, store, bus)
+    gateway = Gateway(settings, store, bus, upstream)
     routes: list[BaseRoute] = [
         Route("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
         Route("/v1/messages", gateway.messages, methods=["POST"]),

@@ -21,7 +21,7 @@ from sluice.session.bus import Bus
 from sluice.session.opsfeed import OpsFeed
 from sluice.session.session import TERMINAL_STATES, Session, SessionSpec
 from sluice.session.store import SessionStore
-from sluice.upstream import UpstreamClient
+from sluice.upstream import Upstream
 
 log = logging.getLogger("sluice.session")
 
@@ -37,7 +37,7 @@ class SessionManager:
         self,
         store: SessionStore,
         bus: Bus,
-        upstream: UpstreamClient,
+        upstream: Upstream,
         prices: PriceBook,
         settings: StreamSettings | None = None,
         keep_finished: int = 1000,

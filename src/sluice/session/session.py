@@ -32,7 +32,7 @@ from sluice.session.eventlog import EventLog
 from sluice.session.telemetry import StreamClock
 from sluice.sse import SSEDecoder
 from sluice.turn import TurnAccumulator, TurnRequest
-from sluice.upstream import UpstreamResponse
+from sluice.upstream import UpstreamStream
 from sluice.wire.anthropic_messages import MessagesStreamAdapter
 from sluice.wire.base import StreamAdapter
 from sluice.wire.openai_chat import ChatStreamAdapter
@@ -128,7 +128,7 @@ class Session:
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         #: set once the record is final and stored
         self.finished = asyncio.Event()
-        self._upstream: UpstreamResponse | None = None
+        self._upstream: UpstreamStream | None = None
         self._pending_error: ev.Error | None = None
         self._stored_initial: asyncio.Future[None] | None = None
 
@@ -316,7 +316,7 @@ class Session:
             ),
         )
 
-    async def _relay(self, upstream: UpstreamResponse) -> ev.Error | None:
+    async def _relay(self, upstream: UpstreamStream) -> ev.Error | None:
         """Relay one upstream response into the log. Returns the terminal error, if any, still
         unlogged: the caller decides between ending with it and retrying the turn."""
         spec = self.spec

@@ -8,7 +8,11 @@ from typing import Any
 import pytest
 
 from sluice.errors import RequestError
+from sluice.events import Usage
+from sluice.gateway.presenters import NativePresenter
 from sluice.turn import TurnRequest
+from sluice.wire.anthropic_messages import MessagesStreamAdapter
+from sluice.wire.openai_chat import ChatStreamAdapter, ChatStreamEncoder
 from sluice.wire.requests import parse_chat_request, parse_messages_request
 
 # -- request parsing (sluice.wire.requests) ----------------------------------------------------
@@ -61,3 +65,57 @@ def test_anthropic_tool_choice_whose_name_is_not_a_string_is_ignored(name: Any) 
         "tool_choice": {"type": "tool", "name": name},
     }
     assert parse_messages_request(body).tool_choice is None
+
+
+# -- stream adapters (sluice.wire.*) -------------------------------------------------------------
+
+CHAT_USAGE = (
+    '{"id":"c","choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d,'
+    '"prompt_tokens_details":{"cached_tokens":%d}}}'
+)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "completion", "cached"),
+    [(2**64 - 1, 1, 0), (1, 2**64 - 1, 0), (-1, 2, 0), (5, 5, -(2**63))],
+)
+def test_chat_usage_counts_outside_0_to_2_53_read_as_absent_and_encode(
+    prompt: int, completion: int, cached: int
+) -> None:
+    adapter = ChatStreamAdapter()
+    events = adapter.feed("message", '{"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}]}')
+    events += adapter.feed("message", '{"id":"c","choices":[{"index":0,"finish_reason":"stop"}]}')
+    events += adapter.feed("message", CHAT_USAGE % (prompt, completion, cached))
+    events += adapter.feed("message", "[DONE]")
+    usage = next(e for e in events if isinstance(e, Usage))
+    for given, read in [
+        (prompt, usage.input_tokens),
+        (completion, usage.output_tokens),
+        (cached, usage.cache_read_tokens),
+    ]:
+        assert read == (given if 0 <= given <= 2**53 - 1 else 0)
+    encoder = ChatStreamEncoder("chatcmpl-1", "sim/x", 1, include_usage=True)
+    written = b"".join(encoder.encode(e) for e in events) + encoder.close()
+    assert written.endswith(b"data: [DONE]\n\n")
+
+
+def test_anthropic_usage_counts_far_below_zero_do_not_break_the_native_stream() -> None:
+    adapter = MessagesStreamAdapter()
+    events = adapter.feed(
+        "message_start",
+        '{"type":"message_start","message":{"id":"m","model":"x","usage":{"input_tokens":-1,'
+        '"output_tokens":1,"cache_read_input_tokens":-9223372036854775808}}}',
+    )
+    events += adapter.feed(
+        "message_delta",
+        '{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{'
+        '"output_tokens":18446744073709551615,"cache_creation_input_tokens":-9223372036854775808}}',
+    )
+    events += adapter.feed("message_stop", '{"type":"message_stop"}')
+    usages = [e for e in events if isinstance(e, Usage)]
+    assert [(u.input_tokens, u.output_tokens, u.cache_read_tokens) for u in usages] == [
+        (0, 1, 0),
+        (0, 1, 0),
+    ]
+    presenter = NativePresenter()
+    assert all(presenter.render(seq, e, b"") for seq, e in enumerate(events, start=1))

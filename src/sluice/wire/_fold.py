@@ -38,10 +38,16 @@ def text(obj: Mapping[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+#: The largest token count read from a provider (the largest integer every JSON reader holds
+#: exactly). A larger or negative "count" reads as absent, so sums of counts stay within the
+#: 64-bit integers the JSON encoder writes.
+MAX_COUNT = 2**53 - 1
+
+
 def count(obj: Mapping[str, Any], key: str) -> int:
-    """``obj[key]`` if it is an integer (not a boolean), else 0."""
+    """``obj[key]`` if it is an integer (not a boolean) from 0 to ``MAX_COUNT``, else 0."""
     value = obj.get(key)
-    return value if type(value) is int else 0
+    return value if type(value) is int and 0 <= value <= MAX_COUNT else 0
 
 
 def maybe_count(obj: Mapping[str, Any], key: str) -> int | None:

@@ -37,7 +37,7 @@ from sluice.events import (
     Usage,
 )
 
-from ._fold import WireFold, count, maybe_count, sub, text
+from ._fold import MAX_COUNT, WireFold, count, maybe_count, sub, text
 from ._toolargs import ToolArgs, whole_text
 
 __all__ = ["MessagesStreamAdapter", "MessagesStreamEncoder"]
@@ -202,7 +202,7 @@ class MessagesStreamAdapter(WireFold):
 def _replace(usage: Mapping[str, Any], key: str, previous: int) -> int:
     """A cumulative count: the new value replaces the old one when present."""
     value = maybe_count(usage, key)
-    return previous if value is None else value
+    return previous if value is None or not 0 <= value <= MAX_COUNT else value
 
 
 #: normalised finish reason -> the stop_reason an Anthropic client understands.

@@ -145,3 +145,31 @@ def test_a_retry_starts_the_answer_afresh_on_the_page() -> None:
     resumed.blocks, resumed.last_id = ["<p>Partial answer that broke</p>\n"], 3
     stream(events, resumed, [], after=3)
     assert resumed.blocks == ["<p>Again.</p>\n"]
+
+
+MARKDOWN_PIECES = st.sampled_from(
+    [
+        "word ", "text", "\n", "\n\n", "# ", "## ", "- ", "* ", "1. ", "> ", "    ", "  ", "\t",
+        "```", "```py\n", "~~~", "---", "===", "|", "| a | b |\n|---|---|\n", "**", "_", "`",
+        "[x](https://e.example)", "[x]", "[x]: https://ref.example\n", "<b>", "&amp;", "\\",
+        "-", "2) ", "+ ", " ", "\n- ", "\n> ", "\n\n    ", "\n1. ", "\n\n- ", "=", "<!--",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(MARKDOWN_PIECES, max_size=60), st.data())
+def test_rendering_only_the_open_tail_gives_the_whole_rendering(
+    pieces: list[str], data: st.DataObject
+) -> None:
+    """At every update, the blocks the page holds are those of the whole text so far."""
+    view, updates, page = ChatView(), ChatUpdates(), Page()
+    text = ""
+    for seq, piece in enumerate(pieces, start=1):
+        view.apply("text", {"text": piece})
+        text += piece
+        if data.draw(st.booleans()):
+            page.apply(updates.update(view, seq))
+            assert page.blocks == render_blocks(text)
+    page.apply(updates.update(view, len(pieces) + 1))
+    assert page.blocks == render_blocks(text)

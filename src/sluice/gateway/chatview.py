@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sluice.gateway.markdown import render_blocks
+from sluice.gateway.markdown import render_tail
 
 STREAMING, COMPLETE, ERRORED, CANCELLED = "streaming", "complete", "errored", "cancelled"
 
@@ -109,6 +109,9 @@ class ChatUpdates:
     ``blocks`` are the answer's top-level blocks as sanitised HTML: the page keeps its first
     ``base`` blocks and replaces the rest with these. ``reasoning`` is plain text appended
     after the first ``reasoning_from`` characters (the page renders it as text, never HTML).
+
+    Blocks that no later text can change are kept rendered (``render_tail``): each update
+    parses only the answer's open tail, so its cost does not grow with the answer.
     """
 
     def __init__(self) -> None:
@@ -116,10 +119,21 @@ class ChatUpdates:
         self.reasoning_chars = 0
         self._text_chars = -1
         self._attempt = 1
+        self._final: list[str] = []
+        self._final_chars = 0
+
+    def _render(self, text: str) -> list[str]:
+        if len(text) < self._final_chars:
+            self._final, self._final_chars = [], 0
+        blocks, final, offset = render_tail(text[self._final_chars :])
+        rendered = self._final + blocks
+        self._final = self._final + blocks[:final]
+        self._final_chars += offset
+        return rendered
 
     def assume_sent(self, view: ChatView) -> None:
         """The page already holds ``view`` (it resumed after the event that showed it)."""
-        self.blocks = render_blocks(view.answer)
+        self.blocks = self._render(view.answer)
         self._text_chars = sum(map(len, view.text))
         self.reasoning_chars = sum(map(len, view.reasoning))
         self._attempt = view.attempt
@@ -128,8 +142,9 @@ class ChatUpdates:
         text_chars = sum(map(len, view.text))
         if view.attempt != self._attempt:  # a new attempt: the answer starts afresh
             self._text_chars, self.reasoning_chars, self._attempt = -1, 0, view.attempt
+            self._final, self._final_chars = [], 0
         if text_chars != self._text_chars:
-            blocks = render_blocks(view.answer)
+            blocks = self._render(view.answer)
             base = _common_prefix(self.blocks, blocks)
             self.blocks, self._text_chars = blocks, text_chars
             changed = blocks[base:]

@@ -88,6 +88,12 @@ def sanitize(html: str, *, anchors: bool = False) -> str:
     return _cleaner(anchors).clean(html)
 
 
+@functools.lru_cache(maxsize=4096)
+def _sanitized_block(html: str) -> str:
+    """One block, cleaned (cached: the finished blocks of a streaming answer repeat)."""
+    return _cleaner(False).clean(html)
+
+
 # ---------------------------------------------------------------------------------------------
 # Rendering rules
 
@@ -130,15 +136,21 @@ def code_block(code: str, lang: str, *, closed: bool) -> str:
     """A code block: highlighted when ``closed`` and the language is known, else plain."""
     lang_attr = f' data-lang="{lang}"' if lang else ""
     if closed and lang and len(code) <= MAX_HIGHLIGHT_CHARS:
-        try:
-            lexer = get_lexer_by_name(lang, stripnl=False, ensurenl=False)
-        except ClassNotFound:
-            lexer = None
-        if lexer is not None:
-            body = pygments_highlight(code, lexer, _formatter())
+        body = _highlighted(code, lang)
+        if body is not None:
             return f'<pre class="code"><code{lang_attr}>{body}</code></pre>\n'
     css = "code" if closed else "code code-open"
     return f'<pre class="{css}"><code{lang_attr}>{_escape(code)}</code></pre>\n'
+
+
+@functools.lru_cache(maxsize=256)
+def _highlighted(code: str, lang: str) -> str | None:
+    """Highlighted code (cached: a streaming answer re-renders its finished blocks often)."""
+    try:
+        lexer = get_lexer_by_name(lang, stripnl=False, ensurenl=False)
+    except ClassNotFound:
+        return None
+    return str(pygments_highlight(code, lexer, _formatter()))
 
 
 def _fence_closed(token: Token, lines: Sequence[str]) -> bool:
@@ -178,11 +190,15 @@ def _escape(text: str) -> str:
 
 
 @functools.cache
-def _parser() -> MarkdownIt:
+def _parser(answer: bool = False) -> MarkdownIt:
+    """The markdown parser; for answers (``answer``) without link reference definitions, whose
+    effect reaches back to earlier blocks (see ``render_tail``)."""
     md = MarkdownIt(
         "commonmark", {"html": False, "linkify": False, "typographer": False, "breaks": False}
     )
     md.enable(["table", "strikethrough"])
+    if answer:
+        md.disable("reference")
     md.add_render_rule("fence", _fence)
     md.add_render_rule("code_block", _code_block)
     md.add_render_rule("image", _image)
@@ -215,9 +231,9 @@ def slugify(text: str) -> str:
     return _SLUG_DROP.sub("", text.strip().lower()).replace(" ", "-")
 
 
-def _tokens(text: str, anchors: bool) -> tuple[list[Token], dict[str, Any]]:
+def _tokens(text: str, anchors: bool, answer: bool = False) -> tuple[list[Token], dict[str, Any]]:
     env: dict[str, Any] = {"lines": text.split("\n")}
-    tokens = _parser().parse(text, env)
+    tokens = _parser(answer).parse(text, env)
     _prepare(tokens, anchors)
     return tokens, env
 
@@ -245,18 +261,42 @@ def page_headings(text: str, levels: tuple[int, ...] = (2, 3)) -> list[tuple[int
 
 
 def render_blocks(text: str) -> list[str]:
-    """The document's top-level blocks, each as sanitised HTML.
+    """An answer's top-level blocks, each as sanitised HTML (link reference definitions are
+    not interpreted in answers)."""
+    return render_tail(text)[0]
 
-    Appending text changes only the last blocks, so a streaming view can keep the blocks it
-    already has and replace the rest.
+
+def render_tail(text: str) -> tuple[list[str], int, int]:
+    """Render a streaming answer's text: its blocks, how many of the first ones are final, and
+    where in ``text`` the rest begins.
+
+    A top-level block is final when another top-level block starts after it, at the left
+    margin, after a blank line, on a line that is complete (a partial line can still change
+    what it starts: ``--`` becomes a rule, then a list item). CommonMark closes blocks line by
+    line and never reopens one, so no text appended later can change a final block (link
+    reference definitions could, which is why answers are parsed without them). The rest of
+    the text, parsed on its own as a document, then gives the same blocks as the whole text
+    would: a stream renders only its tail.
     """
-    md = _parser()
-    tokens, env = _tokens(text, False)
+    md = _parser(answer=True)
+    tokens, env = _tokens(text, False, answer=True)
+    lines: list[str] = env["lines"]
     blocks: list[str] = []
+    starts: list[int] = []
     start = 0
     for index, token in enumerate(tokens):
+        if token.level == 0 and token.nesting >= 0 and start == index and token.map:
+            starts.append(token.map[0])
         if token.level == 0 and token.nesting <= 0:
             html = md.renderer.render(tokens[start : index + 1], md.options, env)
-            blocks.append(sanitize(html))
+            blocks.append(_sanitized_block(html))
             start = index + 1
-    return blocks
+    final, offset = 0, 0
+    for block in range(1, len(starts)):
+        line = starts[block]
+        complete = line + 1 < len(lines)  # the next block's first line has its newline
+        if not (complete and line > 0 and not lines[line - 1].strip() and lines[line][:1].strip()):
+            break
+        final = block
+        offset = sum(len(text_line) + 1 for text_line in lines[:line])
+    return blocks, final, offset

@@ -208,12 +208,15 @@ class ChatStream:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        if writer in done and writer.exception() is None:
+        error = writer.exception() if writer in done else None
+        if writer in done and error is None:
             session.detach(reader, None)
-        elif writer in done and isinstance(writer.exception(), ClientTooSlow):
+        elif isinstance(error, ClientTooSlow):
             session.detach(reader, ClientTooSlow.type)
         else:
             session.detach(reader, "client_disconnected")
+            if error is not None:
+                raise error
 
     async def _send(self, send: Send, body: bytes, more: bool = True) -> None:
         try:

@@ -189,7 +189,8 @@ async def test_many_token_updates_make_at_most_one_message_per_window() -> None:
     interval = 0.1
     harness = Harness(OpsFeed(bus, OpsSettings(flush_interval=interval)), bus)
     sessions = [harness.session() for _ in range(20)]
-    async with bus.subscribe("ops") as messages:
+    async with harness.feed.follow() as messages:
+        assert (await next_message(messages))["type"] == "snapshot"
         runner = asyncio.ensure_future(harness.feed.run())
         try:
             started = time.monotonic()
@@ -223,12 +224,33 @@ async def test_many_token_updates_make_at_most_one_message_per_window() -> None:
     assert {view[s.id]["tokens"] for s in sessions} == {300}, last
 
 
+async def test_with_no_reader_the_feed_reads_no_session_and_catches_up_for_the_first() -> None:
+    bus = MemoryBus()
+    feed = OpsFeed(bus, OpsSettings(flush_interval=0.1), urgent_spacing=0.0)
+    harness = Harness(feed, bus)
+    session = harness.session()
+    harness.stream(session)
+    runner = asyncio.ensure_future(feed.run())
+    try:
+        for i in range(5):
+            harness.token(session, time.monotonic() + i)
+        await asyncio.sleep(0.35)
+        assert feed.published == 0  # nobody follows: nothing derived, nothing sent
+        async with feed.follow() as messages:
+            snapshot = await next_message(messages)
+        assert snapshot["sessions"][session.id]["tokens"] == 5
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
 async def test_first_token_and_terminal_state_are_sent_without_waiting_for_the_window() -> None:
     bus = MemoryBus()
     # A window of an hour: any message within the test was sent because it was urgent.
     feed = OpsFeed(bus, OpsSettings(flush_interval=3600.0), urgent_spacing=0.0)
     harness = Harness(feed, bus)
-    async with bus.subscribe("ops") as messages:
+    async with feed.follow() as messages:
+        assert (await next_message(messages))["type"] == "snapshot"
         runner = asyncio.ensure_future(feed.run())
         try:
             session = harness.session()

@@ -167,6 +167,10 @@ class OpsFeed:
         self._rate_samples: deque[tuple[float, int]] = deque()
         #: output tokens of recent complete sessions per route, for progress without max_tokens
         self._typical: dict[str, float] = {}
+        #: what each row was derived from: a session whose stamp is unchanged is not read again
+        self._stamps: dict[str, tuple[str, int, int]] = {}
+        #: readers following the feed; with none, nothing is derived at all
+        self.followers = 0
         self.published = 0
 
     # -- hooks (called by the session manager) ------------------------------------------------
@@ -220,7 +224,11 @@ class OpsFeed:
                 await asyncio.sleep(early)
             self._urgent.clear()
             last = time.monotonic()
-            await self.flush()
+            if self.followers:
+                await self.flush()
+            else:
+                # Nobody watches: rows are brought up to date when a reader arrives.
+                self._forget_oldest()
 
     async def flush(self) -> Message | None:
         """Read the sessions, publish what changed (if anything); returns the message."""
@@ -234,8 +242,14 @@ class OpsFeed:
         now = time.monotonic()
         changes: dict[str, Row] = {}
         rows = self._rows
+        stamps = self._stamps
         for session_id in list(self._active):
             session = self._sessions[session_id]
+            # An idle stream (no new event, same state and attempt) costs one tuple here.
+            stamp = (session.state, len(session.log), session.attempts)
+            if stamps.get(session_id) == stamp and session_id in rows:
+                continue
+            stamps[session_id] = stamp
             row = derive(session, self._typical)
             self._count_tokens(session_id, row["tokens"])
             change = diff_row(rows.get(session_id), row)
@@ -245,6 +259,7 @@ class OpsFeed:
             if session.state in TERMINAL_STATES and session_id in self._finished:
                 self._active.discard(session_id)
                 self._tokens_seen.pop(session_id, None)
+                stamps.pop(session_id, None)
         removed = self._forget_oldest()
         totals = self._compute_totals(now)
         changed_totals = {k: v for k, v in totals.items() if self._totals.get(k) != v}
@@ -274,6 +289,7 @@ class OpsFeed:
             self._sessions.pop(session_id, None)
             self._active.discard(session_id)
             self._tokens_seen.pop(session_id, None)
+            self._stamps.pop(session_id, None)
             if self._rows.pop(session_id, None) is not None:
                 removed.append(session_id)
         return removed
@@ -313,7 +329,13 @@ class OpsFeed:
     async def follow(self) -> AsyncIterator[AsyncIterator[Message]]:
         """A snapshot, then every diff after it: no message missed, none twice."""
         async with self.bus.subscribe(self.topic) as messages:
-            yield self._follow(messages)
+            self.followers += 1
+            try:
+                # Rows may be stale while nobody watched: bring them up to date first.
+                await self.flush()
+                yield self._follow(messages)
+            finally:
+                self.followers -= 1
 
     async def _follow(self, messages: AsyncIterator[Message]) -> AsyncIterator[Message]:
         snapshot = self.snapshot()

@@ -129,7 +129,7 @@ async def diagnose(
     events: int = 20,
     interval: float = 0.25,
     idle: float = 20.0,
-    pad: int = 0,
+    pad: int = 600,
     max_hold: float = 1.0,
     insecure: bool = False,
     connect_timeout: float = 10.0,
@@ -491,7 +491,13 @@ def main(argv: list[str]) -> int:
         help="seconds of silence (heartbeats only) before the last event (default 20; use 75 "
         "to prove a 60 s idle timeout is covered)",
     )
-    parser.add_argument("--pad", type=int, default=0, help="bytes of padding per event")
+    parser.add_argument(
+        "--pad",
+        type=int,
+        default=600,
+        help="bytes of padding per event (default 600: a first write over 512 bytes, which "
+        "Caddy's encode needs before it compresses)",
+    )
     parser.add_argument(
         "--max-hold",
         type=float,

@@ -5,14 +5,16 @@ and heartbeats as a session's stream, and this schedule:
 
 - ``hello`` at once: the schedule and the gateway's stream settings (heartbeat interval, whether
   ``X-Accel-Buffering: no`` is sent);
-- ``tick`` N times, one every ``interval`` seconds, each padded with ``pad`` bytes;
+- ``tick`` N times, one every ``interval`` seconds;
 - ``idle`` seconds in which only ``: ping`` heartbeats are sent (at the gateway's
   ``streams.heartbeat_interval``, after that long without a write, as on every SSE stream);
 - ``done``, and the end of the response.
 
-Every event's data is a JSON object with ``seq`` and ``sent_at`` (the gateway's wall clock, in
-seconds), so a client can tell how long each event was held on its way. The endpoint does no
-upstream work and touches no session: it costs a few timers per connection and nothing else.
+``hello`` and each ``tick`` carry ``pad`` bytes of padding (a proxy may decide from the size
+of the first write whether to compress). Every event's data is a JSON object with ``seq`` and
+``sent_at`` (the gateway's wall clock, in seconds), so a client can tell how long each event
+was held on its way. The endpoint does no upstream work and touches no session: it costs a few
+timers per connection and nothing else.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ class DiagnosticStream:
                 else:
                     await asyncio.sleep(due - now)
 
+        padding = "." * schedule.pad
         hello = {
             "seq": 0,
             "sent_at": time.time(),
@@ -144,12 +147,12 @@ class DiagnosticStream:
             "pad": schedule.pad,
             "heartbeat_interval": heartbeat,
             "accel_buffering_header": self.settings.accel_buffering_header,
+            "padding": padding,
         }
         await write(_frame("hello", hello))
-        padding = "." * schedule.pad
         for seq in range(1, schedule.events + 1):
             await wait_until(start + seq * schedule.interval)
-            await write(_frame("tick", {"seq": seq, "sent_at": time.time(), "pad": padding}))
+            await write(_frame("tick", {"seq": seq, "sent_at": time.time(), "padding": padding}))
         await wait_until(start + schedule.duration)
         done = {"seq": schedule.events + 1, "sent_at": time.time(), "idle": schedule.idle}
         await write(_frame("done", done), more=False)

@@ -108,5 +108,12 @@ def build_body(route: Route, turn: TurnRequest, passthrough: dict[str, object] |
             options = dict(options) if isinstance(options, dict) else {}
             options["include_usage"] = True
             body["stream_options"] = options
-        return orjson.dumps(body)
-    return orjson.dumps(BUILDERS[route.wire](turn, route.model))
+        return _exact(orjson.dumps(body))
+    return _exact(orjson.dumps(BUILDERS[route.wire](turn, route.model)))
+
+
+def _exact(data: bytes) -> bytes:
+    """A copy of exactly ``len(data)`` bytes. The session keeps its upstream body for as long
+    as it lives (retries send it again), and a bytes object from ``orjson.dumps`` keeps a
+    whole page of memory behind it however short it is: about 4 KB per open stream."""
+    return bytes(memoryview(data))

@@ -27,6 +27,7 @@ from sluice.config import Settings
 from sluice.errors import BadRequest, Overloaded, PayloadTooLarge, SluiceError, UnknownSession
 from sluice.gateway.diagnostics import DiagnosticStream
 from sluice.gateway.metrics import GatewayMetrics
+from sluice.gateway.openapi import openapi_endpoint
 from sluice.gateway.ops import ops_routes
 from sluice.gateway.pages import page_routes
 from sluice.gateway.presenters import (
@@ -492,6 +493,7 @@ def create_app(
         Route("/api/sessions/{session_id}/retry", gateway.retry_session, methods=["POST"]),
         WebSocketRoute("/api/sessions/{session_id}/ws", session_socket_endpoint(gateway)),
         Route("/healthz", gateway.healthz, methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
         Route("/api/diagnostics/stream", DiagnosticStream(settings.streams), methods=["GET"]),
         *page_routes(gateway),

@@ -1,0 +1,666 @@
+"""The OpenAPI 3.1 description of the gateway's HTTP API, served at ``GET /openapi.json``.
+
+Request bodies of the provider-compatible endpoints follow the providers' public request
+shapes, narrowed to what the gateway accepts (text, tool calls and tool results; other content
+parts are refused with 400 because they cannot be translated between formats). Every error
+response names the body it carries: OpenAI's on ``/v1/chat/completions``, Anthropic's on
+``/v1/messages``, the native ``{"error": {"type", "message"}}`` on ``/api/…``. The WebSocket
+transport (``/api/sessions/{id}/ws``), the pages and the embedded simulator are not described.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sluice import __version__
+
+JSONSchema = dict[str, Any]
+
+
+def _ref(name: str) -> JSONSchema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: JSONSchema, description: str) -> JSONSchema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(schema: str, statuses: dict[str, str]) -> dict[str, JSONSchema]:
+    return {status: _json(_ref(schema), what) for status, what in statuses.items()}
+
+
+_SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+
+_STRING_LIST = {"type": "array", "items": {"type": "string"}}
+
+# -- OpenAI Chat Completions -----------------------------------------------------------------
+
+_CHAT_TEXT = {
+    "anyOf": [
+        {"type": "string"},
+        {"type": "null"},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type", "text"],
+                "properties": {
+                    "type": {"enum": ["text", "input_text", "output_text"]},
+                    "text": {"type": "string"},
+                },
+            },
+        },
+    ]
+}
+
+_CHAT_TOOL_CALL = {
+    "type": "object",
+    "required": ["id", "type", "function"],
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"const": "function"},
+        "function": {
+            "type": "object",
+            "required": ["name", "arguments"],
+            "properties": {
+                "name": {"type": "string"},
+                "arguments": {"type": "string", "description": "a JSON object, as text"},
+            },
+        },
+    },
+}
+
+_CHAT_MESSAGE = {
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "role": {"enum": ["system", "developer", "user"]},
+                "content": _CHAT_TEXT,
+            },
+        },
+        {
+            "type": "object",
+            "required": ["role"],
+            "properties": {
+                "role": {"const": "assistant"},
+                "content": _CHAT_TEXT,
+                "tool_calls": {"type": "array", "items": _CHAT_TOOL_CALL},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["role", "tool_call_id", "content"],
+            "properties": {
+                "role": {"const": "tool"},
+                "tool_call_id": {"type": "string"},
+                "content": _CHAT_TEXT,
+            },
+        },
+    ]
+}
+
+_CHAT_TOOL = {
+    "type": "object",
+    "required": ["type", "function"],
+    "properties": {
+        "type": {"const": "function"},
+        "function": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+                "parameters": {"type": "object", "description": "a JSON Schema"},
+            },
+        },
+    },
+}
+
+_CHAT_FIELDS: JSONSchema = {
+    "model": {
+        "type": "string",
+        "description": "`<provider>/<model>`, e.g. `sim/support` or `openai/gpt-4o-mini`",
+        "examples": ["sim/support"],
+    },
+    "messages": {"type": "array", "minItems": 1, "items": _CHAT_MESSAGE},
+    "max_tokens": {"type": "integer", "minimum": 1},
+    "max_completion_tokens": {"type": "integer", "minimum": 1},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+    "stop": {"anyOf": [{"type": "string"}, _STRING_LIST, {"type": "null"}]},
+    "stream": {"type": "boolean"},
+    "stream_options": {
+        "type": "object",
+        "properties": {"include_usage": {"type": "boolean"}},
+    },
+    "tools": {"type": "array", "items": _CHAT_TOOL},
+    "tool_choice": {
+        "anyOf": [
+            {"enum": ["none", "auto", "required"]},
+            {
+                "type": "object",
+                "required": ["type", "function"],
+                "properties": {
+                    "type": {"const": "function"},
+                    "function": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string"}},
+                    },
+                },
+            },
+        ]
+    },
+    "user": {"type": "string"},
+}
+
+_CHAT_REQUEST = {
+    "type": "object",
+    "description": "OpenAI's Chat Completions request. Fields not listed here are forwarded "
+    "to an OpenAI-compatible upstream unchanged.",
+    "required": ["model", "messages"],
+    "properties": _CHAT_FIELDS,
+}
+
+_USAGE_CHAT = {
+    "type": "object",
+    "properties": {
+        "prompt_tokens": {"type": "integer"},
+        "completion_tokens": {"type": "integer"},
+        "total_tokens": {"type": "integer"},
+    },
+}
+
+_CHAT_COMPLETION = {
+    "type": "object",
+    "required": ["id", "object", "model", "choices"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "chat.completion"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "message", "finish_reason"],
+                "properties": {
+                    "index": {"type": "integer"},
+                    "message": {"type": "object"},
+                    "finish_reason": {"type": ["string", "null"]},
+                },
+            },
+        },
+        "usage": _USAGE_CHAT,
+    },
+}
+
+# -- Anthropic Messages --------------------------------------------------------------------
+
+_TEXT_BLOCK = {
+    "type": "object",
+    "required": ["type", "text"],
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+}
+
+_ANTHROPIC_BLOCK = {
+    "oneOf": [
+        _TEXT_BLOCK,
+        {
+            "type": "object",
+            "required": ["type", "id", "name", "input"],
+            "properties": {
+                "type": {"const": "tool_use"},
+                "id": {"type": "string"},
+                "name": {"type": "string"},
+                "input": {"type": "object"},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "tool_use_id"],
+            "properties": {
+                "type": {"const": "tool_result"},
+                "tool_use_id": {"type": "string"},
+                "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_BLOCK}]},
+                "is_error": {"type": "boolean"},
+            },
+        },
+    ]
+}
+
+_MESSAGES_REQUEST = {
+    "type": "object",
+    "description": "Anthropic's Messages request. Fields not listed here are forwarded to an "
+    "Anthropic upstream unchanged.",
+    "required": ["model", "max_tokens", "messages"],
+    "properties": {
+        "model": _CHAT_FIELDS["model"],
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["role", "content"],
+                "properties": {
+                    "role": {"enum": ["user", "assistant"]},
+                    "content": {
+                        "anyOf": [
+                            {"type": "string"},
+                            {"type": "array", "items": _ANTHROPIC_BLOCK},
+                        ]
+                    },
+                },
+            },
+        },
+        "system": {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_BLOCK}]},
+        "stop_sequences": _STRING_LIST,
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "stream": {"type": "boolean"},
+        "tools": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "input_schema"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "description": {"type": "string"},
+                    "input_schema": {"type": "object", "description": "a JSON Schema"},
+                },
+            },
+        },
+        "tool_choice": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {"type": {"enum": ["auto", "any", "none"]}},
+                },
+                {
+                    "type": "object",
+                    "required": ["type", "name"],
+                    "properties": {"type": {"const": "tool"}, "name": {"type": "string"}},
+                },
+            ]
+        },
+        "metadata": {"type": "object", "properties": {"user_id": {"type": "string"}}},
+    },
+}
+
+_MESSAGE = {
+    "type": "object",
+    "required": ["id", "type", "role", "model", "content", "stop_reason", "usage"],
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"const": "message"},
+        "role": {"const": "assistant"},
+        "model": {"type": "string"},
+        "content": {"type": "array", "items": {"type": "object"}},
+        "stop_reason": {"type": ["string", "null"]},
+        "usage": {
+            "type": "object",
+            "properties": {
+                "input_tokens": {"type": "integer"},
+                "output_tokens": {"type": "integer"},
+            },
+        },
+    },
+}
+
+# -- native API ------------------------------------------------------------------------------
+
+_NATIVE_REQUEST = {
+    "type": "object",
+    "description": "The Chat Completions shape (`messages`), or a bare `prompt`; the session "
+    "always streams into its event log.",
+    "required": ["model"],
+    "anyOf": [{"required": ["messages"]}, {"required": ["prompt"]}],
+    "properties": {
+        **_CHAT_FIELDS,
+        "prompt": {"type": "string", "description": "one user message"},
+        "disconnect_policy": {"enum": ["cancel", "detach", "drain"]},
+    },
+}
+
+_SESSION_STATES = ["starting", "streaming", "finalizing", "complete", "errored", "cancelled"]
+
+_RECORD = {
+    "type": "object",
+    "description": "A session's record: request, answer, usage, cost, telemetry and ending. "
+    "Described here by its principal fields.",
+    "required": ["id", "state", "created_at", "provider", "model", "text"],
+    "properties": {
+        "id": {"type": "string"},
+        "state": {"enum": _SESSION_STATES},
+        "created_at": {"type": "number"},
+        "updated_at": {"type": "number"},
+        "endpoint": {"type": "string"},
+        "provider": {"type": "string"},
+        "model": {"type": "string"},
+        "text": {"type": "string"},
+        "reasoning": {"type": "string"},
+        "tool_calls": {"type": "array", "items": {"type": "object"}},
+        "finish_reason": {"type": ["string", "null"]},
+        "usage": {"type": ["object", "null"]},
+        "cost": {"type": ["object", "null"]},
+        "telemetry": {"type": ["object", "null"]},
+        "error": {"type": ["object", "null"]},
+        "attempts": {"type": "integer"},
+    },
+}
+
+_SESSION_ID = {
+    "name": "session_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "the session id (`op-…`), also in every response's `x-sluice-session-id`",
+}
+
+# -- errors ----------------------------------------------------------------------------------
+
+_OPENAI_ERROR = {
+    "type": "object",
+    "description": "OpenAI's error body. `code` carries Sluice's stable error type.",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+_ANTHROPIC_ERROR = {
+    "type": "object",
+    "description": "Anthropic's error body.",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
+
+_NATIVE_ERROR = {
+    "type": "object",
+    "description": "The native API's error body; `type` is Sluice's stable error type.",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+_PROVIDER_ERRORS = {
+    "400": "malformed JSON, a missing field or a bad value",
+    "404": "no such provider or model",
+    "413": "the body is over the configured limit",
+    "429": "rate limited by the provider, or this key's ceiling of streams (`Retry-After`)",
+    "500": "the provider has no API key configured",
+    "502": "the provider failed or could not be reached",
+    "503": "the gateway's or the provider's capacity is reached (`Retry-After`)",
+    "504": "the provider stalled",
+}
+
+
+def _provider_operation(
+    summary: str, request: JSONSchema, response: JSONSchema, error: str, extra: dict[str, str]
+) -> JSONSchema:
+    return {
+        "summary": summary,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+        "responses": {
+            "200": {
+                "description": "the answer: JSON, or an event stream when `stream` is true",
+                "headers": {"x-sluice-session-id": {"schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": response}, **_SSE},
+            },
+            **_errors(error, {**_PROVIDER_ERRORS, **extra}),
+        },
+    }
+
+
+@cache
+def openapi_document() -> JSONSchema:
+    """The whole description (built once)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Sluice",
+            "version": __version__,
+            "description": "A streaming gateway for LLM responses: provider-compatible "
+            "endpoints, a native session API, health and metrics.",
+        },
+        "paths": {
+            "/v1/chat/completions": {
+                "post": _provider_operation(
+                    "OpenAI Chat Completions, streaming or not, for every provider kind",
+                    _ref("ChatCompletionRequest"),
+                    _CHAT_COMPLETION,
+                    "OpenAIError",
+                    {},
+                )
+            },
+            "/v1/messages": {
+                "post": _provider_operation(
+                    "Anthropic Messages, streaming or not, for every provider kind",
+                    _ref("MessagesRequest"),
+                    _MESSAGE,
+                    "AnthropicError",
+                    {"529": "the provider is overloaded"},
+                )
+            },
+            "/api/sessions": {
+                "post": {
+                    "summary": "Start a session; `Accept: text/event-stream` streams it at once",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("SessionRequest")}},
+                    },
+                    "responses": {
+                        "201": _json(
+                            {
+                                "type": "object",
+                                "required": ["id", "state", "events_url", "record_url"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "state": {"enum": _SESSION_STATES},
+                                    "events_url": {"type": "string"},
+                                    "record_url": {"type": "string"},
+                                },
+                            },
+                            "the session started",
+                        ),
+                        "200": {"description": "the session's events", "content": _SSE},
+                        **_errors(
+                            "NativeError",
+                            {
+                                k: _PROVIDER_ERRORS[k]
+                                for k in ("400", "404", "413", "429", "500", "503")
+                            },
+                        ),
+                    },
+                },
+                "get": {
+                    "summary": "Session records, newest first",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
+                        {"name": "state", "in": "query", "schema": {"enum": _SESSION_STATES}},
+                        {"name": "provider", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["sessions"],
+                                "properties": {"sessions": {"type": "array", "items": _RECORD}},
+                            },
+                            "the records",
+                        ),
+                        **_errors("NativeError", {"400": "limit is not an integer 1..1000"}),
+                    },
+                },
+            },
+            "/api/sessions/{session_id}": {
+                "get": {
+                    "summary": "One session's record",
+                    "parameters": [_SESSION_ID],
+                    "responses": {
+                        "200": _json(_RECORD, "the record"),
+                        **_errors("NativeError", {"404": "no such session"}),
+                    },
+                }
+            },
+            "/api/sessions/{session_id}/events": {
+                "get": {
+                    "summary": "The session's events, then its live tail; resumable",
+                    "parameters": [
+                        _SESSION_ID,
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0},
+                            "description": "resume after this event id",
+                        },
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "text, reasoning, tool_call.*, usage, finish or "
+                            "error events with SSE ids, then `end`",
+                            "content": _SSE,
+                        },
+                        **_errors(
+                            "NativeError",
+                            {
+                                "400": "after is not a non-negative integer",
+                                "404": "no such session",
+                            },
+                        ),
+                    },
+                }
+            },
+            "/api/sessions/{session_id}/cancel": {
+                "post": {
+                    "summary": "Stop: close the upstream connection",
+                    "parameters": [_SESSION_ID],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["id", "cancelled", "state"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "cancelled": {"type": "boolean"},
+                                    "state": {"enum": _SESSION_STATES},
+                                },
+                            },
+                            "the session, and whether this call stopped it",
+                        ),
+                        **_errors("NativeError", {"404": "no such live session"}),
+                    },
+                }
+            },
+            "/api/sessions/{session_id}/retry": {
+                "post": {
+                    "summary": "Recover: a new attempt of an errored or cancelled session",
+                    "parameters": [_SESSION_ID],
+                    "responses": {
+                        "202": _json(
+                            {
+                                "type": "object",
+                                "required": ["id", "state", "attempt", "events_url"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "state": {"enum": _SESSION_STATES},
+                                    "attempt": {"type": "integer"},
+                                    "events_url": {"type": "string"},
+                                },
+                            },
+                            "the new attempt started",
+                        ),
+                        **_errors(
+                            "NativeError",
+                            {
+                                "404": "no such session in memory",
+                                "409": "the session is not errored or cancelled",
+                            },
+                        ),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["status", "live_sessions"],
+                                "properties": {
+                                    "status": {"const": "ok"},
+                                    "live_sessions": {"type": "integer", "minimum": 0},
+                                },
+                            },
+                            "the gateway is up",
+                        )
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "the text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "ChatCompletionRequest": _CHAT_REQUEST,
+                "MessagesRequest": _MESSAGES_REQUEST,
+                "SessionRequest": _NATIVE_REQUEST,
+                "OpenAIError": _OPENAI_ERROR,
+                "AnthropicError": _ANTHROPIC_ERROR,
+                "NativeError": _NATIVE_ERROR,
+            }
+        },
+    }
+
+
+async def openapi_endpoint(request: Request) -> Response:
+    return Response(orjson.dumps(openapi_document()), media_type="application/json")

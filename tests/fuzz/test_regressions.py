@@ -14,6 +14,7 @@ from sluice.turn import TurnRequest
 from sluice.wire.anthropic_messages import MessagesStreamAdapter
 from sluice.wire.openai_chat import ChatStreamAdapter, ChatStreamEncoder
 from sluice.wire.requests import parse_chat_request, parse_messages_request
+from tests.conftest import GatewayUnderTest
 
 # -- request parsing (sluice.wire.requests) ----------------------------------------------------
 
@@ -119,3 +120,44 @@ def test_anthropic_usage_counts_far_below_zero_do_not_break_the_native_stream() 
     ]
     presenter = NativePresenter()
     assert all(presenter.render(seq, e, b"") for seq, e in enumerate(events, start=1))
+
+
+# -- routing refusals (sluice.gateway.app) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "fmt"),
+    [
+        ("GET", "/v1/chat/completions", 405, "openai"),
+        ("TRACE", "/v1/chat/completions", 405, "openai"),
+        ("GET", "/v1/messages", 405, "anthropic"),
+        ("DELETE", "/api/sessions", 405, "native"),
+        ("PUT", "/api/sessions/op-x/cancel", 405, "native"),
+        ("POST", "/healthz", 405, "native"),
+        ("GET", "/api/no-such-thing", 404, "native"),
+        ("POST", "/v1/responses", 404, "openai"),
+    ],
+)
+async def test_routing_refusals_on_api_paths_use_the_api_error_format(
+    gateway: GatewayUnderTest, method: str, path: str, status: int, fmt: str
+) -> None:
+    response = await gateway.http.request(method, path)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    kind = {404: "not_found", 405: "method_not_allowed"}[status]
+    if fmt == "anthropic":
+        assert body["type"] == "error" and body["error"]["message"]
+    elif fmt == "openai":
+        assert set(body["error"]) == {"message", "type", "param", "code"}
+        assert body["error"]["code"] == kind
+    else:
+        assert body == {"error": {"type": kind, "message": body["error"]["message"]}}
+    if status == 405:
+        assert response.headers["allow"]
+
+
+async def test_routing_refusals_elsewhere_keep_plain_text(gateway: GatewayUnderTest) -> None:
+    response = await gateway.http.request("POST", "/runbook")
+    assert response.status_code == 405
+    assert response.headers["content-type"].startswith("text/plain")

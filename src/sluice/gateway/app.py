@@ -18,8 +18,9 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
@@ -86,6 +87,26 @@ def error_response(
     else:
         body = {"error": {"type": type_, "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+#: Paths of the native and operations API, whose routing refusals are native JSON errors.
+_NATIVE_PATHS = ("/api/", "/healthz", "/metrics", "/openapi.json")
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (404 for an unknown path, 405 for a method a path does not
+    take) in the error format of the API the path belongs to; pages keep plain text."""
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    if path.startswith("/v1/"):
+        fmt = "anthropic" if path.startswith("/v1/messages") else "openai"
+    elif path.startswith(_NATIVE_PATHS):
+        fmt = "native"
+    else:
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(fmt, exc.status_code, type_, exc.detail, headers)
 
 
 def _upstream_error_status(error: dict[str, Any], fmt: str) -> int:
@@ -507,6 +528,11 @@ def create_app(
         ("POST", "/v1/chat/completions"): gateway.chat_completions,
         ("POST", "/v1/messages"): gateway.messages,
     }
-    app = GatewayApp(direct=direct, routes=routes, lifespan=gateway.lifespan)
+    app = GatewayApp(
+        direct=direct,
+        routes=routes,
+        lifespan=gateway.lifespan,
+        exception_handlers={HTTPException: _routing_error},
+    )
     app.state.gateway = gateway
     return app

@@ -27,11 +27,13 @@ def test_summary_from_a_known_timeline() -> None:
         clock.delta(100.5 + i * 0.1, answer=True)
     clock.ended = 101.0
     clock.finalized = 101.002
-    s = clock.summary(output_tokens=5)
+    # Six output tokens: one of reasoning, five of answer. TTFT waits for the answer; TPOT and
+    # the rate spread all six over the generation, which began with the reasoning.
+    s = clock.summary(output_tokens=6)
     assert s["time_to_first_event_ms"] == pytest.approx(200)
     assert s["ttft_ms"] == pytest.approx(500)
-    assert s["tpot_ms"] == pytest.approx(100)
-    assert s["token_rate"] == pytest.approx(10)
+    assert s["tpot_ms"] == pytest.approx(140)
+    assert s["token_rate"] == pytest.approx(5 / 0.7, abs=0.01)
     assert s["gap_p50_ms"] == pytest.approx(100)
     assert s["gap_p99_ms"] == pytest.approx(300)
     assert s["duration_ms"] == pytest.approx(1000)

@@ -138,13 +138,7 @@ def live_telemetry(session: Session) -> dict[str, Any]:
     clock = session.clock
     tokens = session.output_tokens()
     ttft = None if clock.first_token is None else (clock.first_token - clock.started) * 1000
-    generation = (
-        clock.last_delta - clock.first_token
-        if clock.last_delta is not None and clock.first_token is not None
-        else None
-    )
-    tpot = generation / (tokens - 1) * 1000 if generation and tokens > 1 else None
-    rate = (tokens - 1) / generation if generation and tokens > 1 else None
+    tpot, rate = clock.pace(tokens)
     return {
         "ttft_ms": None if ttft is None else round(ttft, 1),
         "tpot_ms": None if tpot is None else round(tpot, 2),

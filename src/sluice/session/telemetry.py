@@ -58,17 +58,23 @@ class StreamClock:
         share = self.blocked / span if span > 0 else 0.0
         return "low" if share < 0.1 else "medium" if share < 0.5 else "high"
 
+    def pace(self, output_tokens: int) -> tuple[float | None, float | None]:
+        """Time per output token (ms) after the first, and tokens per second; cheap enough for
+        a live view. Output tokens count reasoning too (providers bill them as output), so the
+        generation they spread over starts at the first delta of any kind."""
+        first, last = self.first_event, self.last_delta
+        if first is None or last is None or self.first_token is None or output_tokens < 2:
+            return None, None
+        generation = last - first
+        if generation <= 0:
+            return None, None
+        return generation / (output_tokens - 1) * 1000, (output_tokens - 1) / generation
+
     def summary(self, output_tokens: int) -> dict[str, Any]:
         def since(t: float | None, origin: float | None) -> float | None:
             return None if t is None or origin is None else round((t - origin) * 1000, 3)
 
-        generation = (
-            self.last_delta - self.first_token
-            if self.last_delta is not None and self.first_token is not None
-            else None
-        )
-        tpot = generation / (output_tokens - 1) * 1000 if generation and output_tokens > 1 else None
-        rate = (output_tokens - 1) / generation if generation and output_tokens > 1 else None
+        tpot, rate = self.pace(output_tokens)
         p50, p99 = percentiles(self.gaps, 50, 99)
         return {
             "ttft_ms": since(self.first_token, self.started),

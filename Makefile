@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup system-deps demo test lint typecheck unit lock clean bench bench-full screenshots
+.PHONY: setup system-deps demo test lint typecheck unit lock clean bench bench-full bench-choices screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: setup
 bench-full: setup
 	bash scripts/ensure-nginx.sh >/dev/null
 	$(BIN)/python -m sluice.bench $(BENCH_ARGS)
+
+# The building blocks compared (ASGI server, upstream client, JSON); figures in docs/benchmarks.md.
+bench-choices: setup
+	$(BIN)/python -m sluice.bench.choices --out docs/benchmarks/choices.json
 
 # The pages' screenshots in docs/screenshots/ (a gateway, its simulator and Chromium).
 screenshots: setup system-deps

@@ -76,8 +76,8 @@ def install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-#: Young-generation threshold of the cyclic collector while serving (Python's default: 700).
-GC_GEN0_THRESHOLD = 10_000
+#: Thresholds of the cyclic collector while serving (Python's defaults: 700, 10, 10).
+GC_THRESHOLDS = (10_000, 10, 100)
 
 
 def tune_gc() -> None:
@@ -85,15 +85,17 @@ def tune_gc() -> None:
 
     A relayed chunk allocates a few short-lived containers (the parsed frame, its events), which
     reference counting frees at once; with the default threshold the collector would still walk
-    the young generation every few dozen chunks. A larger threshold makes young collections
+    the young generation every few dozen chunks. A larger young threshold makes those walks
     rarer and lets more objects die before they are examined, so fewer reach the old
-    generation, whose full collections are the pauses that show as gaps. Everything allocated
-    at startup (modules, configuration, the app) is frozen: never examined again.
+    generation. A full collection walks every live object: the event logs of the live sessions
+    and of the recent ones kept for replay, hundreds of thousands of objects, tens of
+    milliseconds during which no chunk moves. The third threshold makes full collections ten
+    times rarer; cycles still die young in the first two generations. Everything allocated at
+    startup (modules, configuration, the app) is frozen: never examined again.
     """
     gc.collect()
     gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def serve_forever(settings: Settings) -> None:

@@ -247,19 +247,20 @@ class OpsFeed:
             session = self._sessions[session_id]
             # An idle stream (no new event, same state and attempt) costs one tuple here.
             stamp = (session.state, len(session.log), session.attempts)
-            if stamps.get(session_id) == stamp and session_id in rows:
-                continue
-            stamps[session_id] = stamp
-            row = derive(session, self._typical)
-            self._count_tokens(session_id, row["tokens"])
-            change = diff_row(rows.get(session_id), row)
-            if change:
-                changes[session_id] = change
-                rows[session_id] = row
+            if stamps.get(session_id) != stamp or session_id not in rows:
+                stamps[session_id] = stamp
+                row = derive(session, self._typical)
+                self._count_tokens(session_id, row["tokens"])
+                change = diff_row(rows.get(session_id), row)
+                if change:
+                    changes[session_id] = change
+                    rows[session_id] = row
             if session.state in TERMINAL_STATES and session_id in self._finished:
+                # The row is final: the feed lets go of the session (its event log and all).
                 self._active.discard(session_id)
                 self._tokens_seen.pop(session_id, None)
                 stamps.pop(session_id, None)
+                del self._sessions[session_id]
         removed = self._forget_oldest()
         totals = self._compute_totals(now)
         changed_totals = {k: v for k, v in totals.items() if self._totals.get(k) != v}

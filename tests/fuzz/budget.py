@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, settings
 
 #: inputs tried, by property name
 RAN: Counter[str] = Counter()
+#: what became of them, where a property says (``api: answered 2xx``…)
+OUTCOMES: Counter[str] = Counter()
 
 ENV = "SLUICE_FUZZ_EXAMPLES"
 
@@ -44,3 +46,7 @@ def fuzz(short: int) -> settings:
 
 def tally(name: str) -> None:
     RAN[name] += 1
+
+
+def note(outcome: str) -> None:
+    OUTCOMES[outcome] += 1

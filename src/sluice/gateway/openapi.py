@@ -34,7 +34,14 @@ def _errors(schema: str, statuses: dict[str, str]) -> dict[str, JSONSchema]:
     return {status: _json(_ref(schema), what) for status, what in statuses.items()}
 
 
-_SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+_SSE = {
+    "text/event-stream": {
+        "schema": {
+            "description": "server-sent events, each `data` a JSON object in the endpoint's "
+            "stream format (Chat ends with `data: [DONE]`)"
+        }
+    }
+}
 
 _STRING_LIST = {"type": "array", "items": {"type": "string"}}
 

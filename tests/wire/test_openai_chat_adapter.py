@@ -190,6 +190,17 @@ def test_interleaved_tool_calls_close_in_index_order_at_finish_reason() -> None:
     assert [(d.index, d.arguments) for d in dones(events)] == [(0, {"a": 1}), (1, {"b": 2})]
 
 
+def test_a_call_cut_by_the_output_limit_is_incomplete_not_parsed() -> None:
+    adapter = ChatStreamAdapter()
+    events = adapter.feed("message", tool(0, '{"query": "ti', "call_a", "search"))
+    events += adapter.feed("message", chunk({}, "length"))
+    events += adapter.feed("message", "[DONE]")
+    [done] = dones(events)
+    assert (done.status, done.arguments, done.raw) == (TOOL_INCOMPLETE, None, '{"query": "ti')
+    finish = terminal(events)
+    assert isinstance(finish, Finish) and finish.raw == "length"
+
+
 def test_tool_call_start_comes_only_from_the_first_fragment_of_an_index() -> None:
     adapter = ChatStreamAdapter()
     events = adapter.feed("message", tool(0, "", "call_a", "a"))

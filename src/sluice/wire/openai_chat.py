@@ -125,7 +125,12 @@ class ChatStreamAdapter(WireFold):
         if reason and isinstance(reason, str) and self._finish is None:
             self._finish = reason
             self._closed.update(self._calls)
-            self._finish_calls(out)
+            if reason == "length":
+                # The output limit cut the calls: incomplete, as the other formats say it,
+                # even where the cut arguments happen to parse.
+                self._incomplete_calls(out)
+            else:
+                self._finish_calls(out)
 
     def _tool_fragment(self, position: int, fragment: dict[str, Any], out: list[Event]) -> None:
         index = maybe_count(fragment, "index")

@@ -96,6 +96,29 @@ async def test_stop_on_a_provider_endpoint_reaches_the_provider(
     assert f"session_id={session_id}" in line and "upstream_tokens_at_cancel=" in line
 
 
+async def test_stop_during_a_tool_call_keeps_the_call_incomplete_with_its_arguments_so_far(
+    gateway: GatewayUnderTest,
+) -> None:
+    slow = {"x-sim-token-rate": "20"}
+    session_id = await start(gateway, model="sim/tools", headers=slow)
+    decoder, kinds = SSEDecoder(), []
+    path = f"/api/sessions/{session_id}/events"
+    async with gateway.http.stream("GET", path) as response:
+        async for chunk in response.aiter_bytes():
+            for event in decoder.decode(chunk):
+                kinds.append(event.event)
+                if event.event == "tool_call.delta" and "stopped" not in kinds:
+                    kinds.append("stopped")
+                    stop = await gateway.http.post(f"/api/sessions/{session_id}/cancel")
+                    assert stop.json()["cancelled"] is True
+    assert "tool_call.start" in kinds and "stopped" in kinds
+    record = await gateway.final_record(session_id)
+    assert record["state"] == "cancelled"
+    [call] = record["tool_calls"]
+    assert call["name"] == "lookup_order" and call["status"] == "incomplete"
+    assert call["raw_arguments"]  # the fragments that arrived before the Stop
+
+
 # -- disconnect policies --------------------------------------------------------------------
 
 

@@ -364,6 +364,13 @@ class Session:
             tail = [e for e in adapter.close() if type(e) is not ev.Error]
             tail.append(ev.Error(exc.type, exc.message, exc.retryable, exc.status))
             on_events(tail, b"", time.monotonic())
+        except asyncio.CancelledError:
+            # Stop: a tool call in progress is kept, "incomplete" with its raw arguments; the
+            # cancellation itself is the terminal event (logged at finalisation).
+            if not adapter.done:
+                calls = [e for e in adapter.close() if type(e) is ev.ToolCallDone]
+                on_events(calls, b"", time.monotonic())  # type: ignore[arg-type]
+            raise
         finally:
             self.clock.ended = time.monotonic()
             if adapter.done and self._pending_error is None:

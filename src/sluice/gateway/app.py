@@ -311,7 +311,7 @@ class Gateway:
             return SessionStream(  # type: ignore[return-value]
                 session, presenter, buffering_header=self.settings.streams.accel_buffering_header
             )
-        await session.finished.wait()
+        await session.settled.wait()
         if session.error is not None:
             return self._session_error(session, fmt, headers)
         result = session.acc.result()

@@ -29,6 +29,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from sluice.config import StreamSettings
+from sluice.gateway.siblings import first_to_finish, wait_disconnect
 from sluice.gateway.streaming import PING, SSE_HEADERS
 from sluice.sse import encode_event
 
@@ -106,14 +107,8 @@ class DiagnosticStream:
             headers = [h for h in headers if h[0] != b"x-accel-buffering"]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         emitter = asyncio.ensure_future(self._emit(schedule, send))
-        watcher = asyncio.ensure_future(_wait_disconnect(receive))
-        tasks = (emitter, watcher)
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        watcher = asyncio.ensure_future(wait_disconnect(receive))
+        done = await first_to_finish(emitter, watcher)
         if emitter in done and emitter.exception() is not None:
             raise emitter.exception()  # type: ignore[misc]
 
@@ -160,10 +155,3 @@ class DiagnosticStream:
 
 def _frame(kind: str, data: dict[str, Any]) -> bytes:
     return encode_event(orjson.dumps(data), event=kind, id=str(data["seq"]))
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return

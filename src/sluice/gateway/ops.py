@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sluice.gateway.markdown import render_markdown
 from sluice.gateway.pages import PAGE_HEADERS, not_found_page, render_page, templates
+from sluice.gateway.siblings import first_to_finish
 from sluice.logs import kv
 from sluice.session.opsfeed import GAP_TAIL, SessionTrail, derive, follow_session
 from sluice.session.session import TERMINAL_STATES
@@ -286,13 +287,7 @@ class OpsPages:
             while (await websocket.receive())["type"] != "websocket.disconnect":
                 pass
 
-        tasks = [asyncio.ensure_future(send()), asyncio.ensure_future(watch())]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        done = await first_to_finish(asyncio.ensure_future(send()), asyncio.ensure_future(watch()))
         for task in done:
             error = task.exception()
             if isinstance(error, TimeoutError | WebSocketDisconnect):

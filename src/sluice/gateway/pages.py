@@ -31,6 +31,7 @@ from sluice import events as ev
 from sluice.errors import ClientTooSlow
 from sluice.gateway.chatview import ChatUpdates, ChatView
 from sluice.gateway.markdown import highlight_css, page_headings, render_markdown
+from sluice.gateway.siblings import first_to_finish, wait_disconnect
 from sluice.session.session import Reader, Session
 from sluice.sse import encode_comment, encode_event
 
@@ -194,14 +195,8 @@ class ChatStream:
         fold(view, entries[after:position])
         reader = session.attach(position)
         writer = asyncio.ensure_future(self._write(send, reader, view, updates))
-        watcher = asyncio.ensure_future(_wait_disconnect(receive))
-        tasks = (writer, watcher)
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        watcher = asyncio.ensure_future(wait_disconnect(receive))
+        done = await first_to_finish(writer, watcher)
         error = writer.exception() if writer in done else None
         if writer in done and error is None:
             session.detach(reader, None)
@@ -261,7 +256,7 @@ class ChatStream:
             if closed:
                 break
         async with asyncio.timeout(self.send_timeout):
-            await session.finished.wait()
+            await session.settled.wait()
         await self._send(send, _end_frame(session.record()), more=False)
 
 
@@ -280,13 +275,6 @@ def _end_frame(record: dict[str, Any]) -> bytes:
         "attempts": record.get("attempts"),
     }
     return encode_event(orjson.dumps(end), event="end")
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 async def _replay(gateway: Gateway, session_id: str) -> Response | None:

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from sluice.errors import ClientTooSlow
 from sluice.gateway.presenters import NativePresenter, Presenter
+from sluice.gateway.siblings import first_to_finish, wait_disconnect
 from sluice.session.session import Reader, Session
 from sluice.sse import encode_comment
 
@@ -70,14 +71,8 @@ class SessionStream:
         reader = session.attach(self.after)
         relay = asyncio.ensure_future(self._relay(send, reader))
         watchdog = asyncio.ensure_future(self._watchdog(send))
-        watcher = asyncio.ensure_future(_wait_disconnect(receive))
-        tasks = (relay, watchdog, watcher)
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        watcher = asyncio.ensure_future(wait_disconnect(receive))
+        done = await first_to_finish(relay, watchdog, watcher)
         if relay in done:
             session.detach(reader, None)
             error = relay.exception()
@@ -122,7 +117,7 @@ class SessionStream:
             elif entries.closed:
                 break
         if isinstance(presenter, NativePresenter):
-            await self.session.finished.wait()
+            await self.session.settled.wait()
             presenter.end_payload = orjson.dumps(end_summary(self.session))
         self._sending_since = loop.time()
         await send({"type": "http.response.body", "body": presenter.close(), "more_body": False})
@@ -154,13 +149,6 @@ class SessionStream:
                 self._last_send = loop.time()
                 continue
             await asyncio.sleep(min(tick, heartbeat - idle) if heartbeat else tick)
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 #: The record fields an ``end`` event carries, on every transport.

@@ -78,6 +78,7 @@ from sluice.errors import (
     SluiceError,
     UnknownSession,
 )
+from sluice.gateway.siblings import first_to_finish
 from sluice.gateway.streaming import end_summary, summary_of
 from sluice.logs import kv
 from sluice.session.session import Reader, Session
@@ -242,13 +243,7 @@ class SessionSocket:
         the end)."""
         sender = asyncio.ensure_future(relay)
         receiver = asyncio.ensure_future(self._receive_acks())
-        tasks = (sender, receiver)
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        done = await first_to_finish(sender, receiver)
         if sender in done:
             error = sender.exception()
             if error is None:

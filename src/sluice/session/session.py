@@ -126,6 +126,9 @@ class Session:
         self.cost: dict[str, Any] | None = None
         #: resolved once the upstream accepted the request (or failed before streaming)
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: set once the record's values are final (usage, cost, telemetry): what a client's
+        #: last frame or a non-streaming answer needs; the store write may still be under way
+        self.settled = asyncio.Event()
         #: set once the record is final and stored
         self.finished = asyncio.Event()
         self._upstream: UpstreamStream | None = None
@@ -161,6 +164,7 @@ class Session:
         self.final_usage = None
         self._final_telemetry = None
         self.clock = StreamClock(time.monotonic())
+        self.settled = asyncio.Event()
         self.finished = asyncio.Event()
         self.state = STARTING
 
@@ -516,6 +520,7 @@ class Session:
         # The clients' streams end now: everything they are sent is final. The store's
         # group commit must not delay them.
         self.log.close()
+        self.settled.set()
         try:
             if self._stored_initial is not None:
                 await self._stored_initial

@@ -308,9 +308,7 @@ class Gateway:
                 if session.spec.passthrough
                 else TranslatingPresenter(encoder)
             )
-            return SessionStream(  # type: ignore[return-value]
-                session, presenter, buffering_header=self.settings.streams.accel_buffering_header
-            )
+            return SessionStream(session, presenter)  # type: ignore[return-value]
         await session.settled.wait()
         if session.error is not None:
             return self._session_error(session, fmt, headers)
@@ -345,7 +343,6 @@ class Gateway:
             return SessionStream(  # type: ignore[return-value]
                 session,
                 NativePresenter(),
-                buffering_header=self.settings.streams.accel_buffering_header,
             )
         return JSONResponse(
             {
@@ -375,7 +372,6 @@ class Gateway:
                 session,
                 NativePresenter(),
                 after,
-                buffering_header=self.settings.streams.accel_buffering_header,
             )
         record = await self.store.get(session_id)
         if record is None:

@@ -30,7 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from sluice.config import StreamSettings
 from sluice.gateway.siblings import first_to_finish, wait_disconnect
-from sluice.gateway.streaming import PING, SSE_HEADERS
+from sluice.gateway.streaming import PING, sse_headers
 from sluice.sse import encode_event
 
 #: name → (default, lowest, highest, type) of each query parameter
@@ -102,9 +102,7 @@ class DiagnosticStream:
             )
             await send({"type": "http.response.body", "body": body})
             return
-        headers = list(SSE_HEADERS)
-        if not self.settings.accel_buffering_header:
-            headers = [h for h in headers if h[0] != b"x-accel-buffering"]
+        headers = sse_headers(self.settings.accel_buffering_header)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         emitter = asyncio.ensure_future(self._emit(schedule, send))
         watcher = asyncio.ensure_future(wait_disconnect(receive))

@@ -32,8 +32,9 @@ from sluice.errors import ClientTooSlow
 from sluice.gateway.chatview import ChatUpdates, ChatView
 from sluice.gateway.markdown import highlight_css, page_headings, render_markdown
 from sluice.gateway.siblings import first_to_finish, wait_disconnect
+from sluice.gateway.streaming import PING, sse_headers
 from sluice.session.session import Reader, Session
-from sluice.sse import encode_comment, encode_event
+from sluice.sse import encode_event
 
 if TYPE_CHECKING:
     from sluice.gateway.app import Gateway
@@ -126,13 +127,6 @@ FLUSH_INTERVAL = 0.1
 #: Milliseconds a browser waits before reconnecting a dropped stream (the SSE ``retry`` field).
 RECONNECT_MS = 1000
 
-_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-store"),
-    (b"x-accel-buffering", b"no"),
-]
-_PING = encode_comment("ping")
-
 
 def live_telemetry(session: Session) -> dict[str, Any]:
     """TTFT, TPOT and token rate from the session's clock, cheaply (no percentiles)."""
@@ -183,7 +177,9 @@ class ChatStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self.session
-        headers = [*_HEADERS, (b"x-sluice-session-id", session.id.encode())]
+        headers = sse_headers(
+            session.settings.accel_buffering_header, (b"x-sluice-session-id", session.id.encode())
+        )
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         view, updates = ChatView(), ChatUpdates()
         entries = session.log.entries
@@ -251,7 +247,7 @@ class ChatStream:
                 await self._send(send, _frame(update, position))
                 flushed, last_flush, last_send = position, now, now
             elif self.heartbeat and now - last_send >= self.heartbeat:
-                await self._send(send, _PING)
+                await self._send(send, PING)
                 last_send = now
             if closed:
                 break

@@ -38,6 +38,14 @@ SSE_HEADERS = [
 PING = encode_comment("ping")
 
 
+def sse_headers(buffering_header: bool, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """The headers of every SSE response the gateway sends; ``X-Accel-Buffering: no`` is left
+    out only when ``streams.accel_buffering_header`` is off (to reproduce a buffering proxy)."""
+    if buffering_header:
+        return [*SSE_HEADERS, *extra]
+    return [*(h for h in SSE_HEADERS if h[0] != b"x-accel-buffering"), *extra]
+
+
 class SessionStream:
     """An ASGI response: ``await SessionStream(...)(scope, receive, send)``."""
 
@@ -49,7 +57,6 @@ class SessionStream:
         *,
         heartbeat: float | None = None,
         send_timeout: float | None = None,
-        buffering_header: bool = True,
     ) -> None:
         self.session = session
         self.presenter = presenter
@@ -57,15 +64,14 @@ class SessionStream:
         settings = session.settings
         self.heartbeat = settings.heartbeat_interval if heartbeat is None else heartbeat
         self.send_timeout = settings.client_send_timeout if send_timeout is None else send_timeout
-        self.buffering_header = buffering_header
         self._last_send = 0.0
         self._sending_since: float | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self.session
-        headers = [*SSE_HEADERS, (b"x-sluice-session-id", session.id.encode())]
-        if not self.buffering_header:
-            headers = [h for h in headers if h[0] != b"x-accel-buffering"]
+        headers = sse_headers(
+            session.settings.accel_buffering_header, (b"x-sluice-session-id", session.id.encode())
+        )
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         self._last_send = asyncio.get_running_loop().time()
         reader = session.attach(self.after)

@@ -390,19 +390,13 @@ class Session:
         acc, clock, entries = self.acc, self.clock, self.log
         for event in produced:
             kind = type(event)
-            if kind is ev.TextDelta:
-                if clock.first_token is None:
-                    clock.delta(now, True)
+            if kind is ev.TextDelta or kind is ev.ToolCallDelta:
+                first = clock.first_token is None
+                clock.delta(now, True)
+                if first:
                     self.owner.on_first_token(self)
-                else:
-                    clock.delta(now, True)
-                self._answering = True
-            elif kind is ev.ToolCallDelta:
-                if clock.first_token is None:
-                    clock.delta(now, True)
-                    self.owner.on_first_token(self)
-                else:
-                    clock.delta(now, True)
+                if kind is ev.TextDelta:
+                    self._answering = True
             elif kind is ev.ReasoningDelta:
                 clock.delta(now, False)
                 if self._phase != "thinking" and not self._answering:

@@ -298,8 +298,9 @@ async def test_every_command_of_the_runbook_works_as_written(workdir: Path, tmp_
     assert "session failed" not in log and "Traceback" not in log, log[-3000:]
 
 
-async def test_the_serve_command_stops_on_ctrl_c_and_finalises_live_sessions(
-    workdir: Path,
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+async def test_the_serve_command_stops_on_a_signal_and_finalises_live_sessions(
+    workdir: Path, sig: signal.Signals
 ) -> None:
     async with runbook_gateway(workdir) as gw:
         async with httpx.AsyncClient(base_url=gw.url, timeout=30) as http:
@@ -313,13 +314,16 @@ async def test_the_serve_command_stops_on_ctrl_c_and_finalises_live_sessions(
                 "starting",
                 "streaming",
             )
-        gw.process.send_signal(signal.SIGINT)
+        gw.process.send_signal(sig)
         async with asyncio.timeout(20):
             returncode = await gw.process.wait()
     assert returncode == 0
     log = gw.log.read_text(errors="replace")
     # the record was stored (the line follows the store's write) with the state it ended in
     assert f"session finished session_id={session_id} state=cancelled" in log, log
+    # cancelled by the shutdown itself, not cut when the server gave up waiting for it
+    assert f"session cancelled session_id={session_id} reason=gateway_shutdown" in log, log
+    assert "graceful shutdown exceeded" not in log, log
 
 
 # -- the settings block ------------------------------------------------------------------------

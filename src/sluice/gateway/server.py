@@ -5,13 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
+import signal
 import socket
+from collections.abc import Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from sluice.config import Settings
-from sluice.gateway.app import create_app
+from sluice.gateway.app import Gateway, create_app
+from sluice.logs import kv
+
+log = logging.getLogger("sluice.server")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, without its own signal handlers: ``serve_forever`` owns SIGINT and SIGTERM, so
+    that live sessions are finalised before the server waits for its connections to close."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class RunningServer:
@@ -36,7 +51,7 @@ class RunningServer:
             proxy_headers=False,
             timeout_graceful_shutdown=5,
         )
-        self.server = uvicorn.Server(config)
+        self.server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -99,12 +114,36 @@ def tune_gc() -> None:
 
 
 async def serve_forever(settings: Settings) -> None:
-    """``sluice serve``: run until interrupted."""
-    server = RunningServer(create_app(settings), settings.host, settings.port)
+    """``sluice serve``: run until SIGINT or SIGTERM, then shut down in order.
+
+    First the live sessions are cancelled (reason ``gateway_shutdown``): each cancels its
+    upstream request and ends its clients' streams with a final frame, and its record is
+    stored. Then the server stops accepting, waits for the connections (now finishing) to
+    close, and runs the lifespan's shutdown, which flushes the store. Without the first step
+    the server would wait out its graceful timeout on streams that were never going to end. A
+    second signal skips the wait.
+    """
+    app = create_app(settings)
+    gateway: Gateway = app.state.gateway
+    server = RunningServer(app, settings.host, settings.port)
     await server.start()
     tune_gc()
     print(f"sluice gateway listening on {server.url}", flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            server.server.force_exit = True
+        stop.set()
+        log.info("shutting down %s", kv(signal=sig.name))
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        await gateway.sessions.shutdown()
     finally:
         await server.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -45,6 +45,11 @@ class StreamTiming:
     #: the ``[DONE]`` terminator arrived
     complete: bool = False
     error: str = ""
+    #: who answered (the ``server`` header), how many body bytes came, and the first of them:
+    #: what a failed assertion needs to tell the proxy's answer from the gateway's
+    server: str = ""
+    body_bytes: int = 0
+    body_head: bytes = b""
 
     @property
     def first(self) -> float:
@@ -73,6 +78,9 @@ class StreamTiming:
             "complete": self.complete,
             "content_encoding": self.content_encoding,
             "error": self.error,
+            "server": self.server,
+            "body_bytes": self.body_bytes,
+            "body_head": self.body_head[:300].decode("utf-8", "replace"),
         }
 
 
@@ -109,9 +117,13 @@ async def chat_stream(
         timing.status = response.status
         timing.headers_at = time.monotonic() - started
         timing.content_encoding = response.headers.get("content-encoding", "")
+        timing.server = response.headers.get("server", "")
         try:
             async for chunk in response.content.iter_any():
                 now = time.monotonic() - started
+                if len(timing.body_head) < 300:
+                    timing.body_head += chunk[: 300 - len(timing.body_head)]
+                timing.body_bytes += len(chunk)
                 lines = (tail + chunk).split(b"\n")
                 tail = lines.pop()
                 timing.heartbeats.extend(now for line in lines if line.startswith(b":"))
@@ -119,7 +131,10 @@ async def chat_stream(
                     if event.data == "[DONE]":
                         timing.complete = True
                         continue
-                    choices = orjson.loads(event.data).get("choices") or [{}]
+                    data = orjson.loads(event.data)
+                    if "error" in data:
+                        timing.error = f"error event: {data['error']}"
+                    choices = data.get("choices") or [{}]
                     content = choices[0].get("delta", {}).get("content")
                     if content:
                         timing.arrivals.append(now)

@@ -1,15 +1,15 @@
 """The SSE response that relays a session's event log to one client connection.
 
-Three sibling tasks per connection, and the first to finish cancels the others:
+The relay runs in the response's own task: log → presenter → ``send``, one ``send`` per batch
+of new entries. Beside it, per connection:
 
-- the relay: log → presenter → ``send``, one ``send`` per batch of new entries;
-- the watchdog: a ``: ping`` comment whenever nothing was sent for a heartbeat interval, and
-  ``ClientTooSlow`` when one write has been blocked (the client's socket full) for longer than
-  the send deadline;
-- the disconnect watcher: ``receive`` until ``http.disconnect``.
+- a disconnect watcher task: ``receive`` until ``http.disconnect``;
+- a watchdog timer (a loop callback, no task): it starts a ``: ping`` comment whenever nothing
+  was sent for a heartbeat interval, and ends the stream with ``ClientTooSlow`` when one write
+  has been blocked (the client's socket full) for longer than the send deadline.
 
-No body-wrapping middleware, and no timer per chunk: the watchdog reads two timestamps the
-relay keeps.
+Either of them ends the stream by cancelling the relay with its reason. No body-wrapping
+middleware, and no timer per chunk: the watchdog reads two timestamps the relay keeps.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from sluice.errors import ClientTooSlow
 from sluice.gateway.presenters import NativePresenter, Presenter
-from sluice.gateway.siblings import first_to_finish, wait_disconnect
+from sluice.gateway.siblings import wait_disconnect
 from sluice.session.session import Reader, Session
 from sluice.sse import encode_comment
 
@@ -66,6 +66,14 @@ class SessionStream:
         self.send_timeout = settings.client_send_timeout if send_timeout is None else send_timeout
         self._last_send = 0.0
         self._sending_since: float | None = None
+        self._relay_task: asyncio.Task[Any]
+        self._timer: asyncio.TimerHandle
+        self._tick = 1.0
+        self._ping: asyncio.Task[None] | None = None
+        #: why the watcher or the watchdog ended the stream
+        self._ended_by: str | None = None
+        self._consumed = False
+        self._stopped = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self.session
@@ -73,21 +81,88 @@ class SessionStream:
             session.settings.accel_buffering_header, (b"x-sluice-session-id", session.id.encode())
         )
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        self._last_send = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self._last_send = loop.time()
+        relay = asyncio.current_task()
+        assert relay is not None
         reader = session.attach(self.after)
-        relay = asyncio.ensure_future(self._relay(send, reader))
-        watchdog = asyncio.ensure_future(self._watchdog(send))
         watcher = asyncio.ensure_future(wait_disconnect(receive))
-        done = await first_to_finish(relay, watchdog, watcher)
-        if relay in done:
+        watcher.add_done_callback(lambda _: self._end("client_disconnected"))
+        self._relay_task = relay
+        self._tick = max(0.01, min(self.heartbeat or self.send_timeout, self.send_timeout) / 4)
+        self._timer = loop.call_later(self._tick, self._watch, send)
+        try:
+            await self._relay(send, reader)
+        except asyncio.CancelledError:
+            if not self._cancelled_by_us(relay):
+                session.detach(reader, "client_disconnected")
+                raise  # not ours: the server is shutting down
+            session.detach(reader, self._ended_by)
+        except BaseException:
             session.detach(reader, None)
-            error = relay.exception()
-            if error is not None:
-                raise error
-        elif watchdog in done and isinstance(watchdog.exception(), ClientTooSlow):
-            session.detach(reader, ClientTooSlow.type)
+            raise
         else:
-            session.detach(reader, "client_disconnected")
+            session.detach(reader, None)
+        finally:
+            self._stopped = True
+            self._timer.cancel()
+            siblings = [t for t in (watcher, self._ping) if t is not None]
+            for task in siblings:
+                task.cancel()
+            try:
+                await asyncio.gather(*siblings, return_exceptions=True)
+            except asyncio.CancelledError:
+                # our cancel, landing after the relay had finished on its own
+                if not self._cancelled_by_us(relay):
+                    raise
+
+    def _cancelled_by_us(self, relay: asyncio.Task[Any]) -> bool:
+        """Whether the cancellation that just arrived is the one ``_end`` requested (and no
+        other is pending); it is then consumed."""
+        if self._ended_by is None or self._consumed:
+            return False
+        self._consumed = True
+        return relay.uncancel() == 0
+
+    def _end(self, reason: str) -> None:
+        """The watcher or the watchdog ends the stream: the relay is cancelled with ``reason``
+        (the first reason wins; none once the relay itself is done)."""
+        if self._stopped or self._ended_by is not None:
+            return
+        self._ended_by = reason
+        self._relay_task.cancel()
+
+    def _watch(self, send: Send) -> None:
+        """The watchdog, every tick: a heartbeat when the stream is idle, the send deadline
+        when a write is blocked."""
+        if self._stopped:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        heartbeat, deadline = self.heartbeat, self.send_timeout
+        tick = self._tick
+        blocked_since = self._sending_since
+        if blocked_since is not None:
+            if now - blocked_since > deadline:
+                self._end(ClientTooSlow.type)
+                return
+        elif self._ping is None and heartbeat:
+            idle = now - self._last_send
+            if idle >= heartbeat:
+                self._ping = asyncio.ensure_future(self._send_ping(send))
+            else:
+                tick = min(tick, heartbeat - idle)
+        self._timer = loop.call_later(tick, self._watch, send)
+
+    async def _send_ping(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        self._sending_since = loop.time()
+        try:
+            await send({"type": "http.response.body", "body": PING, "more_body": True})
+        finally:
+            self._sending_since = None
+            self._ping = None
+        self._last_send = loop.time()
 
     async def _relay(self, send: Send, reader: Reader) -> None:
         entries = self.session.log
@@ -128,33 +203,6 @@ class SessionStream:
         self._sending_since = loop.time()
         await send({"type": "http.response.body", "body": presenter.close(), "more_body": False})
         self._sending_since = None
-
-    async def _watchdog(self, send: Send) -> None:
-        loop = asyncio.get_running_loop()
-        heartbeat, deadline = self.heartbeat, self.send_timeout
-        tick = max(0.01, min(heartbeat or deadline, deadline) / 4)
-        while True:
-            now = loop.time()
-            blocked_since = self._sending_since
-            if blocked_since is not None:
-                if now - blocked_since > deadline:
-                    raise ClientTooSlow(f"a write to the client stayed blocked over {deadline:g} s")
-                await asyncio.sleep(tick)
-                continue
-            idle = now - self._last_send
-            if heartbeat and idle >= heartbeat:
-                try:
-                    await asyncio.wait_for(
-                        send({"type": "http.response.body", "body": PING, "more_body": True}),
-                        deadline,
-                    )
-                except TimeoutError:
-                    raise ClientTooSlow(
-                        f"a heartbeat to the client stayed blocked over {deadline:g} s"
-                    ) from None
-                self._last_send = loop.time()
-                continue
-            await asyncio.sleep(min(tick, heartbeat - idle) if heartbeat else tick)
 
 
 #: The record fields an ``end`` event carries, on every transport.

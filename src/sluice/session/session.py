@@ -29,6 +29,7 @@ from sluice.errors import SluiceError, UpstreamError, UpstreamStatus
 from sluice.logs import kv
 from sluice.providers import Route
 from sluice.session.eventlog import EventLog
+from sluice.session.flag import Flag
 from sluice.session.telemetry import StreamClock
 from sluice.sse import SSEDecoder
 from sluice.turn import TurnAccumulator, TurnRequest
@@ -93,6 +94,42 @@ class Reader:
 
 
 class Session:
+    #: tens of thousands may be live at once: no instance dict
+    __slots__ = (
+        "_answering",
+        "_final_telemetry",
+        "_grace",
+        "_pending_error",
+        "_phase",
+        "_progress",
+        "_stored_initial",
+        "_upstream",
+        "acc",
+        "attempt_errors",
+        "attempts",
+        "cancel_reason",
+        "clock",
+        "cost",
+        "created_at",
+        "disconnects",
+        "error",
+        "final_usage",
+        "finished",
+        "id",
+        "log",
+        "owner",
+        "readers",
+        "ready",
+        "route",
+        "settings",
+        "settled",
+        "spec",
+        "state",
+        "task",
+        "updated_at",
+        "usage_source",
+    )
+
     def __init__(self, session_id: str, spec: SessionSpec, owner: SessionManager) -> None:
         self.id = session_id
         self.spec = spec
@@ -114,7 +151,7 @@ class Session:
         #: errors of earlier attempts (retried before the stream, or whole-turn retries)
         self.attempt_errors: list[dict[str, Any]] = []
         self.settings: StreamSettings = owner.settings
-        self._progress = asyncio.Event()  # a reader advanced: a paused pump may go on
+        self._progress = Flag()  # a reader advanced: a paused pump may go on
         self._grace: asyncio.TimerHandle | None = None
         self._answering = False
         self._phase: str | None = None
@@ -128,9 +165,9 @@ class Session:
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         #: set once the record's values are final (usage, cost, telemetry): what a client's
         #: last frame or a non-streaming answer needs; the store write may still be under way
-        self.settled = asyncio.Event()
+        self.settled = Flag()
         #: set once the record is final and stored
-        self.finished = asyncio.Event()
+        self.finished = Flag()
         self._upstream: UpstreamStream | None = None
         self._pending_error: ev.Error | None = None
         self._stored_initial: asyncio.Future[None] | None = None
@@ -164,8 +201,8 @@ class Session:
         self.final_usage = None
         self._final_telemetry = None
         self.clock = StreamClock(time.monotonic())
-        self.settled = asyncio.Event()
-        self.finished = asyncio.Event()
+        self.settled = Flag()
+        self.finished = Flag()
         self.state = STARTING
 
     def _begin_attempt(self, reason: str, delay: float) -> None:

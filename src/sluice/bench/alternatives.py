@@ -27,7 +27,7 @@ from sluice.errors import (
     classify_status,
 )
 from sluice.gateway.app import GatewayApp, create_app
-from sluice.gateway.server import tune_gc
+from sluice.gateway.gcpolicy import tune_gc
 from sluice.upstream import Upstream, UpstreamClient
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import socket
@@ -15,6 +14,7 @@ from starlette.types import ASGIApp
 
 from sluice.config import Settings
 from sluice.gateway.app import Gateway, create_app
+from sluice.gateway.gcpolicy import collect_when_idle, tune_gc
 from sluice.logs import kv
 
 log = logging.getLogger("sluice.server")
@@ -91,28 +91,6 @@ def install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-#: Thresholds of the cyclic collector while serving (Python's defaults: 700, 10, 10).
-GC_THRESHOLDS = (10_000, 10, 100)
-
-
-def tune_gc() -> None:
-    """Keep the cyclic collector off the relay's back.
-
-    A relayed chunk allocates a few short-lived containers (the parsed frame, its events), which
-    reference counting frees at once; with the default threshold the collector would still walk
-    the young generation every few dozen chunks. A larger young threshold makes those walks
-    rarer and lets more objects die before they are examined, so fewer reach the old
-    generation. A full collection walks every live object: the event logs of the live sessions
-    and of the recent ones kept for replay, hundreds of thousands of objects, tens of
-    milliseconds during which no chunk moves. The third threshold makes full collections ten
-    times rarer; cycles still die young in the first two generations. Everything allocated at
-    startup (modules, configuration, the app) is frozen: never examined again.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 async def serve_forever(settings: Settings) -> None:
     """``sluice serve``: run until SIGINT or SIGTERM, then shut down in order.
 
@@ -140,10 +118,12 @@ async def serve_forever(settings: Settings) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    collector = asyncio.ensure_future(collect_when_idle(lambda: len(gateway.sessions.live)))
     try:
         await stop.wait()
         await gateway.sessions.shutdown()
     finally:
+        collector.cancel()
         await server.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -1,0 +1,90 @@
+"""The cyclic garbage collector, tuned for a relay: young collections only, full ones when idle.
+
+Reference counting frees almost everything a relayed chunk allocates at once. What the cyclic
+collector still finds is what survives: above all the entries of the live sessions' event
+logs (a tuple and an event object per delta), tens of thousands of objects a second at a few
+hundred streams. With CPython's generations, each of them is examined again and again as it
+ages, and a collection of the older generations stops every stream for as long as it walks
+them: 30 to 70 ms for a middle-generation collection at 100 and 200 streams, and about
+200 ms for a full one, measured with the benchmark's load against an instrumented gateway.
+
+So every collection is followed by ``gc.freeze()``: its survivors move to the permanent
+generation and are never examined again, and each collection walks only what was allocated
+since the previous one (a few milliseconds). Objects frozen this way are still freed by
+reference counting the moment nothing refers to them; only a reference cycle that forms
+among them later would wait. For those, a full collection (everything unfrozen, collected,
+frozen again) runs when no session is live and the last one is a minute old, and at the
+latest every hour. After a benchmark run of about 4,500 sessions, up to 200 at once, that
+full collection found 10 unreachable objects among some 200,000 frozen ones: the sessions'
+structures are freed by reference counting, not by the collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sluice.logs import kv
+
+log = logging.getLogger("sluice.gc")
+
+#: Tracked allocations (net of frees) between two young collections; each walks about these.
+YOUNG_THRESHOLD = 5_000
+#: A full collection when nothing is live and the last one is at least this old (seconds) …
+FULL_WHEN_IDLE_AFTER = 60.0
+#: … and at the latest after this long, idle or not.
+FULL_AT_LEAST_EVERY = 3600.0
+#: How often the idle check looks.
+CHECK_EVERY = 10.0
+
+
+def _freeze_survivors(phase: str, info: dict[str, Any]) -> None:
+    if phase == "stop":
+        gc.freeze()
+
+
+def tune_gc() -> None:
+    """Young collections only, from now on: everything allocated so far (modules,
+    configuration, the app) is frozen, and so are the survivors of every collection."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, 10, 10)
+    if _freeze_survivors not in gc.callbacks:
+        gc.callbacks.append(_freeze_survivors)
+
+
+def untune_gc() -> None:
+    """Back to CPython's collector (for tests): nothing frozen, default thresholds."""
+    if _freeze_survivors in gc.callbacks:
+        gc.callbacks.remove(_freeze_survivors)
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+
+
+def full_collection() -> int:
+    """Examine everything once: unfreeze, collect, freeze again. Returns what was unreachable."""
+    started = time.perf_counter()
+    gc.unfreeze()
+    found = gc.collect()
+    gc.freeze()
+    log.info(
+        "full collection %s",
+        kv(unreachable=found, ms=round((time.perf_counter() - started) * 1000, 1)),
+    )
+    return found
+
+
+async def collect_when_idle(live: Callable[[], int]) -> None:
+    """Run forever: a full collection when ``live()`` is 0 and the last one is a minute old,
+    and at the latest every hour."""
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(CHECK_EVERY)
+        since = time.monotonic() - last
+        if (since >= FULL_WHEN_IDLE_AFTER and live() == 0) or since >= FULL_AT_LEAST_EVERY:
+            full_collection()
+            last = time.monotonic()

@@ -1,0 +1,84 @@
+"""The collector policy: young collections only, survivors frozen, full collections when idle."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from sluice.gateway import gcpolicy
+
+
+class Node:
+    def __init__(self) -> None:
+        self.other: Node | None = None
+
+
+def cycle() -> Node:
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return a
+
+
+@pytest.fixture
+def tuned() -> Iterator[None]:
+    gcpolicy.tune_gc()
+    try:
+        yield
+    finally:
+        gcpolicy.untune_gc()
+        gc.collect()
+
+
+def test_a_cycle_that_dies_young_is_collected_by_a_young_collection(tuned: None) -> None:
+    node = cycle()
+    del node
+    assert gc.collect(0) >= 2
+
+
+def test_the_survivors_of_a_collection_are_frozen(tuned: None) -> None:
+    kept = cycle()
+    before = gc.get_freeze_count()
+    gc.collect(0)
+    assert gc.get_freeze_count() > before
+    assert all(kept is not o for o in gc.get_objects(0))
+    # frozen, yet freed by reference counting once nothing refers to it (no cycle left)
+    kept.other = None
+
+
+def test_a_cycle_among_frozen_objects_waits_for_the_full_collection(tuned: None) -> None:
+    kept = cycle()
+    gc.collect(0)  # now frozen
+    del kept  # garbage, but frozen: no young collection examines it
+    assert gc.collect(0) == 0
+    assert gcpolicy.full_collection() >= 2
+    assert gc.get_freeze_count() > 0  # frozen again afterwards
+
+
+async def test_the_full_collection_runs_once_nothing_is_live(
+    tuned: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gcpolicy, "CHECK_EVERY", 0.01)
+    monkeypatch.setattr(gcpolicy, "FULL_WHEN_IDLE_AFTER", 0.0)
+    live = [3]
+    runs: list[int] = []
+
+    def full_collection() -> int:
+        runs.append(1)
+        return 0
+
+    monkeypatch.setattr(gcpolicy, "full_collection", full_collection)
+    task = asyncio.ensure_future(gcpolicy.collect_when_idle(lambda: live[0]))
+    try:
+        await asyncio.sleep(0.1)
+        assert runs == []  # sessions are live: no full collection
+        live[0] = 0
+        for _ in range(100):
+            if runs:
+                break
+            await asyncio.sleep(0.01)
+        assert runs
+    finally:
+        task.cancel()

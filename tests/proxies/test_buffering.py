@@ -151,7 +151,10 @@ async def test_haproxy_compression_holds_each_event_until_the_next(
         async with proxy_cm as proxy:
             ticks, encoding = await diagnostic_ticks(proxy.url, events=6, interval=0.5)
     assert encoding == "gzip"
-    assert held_until_next(ticks) == [1, 2, 3, 4, 5]
+    # Each event waits in the compressor until the next is written. Not every one: under load
+    # HAProxy now and then forwards one on its own (a CI run saw 1, 4 and 5 held of 1 to 5),
+    # so the proof is that most are; a path that streams holds none.
+    assert len(held_until_next(ticks)) >= 3, held_until_next(ticks)
 
 
 # -- Caddy ------------------------------------------------------------------------------------

@@ -68,7 +68,8 @@ class SessionStream:
         self._sending_since: float | None = None
         self._relay_task: asyncio.Task[Any]
         self._timer: asyncio.TimerHandle
-        self._tick = 1.0
+        #: how often the watchdog looks: a quarter of the shorter of its two intervals
+        self._tick = max(0.01, min(self.heartbeat or self.send_timeout, self.send_timeout) / 4)
         self._ping: asyncio.Task[None] | None = None
         #: why the watcher or the watchdog ended the stream
         self._ended_by: str | None = None
@@ -89,7 +90,6 @@ class SessionStream:
         watcher = asyncio.ensure_future(wait_disconnect(receive))
         watcher.add_done_callback(lambda _: self._end("client_disconnected"))
         self._relay_task = relay
-        self._tick = max(0.01, min(self.heartbeat or self.send_timeout, self.send_timeout) / 4)
         self._timer = loop.call_later(self._tick, self._watch, send)
         try:
             await self._relay(send, reader)

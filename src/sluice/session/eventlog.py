@@ -8,21 +8,20 @@ number ``i + 1``, so a reader resumes from any sequence number in O(1).
 
 from __future__ import annotations
 
-import asyncio
-
 from sluice.events import Event
+from sluice.session.flag import Flag
 
 Entry = tuple[Event | None, bytes]
 
 
 class EventLog:
-    __slots__ = ("_waiters", "closed", "entries")
+    __slots__ = ("_grown", "closed", "entries")
 
     def __init__(self) -> None:
         self.entries: list[Entry] = []
         self.closed = False
-        #: one future per waiting reader: a reader that is cancelled takes only its own
-        self._waiters: list[asyncio.Future[None]] = []
+        #: wakes the waiting readers (one future each: a cancelled reader takes only its own)
+        self._grown = Flag()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -32,12 +31,8 @@ class EventLog:
         self.entries.append((event, raw))
 
     def notify(self) -> None:
-        waiters = self._waiters
-        if waiters:
-            self._waiters = []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        self._grown.set()
+        self._grown.clear()
 
     def close(self) -> None:
         """No more entries will come; readers drain what is left and stop. Idempotent."""
@@ -47,11 +42,4 @@ class EventLog:
     async def wait_beyond(self, position: int) -> None:
         """Return once there are more than ``position`` entries, or the log is closed."""
         while len(self.entries) <= position and not self.closed:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                raise
+            await self._grown.wait()

@@ -1,8 +1,8 @@
 """A one-bit event for the per-session signals: ``asyncio.Event``'s contract, a tenth its size.
 
-``asyncio.Event`` allocates a ``deque`` of waiters up front: some 600 bytes, three times per
-session, almost always with no waiter at all. ``Flag`` keeps its waiters in a list made on
-the first wait, and is otherwise two slots.
+``asyncio.Event`` allocates a ``deque`` of waiters up front: some 600 bytes, four times per
+session (its three signals and its event log's "grown"), almost always with no waiter at all.
+``Flag`` keeps its waiters in a list made on the first wait, and is otherwise two slots.
 """
 
 from __future__ import annotations

@@ -8,20 +8,21 @@ number ``i + 1``, so a reader resumes from any sequence number in O(1).
 
 from __future__ import annotations
 
+import asyncio
+
 from sluice.events import Event
-from sluice.session.flag import Flag
 
 Entry = tuple[Event | None, bytes]
 
 
 class EventLog:
-    __slots__ = ("_grown", "closed", "entries")
+    __slots__ = ("_waiters", "closed", "entries")
 
     def __init__(self) -> None:
         self.entries: list[Entry] = []
         self.closed = False
-        #: wakes the waiting readers (one future each: a cancelled reader takes only its own)
-        self._grown = Flag()
+        #: one future per waiting reader: a reader that is cancelled takes only its own
+        self._waiters: list[asyncio.Future[None]] = []
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -31,8 +32,12 @@ class EventLog:
         self.entries.append((event, raw))
 
     def notify(self) -> None:
-        self._grown.set()
-        self._grown.clear()
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def close(self) -> None:
         """No more entries will come; readers drain what is left and stop. Idempotent."""
@@ -42,4 +47,11 @@ class EventLog:
     async def wait_beyond(self, position: int) -> None:
         """Return once there are more than ``position`` entries, or the log is closed."""
         while len(self.entries) <= position and not self.closed:
-            await self._grown.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                raise

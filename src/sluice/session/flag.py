@@ -1,8 +1,12 @@
 """A one-bit event for the per-session signals: ``asyncio.Event``'s contract, a tenth its size.
 
-``asyncio.Event`` allocates a ``deque`` of waiters up front: some 600 bytes, four times per
-session (its three signals and its event log's "grown"), almost always with no waiter at all.
-``Flag`` keeps its waiters in a list made on the first wait, and is otherwise two slots.
+``asyncio.Event`` allocates a ``deque`` of waiters up front: some 600 bytes, three times per
+session, almost always with no waiter at all. ``Flag`` keeps its waiters in a list made on
+the first wait, and is otherwise two slots.
+
+The event log keeps its own waiter list rather than a ``Flag``: its wait is on the hot path,
+and awaiting the future in place saves a coroutine per chunk (3.0 against 3.4 to 4.5 µs per
+append, notify and wake-up, measured in-process under uvloop).
 """
 
 from __future__ import annotations

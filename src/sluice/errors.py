@@ -16,8 +16,9 @@
         ├── UpstreamBroken          the body broke after the stream began
         └── UpstreamStalled         no byte for longer than the stall deadline
 
-Errors raised by the libraries below (aiohttp, sqlite3) are mapped to these at the boundary
-(``raise UpstreamConnectError(...) from exc``); callers never catch a library's exceptions.
+Errors raised by the layers below (sockets, TLS, the HTTP parser, sqlite3) are mapped to these
+at the boundary (``raise UpstreamConnectError(...) from exc``); callers never catch a library's
+exceptions.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ others held fixed:
 
 - **ASGI server**: the same gateway app (``sluice.bench.alternatives:gateway_app``) under
   uvicorn (uvloop, httptools) and under granian (its Rust HTTP stack, uvloop);
-- **upstream HTTP client**: the same gateway with aiohttp or httpx behind the transport
-  contract;
+- **upstream HTTP client**: the same gateway with its own client (httptools, the body pushed
+  from the socket's read callback) or with aiohttp or httpx behind the transport contract;
 - **JSON**: decoding provider frames and encoding records with orjson, msgspec and the
   standard library, in-process.
 
@@ -39,8 +39,9 @@ from sluice.bench.targets import BENCH_KEY_ENV, HOST, ManagedProcess, MockProces
 
 #: (label, server, upstream client)
 VARIANTS = [
+    ("uvicorn + own client", "uvicorn", "sluice"),
+    ("granian + own client", "granian", "sluice"),
     ("uvicorn + aiohttp", "uvicorn", "aiohttp"),
-    ("granian + aiohttp", "granian", "aiohttp"),
     ("uvicorn + httpx", "uvicorn", "httpx"),
 ]
 LONG = 128

@@ -99,9 +99,9 @@ class Session:
         "_answering",
         "_final_telemetry",
         "_grace",
+        "_held_since",
         "_pending_error",
         "_phase",
-        "_progress",
         "_stored_initial",
         "_upstream",
         "acc",
@@ -151,7 +151,8 @@ class Session:
         #: errors of earlier attempts (retried before the stream, or whole-turn retries)
         self.attempt_errors: list[dict[str, Any]] = []
         self.settings: StreamSettings = owner.settings
-        self._progress = Flag()  # a reader advanced: a paused pump may go on
+        #: since when the upstream read is paused for a reader that is too far behind
+        self._held_since: float | None = None
         self._grace: asyncio.TimerHandle | None = None
         self._answering = False
         self._phase: str | None = None
@@ -229,7 +230,7 @@ class Session:
         """A reader is done. ``reason`` is None when it read to the end, else why it left
         early; the disconnect policy then decides what happens to the generation."""
         self.readers.discard(reader)
-        self._progress.set()
+        self._reader_advanced()
         if reason is None:
             return
         policy = self.spec.disconnect_policy
@@ -260,17 +261,29 @@ class Session:
             self.cancel("detach_grace_expired")
 
     def _reader_advanced(self) -> None:
-        self._progress.set()
+        if self._held_since is not None:
+            self._resume_if_caught_up()
 
-    async def _wait_for_readers(self) -> None:
-        """Backpressure: the upstream read pauses while an attached reader is too far behind
-        (its socket is full), and resumes once it has caught up half the buffer."""
-        limit = self.settings.buffer_events
-        started = time.monotonic()
-        while self.readers and len(self.log) - min(r.position for r in self.readers) > limit // 2:
-            self._progress.clear()
-            await self._progress.wait()
-        self.clock.blocked += time.monotonic() - started
+    def _lag(self) -> int:
+        """How many entries the furthest-behind reader has still to send (0 without readers)."""
+        readers = self.readers
+        return len(self.log) - min(r.position for r in readers) if readers else 0
+
+    def _hold(self, upstream: UpstreamStream) -> None:
+        """Backpressure: a reader is more than the buffer behind (its socket is full), so the
+        upstream socket stops being read; TCP flow control takes it to the provider."""
+        self._held_since = time.monotonic()
+        upstream.pause()
+
+    def _resume_if_caught_up(self) -> None:
+        """Reading resumes once every reader is within half the buffer."""
+        held_since = self._held_since
+        if held_since is None or self._lag() > self.settings.buffer_events // 2:
+            return
+        self._held_since = None
+        self.clock.blocked += time.monotonic() - held_since
+        if self._upstream is not None:
+            self._upstream.resume()
 
     # -- the pump -----------------------------------------------------------------------------
 
@@ -377,25 +390,31 @@ class Session:
         entries = self.log
         on_events = self._on_events
         limit = self.settings.buffer_events
+
+        def on_chunk(chunk: bytes) -> None:
+            """One piece of the upstream body, called from the connection's read callback."""
+            now = time.monotonic()
+            for sse in decoder.decode(chunk):
+                produced = adapter.feed(sse.event, sse.data)
+                raw = sse.raw
+                if drop_usage_frame and adapter.last_was_usage_only:
+                    raw = b""
+                if produced:
+                    on_events(produced, raw, now)
+                elif raw:
+                    entries.append(None, raw)
+            entries.notify()
+            if adapter.done:
+                upstream.finish()
+            elif len(entries) > limit and self._held_since is None and self._lag() > limit:
+                self._hold(upstream)
+
+        #: the stream reached its end: the connection may serve another request
+        reusable = False
         try:
-            async for chunk in upstream.chunks():
-                now = time.monotonic()
-                for sse in decoder.decode(chunk):
-                    produced = adapter.feed(sse.event, sse.data)
-                    raw = sse.raw
-                    if drop_usage_frame and adapter.last_was_usage_only:
-                        raw = b""
-                    if produced:
-                        on_events(produced, raw, now)
-                    elif raw:
-                        entries.append(None, raw)
-                entries.notify()
-                if adapter.done:
-                    break
-                readers = self.readers
-                if readers and len(entries) - min(r.position for r in readers) > limit:
-                    await self._wait_for_readers()
-            else:
+            await upstream.start(on_chunk)
+            reusable = adapter.done
+            if not reusable:
                 for sse in decoder.flush():
                     on_events(adapter.feed(sse.event, sse.data), sse.raw, time.monotonic())
                 on_events(adapter.close(), b"", time.monotonic())
@@ -414,7 +433,10 @@ class Session:
             raise
         finally:
             self.clock.ended = time.monotonic()
-            if adapter.done and self._pending_error is None:
+            if self._held_since is not None:
+                self.clock.blocked += self.clock.ended - self._held_since
+                self._held_since = None
+            if reusable and self._pending_error is None:
                 upstream.release()
             else:
                 upstream.close()

@@ -1,0 +1,325 @@
+"""The upstream client against a real HTTP server on loopback, written byte by byte so that each
+test controls framing, timing and the connection's end."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from sluice.errors import UpstreamBroken, UpstreamConnectError, UpstreamStalled, UpstreamStatus
+from sluice.upstream import UpstreamClient
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[None]]
+
+
+class Origin:
+    """A loopback HTTP/1.1 server: reads each request whole, then lets the test's handler write
+    the answer; records the requests and counts the connections."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.closed_by_client = asyncio.Event()
+        self.url = ""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                await self.handler(reader, writer, request)
+                if writer.is_closing():
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed_by_client.set()
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def origin(handler: Handler) -> AsyncIterator[Origin]:
+    server_side = Origin(handler)
+    server = await asyncio.start_server(server_side.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server_side.url = f"http://127.0.0.1:{port}/v1/chat/completions?key=secret"
+    async with server:
+        yield server_side
+
+
+def chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+OK_CHUNKED = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+)
+
+
+async def collect(client: UpstreamClient, url: str) -> tuple[list[bytes], int]:
+    stream = await client.open(url, {"content-type": "application/json"}, b'{"a": 1}')
+    pieces: list[bytes] = []
+    await stream.start(pieces.append)
+    stream.release()
+    return pieces, stream.status
+
+
+async def test_a_chunked_body_is_pushed_as_it_arrives_and_the_connection_is_reused() -> None:
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _req: bytes) -> None:
+        w.write(OK_CHUNKED + b"6\r\ndata: \r\n")
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.write(b"3\r\n1\n\n\r\n0\r\n\r\n")
+
+    client = UpstreamClient()
+    async with origin(answer) as server:
+        first, status = await collect(client, server.url)
+        second, _ = await collect(client, server.url)
+    await client.close()
+    assert status == 200
+    assert b"".join(first) == b"data: 1\n\n" and len(first) == 2  # two reads, two pieces
+    assert b"".join(second) == b"data: 1\n\n"
+    assert server.connections == 1
+    request = server.requests[0]
+    assert request.startswith(b"POST /v1/chat/completions?key=secret HTTP/1.1\r\n")
+    assert b"content-length: 8\r\n" in request and request.endswith(b'\r\n\r\n{"a": 1}')
+    assert b"content-type: application/json\r\n" in request
+
+
+async def test_a_body_with_a_length_or_up_to_the_connections_end() -> None:
+    async def with_length(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+
+    async def until_close(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhello ")
+        await w.drain()
+        w.write(b"world")
+        await w.drain()
+        w.close()
+
+    client = UpstreamClient()
+    async with origin(with_length) as server:
+        assert b"".join((await collect(client, server.url))[0]) == b"hello"
+    async with origin(until_close) as server:
+        assert b"".join((await collect(client, server.url))[0]) == b"hello world"
+        assert b"".join((await collect(client, server.url))[0]) == b"hello world"
+        assert server.connections == 2  # "connection: close" is not pooled
+    await client.close()
+
+
+async def test_a_gzipped_body_is_decompressed() -> None:
+    body = gzip.compress(b"data: {}\n\n" * 100)
+
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(
+            b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
+            + chunked(body[:20], body[20:])
+        )
+
+    client = UpstreamClient()
+    async with origin(answer) as server:
+        pieces, _ = await collect(client, server.url)
+        assert b"accept-encoding: identity\r\n" in server.requests[0]
+    await client.close()
+    assert b"".join(pieces) == b"data: {}\n\n" * 100
+
+
+async def test_an_error_status_raises_with_the_providers_message_and_retry_after() -> None:
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        body = b'{"error": {"message": "slow down", "type": "rate_limit_error"}}'
+        w.write(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\n")
+        w.write(b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+    client = UpstreamClient()
+    async with origin(answer) as server:
+        with pytest.raises(UpstreamStatus) as caught:
+            await client.open(server.url, {}, b"{}")
+    await client.close()
+    error = caught.value
+    assert (error.status, error.type, error.retryable) == (429, "rate_limited", True)
+    assert error.message == "slow down" and error.retry_after == 2.0
+
+
+async def test_no_server_is_a_connect_error_naming_the_origin_but_not_the_query() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    client = UpstreamClient(connect_timeout=5)
+    with pytest.raises(UpstreamConnectError) as caught:
+        await client.open(f"http://127.0.0.1:{port}/v1/x?key=secret", {}, b"")
+    await client.close()
+    assert f"127.0.0.1:{port}" in caught.value.message
+    assert "secret" not in caught.value.message
+    assert caught.value.retryable
+
+
+async def test_a_body_that_breaks_mid_stream_fails_with_upstream_broken() -> None:
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(OK_CHUNKED + b"6\r\ndata: \r\n")
+        await w.drain()
+        w.close()
+
+    client = UpstreamClient()
+    async with origin(answer) as server:
+        stream = await client.open(server.url, {}, b"")
+        pieces: list[bytes] = []
+        with pytest.raises(UpstreamBroken):
+            await stream.start(pieces.append)
+        stream.close()
+    await client.close()
+    assert pieces == [b"data: "]  # what came before the break was delivered
+
+
+async def test_silence_past_the_stall_deadline_fails_before_and_after_the_headers() -> None:
+    release = asyncio.Event()
+    closed = asyncio.Event()
+
+    async def headers_then_silence(
+        r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes
+    ) -> None:
+        w.write(OK_CHUNKED + b"6\r\ndata: \r\n")
+        if not await r.read():  # the client's end of the connection
+            closed.set()
+
+    async def silence(_r: asyncio.StreamReader, _w: asyncio.StreamWriter, _q: bytes) -> None:
+        await release.wait()
+
+    client = UpstreamClient(stall_timeout=0.2)
+    async with origin(headers_then_silence) as server:
+        stream = await client.open(server.url, {}, b"")
+        with pytest.raises(UpstreamStalled, match=r"0\.2 s"):
+            await stream.start(lambda piece: None)
+        await asyncio.wait_for(closed.wait(), 10)
+    async with origin(silence) as server:
+        with pytest.raises(UpstreamConnectError, match="no answer"):
+            await client.open(server.url, {}, b"")
+    release.set()
+    await client.close()
+
+
+async def test_a_pooled_connection_the_server_closed_is_replaced_transparently() -> None:
+    async def answer_and_close(
+        _r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes
+    ) -> None:
+        # a keep-alive answer, then the server drops the idle connection without a word
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.transport.abort()
+
+    client = UpstreamClient()
+    async with origin(answer_and_close) as server:
+        assert b"".join((await collect(client, server.url))[0]) == b"ok"
+        await asyncio.sleep(0.2)  # the server closes the pooled connection meanwhile
+        assert b"".join((await collect(client, server.url))[0]) == b"ok"
+        assert server.connections == 2
+    await client.close()
+
+
+async def test_pause_stops_reading_and_resume_reads_on() -> None:
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(OK_CHUNKED)
+        for n in range(20):
+            w.write(chunked(b"piece %d;" % n)[:-5])  # one chunk each, the end comes last
+            await w.drain()
+            await asyncio.sleep(0.01)
+        w.write(b"0\r\n\r\n")
+
+    client = UpstreamClient()
+    async with origin(answer) as server:
+        stream = await client.open(server.url, {}, b"")
+        pieces: list[bytes] = []
+
+        def sink(piece: bytes) -> None:
+            pieces.append(piece)
+            if len(pieces) == 1:
+                stream.pause()
+
+        done = asyncio.ensure_future(stream.start(sink))
+        await asyncio.sleep(0.5)  # long enough for every piece to have been sent
+        assert pieces == [b"piece 0;"] and not done.done()
+        stream.resume()
+        await done
+        stream.release()
+    await client.close()
+    assert b"".join(pieces) == b"".join(b"piece %d;" % n for n in range(20))
+
+
+async def test_close_mid_stream_closes_the_connection_and_finish_then_release_pools_it() -> None:
+    async def endless(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(OK_CHUNKED)
+        while True:
+            w.write(chunked(b"data: x\n\n")[:-5])
+            await w.drain()
+            await asyncio.sleep(0.01)
+
+    async def done_then_end(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(OK_CHUNKED + chunked(b"data: [DONE]\n\n")[:-5])
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.write(b"0\r\n\r\n")
+
+    client = UpstreamClient()
+    async with origin(endless) as server:
+        stream = await client.open(server.url, {}, b"")
+        pieces: list[bytes] = []
+
+        def sink(piece: bytes) -> None:
+            pieces.append(piece)
+            if len(pieces) == 3:
+                stream.finish()
+
+        await stream.start(sink)
+        stream.close()
+        await asyncio.wait_for(server.closed_by_client.wait(), 10)
+        assert len(pieces) == 3
+    async with origin(done_then_end) as server:
+        for _ in range(2):
+            stream = await client.open(server.url, {}, b"")
+            await stream.start(lambda piece, stream=stream: stream.finish())  # type: ignore[misc]
+            stream.release()  # before the body's end: the end is awaited, then it is pooled
+            await asyncio.sleep(0.2)
+        assert server.connections == 1
+    await client.close()
+
+
+async def test_an_exception_in_the_sink_ends_the_stream_with_it() -> None:
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(OK_CHUNKED + chunked(b"one", b"two"))
+
+    def sink(piece: bytes) -> None:
+        raise ValueError(piece.decode())
+
+    client = UpstreamClient()
+    async with origin(answer) as server:
+        stream = await client.open(server.url, {}, b"")
+        with pytest.raises(ValueError, match="one"):
+            await stream.start(sink)
+        stream.close()
+    await client.close()
+
+
+async def test_bad_urls_headers_and_answers_are_connect_errors() -> None:
+    async def garbage(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+    client = UpstreamClient()
+    with pytest.raises(UpstreamConnectError, match="http"):
+        await client.open("ftp://example.com/v1", {}, b"")
+    with pytest.raises(UpstreamConnectError, match="line break"):
+        await client.open("http://127.0.0.1:9/v1", {"x-evil": "a\r\nhost: b"}, b"")
+    async with origin(garbage) as server:
+        with pytest.raises(UpstreamConnectError, match="invalid HTTP"):
+            await client.open(server.url, {}, b"")
+    await client.close()

@@ -43,3 +43,50 @@ async def test_closing_the_log_releases_readers_with_nothing_new() -> None:
     async with asyncio.timeout(5):
         await reader
     assert log.closed and len(log) == 0
+
+
+async def test_a_listener_runs_within_notify_until_it_declines() -> None:
+    log = EventLog()
+    seen: list[int] = []
+
+    def listener() -> bool:
+        seen.append(len(log))
+        return len(log) < 2
+
+    log.listen(listener)
+    log.append(TextDelta("a"))
+    log.notify()
+    assert seen == [1]  # called in notify's own call: no task, no await
+    log.append(TextDelta("b"))
+    log.notify()
+    log.append(TextDelta("c"))
+    log.notify()
+    assert seen == [1, 2]  # it declined the third
+
+
+async def test_a_removed_listener_is_not_called_and_one_added_in_notify_waits() -> None:
+    log = EventLog()
+    calls: list[str] = []
+
+    def late() -> bool:
+        calls.append("late")
+        return True
+
+    def first() -> bool:
+        calls.append("first")
+        log.listen(late)
+        return True
+
+    def removed() -> bool:
+        calls.append("removed")
+        return True
+
+    log.listen(first)
+    log.listen(removed)
+    log.unlisten(removed)
+    log.unlisten(removed)  # harmless twice
+    log.notify()
+    assert calls == ["first"]
+    log.unlisten(first)
+    log.notify()
+    assert calls == ["first", "late"]

@@ -1,7 +1,10 @@
 """The SSE response that relays a session's event log to one client connection.
 
-The relay runs in the response's own task: log → presenter → ``send``, one ``send`` per batch
-of new entries. Beside it, per connection:
+The relay belongs to the response's own task: log → presenter → ``send``, one ``send`` per
+batch of new entries. While the client keeps up, the task sleeps and the log's listener
+(``_push``) does the relay's work in the upstream's read callback: a chunk reaches the client's
+socket with no task switch. The task takes over when a write blocks (the socket is full) and at
+the end. Beside it, per connection:
 
 - a disconnect watcher task: ``receive`` until ``http.disconnect``;
 - a watchdog timer (a loop callback, no task): it starts a ``: ping`` comment whenever nothing
@@ -16,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Coroutine, Generator, Mapping
+from types import CoroutineType
 from typing import Any
 
 import orjson
@@ -75,6 +79,12 @@ class SessionStream:
         self._ended_by: str | None = None
         self._consumed = False
         self._stopped = False
+        #: the relay's state, shared by its task and the log's listener
+        self._send: Send
+        self._reader: Reader
+        self._position = 0
+        self._wake: asyncio.Future[None] | None = None
+        self._blocked: Awaitable[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self.session
@@ -165,44 +175,127 @@ class SessionStream:
         self._last_send = loop.time()
 
     async def _relay(self, send: Send, reader: Reader) -> None:
+        """Send what the log holds, then follow it: while caught up, the log calls ``_push``
+        as each upstream chunk lands, and the write happens right there, in the upstream's
+        read callback; this task wakes only when a write blocks or the stream ends."""
         entries = self.session.log
         presenter = self.presenter
-        render = presenter.render
         loop = asyncio.get_running_loop()
-        position = reader.position
-        stop_at_terminal = not presenter.follows_finalization
-        while not presenter.finished:
-            await entries.wait_beyond(position)
-            end = len(entries)
-            if end > position:
-                parts = []
-                items = entries.entries
-                for index in range(position, end):
-                    event, raw = items[index]
-                    frame = render(index + 1, event, raw)
-                    if frame:
-                        parts.append(frame)
-                    if stop_at_terminal and presenter.finished:
-                        break
-                position = end
-                if parts:
-                    self._sending_since = loop.time()
-                    await send(
-                        {"type": "http.response.body", "body": b"".join(parts), "more_body": True}
-                    )
-                    self._last_send = loop.time()
-                    self._sending_since = None
-                reader.advance(position)
-                if stop_at_terminal and presenter.finished:
-                    break
-            elif entries.closed:
+        self._send = send
+        self._reader = reader
+        self._position = reader.position
+        while True:
+            blocked, self._blocked = self._blocked or self._drain(), None
+            if blocked is not None:
+                await blocked
+                self._sending_since = None
+                self._last_send = loop.time()
+                reader.advance(self._position)
+                continue
+            if presenter.finished or (entries.closed and self._position >= len(entries)):
                 break
+            self._wake = wake = loop.create_future()
+            entries.listen(self._push)
+            try:
+                await wake
+            finally:
+                self._wake = None
+                entries.unlisten(self._push)
         if isinstance(presenter, NativePresenter):
             await self.session.settled.wait()
             presenter.end_payload = orjson.dumps(end_summary(self.session))
         self._sending_since = loop.time()
         await send({"type": "http.response.body", "body": presenter.close(), "more_body": False})
         self._sending_since = None
+
+    def _drain(self) -> Awaitable[None] | None:
+        """Render every entry past the position and send them in one body message, without
+        waiting. Returns the send still to finish when the socket was full."""
+        entries = self.session.log
+        end = len(entries)
+        position = self._position
+        if end <= position:
+            return None
+        presenter = self.presenter
+        render = presenter.render
+        stop_at_terminal = not presenter.follows_finalization
+        parts = []
+        items = entries.entries
+        for index in range(position, end):
+            event, raw = items[index]
+            frame = render(index + 1, event, raw)
+            if frame:
+                parts.append(frame)
+            if stop_at_terminal and presenter.finished:
+                break
+        self._position = end
+        if not parts:
+            self._reader.advance(end)
+            return None
+        now = asyncio.get_running_loop().time()
+        message = {"type": "http.response.body", "body": b"".join(parts), "more_body": True}
+        sending = self._send(message)
+        self._sending_since = now
+        if type(sending) is not CoroutineType:  # a server whose send is another awaitable
+            return sending
+        try:
+            waiting = sending.send(None)
+        except StopIteration:  # written at once: the usual case
+            self._sending_since = None
+            self._last_send = now
+            self._reader.advance(end)
+            return None
+        return _Resumed(sending, waiting)
+
+    def _push(self) -> bool:
+        """The log's listener: new entries, in the writer's call. Returns whether it wants the
+        next notification; wakes the relay task when it must take over."""
+        wake = self._wake
+        if wake is None or wake.done() or self._stopped or self._ended_by is not None:
+            return False
+        try:
+            blocked = self._drain()
+        except BaseException as exc:  # noqa: BLE001 - for the relay task to raise
+            wake.set_exception(exc)
+            return False
+        if blocked is not None:
+            self._blocked = blocked
+        elif not self.presenter.finished and not self.session.log.closed:
+            return True
+        wake.set_result(None)
+        return False
+
+
+class _Resumed:
+    """Awaitable: the rest of a coroutine that was started outside any task (by ``send()`` on
+    it) and is suspended on ``waiting``. Awaiting it does what ``await coroutine`` would have
+    done from there on: the task waits for the same future, then resumes the coroutine, and
+    forwards a cancellation into it."""
+
+    __slots__ = ("_coroutine", "_waiting")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        self._coroutine = coroutine
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, None, None]:
+        coroutine, waiting = self._coroutine, self._waiting
+        while True:
+            try:
+                yield waiting
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - forwarded, as ``await`` would
+                try:
+                    waiting = coroutine.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting = coroutine.send(None)
+                except StopIteration:
+                    return
 
 
 #: The record fields an ``end`` event carries, on every transport.

@@ -4,25 +4,33 @@ An entry is ``(event, raw)``: the normalised event (``None`` for an upstream fra
 produced none, such as a ``ping``) and the upstream frame's bytes as they arrived (empty
 unless the session forwards bytes unchanged). The entry at list index ``i`` has sequence
 number ``i + 1``, so a reader resumes from any sequence number in O(1).
+
+A reader either awaits ``wait_beyond()`` (a task woken per notification), or, when it can act
+without waiting, registers a *listener*: a plain function that ``notify()`` calls at once, in
+the writer's own call, and that says by its return value whether it wants the next one too.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from sluice.events import Event
 
 Entry = tuple[Event | None, bytes]
+#: called by ``notify()``; returns whether it stays registered
+Listener = Callable[[], bool]
 
 
 class EventLog:
-    __slots__ = ("_waiters", "closed", "entries")
+    __slots__ = ("_listeners", "_waiters", "closed", "entries")
 
     def __init__(self) -> None:
         self.entries: list[Entry] = []
         self.closed = False
         #: one future per waiting reader: a reader that is cancelled takes only its own
         self._waiters: list[asyncio.Future[None]] = []
+        self._listeners: list[Listener] = []
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -32,12 +40,28 @@ class EventLog:
         self.entries.append((event, raw))
 
     def notify(self) -> None:
+        listeners = self._listeners
+        if listeners:
+            self._listeners = []  # a listener registered meanwhile waits for the next notify
+            kept = [listener for listener in listeners if listener()]
+            if kept:
+                kept.extend(self._listeners)
+                self._listeners = kept
         waiters = self._waiters
         if waiters:
             self._waiters = []
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener`` on every ``notify()`` until it returns False or is removed."""
+        self._listeners.append(listener)
+
+    def unlisten(self, listener: Listener) -> None:
+        """Remove ``listener`` if it is registered (it may have removed itself already)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def close(self) -> None:
         """No more entries will come; readers drain what is left and stop. Idempotent."""

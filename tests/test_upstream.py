@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from sluice.errors import UpstreamBroken, UpstreamConnectError, UpstreamStalled, UpstreamStatus
-from sluice.upstream import UpstreamClient
+from sluice.upstream import Sink, UpstreamClient
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[None]]
 
@@ -64,6 +64,17 @@ def chunked(*pieces: bytes) -> bytes:
 OK_CHUNKED = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 )
+
+
+def collecting(pieces: list[bytes], count: int, then: Callable[[], None]) -> Sink:
+    """A sink that keeps the pieces and calls ``then`` once it has ``count`` of them."""
+
+    def sink(piece: bytes) -> None:
+        pieces.append(piece)
+        if len(pieces) == count:
+            then()
+
+    return sink
 
 
 async def collect(client: UpstreamClient, url: str) -> tuple[list[bytes], int]:
@@ -240,13 +251,7 @@ async def test_pause_stops_reading_and_resume_reads_on() -> None:
     async with origin(answer) as server:
         stream = await client.open(server.url, {}, b"")
         pieces: list[bytes] = []
-
-        def sink(piece: bytes) -> None:
-            pieces.append(piece)
-            if len(pieces) == 1:
-                stream.pause()
-
-        done = asyncio.ensure_future(stream.start(sink))
+        done = asyncio.ensure_future(stream.start(collecting(pieces, 1, stream.pause)))
         await asyncio.sleep(0.5)  # long enough for every piece to have been sent
         assert pieces == [b"piece 0;"] and not done.done()
         stream.resume()
@@ -274,13 +279,7 @@ async def test_close_mid_stream_closes_the_connection_and_finish_then_release_po
     async with origin(endless) as server:
         stream = await client.open(server.url, {}, b"")
         pieces: list[bytes] = []
-
-        def sink(piece: bytes) -> None:
-            pieces.append(piece)
-            if len(pieces) == 3:
-                stream.finish()
-
-        await stream.start(sink)
+        await stream.start(collecting(pieces, 3, stream.finish))
         stream.close()
         await asyncio.wait_for(server.closed_by_client.wait(), 10)
         assert len(pieces) == 3

@@ -29,10 +29,11 @@ from tests.proxies.measure import (
 )
 
 
-def assert_streamed(timing: StreamTiming, direct: StreamTiming) -> None:
+def assert_streamed(timing: StreamTiming, direct: StreamTiming, where: str = "") -> None:
     """Incremental delivery: the whole answer, its first token before the last one could have
-    been generated, arrivals spread over the generation, first token close to the direct one."""
-    assert timing.status == 200 and timing.complete, timing.figures()
+    been generated, arrivals spread over the generation, first token close to the direct one.
+    ``where`` names the path in the failure message when a test measures several."""
+    assert timing.status == 200 and timing.complete, (where, timing.figures())
     assert timing.text == direct.text
     assert timing.first < PACED_SPAN, timing.figures()
     assert timing.spread > PACED_SPAN / 2, timing.figures()
@@ -173,9 +174,9 @@ async def test_caddy_defaults_stream(gateway_with: Any, workdir: Path) -> None:
         deploy = servers.caddy_deploy_config(port, port_of(gw.url))
         async with servers.caddy(workdir / "deploy", deploy, port) as caddy:
             snippet = await chat_stream(caddy.url, headers=PACED)
-    assert_streamed(defaults, direct)
-    assert_streamed(flush_1s, direct)
-    assert_streamed(snippet, direct)
+    assert_streamed(defaults, direct, "caddy defaults")
+    assert_streamed(flush_1s, direct, "caddy flush_interval 1s")
+    assert_streamed(snippet, direct, "caddy deploy snippet")
 
 
 async def test_caddy_encode_holds_the_stream_until_its_end(

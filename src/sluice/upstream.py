@@ -124,24 +124,18 @@ class UpstreamResponse:
     # -- the consumer's side ------------------------------------------------------------------
 
     def start(self, sink: Sink) -> asyncio.Future[None]:
-        conn = self._conn
         done = self._done
-        if done is None:
-            assert conn is not None, "start() before release or close"
-            self._done = done = conn.loop.create_future()
-        else:  # the body broke before the consumer started: what came first is still delivered
-            self._sink = sink
-            for piece in self._buffered:
-                self._deliver(piece)
-            self._sink = None
-            self._buffered = []
-            return done
+        if done is None:  # else the body broke before the consumer started: done holds why
+            assert self._conn is not None, "start() before release or close"
+            self._done = done = self._conn.loop.create_future()
         buffered, self._buffered = self._buffered, []
         self._sink = sink
-        for piece in buffered:
+        for piece in buffered:  # what came before start(), or before the break
             self._deliver(piece)
-        if self._ended and not done.done():
-            done.set_result(None)
+        if self._ended:
+            self._sink = None
+            if not done.done():
+                done.set_result(None)
         return done
 
     def pause(self) -> None:
@@ -165,9 +159,7 @@ class UpstreamResponse:
         done = self._done
         if done is not None and not done.done():
             done.cancel()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        self._drop_connection()
 
     def release(self) -> None:
         conn, self._conn = self._conn, None
@@ -217,9 +209,7 @@ class UpstreamResponse:
             done = self._done  # set by start(), before the first piece is delivered
             if done is not None and not done.done():
                 done.set_exception(exc)
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+            self._drop_connection()
 
     def _on_end(self) -> None:
         if self._ended:
@@ -249,6 +239,9 @@ class UpstreamResponse:
                 self._done = done = asyncio.get_running_loop().create_future()
             if not done.done():
                 done.set_exception(exc)
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -332,9 +325,6 @@ class _Connection(asyncio.Protocol):
                 response._fail(_broken(response, f"upstream sent invalid HTTP: {exc}"))
             self.close()
 
-    def eof_received(self) -> bool | None:
-        return None  # close our side too; connection_lost follows
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._client._forget(self)
@@ -350,9 +340,6 @@ class _Connection(asyncio.Protocol):
         else:
             why = f": {type(exc).__name__}" if exc else ""
             response._fail(_broken(response, f"upstream closed the connection{why}"))
-
-    def pause_writing(self) -> None:  # one small request per connection: nothing to pause
-        pass
 
     # -- httptools callbacks ------------------------------------------------------------------
 

@@ -234,18 +234,17 @@ class SessionStream:
             return None
         now = asyncio.get_running_loop().time()
         message = {"type": "http.response.body", "body": b"".join(parts), "more_body": True}
-        sending = self._send(message)
+        sending: Awaitable[None] = self._send(message)
+        if type(sending) is CoroutineType:  # else a server whose send is another awaitable
+            try:
+                waiting = sending.send(None)
+            except StopIteration:  # written at once: the usual case
+                self._last_send = now
+                self._reader.advance(end)
+                return None
+            sending = _Resumed(sending, waiting)
         self._sending_since = now
-        if type(sending) is not CoroutineType:  # a server whose send is another awaitable
-            return sending
-        try:
-            waiting = sending.send(None)
-        except StopIteration:  # written at once: the usual case
-            self._sending_since = None
-            self._last_send = now
-            self._reader.advance(end)
-            return None
-        return _Resumed(sending, waiting)
+        return sending
 
     def _push(self) -> bool:
         """The log's listener: new entries, in the writer's call. Returns whether it wants the

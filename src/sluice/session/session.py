@@ -261,8 +261,11 @@ class Session:
             self.cancel("detach_grace_expired")
 
     def _reader_advanced(self) -> None:
-        if self._held_since is not None:
-            self._resume_if_caught_up()
+        """Reading resumes once every reader is within half the buffer."""
+        if self._held_since is not None and self._lag() <= self.settings.buffer_events // 2:
+            self._unhold()
+            if self._upstream is not None:
+                self._upstream.resume()
 
     def _lag(self) -> int:
         """How many entries the furthest-behind reader has still to send (0 without readers)."""
@@ -275,15 +278,11 @@ class Session:
         self._held_since = time.monotonic()
         upstream.pause()
 
-    def _resume_if_caught_up(self) -> None:
-        """Reading resumes once every reader is within half the buffer."""
-        held_since = self._held_since
-        if held_since is None or self._lag() > self.settings.buffer_events // 2:
-            return
-        self._held_since = None
-        self.clock.blocked += time.monotonic() - held_since
-        if self._upstream is not None:
-            self._upstream.resume()
+    def _unhold(self) -> None:
+        """The hold ends: its length counts as time the stream was blocked."""
+        if self._held_since is not None:
+            self.clock.blocked += time.monotonic() - self._held_since
+            self._held_since = None
 
     # -- the pump -----------------------------------------------------------------------------
 
@@ -433,9 +432,7 @@ class Session:
             raise
         finally:
             self.clock.ended = time.monotonic()
-            if self._held_since is not None:
-                self.clock.blocked += self.clock.ended - self._held_since
-                self._held_since = None
+            self._unhold()
             if reusable and self._pending_error is None:
                 upstream.release()
             else:

@@ -5,10 +5,11 @@ Lifecycle (see docs/architecture.md)::
     starting ──► streaming ──► finalizing ──► complete | errored | cancelled
         └──────────────────────────────┘ (an upstream error before the first byte, or Stop)
 
-The pump (``run``) is the only writer: it reads upstream chunks, decodes them, folds them
-through the wire adapter into normalised events, feeds the accumulator and the clock, and
-appends to the event log. Readers (HTTP connections, the operations center) follow the log.
-Sessions know nothing of HTTP serving.
+The pump (``run``) is the only writer: it opens the upstream and hands it a callback that,
+for each body chunk as the socket delivers it, decodes it, folds it through the wire adapter
+into normalised events, feeds the accumulator and the clock, and appends to the event log;
+the pump's task itself only waits for the body's end. Readers (HTTP connections, the
+operations center) follow the log. Sessions know nothing of HTTP serving.
 """
 
 from __future__ import annotations

@@ -103,3 +103,37 @@ async def test_a_retried_session_storing_its_log_again_merges_by_sequence(
     await store.put_events("op-1", [(1, "start", b"{}"), (2, "text", b'{"text":"a"}')])
     await store.put_events("op-1", [(2, "text", b'{"text":"a"}'), (3, "finish", b"{}")])
     assert [seq for seq, _, _ in await store.get_events("op-1")] == [1, 2, 3]
+
+
+async def test_sqlite_commits_a_long_queue_in_slices_with_the_loop_free_between(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"), commit_interval=0.0)
+    store.SLICE = 0.0  # one write per transaction
+    store.SLICE_PAUSE = 0.05
+    await store.open()
+    try:
+        writes = [asyncio.ensure_future(store.put(_record(f"op-{i}", float(i)))) for i in range(4)]
+        await asyncio.sleep(0.02)  # the first slice has run, the second waits for its pause
+        assert [w.done() for w in writes] == [True, False, False, False]
+        assert await store.get("op-0") is not None and await store.get("op-1") is None
+        await asyncio.gather(*writes)
+        assert len(await store.query()) == 4
+    finally:
+        await store.close()
+
+
+async def test_sqlite_close_commits_every_slice_still_queued(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"), commit_interval=10.0)
+    store.SLICE = 0.0
+    await store.open()
+    writes = [asyncio.ensure_future(store.put(_record(f"op-{i}", float(i)))) for i in range(5)]
+    await asyncio.sleep(0)  # queued, none committed: the commit interval is ten seconds away
+    await store.close()
+    assert all(w.done() and w.exception() is None for w in writes)
+    reopened = SQLiteStore(str(tmp_path / "s.db"))
+    await reopened.open()
+    try:
+        assert len(await reopened.query()) == 5
+    finally:
+        await reopened.close()

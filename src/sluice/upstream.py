@@ -44,6 +44,7 @@ from sluice.errors import (
     UpstreamStatus,
     classify_status,
 )
+from sluice.wheel import wheel
 
 Sink = Callable[[bytes], None]
 
@@ -278,6 +279,7 @@ class _Connection(asyncio.Protocol):
         "_parser",
         "_paused",
         "_received",
+        "_stall",
         "closed",
         "key",
         "loop",
@@ -295,8 +297,10 @@ class _Connection(asyncio.Protocol):
         self.response: UpstreamResponse | None = None
         self._header_list: list[tuple[bytes, bytes]] = []
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._deadline: asyncio.TimerHandle | None = None
+        #: the stall deadline's slot on the loop's deadline wheel
+        self._deadline: int | None = None
         self._last_byte = 0.0
+        self._stall = 0.0
         self._received = False
         self._eof_body = False
         self._keep_alive = False
@@ -388,17 +392,19 @@ class _Connection(asyncio.Protocol):
         self._eof_body = False
         self.transport.write(head + body)
         if stall:
+            self._stall = stall
             self._last_byte = self.loop.time()
-            self._deadline = self.loop.call_later(stall, self._check_stall, stall)
+            self._deadline = wheel().call_later(stall, self, self._check_stall)
         return response
 
-    def _check_stall(self, stall: float) -> None:
+    def _check_stall(self) -> None:
         """The stall deadline, checked lazily: re-armed for the last byte's time plus the
         deadline, so a chunk costs one clock read and no timer."""
         response = self.response
         if response is None or self.closed:
             return
         now = self.loop.time()
+        stall = self._stall
         if self._paused:  # the consumer is behind: the silence is ours, not the provider's
             self._last_byte = now
         elif now - self._last_byte >= stall:
@@ -410,7 +416,7 @@ class _Connection(asyncio.Protocol):
                 response._fail(UpstreamConnectError(f"no answer from the upstream: {message}"))
             self.close()
             return
-        self._deadline = self.loop.call_at(self._last_byte + stall, self._check_stall, stall)
+        self._deadline = wheel().call_at(self._last_byte + stall, self, self._check_stall)
 
     def pause(self) -> None:
         if not self._paused and self.transport is not None and not self.closed:
@@ -455,7 +461,7 @@ class _Connection(asyncio.Protocol):
             self._idle_timer.cancel()
             self._idle_timer = None
         if self._deadline is not None:
-            self._deadline.cancel()
+            wheel().cancel(self._deadline, self)
             self._deadline = None
 
 

@@ -68,10 +68,10 @@ class GatewayUnderTest:
 
 
 @asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[GatewayUnderTest]:
+async def running_gateway(settings: Settings, **server: Any) -> AsyncIterator[GatewayUnderTest]:
     app = create_app(settings)
     async with (
-        RunningServer(app) as server,
+        RunningServer(app, **server) as server,
         httpx.AsyncClient(base_url=server.url, timeout=30) as http,
     ):
         yield GatewayUnderTest(server.url, app.state.gateway, http)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sluice.sse import SSEDecoder
-from tests.conftest import GatewayUnderTest
+from tests.conftest import GatewayUnderTest, running_gateway
+from tests.conftest import test_settings as settings_for
 
 MSG = [{"role": "user", "content": "Tell me about refunds."}]
 LONG = {"x-sim-token-rate": "200", "x-sim-output-tokens": "5000"}
@@ -131,6 +133,19 @@ async def test_policy_cancel_stops_the_provider_when_the_client_goes(
     assert record["state"] == "cancelled" and record["cancel_reason"] == "client_disconnected"
     assert record["disconnects"][0]["reason"] == "client_disconnected"
     await assert_generation_stopped(gateway, session_id)
+
+
+async def test_a_server_without_the_disconnect_hook_still_stops_the_provider(
+    tmp_path: Path,
+) -> None:
+    # Under uvicorn's own protocol (or any other ASGI server) no scope carries the hook: a
+    # task waiting on ``receive()`` notices the client leaving instead.
+    async with running_gateway(settings_for(tmp_path), http="httptools") as gw:
+        session_id = await start(gw, headers=LONG)
+        await read_some(gw, f"/api/sessions/{session_id}/events", 10)
+        record = await gw.final_record(session_id)
+        assert record["cancel_reason"] == "client_disconnected"
+        await assert_generation_stopped(gw, session_id)
 
 
 async def test_policy_detach_keeps_generating_until_the_grace_period_ends(

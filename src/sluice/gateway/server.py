@@ -11,13 +11,35 @@ from collections.abc import Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sluice.config import Settings
 from sluice.gateway.app import Gateway, create_app
 from sluice.gateway.gcpolicy import collect_when_idle, tune_gc
+from sluice.gateway.siblings import DISCONNECT_HOOK, DisconnectHook
 from sluice.logs import kv
 
 log = logging.getLogger("sluice.server")
+
+
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol, which also tells a streaming response the moment its
+    client leaves: each request's scope carries a ``DisconnectHook``, called from
+    ``connection_lost``. Without it every open stream would need a task waiting on
+    ``receive()`` for the disconnect: about 1 KB per stream, a twentieth of an idle stream's
+    cost."""
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope[DISCONNECT_HOOK] = DisconnectHook()  # type: ignore[literal-required]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            hook = cycle.scope.get(DISCONNECT_HOOK)
+            if isinstance(hook, DisconnectHook):
+                hook.connection_lost()
 
 
 class _Server(uvicorn.Server):
@@ -32,7 +54,14 @@ class _Server(uvicorn.Server):
 class RunningServer:
     """A uvicorn server started inside the current event loop; ``url`` is known once started."""
 
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        http: type[asyncio.Protocol] | str = _Protocol,
+    ) -> None:
         self.app = app
         self.host = host
         self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -41,7 +70,7 @@ class RunningServer:
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(
             app,
-            http="httptools",
+            http=http,  # ``"httptools"``: uvicorn's own, without the disconnect hook
             loop="none",
             lifespan="on",
             log_level="warning",

@@ -8,6 +8,7 @@ passed, ends the rest. Every task is awaited before this returns: none outlives 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import Receive
@@ -23,6 +24,28 @@ async def first_to_finish(*tasks: asyncio.Future[Any]) -> set[asyncio.Future[Any
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return done
+
+
+#: The scope key under which the gateway's server offers a ``DisconnectHook`` (see
+#: ``server._Protocol``); other ASGI servers do not, and their clients are watched by a task.
+DISCONNECT_HOOK = "sluice.disconnect"
+
+
+class DisconnectHook:
+    """Set by the server when the client's connection is lost; a streaming response that puts
+    its ``callback`` here learns of it at once, with no task waiting on ``receive()``."""
+
+    __slots__ = ("callback", "lost")
+
+    def __init__(self) -> None:
+        self.lost = False
+        self.callback: Callable[[], object] | None = None
+
+    def connection_lost(self) -> None:
+        self.lost = True
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback()
 
 
 async def wait_disconnect(receive: Receive) -> None:

@@ -28,9 +28,10 @@ from starlette.types import Receive, Scope, Send
 
 from sluice.errors import ClientTooSlow
 from sluice.gateway.presenters import NativePresenter, Presenter
-from sluice.gateway.siblings import wait_disconnect
+from sluice.gateway.siblings import DISCONNECT_HOOK, DisconnectHook, wait_disconnect
 from sluice.session.session import Reader, Session
 from sluice.sse import encode_comment
+from sluice.wheel import wheel
 
 log = logging.getLogger("sluice.gateway")
 
@@ -71,7 +72,8 @@ class SessionStream:
         self._last_send = 0.0
         self._sending_since: float | None = None
         self._relay_task: asyncio.Task[Any]
-        self._timer: asyncio.TimerHandle
+        #: the watchdog's slot on the loop's deadline wheel
+        self._slot = 0
         #: how often the watchdog looks: a quarter of the shorter of its two intervals
         self._tick = max(0.01, min(self.heartbeat or self.send_timeout, self.send_timeout) / 4)
         self._ping: asyncio.Task[None] | None = None
@@ -97,10 +99,18 @@ class SessionStream:
         relay = asyncio.current_task()
         assert relay is not None
         reader = session.attach(self.after)
-        watcher = asyncio.ensure_future(wait_disconnect(receive))
-        watcher.add_done_callback(lambda _: self._end("client_disconnected"))
         self._relay_task = relay
-        self._timer = loop.call_later(self._tick, self._watch, send)
+        watcher: asyncio.Task[None] | None = None
+        hook = scope.get(DISCONNECT_HOOK)
+        if isinstance(hook, DisconnectHook):  # the server says when the client leaves
+            hook.callback = self._client_left
+            if hook.lost:
+                self._client_left()
+        else:
+            watcher = asyncio.ensure_future(wait_disconnect(receive))
+            watcher.add_done_callback(lambda _: self._client_left())
+        self._send = send
+        self._slot = wheel().call_later(self._tick, self, self._watch)
         try:
             await self._relay(send, reader)
         except asyncio.CancelledError:
@@ -115,7 +125,9 @@ class SessionStream:
             session.detach(reader, None)
         finally:
             self._stopped = True
-            self._timer.cancel()
+            wheel().cancel(self._slot, self)
+            if isinstance(hook, DisconnectHook):
+                hook.callback = None
             siblings = [t for t in (watcher, self._ping) if t is not None]
             for task in siblings:
                 task.cancel()
@@ -134,6 +146,9 @@ class SessionStream:
         self._consumed = True
         return relay.uncancel() == 0
 
+    def _client_left(self) -> None:
+        self._end("client_disconnected")
+
     def _end(self, reason: str) -> None:
         """The watcher or the watchdog ends the stream: the relay is cancelled with ``reason``
         (the first reason wins; none once the relay itself is done)."""
@@ -142,7 +157,7 @@ class SessionStream:
         self._ended_by = reason
         self._relay_task.cancel()
 
-    def _watch(self, send: Send) -> None:
+    def _watch(self) -> None:
         """The watchdog, every tick: a heartbeat when the stream is idle, the send deadline
         when a write is blocked."""
         if self._stopped:
@@ -159,10 +174,10 @@ class SessionStream:
         elif self._ping is None and heartbeat:
             idle = now - self._last_send
             if idle >= heartbeat:
-                self._ping = asyncio.ensure_future(self._send_ping(send))
+                self._ping = asyncio.ensure_future(self._send_ping(self._send))
             else:
                 tick = min(tick, heartbeat - idle)
-        self._timer = loop.call_later(tick, self._watch, send)
+        self._slot = wheel().call_at(now + tick, self, self._watch)
 
     async def _send_ping(self, send: Send) -> None:
         loop = asyncio.get_running_loop()

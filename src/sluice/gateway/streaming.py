@@ -109,7 +109,6 @@ class SessionStream:
         else:
             watcher = asyncio.ensure_future(wait_disconnect(receive))
             watcher.add_done_callback(lambda _: self._client_left())
-        self._send = send
         self._slot = wheel().call_later(self._tick, self, self._watch)
         try:
             await self._relay(send, reader)

@@ -3,6 +3,8 @@
 Each streaming response runs its writer beside a watcher of the client (and sometimes a
 watchdog); whichever ends first, because the stream is over, the client left or a deadline
 passed, ends the rest. Every task is awaited before this returns: none outlives the response.
+The relay of a session's stream, the one kept open by the thousand, watches its client with
+no task where the server offers a ``DisconnectHook``.
 """
 
 from __future__ import annotations

@@ -218,9 +218,9 @@ class SQLiteStore:
         return future
 
     def _flush(self) -> None:
-        """Commit what is queued, oldest first, in transactions of at most ``SLICE`` seconds of
-        work each; what is left waits for the loop's next turn, after the sockets are served.
-        Each write gets its own outcome when its transaction ends."""
+        """Commit what is queued, oldest first, in one transaction of at most ``SLICE``
+        seconds of writes; what is left follows ``SLICE_PAUSE`` later. Each write gets its own
+        outcome when its transaction ends."""
         self._flush_handle = None
         db = self._db
         if db is None:
@@ -370,13 +370,10 @@ class SQLiteStore:
         return [] if blob is None else [e for e in _decode_events(blob) if e[0] > after]
 
     async def close(self) -> None:
-        while self._queue:  # every slice now, not one per turn of the loop
+        while self._queue:  # every slice now, with no pause between them
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
             self._flush()
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
         if self._checkpoint is not None:
             await asyncio.shield(self._checkpoint)
         db, reader = self._db, self._reader

@@ -14,6 +14,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import orjson
@@ -300,13 +301,17 @@ class Gateway:
         if session.failed_before_stream and session.error is not None:
             return self._session_error(session, fmt, headers)
         if turn.stream:
-            encoder = client_encoder(
-                endpoint, _response_id(endpoint, session.id), turn.model, turn.include_usage
+            encoder = partial(
+                client_encoder,
+                endpoint,
+                _response_id(endpoint, session.id),
+                turn.model,
+                turn.include_usage,
             )
             presenter: Presenter = (
                 PassthroughPresenter(encoder)
                 if session.spec.passthrough
-                else TranslatingPresenter(encoder)
+                else TranslatingPresenter(encoder())
             )
             return SessionStream(session, presenter)  # type: ignore[return-value]
         await session.settled.wait()

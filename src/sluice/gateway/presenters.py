@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import orjson
@@ -40,11 +41,15 @@ def client_encoder(
 
 
 class PassthroughPresenter:
-    __slots__ = ("_encoder", "finished")
+    """The upstream's bytes as they are. The client's encoder is needed only to say an error
+    Sluice found itself, so it is made then, by ``make_encoder``: the two frame prefixes it
+    precomputes would otherwise be some 500 bytes held by every open stream."""
+
+    __slots__ = ("_make_encoder", "finished")
     follows_finalization = False
 
-    def __init__(self, encoder: StreamEncoder) -> None:
-        self._encoder = encoder
+    def __init__(self, make_encoder: Callable[[], StreamEncoder]) -> None:
+        self._make_encoder = make_encoder
         self.finished = False
 
     def render(self, seq: int, event: ev.Event | None, raw: bytes) -> bytes:
@@ -53,7 +58,7 @@ class PassthroughPresenter:
             if not raw and type(event) is ev.Error:
                 # Sluice found this error itself (a broken or truncated upstream, a Stop):
                 # say so in the client's own format rather than ending silently.
-                return self._encoder.encode(event)
+                return self._make_encoder().encode(event)
         return raw
 
     def close(self) -> bytes:

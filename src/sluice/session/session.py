@@ -146,7 +146,7 @@ class Session:
         self.cancel_reason: str | None = None
         self.attempts = 1
         #: client connections currently following this session's log
-        self.readers: set[Reader] = set()
+        self.readers: list[Reader] = []
         #: how readers left early (client_disconnected, client_too_slow), for the record
         self.disconnects: list[dict[str, Any]] = []
         #: errors of earlier attempts (retried before the stream, or whole-turn retries)
@@ -221,7 +221,7 @@ class Session:
     def attach(self, after: int) -> Reader:
         """A client connection starts following the log after sequence number ``after``."""
         reader = Reader(self, min(after, len(self.log)))
-        self.readers.add(reader)
+        self.readers.append(reader)
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
@@ -230,7 +230,8 @@ class Session:
     def detach(self, reader: Reader, reason: str | None) -> None:
         """A reader is done. ``reason`` is None when it read to the end, else why it left
         early; the disconnect policy then decides what happens to the generation."""
-        self.readers.discard(reader)
+        if reader in self.readers:
+            self.readers.remove(reader)
         self._reader_advanced()
         if reason is None:
             return
@@ -291,6 +292,7 @@ class Session:
         """Owned by the manager's task; finalisation is shielded so a Stop still ends with a
         stored record."""
         self._stored_initial = asyncio.ensure_future(self.owner.store.put(self.record()))
+        self._stored_initial.add_done_callback(self._initial_stored)
         try:
             await self._attempts()
         except asyncio.CancelledError:
@@ -302,6 +304,12 @@ class Session:
             await asyncio.shield(self._finish(ERRORED))
         else:
             await asyncio.shield(self._finish(ERRORED if self.error else COMPLETE))
+
+    def _initial_stored(self, stored: asyncio.Future[None]) -> None:
+        """Let go of the first write once it succeeded (a failure is kept for ``_finish``
+        to report): a long stream should not hold a finished task."""
+        if stored is self._stored_initial and not stored.cancelled() and not stored.exception():
+            self._stored_initial = None
 
     async def _attempts(self) -> None:
         """Open the upstream, retrying refusals before the stream; relay; and, where the

@@ -52,6 +52,10 @@ _FINISH = {
 }
 
 
+#: no tool call ended yet (shared: an empty set would be 216 bytes per open stream)
+_NONE_CLOSED: frozenset[int] = frozenset()
+
+
 class ChatStreamAdapter(WireFold):
     """A fold from Chat Completions chunks to normalised events.
 
@@ -69,7 +73,7 @@ class ChatStreamAdapter(WireFold):
         super().__init__()
         self._started = False
         self._finish: str | None = None  # the raw finish_reason, once seen
-        self._closed: set[int] = set()  # tool call indexes already ended
+        self._closed = _NONE_CLOSED  # tool call indexes already ended
 
     def feed(self, event: str, data: str) -> list[Event]:
         if data.startswith("[DONE]") and not self.done:  # the SDKs test the prefix, too
@@ -124,7 +128,7 @@ class ChatStreamAdapter(WireFold):
         reason = choice.get("finish_reason")
         if reason and isinstance(reason, str) and self._finish is None:
             self._finish = reason
-            self._closed.update(self._calls)
+            self._closed = frozenset(self._calls)
             if reason == "length":
                 # The output limit cut the calls: incomplete, as the other formats say it,
                 # even where the cut arguments happen to parse.

@@ -107,6 +107,32 @@ async def test_a_chunked_body_is_pushed_as_it_arrives_and_the_connection_is_reus
     assert b"content-type: application/json\r\n" in request
 
 
+async def test_a_response_keeps_only_the_headers_it_reads() -> None:
+    """A provider's twenty-odd other headers (rate limits, cookies, CDN) are not held by every
+    open stream; the request id and the framing headers are."""
+
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Request-Id: req_1\r\n"
+            b"x-ratelimit-remaining-tokens: 999\r\nset-cookie: a=b\r\ncf-ray: 1\r\n"
+            b"transfer-encoding: chunked\r\n\r\n" + chunked(b"data: 1\n\n")
+        )
+
+    client = UpstreamClient()
+    async with origin(answer) as server:
+        stream = await client.open(server.url, {}, b"{}")
+        pieces: list[bytes] = []
+        await stream.start(pieces.append)
+        stream.release()
+    await client.close()
+    assert b"".join(pieces) == b"data: 1\n\n"
+    assert dict(stream.headers) == {
+        "content-type": "text/event-stream",
+        "x-request-id": "req_1",
+        "transfer-encoding": "chunked",
+    }
+
+
 async def test_a_body_with_a_length_or_up_to_the_connections_end() -> None:
     async def with_length(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
         w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")

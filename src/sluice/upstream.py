@@ -48,6 +48,22 @@ from sluice.wheel import wheel
 
 Sink = Callable[[bytes], None]
 
+#: The response headers a response keeps (``UpstreamStream.headers``): those this module and
+#: the sessions read, and the provider's request id. A provider's response carries twenty or
+#: so others (rate-limit counters, cookies, CDN and tracing headers): some 4 KB of strings
+#: that every open stream would hold for nothing.
+KEPT_HEADERS = frozenset(
+    {
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "request-id",
+        "retry-after",
+        "transfer-encoding",
+        "x-request-id",
+    }
+)
+
 _MAX_ERROR_BODY = 64 * 1024
 #: how long an idle pooled connection is kept (aiohttp's default, and below the idle timeouts
 #: of the common servers and load balancers, so the pool rarely hands out a closed one)
@@ -60,6 +76,7 @@ class UpstreamStream(Protocol):
     """One streaming response, as the sessions see it."""
 
     status: int
+    #: the headers named in ``KEPT_HEADERS``, by lowercase name
     headers: Mapping[str, str]
 
     def start(self, sink: Sink) -> Awaitable[None]:
@@ -359,6 +376,8 @@ class _Connection(asyncio.Protocol):
         headers: dict[str, str] = {}
         for name, value in raw:
             key = name.decode("latin-1").lower()
+            if key not in KEPT_HEADERS:
+                continue
             text = value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
         self._eof_body = "content-length" not in headers and "chunked" not in headers.get(

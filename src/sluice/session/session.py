@@ -94,6 +94,48 @@ class Reader:
         self.session._reader_advanced()
 
 
+class _Pump:
+    """One upstream response's body into its session: bytes → SSE frames → the adapter's
+    events → accumulator, clock and log. ``feed`` is called from the connection's read
+    callback, with no task in between. (An object rather than a closure: one small block
+    per open stream instead of a cell for each captured name.)"""
+
+    __slots__ = ("adapter", "decoder", "drop_usage_frame", "limit", "session", "upstream")
+
+    def __init__(self, session: Session, upstream: UpstreamStream) -> None:
+        spec = session.spec
+        self.session = session
+        self.upstream = upstream
+        self.adapter = ADAPTERS[session.route.wire]()
+        self.decoder = SSEDecoder(keep_raw=spec.passthrough)
+        self.drop_usage_frame = (
+            spec.passthrough and spec.endpoint == "chat" and not spec.turn.include_usage
+        )
+        self.limit = session.settings.buffer_events
+
+    def feed(self, chunk: bytes) -> None:
+        """One piece of the upstream body."""
+        now = time.monotonic()
+        session, adapter = self.session, self.adapter
+        entries = session.log
+        for sse in self.decoder.decode(chunk):
+            produced = adapter.feed(sse.event, sse.data)
+            raw = sse.raw
+            if self.drop_usage_frame and adapter.last_was_usage_only:
+                raw = b""
+            if produced:
+                session._on_events(produced, raw, now)
+            elif raw:
+                entries.append(None, raw)
+        entries.notify()
+        if adapter.done:
+            self.upstream.finish()
+        else:
+            limit = self.limit
+            if len(entries) > limit and session._held_since is None and session._lag() > limit:
+                session._hold(self.upstream)
+
+
 class Session:
     #: tens of thousands may be live at once: no instance dict
     __slots__ = (
@@ -381,7 +423,6 @@ class Session:
     async def _relay(self, upstream: UpstreamStream) -> ev.Error | None:
         """Relay one upstream response into the log. Returns the terminal error, if any, still
         unlogged: the caller decides between ending with it and retrying the turn."""
-        spec = self.spec
         self._upstream = upstream
         if self.clock.upstream_open is None:
             self.clock.upstream_open = time.monotonic()
@@ -390,37 +431,13 @@ class Session:
             self.ready.set_result(None)
         self._pending_error = None
 
-        adapter = ADAPTERS[self.route.wire]()
-        decoder = SSEDecoder(keep_raw=spec.passthrough)
-        drop_usage_frame = (
-            spec.passthrough and spec.endpoint == "chat" and not spec.turn.include_usage
-        )
+        pump = _Pump(self, upstream)
+        adapter, decoder, on_events = pump.adapter, pump.decoder, self._on_events
         entries = self.log
-        on_events = self._on_events
-        limit = self.settings.buffer_events
-
-        def on_chunk(chunk: bytes) -> None:
-            """One piece of the upstream body, called from the connection's read callback."""
-            now = time.monotonic()
-            for sse in decoder.decode(chunk):
-                produced = adapter.feed(sse.event, sse.data)
-                raw = sse.raw
-                if drop_usage_frame and adapter.last_was_usage_only:
-                    raw = b""
-                if produced:
-                    on_events(produced, raw, now)
-                elif raw:
-                    entries.append(None, raw)
-            entries.notify()
-            if adapter.done:
-                upstream.finish()
-            elif len(entries) > limit and self._held_since is None and self._lag() > limit:
-                self._hold(upstream)
-
         #: the stream reached its end: the connection may serve another request
         reusable = False
         try:
-            await upstream.start(on_chunk)
+            await upstream.start(pump.feed)
             reusable = adapter.done
             if not reusable:
                 for sse in decoder.flush():

@@ -1,4 +1,4 @@
-"""The gateway's server tells a response the moment its client leaves (``DisconnectHook``)."""
+"""The gateway's server tells a response the moment its client leaves (``ConnectionHook``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from sluice.gateway.server import RunningServer
-from sluice.gateway.siblings import DISCONNECT_HOOK, DisconnectHook
+from sluice.gateway.siblings import CONNECTION_HOOK, ConnectionHook
 
 
 async def test_the_hook_is_called_when_the_client_leaves_mid_response() -> None:
@@ -16,7 +16,7 @@ async def test_the_hook_is_called_when_the_client_leaves_mid_response() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        hook = scope.get(DISCONNECT_HOOK)
+        hook = scope.get(CONNECTION_HOOK)
         seen.append(hook)
         hook.callback = left.set
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -30,10 +30,10 @@ async def test_the_hook_is_called_when_the_client_leaves_mid_response() -> None:
         writer.close()
         await asyncio.wait_for(left.wait(), 10)
     [hook] = seen
-    assert isinstance(hook, DisconnectHook) and hook.lost and hook.callback is None
+    assert isinstance(hook, ConnectionHook) and hook.lost and hook.callback is None
 
 
 def test_a_hook_set_after_the_client_left_says_so() -> None:
-    hook = DisconnectHook()
+    hook = ConnectionHook()
     hook.connection_lost()
     assert hook.lost and hook.callback is None

@@ -8,6 +8,7 @@ from collections import deque
 from typing import Any
 
 from sluice.gateway.server import RunningServer
+from sluice.gateway.siblings import CONNECTION_HOOK
 from sluice.session.flag import Flag
 
 
@@ -95,3 +96,58 @@ async def test_a_connection_holds_no_asyncio_event() -> None:
         assert type(protocol.cycle.message_event) is Flag
         assert not isinstance(protocol.pipeline, deque)
         writer.close()
+
+
+async def test_the_hook_writes_a_chunk_directly_only_into_a_started_chunked_body() -> None:
+    answers: list[tuple[str, bool]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        hook = scope[CONNECTION_HOOK]
+        answers.append(("before the start", hook.write(b"early")))
+        if scope["path"] == "/length":
+            headers = [(b"content-length", b"4")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            answers.append(("framed by length", hook.write(b"late")))
+            await send({"type": "http.response.body", "body": b"body"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        answers.append(("chunked", hook.write(b"direct")))
+        await send({"type": "http.response.body", "body": b"+asgi", "more_body": False})
+        answers.append(("after the end", hook.write(b"late")))
+
+    async with RunningServer(app) as server:
+        chunked = await _exchange(server.port, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", b"0\r\n\r\n")
+        by_length = await _exchange(
+            server.port, b"GET /length HTTP/1.1\r\nhost: x\r\n\r\n", b"\r\n\r\nbody"
+        )
+    assert chunked.endswith(b"\r\n\r\n6\r\ndirect\r\n5\r\n+asgi\r\n0\r\n\r\n")
+    assert by_length.endswith(b"content-length: 4\r\n\r\nbody")
+    assert answers == [
+        ("before the start", False),
+        ("chunked", True),
+        ("after the end", False),
+        ("before the start", False),
+        ("framed by length", False),
+    ]
+
+
+async def test_the_hook_writes_nothing_while_the_clients_socket_is_full() -> None:
+    written: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        [protocol] = list(server.server.server_state.connections)
+        protocol.pause_writing()  # as the transport does past its high-water mark
+        written.append(scope[CONNECTION_HOOK].write(b"held back"))
+        protocol.resume_writing()
+        written.append(scope[CONNECTION_HOOK].write(b"sent"))
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async with RunningServer(app) as server:
+        answer = await _exchange(server.port, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", b"0\r\n\r\n")
+    assert written == [False, True]
+    assert b"held back" not in answer and b"4\r\nsent\r\n" in answer

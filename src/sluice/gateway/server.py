@@ -7,17 +7,18 @@ import contextlib
 import logging
 import signal
 import socket
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from sluice.config import Settings
 from sluice.gateway.app import Gateway, create_app
 from sluice.gateway.gcpolicy import collect_when_idle, tune_gc
-from sluice.gateway.siblings import DISCONNECT_HOOK, DisconnectHook
+from sluice.gateway.siblings import CONNECTION_HOOK, ConnectionHook
 from sluice.logs import kv
 from sluice.session.flag import Flag
 
@@ -34,7 +35,7 @@ class _Protocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol, lighter per connection, which also tells a streaming
     response the moment its client leaves.
 
-    - Each request's scope carries a ``DisconnectHook``, called from ``connection_lost``.
+    - Each request's scope carries a ``ConnectionHook``, called from ``connection_lost``.
       Without it every open stream would need a task waiting on ``receive()`` for the
       disconnect: about 1 KB per stream.
     - uvicorn gives every connection two ``asyncio.Event``s (the flow control's "writable"
@@ -58,7 +59,7 @@ class _Protocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope[DISCONNECT_HOOK] = DisconnectHook()  # type: ignore[literal-required]
+        self.scope[CONNECTION_HOOK] = _Hook()  # type: ignore[literal-required]
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = _HEADER_NAMES.get(name)
@@ -73,16 +74,51 @@ class _Protocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         previous = self.cycle
         super().on_headers_complete()
-        if self.cycle is not previous:  # a new request (not an upgrade); nothing waits yet
-            self.cycle.message_event = Flag()  # type: ignore[assignment]
+        cycle = self.cycle
+        if cycle is not previous:  # a new request (not an upgrade); nothing waits yet
+            cycle.message_event = Flag()  # type: ignore[assignment]
+            hook = cycle.scope.get(CONNECTION_HOOK)
+            if type(hook) is _Hook:
+                hook.cycle = weakref.ref(cycle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         cycle = self.cycle
         super().connection_lost(exc)
         if cycle is not None and not cycle.response_complete:
-            hook = cycle.scope.get(DISCONNECT_HOOK)
-            if isinstance(hook, DisconnectHook):
+            hook = cycle.scope.get(CONNECTION_HOOK)
+            if isinstance(hook, ConnectionHook):
                 hook.connection_lost()
+
+
+class _Hook(ConnectionHook):
+    """The connection hook of one request on ``_Protocol``: ``write()`` frames a body chunk
+    and hands it to the transport, as uvicorn's ``send`` would, when the response has
+    started with chunked framing, the client is there and its socket is not full. Otherwise
+    it writes nothing, and the caller's ``send`` does what uvicorn does in those cases (wait
+    for the socket, drop the write of a client that left, frame by length or not at all).
+
+    The cycle is held weakly: it holds the scope, which holds this hook, and a cycle of
+    references would outlive its request until a full collection."""
+
+    __slots__ = ("cycle",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cycle: weakref.ref[RequestResponseCycle] | None = None
+
+    def write(self, body: bytes) -> bool:
+        ref = self.cycle
+        cycle = ref() if ref is not None else None
+        if (
+            cycle is None
+            or not cycle.chunked_encoding  # not started, or framed by length, or HEAD
+            or cycle.response_complete
+            or cycle.disconnected
+            or cycle.flow.write_paused
+        ):
+            return False
+        cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        return True
 
 
 class _Pipeline(list[Any]):

@@ -4,7 +4,7 @@ Each streaming response runs its writer beside a watcher of the client (and some
 watchdog); whichever ends first, because the stream is over, the client left or a deadline
 passed, ends the rest. Every task is awaited before this returns: none outlives the response.
 The relay of a session's stream, the one kept open by the thousand, watches its client with
-no task where the server offers a ``DisconnectHook``.
+no task where the server offers a ``ConnectionHook``.
 """
 
 from __future__ import annotations
@@ -28,14 +28,17 @@ async def first_to_finish(*tasks: asyncio.Future[Any]) -> set[asyncio.Future[Any
     return done
 
 
-#: The scope key under which the gateway's server offers a ``DisconnectHook`` (see
+#: The scope key under which the gateway's server offers a ``ConnectionHook`` (see
 #: ``server._Protocol``); other ASGI servers do not, and their clients are watched by a task.
-DISCONNECT_HOOK = "sluice.disconnect"
+CONNECTION_HOOK = "sluice.connection"
 
 
-class DisconnectHook:
-    """Set by the server when the client's connection is lost; a streaming response that puts
-    its ``callback`` here learns of it at once, with no task waiting on ``receive()``."""
+class ConnectionHook:
+    """What the gateway's server offers a streaming response beyond ASGI, for its client's
+    connection: ``lost`` and ``callback``, set and called by the server when the client's
+    connection is lost, so that the response learns of it at once, with no task waiting on
+    ``receive()``; and ``write()``, a body chunk written straight to the socket when that can
+    be done at once, with no ASGI message and no coroutine for it."""
 
     __slots__ = ("callback", "lost")
 
@@ -48,6 +51,12 @@ class DisconnectHook:
         callback, self.callback = self.callback, None
         if callback is not None:
             callback()
+
+    def write(self, body: bytes) -> bool:
+        """Write ``body`` (not empty) as the next piece of a started response body, if it can
+        be written now; False means nothing was written, and the caller sends it the ASGI
+        way (which also waits while the client's socket is full). This base writes nothing."""
+        return False
 
 
 async def wait_disconnect(receive: Receive) -> None:

@@ -1,12 +1,14 @@
 """The SSE response that relays a session's event log to one client connection.
 
-The relay belongs to the response's own task: log → presenter → ``send``, one ``send`` per
+The relay belongs to the response's own task: log → presenter → ``send``, one write per
 batch of new entries. While the client keeps up, the task sleeps and the log's listener
 (``_push``) does the relay's work in the upstream's read callback: a chunk reaches the client's
-socket with no task switch. The task takes over when a write blocks (the socket is full) and at
-the end. Beside it, per connection:
+socket with no task switch, and, under the gateway's own server, with no ASGI message either
+(``ConnectionHook.write``). The task takes over when a write blocks (the socket is full) and
+at the end. Beside it, per connection:
 
-- a disconnect watcher task: ``receive`` until ``http.disconnect``;
+- the server's ``ConnectionHook`` says when the client leaves; under another ASGI server, a
+  watcher task does (``receive`` until ``http.disconnect``);
 - a watchdog timer (a loop callback, no task): it starts a ``: ping`` comment whenever nothing
   was sent for a heartbeat interval, and ends the stream with ``ClientTooSlow`` when one write
   has been blocked (the client's socket full) for longer than the send deadline.
@@ -28,7 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from sluice.errors import ClientTooSlow
 from sluice.gateway.presenters import NativePresenter, Presenter
-from sluice.gateway.siblings import DISCONNECT_HOOK, DisconnectHook, wait_disconnect
+from sluice.gateway.siblings import CONNECTION_HOOK, ConnectionHook, wait_disconnect
 from sluice.session.session import Reader, Session
 from sluice.sse import encode_comment
 from sluice.wheel import wheel
@@ -49,6 +51,9 @@ def sse_headers(buffering_header: bool, *extra: tuple[bytes, bytes]) -> list[tup
     if buffering_header:
         return [*SSE_HEADERS, *extra]
     return [*(h for h in SSE_HEADERS if h[0] != b"x-accel-buffering"), *extra]
+
+
+_NO_HOOK = ConnectionHook()
 
 
 class SessionStream:
@@ -87,6 +92,8 @@ class SessionStream:
         self._position = 0
         self._wake: asyncio.Future[None] | None = None
         self._blocked: Awaitable[None] | None = None
+        #: the server's hook for this connection; the base one writes nothing directly
+        self._hook = _NO_HOOK
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self.session
@@ -101,8 +108,9 @@ class SessionStream:
         reader = session.attach(self.after)
         self._relay_task = relay
         watcher: asyncio.Task[None] | None = None
-        hook = scope.get(DISCONNECT_HOOK)
-        if isinstance(hook, DisconnectHook):  # the server says when the client leaves
+        hook = scope.get(CONNECTION_HOOK)
+        if isinstance(hook, ConnectionHook):  # the server says when the client leaves
+            self._hook = hook
             hook.callback = self._client_left
             if hook.lost:
                 self._client_left()
@@ -125,7 +133,7 @@ class SessionStream:
         finally:
             self._stopped = True
             wheel().cancel(self._slot, self)
-            if isinstance(hook, DisconnectHook):
+            if isinstance(hook, ConnectionHook):
                 hook.callback = None
             siblings = [t for t in (watcher, self._ping) if t is not None]
             for task in siblings:
@@ -247,7 +255,12 @@ class SessionStream:
             self._reader.advance(end)
             return None
         now = asyncio.get_running_loop().time()
-        message = {"type": "http.response.body", "body": b"".join(parts), "more_body": True}
+        body = b"".join(parts) if len(parts) > 1 else parts[0]
+        if self._hook.write(body):  # written at once, without an ASGI message: the usual case
+            self._last_send = now
+            self._reader.advance(end)
+            return None
+        message = {"type": "http.response.body", "body": body, "more_body": True}
         sending: Awaitable[None] = self._send(message)
         if type(sending) is CoroutineType:  # else a server whose send is another awaitable
             try:

@@ -63,7 +63,7 @@ async def test_expect_100_continue_is_honoured() -> None:
         writer.close()
 
 
-async def test_header_names_are_lowercase_and_shared_between_requests() -> None:
+async def test_header_names_and_the_asgi_entry_are_shared_between_requests() -> None:
     scopes: list[dict[str, Any]] = []
     async with RunningServer(_echo_app(scopes)) as server:
         for n in range(2):
@@ -74,6 +74,7 @@ async def test_header_names_are_lowercase_and_shared_between_requests() -> None:
     [name_1] = [k for k, _ in scopes[0]["headers"] if k == b"x-trace-id"]
     [name_2] = [k for k, _ in scopes[1]["headers"] if k == b"x-trace-id"]
     assert name_1 is name_2
+    assert scopes[0]["asgi"] is scopes[1]["asgi"] and scopes[0]["asgi"]["version"] == "3.0"
 
 
 async def test_a_connection_holds_no_asyncio_event() -> None:

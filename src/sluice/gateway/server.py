@@ -29,6 +29,8 @@ log = logging.getLogger("sluice.server")
 #: bounded, so a client inventing names cannot grow it (past the bound, names are copied)
 _HEADER_NAMES: dict[bytes, bytes] = {}
 _HEADER_NAMES_KEPT = 512
+#: the scope's ``asgi`` entry, by its (version, spec_version): the server's configuration
+_ASGI: dict[tuple[str, str], Any] = {}
 
 
 class _Protocol(HttpToolsProtocol):
@@ -44,7 +46,8 @@ class _Protocol(HttpToolsProtocol):
       open for minutes. They are replaced by a ``Flag`` each (two slots, a waiter list made
       on the first wait) and a list, before anything can wait on them.
     - A header's name is one shared lowercase ``bytes`` object per distinct name, not a new
-      one per header of every request (uvicorn lowercases each into a copy).
+      one per header of every request (uvicorn lowercases each into a copy); so is the
+      scope's ``asgi`` dict, the same two version strings for every request.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -59,7 +62,11 @@ class _Protocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope[CONNECTION_HOOK] = _Hook()  # type: ignore[literal-required]
+        scope = self.scope
+        scope[CONNECTION_HOOK] = _Hook()  # type: ignore[literal-required]
+        asgi = scope["asgi"]  # the same two constants for every request: one shared dict
+        key = (asgi.get("version", ""), asgi.get("spec_version", ""))
+        scope["asgi"] = _ASGI.setdefault(key, asgi)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = _HEADER_NAMES.get(name)

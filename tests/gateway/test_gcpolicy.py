@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from sluice.gateway import gcpolicy
+from tests.conftest import GatewayUnderTest
+from tests.gateway.test_stream_survival import LONG, start, tokens_when_running
 
 
 class Node:
@@ -57,12 +59,12 @@ def test_a_cycle_among_frozen_objects_waits_for_the_full_collection(tuned: None)
     assert gc.get_freeze_count() > 0  # frozen again afterwards
 
 
-async def test_the_full_collection_runs_once_nothing_is_live(
+async def test_the_full_collection_waits_until_the_gateway_has_been_quiet(
     tuned: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(gcpolicy, "CHECK_EVERY", 0.01)
     monkeypatch.setattr(gcpolicy, "FULL_WHEN_IDLE_AFTER", 0.0)
-    live = [3]
+    quiet = [0.0]
     runs: list[int] = []
 
     def full_collection() -> int:
@@ -70,11 +72,14 @@ async def test_the_full_collection_runs_once_nothing_is_live(
         return 0
 
     monkeypatch.setattr(gcpolicy, "full_collection", full_collection)
-    task = asyncio.ensure_future(gcpolicy.collect_when_idle(lambda: live[0]))
+    task = asyncio.ensure_future(gcpolicy.collect_when_idle(lambda: quiet[0]))
     try:
         await asyncio.sleep(0.1)
         assert runs == []  # sessions are live: no full collection
-        live[0] = 0
+        quiet[0] = gcpolicy.QUIET / 2  # none live, but one ended a moment ago
+        await asyncio.sleep(0.1)
+        assert runs == []
+        quiet[0] = gcpolicy.QUIET
         for _ in range(100):
             if runs:
                 break
@@ -82,3 +87,19 @@ async def test_the_full_collection_runs_once_nothing_is_live(
         assert runs
     finally:
         task.cancel()
+
+
+async def test_the_gateway_is_quiet_only_a_while_after_its_last_session(
+    gateway: GatewayUnderTest,
+) -> None:
+    manager = gateway.gateway.sessions
+    session_id = await start(gateway, headers=LONG)
+    await tokens_when_running(gateway, session_id)
+    assert manager.quiet_for() == 0.0  # a session is live
+    manager.live[session_id].cancel("test_done")
+    await gateway.final_record(session_id)
+    for _ in range(100):
+        if not manager.live:
+            break
+        await asyncio.sleep(0.01)
+    assert 0.0 < manager.quiet_for() < gcpolicy.QUIET  # it has just ended

@@ -243,7 +243,7 @@ async def serve_forever(settings: Settings) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
-    collector = asyncio.ensure_future(collect_when_idle(lambda: len(gateway.sessions.live)))
+    collector = asyncio.ensure_future(collect_when_idle(gateway.sessions.quiet_for))
     try:
         await stop.wait()
         await gateway.sessions.shutdown()

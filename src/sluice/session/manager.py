@@ -51,6 +51,8 @@ class SessionManager:
         self.prices = prices
         self.settings = settings or StreamSettings()
         self.live: dict[str, Session] = {}
+        #: when a session last started or ended (``time.monotonic()``)
+        self._last_activity = time.monotonic()
         #: recently finished sessions kept in memory for fast replay, oldest first
         self.recent: dict[str, Session] = {}
         self._keep_finished = keep_finished
@@ -75,7 +77,15 @@ class SessionManager:
         self._launch(session)
         return session
 
+    def quiet_for(self) -> float:
+        """Seconds since the last session started or ended, while none is live; 0 while one
+        is. Back-to-back sessions are never quiet, even between two of them."""
+        if self.live:
+            return 0.0
+        return time.monotonic() - self._last_activity
+
     def _launch(self, session: Session) -> None:
+        self._last_activity = time.monotonic()
         self.live[session.id] = session
         task = asyncio.get_running_loop().create_task(session.run(), name=f"session {session.id}")
         session.task = task
@@ -109,6 +119,7 @@ class SessionManager:
 
     async def on_finished(self, session: Session) -> None:
         self.live.pop(session.id, None)
+        self._last_activity = time.monotonic()
         self.recent[session.id] = session
         while len(self.recent) > self._keep_finished:
             self.recent.pop(next(iter(self.recent)))

@@ -107,3 +107,13 @@ def sent_tool_calls(sim_record: dict[str, Any]) -> list[tuple[str, Any]]:
             (call["name"], orjson.loads(arguments) if isinstance(arguments, str) else arguments)
         )
     return calls
+
+
+async def read_request_body(receive: Any) -> bytes:
+    """The whole body of an ASGI HTTP request, for the small servers that tests run."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body

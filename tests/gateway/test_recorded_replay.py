@@ -14,7 +14,7 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 
 from sluice.config import ProviderConfig
 from sluice.gateway.server import RunningServer
-from tests.conftest import GatewayUnderTest
+from tests.conftest import GatewayUnderTest, read_request_body
 
 RECORDED = Path(__file__).parent.parent / "fixtures" / "recorded"
 
@@ -36,12 +36,7 @@ class RecordedUpstream:
             assert message["type"] == "lifespan.shutdown"
             await send({"type": "lifespan.shutdown.complete"})
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_request_body(receive)
         payload = transcript(orjson.loads(body)["model"])
         headers = [(b"content-type", b"text/event-stream")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -10,6 +10,7 @@ from typing import Any
 from sluice.gateway.server import RunningServer
 from sluice.gateway.siblings import CONNECTION_HOOK
 from sluice.session.flag import Flag
+from tests.conftest import read_request_body
 
 
 def _echo_app(scopes: list[dict[str, Any]]) -> Any:
@@ -17,12 +18,7 @@ def _echo_app(scopes: list[dict[str, Any]]) -> Any:
         if scope["type"] != "http":
             return
         scopes.append(scope)
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_request_body(receive)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": scope["path"].encode() + b":" + body})
 

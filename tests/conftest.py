@@ -117,3 +117,29 @@ async def read_request_body(receive: Any) -> bytes:
         body += message.get("body", b"")
         if not message.get("more_body"):
             return body
+
+
+#: simulator headers for a turn that streams for a long while (5,000 tokens at 200 a second)
+LONG = {"x-sim-token-rate": "200", "x-sim-output-tokens": "5000"}
+
+
+async def start(
+    gw: GatewayUnderTest,
+    model: str = "sim/support",
+    headers: dict[str, str] | None = None,
+    **body: Any,
+) -> str:
+    response = await gw.http.post(
+        "/api/sessions", json={"model": model, "prompt": "refunds?", **body}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def tokens_when_running(gw: GatewayUnderTest, session_id: str, at_least: int = 5) -> int:
+    for _ in range(500):
+        requests = await gw.sim_requests(session_id)
+        if requests and requests[-1]["tokens_produced"] >= at_least:
+            return int(requests[-1]["tokens_produced"])
+        await asyncio.sleep(0.02)
+    raise AssertionError("the simulator never started generating")

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from sluice.gateway import gcpolicy
-from tests.conftest import GatewayUnderTest
-from tests.gateway.test_stream_survival import LONG, start, tokens_when_running
+from tests.conftest import LONG, GatewayUnderTest, start, tokens_when_running
 
 
 class Node:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import GatewayUnderTest
-from tests.gateway.test_stream_survival import LONG, start, tokens_when_running
+from tests.conftest import LONG, GatewayUnderTest, start, tokens_when_running
 
 
 async def test_a_streaming_session_lets_go_of_its_stored_first_record(

@@ -14,33 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sluice.sse import SSEDecoder
-from tests.conftest import GatewayUnderTest, running_gateway
+from tests.conftest import LONG, GatewayUnderTest, running_gateway, start, tokens_when_running
 from tests.conftest import test_settings as settings_for
 
 MSG = [{"role": "user", "content": "Tell me about refunds."}]
-LONG = {"x-sim-token-rate": "200", "x-sim-output-tokens": "5000"}
-
-
-async def start(
-    gw: GatewayUnderTest,
-    model: str = "sim/support",
-    headers: dict[str, str] | None = None,
-    **body: Any,
-) -> str:
-    response = await gw.http.post(
-        "/api/sessions", json={"model": model, "prompt": "refunds?", **body}, headers=headers
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-async def tokens_when_running(gw: GatewayUnderTest, session_id: str, at_least: int = 5) -> int:
-    for _ in range(500):
-        requests = await gw.sim_requests(session_id)
-        if requests and requests[-1]["tokens_produced"] >= at_least:
-            return int(requests[-1]["tokens_produced"])
-        await asyncio.sleep(0.02)
-    raise AssertionError("the simulator never started generating")
 
 
 async def assert_generation_stopped(gw: GatewayUnderTest, session_id: str) -> dict[str, Any]:

@@ -9,9 +9,10 @@ at the end. Beside it, per connection:
 
 - the server's ``ConnectionHook`` says when the client leaves; under another ASGI server, a
   watcher task does (``receive`` until ``http.disconnect``);
-- a watchdog timer (a loop callback, no task): it starts a ``: ping`` comment whenever nothing
-  was sent for a heartbeat interval, and ends the stream with ``ClientTooSlow`` when one write
-  has been blocked (the client's socket full) for longer than the send deadline.
+- a watchdog (a deadline on the loop's wheel, no task): it starts a ``: ping`` comment
+  whenever nothing was sent for a heartbeat interval, and ends the stream with
+  ``ClientTooSlow`` when one write has been blocked (the client's socket full) for longer
+  than the send deadline.
 
 Either of them ends the stream by cancelling the relay with its reason. No body-wrapping
 middleware, and no timer per chunk: the watchdog reads two timestamps the relay keeps.
@@ -231,8 +232,8 @@ class SessionStream:
         self._sending_since = None
 
     def _drain(self) -> Awaitable[None] | None:
-        """Render every entry past the position and send them in one body message, without
-        waiting. Returns the send still to finish when the socket was full."""
+        """Render every entry past the position and write them as one piece of the body,
+        without waiting. Returns the send still to finish when the socket was full."""
         entries = self.session.log
         end = len(entries)
         position = self._position
@@ -255,23 +256,29 @@ class SessionStream:
             self._reader.advance(end)
             return None
         now = asyncio.get_running_loop().time()
-        body = b"".join(parts) if len(parts) > 1 else parts[0]
-        if self._hook.write(body):  # written at once, without an ASGI message: the usual case
+        sending = self._write(b"".join(parts) if len(parts) > 1 else parts[0])
+        if sending is None:  # written at once: the usual case
             self._last_send = now
             self._reader.advance(end)
-            return None
-        message = {"type": "http.response.body", "body": body, "more_body": True}
-        sending: Awaitable[None] = self._send(message)
-        if type(sending) is CoroutineType:  # else a server whose send is another awaitable
-            try:
-                waiting = sending.send(None)
-            except StopIteration:  # written at once: the usual case
-                self._last_send = now
-                self._reader.advance(end)
-                return None
-            sending = _Resumed(sending, waiting)
-        self._sending_since = now
+        else:
+            self._sending_since = now
         return sending
+
+    def _write(self, body: bytes) -> Awaitable[None] | None:
+        """Write ``body`` without waiting: through the server's hook when it can, else by
+        starting ``send``. Returns the rest of a ``send`` that has to wait."""
+        if self._hook.write(body):  # without an ASGI message
+            return None
+        sending: Awaitable[None] = self._send(
+            {"type": "http.response.body", "body": body, "more_body": True}
+        )
+        if type(sending) is not CoroutineType:  # a server whose send is another awaitable
+            return sending
+        try:
+            waiting = sending.send(None)
+        except StopIteration:  # finished without suspending
+            return None
+        return _Resumed(sending, waiting)
 
     def _push(self) -> bool:
         """The log's listener: new entries, in the writer's call. Returns whether it wants the

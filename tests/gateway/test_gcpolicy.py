@@ -62,6 +62,7 @@ async def test_the_full_collection_waits_until_the_gateway_has_been_quiet(
     tuned: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(gcpolicy, "CHECK_EVERY", 0.01)
+    monkeypatch.setattr(gcpolicy, "SLOW_TICK", 0.01)
     monkeypatch.setattr(gcpolicy, "FULL_WHEN_IDLE_AFTER", 0.0)
     quiet = [0.0]
     runs: list[int] = []
@@ -71,7 +72,7 @@ async def test_the_full_collection_waits_until_the_gateway_has_been_quiet(
         return 0
 
     monkeypatch.setattr(gcpolicy, "full_collection", full_collection)
-    task = asyncio.ensure_future(gcpolicy.collect_when_idle(lambda: quiet[0]))
+    task = asyncio.ensure_future(gcpolicy.collect_on_schedule(lambda: 1, lambda: quiet[0]))
     try:
         await asyncio.sleep(0.1)
         assert runs == []  # sessions are live: no full collection
@@ -84,6 +85,32 @@ async def test_the_full_collection_waits_until_the_gateway_has_been_quiet(
                 break
             await asyncio.sleep(0.01)
         assert runs
+    finally:
+        task.cancel()
+
+
+async def test_many_live_sessions_have_young_objects_collected_on_schedule(
+    tuned: None,
+) -> None:
+    """Under a steady load the net allocation count stays under the threshold (frees of
+    frozen objects count too), so the young generation would grow unexamined: the schedule
+    collects it while many sessions are live, and leaves it to the count with few."""
+    live = [gcpolicy.YOUNG_FROM]
+    task = asyncio.ensure_future(gcpolicy.collect_on_schedule(lambda: live[0], lambda: 0.0))
+    try:
+        busy_made = [Node() for _ in range(50)]  # far under the threshold of 5,000
+        assert any(o is busy_made[0] for o in gc.get_objects(0))
+        for _ in range(100):
+            await asyncio.sleep(gcpolicy.YOUNG_EVERY)
+            if not any(o is busy_made[0] for o in gc.get_objects(0)):
+                break
+        assert not any(o is busy_made[0] for o in gc.get_objects(0))  # collected, frozen
+
+        live[0] = gcpolicy.YOUNG_FROM - 1
+        await asyncio.sleep(gcpolicy.YOUNG_EVERY * 2)  # the schedule now looks rarely
+        few_made = [Node() for _ in range(50)]
+        await asyncio.sleep(gcpolicy.YOUNG_EVERY * 5)
+        assert any(o is few_made[0] for o in gc.get_objects(0))  # nothing collected
     finally:
         task.cancel()
 

@@ -17,7 +17,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from sluice.config import Settings
 from sluice.gateway.app import Gateway, create_app
-from sluice.gateway.gcpolicy import collect_when_idle, tune_gc
+from sluice.gateway.gcpolicy import collect_on_schedule, tune_gc
 from sluice.gateway.siblings import CONNECTION_HOOK, ConnectionHook
 from sluice.logs import kv
 from sluice.session.flag import Flag
@@ -243,7 +243,9 @@ async def serve_forever(settings: Settings) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
-    collector = asyncio.ensure_future(collect_when_idle(gateway.sessions.quiet_for))
+    collector = asyncio.ensure_future(
+        collect_on_schedule(gateway.sessions.live_count, gateway.sessions.quiet_for)
+    )
     try:
         await stop.wait()
         await gateway.sessions.shutdown()

@@ -150,7 +150,7 @@ def test_summary_counts_streams_failures_and_errors() -> None:
 
 def test_a_gap_of_exactly_twice_the_pace_holds() -> None:
     assert RULE.max_gap == 0.040
-    assert RULE.holds(one(timing([1.0, 1.0 + 0.040])))
+    assert RULE.holds(one(timing([1.0, 1.0 + 0.040], ttft=0.001)))
 
 
 def test_a_gap_past_twice_the_pace_fails() -> None:
@@ -176,6 +176,14 @@ def test_the_rule_takes_the_worst_gap_of_all_streams() -> None:
     hiccup = timing([0.0, 0.02, 0.07, 0.09])
     assert RULE.holds(summarize([steady]))
     assert not RULE.holds(summarize([steady, hiccup]))
+
+
+def test_a_first_chunk_later_than_twice_the_pace_fails_the_set() -> None:
+    """Open streams on time while a new one waits (in an accept queue, say) is not held."""
+    on_time = timing([0.0, 0.02, 0.04], ttft=0.040)
+    assert RULE.holds(summarize([on_time]))
+    late_start = timing([0.0, 0.02, 0.04], ttft=0.0401)
+    assert not RULE.holds(summarize([on_time, late_start]))
 
 
 def test_sustained_is_the_highest_level_with_every_lower_level_held() -> None:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import uvloop
 
-from sluice.gateway.server import LISTENERS, RunningServer, listening_sockets
+from sluice.gateway.server import RunningServer
+from sluice.listen import LISTENERS, listening_sockets
 
 BURST = 64
 

@@ -36,6 +36,7 @@ from sluice.bench.frames import (
 )
 from sluice.bench.proc import run_fast
 from sluice.bench.profiles import Profile, UnknownProfile, profile_for
+from sluice.listen import listening_sockets
 
 _FORMATS = {path: fmt for fmt, path in FORMAT_PATHS.items()}
 _MAX_HEAD = 64 * 1024
@@ -274,7 +275,7 @@ class MockServer:
         self.counters = MockCounters()
         self._frames: dict[tuple[str, str], StreamFrames] = {}
         self._live: set[_Connection] = set()
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
 
     @property
     def url(self) -> str:
@@ -282,22 +283,25 @@ class MockServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self.counters, self._frames, self._live),
-            self.host,
-            self.port,
-            backlog=4096,
-            reuse_address=True,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        # Several sockets on the port: the loop accepts one connection per socket per turn.
+        for sock in listening_sockets(self.host, self.port):
+            self._servers.append(
+                await loop.create_server(
+                    lambda: _Connection(self.counters, self._frames, self._live),
+                    sock=sock,
+                    backlog=4096,
+                )
+            )
+        self.port = self._servers[0].sockets[0].getsockname()[1]
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for connection in list(self._live):
-                connection.abort()
-            await self._server.wait_closed()
-            self._server = None
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for connection in list(self._live):
+            connection.abort()
+        for server in servers:
+            await server.wait_closed()
 
     async def __aenter__(self) -> MockServer:
         await self.start()

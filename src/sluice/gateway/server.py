@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
-import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +18,7 @@ from sluice.config import Settings
 from sluice.gateway.app import Gateway, create_app
 from sluice.gateway.gcpolicy import collect_on_schedule, tune_gc
 from sluice.gateway.siblings import CONNECTION_HOOK, ConnectionHook
+from sluice.listen import LISTENERS, listening_sockets
 from sluice.logs import kv
 from sluice.session.flag import Flag
 
@@ -146,50 +145,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-#: Listening sockets on the server's one port. The event loop (libuv) accepts one connection
-#: per listening socket per turn, and a turn of a gateway relaying hundreds of streams takes
-#: milliseconds: with one socket, 240 new streams a second (300 streams of 1.3 s at once)
-#: waited up to 400 ms in the kernel's accept queue while every open stream flowed on time.
-LISTENERS = 8
-
-
-def listening_sockets(host: str, port: int, count: int = LISTENERS) -> list[socket.socket]:
-    """``count`` sockets bound to one port with ``SO_REUSEPORT`` (the kernel spreads new
-    connections over their accept queues), or one socket where the platform has no such
-    option. A port another process listens on is refused, with or without ``SO_REUSEPORT``
-    on its side: a probe binds it alone first, so a second gateway started on the same port
-    fails instead of silently taking half of the connections."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    probe = socket.socket(family)
-    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        probe.bind((host, port))
-    except OSError:
-        probe.close()
-        raise
-    if count <= 1 or not _REUSEPORT:
-        return [probe]
-    port = probe.getsockname()[1]
-    probe.close()
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(family)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-    except OSError:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
-#: load-balancing SO_REUSEPORT (Linux); elsewhere the option means something else, or nothing
-_REUSEPORT = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 
 
 class RunningServer:

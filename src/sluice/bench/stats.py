@@ -220,9 +220,7 @@ class StallRule:
             return False
         # 1 ns of slack absorbs the float rounding of "exactly twice the pace".
         limit = self.max_gap + 1e-9
-        return all(
-            worst is None or worst <= limit for worst in (summary.gap.max, summary.ttft.max)
-        )
+        return all(worst is None or worst <= limit for worst in (summary.gap.max, summary.ttft.max))
 
 
 def sustained(levels: Sequence[tuple[int, bool]]) -> int:

@@ -30,9 +30,10 @@ objects (mostly the live logs' deltas and their entries) and one collection walk
 in 110 ms, a gap of five ticks in every stream. So while ``YOUNG_FROM`` sessions or more are
 live, a young collection also runs every ``YOUNG_EVERY`` seconds, whatever the count says,
 and each walks only what the last 20 ms allocated (under a millisecond at 200 streams). With
-fewer live sessions their logs hold fewer objects than the threshold, and the timer is not
-worth its wake-ups: on the benchmark's virtual machine, 50 more a second at one stream took
-the gateway's CPU time per chunk from 220 and 368 µs (two runs) to 441 and 515 µs.
+fewer live sessions fewer end each second to offset what the live ones allocate, and the
+timer is not worth its wake-ups: on the benchmark's virtual machine, 50 more a second at
+one stream took the gateway's CPU time per chunk from 220 and 368 µs (two runs) to 441 and
+515 µs.
 """
 
 from __future__ import annotations

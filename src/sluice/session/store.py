@@ -279,9 +279,13 @@ class SQLiteStore:
         blob = orjson.dumps(record)
 
         def put(db: sqlite3.Connection) -> None:
+            # An update in place, not INSERT OR REPLACE (a delete and an insert, of the row and
+            # of its index entry): a session's record is written when it starts and again when
+            # it ends, and ``created_at``, the indexed column, never changes.
             db.execute(
-                "INSERT OR REPLACE INTO sessions (id, created_at, state, provider, record) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO sessions (id, created_at, state, provider, record) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "state = excluded.state, provider = excluded.provider, record = excluded.record",
                 (*row, blob),
             )
 
@@ -289,17 +293,22 @@ class SQLiteStore:
 
     async def put_events(self, session_id: str, events: list[StoredEvent]) -> None:
         def put_events(db: sqlite3.Connection) -> None:
+            try:  # the first log of a session: one statement
+                db.execute(
+                    "INSERT INTO session_events (session_id, events) VALUES (?, ?)",
+                    (session_id, _encode_events(events)),
+                )
+                return
+            except sqlite3.IntegrityError:
+                pass  # a retried session stores its log again: keep one copy of each event
             row = db.execute(
                 "SELECT events FROM session_events WHERE session_id = ?", (session_id,)
             ).fetchone()
-            merged = events
-            if row is not None:  # a retried session stores its log again: keep one copy
-                known = {e[0]: e for e in _decode_events(row[0])}
-                known.update((e[0], e) for e in events)
-                merged = [known[seq] for seq in sorted(known)]
+            known = {e[0]: e for e in _decode_events(row[0])}
+            known.update((e[0], e) for e in events)
             db.execute(
-                "INSERT OR REPLACE INTO session_events (session_id, events) VALUES (?, ?)",
-                (session_id, _encode_events(merged)),
+                "UPDATE session_events SET events = ? WHERE session_id = ?",
+                (_encode_events([known[seq] for seq in sorted(known)]), session_id),
             )
 
         await self._write(put_events)

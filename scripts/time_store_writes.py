@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""CPU time of the SQLite store's writes per session, in-process: for each of N sessions the
+record when it starts, then the record and the event log (68 events) when it ends, as the
+gateway writes them (queued and group-committed on the loop).
+
+    .venv/bin/python scripts/time_store_writes.py [SESSIONS]
+
+Prints the process's CPU time per session. The checkpoint (on the store's thread) runs too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+
+from sluice.session.store import SQLiteStore
+
+
+async def main(sessions: int) -> None:
+    with tempfile.TemporaryDirectory() as work:
+        store = SQLiteStore(str(Path(work) / "sessions.db"))
+        await store.open()
+        record = {"state": "running", "provider": "mock", "text": "x" * 1024, "usage": {"n": 1}}
+        delta = orjson.dumps({"text": "abcdefghijklmnop", "index": 0})
+        events = [(seq, "text_delta", delta) for seq in range(1, 69)]
+        ids = [f"op-{uuid.uuid4().hex[:12]}" for _ in range(sessions)]
+        started = time.process_time()
+        await asyncio.gather(*(store.put(dict(record, id=i, created_at=time.time())) for i in ids))
+        ends = []
+        for i in ids:
+            ends.append(store.put(dict(record, id=i, created_at=time.time(), state="complete")))
+            ends.append(store.put_events(i, events))
+        await asyncio.gather(*ends)
+        cpu = time.process_time() - started
+        await store.close()
+    print(f"{cpu / sessions * 1e6:.1f} µs of CPU per session ({sessions} sessions, 3 writes each)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 3000))

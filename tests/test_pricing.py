@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from sluice.config import Price
@@ -55,3 +58,27 @@ def test_no_usage_means_no_cost() -> None:
 def test_estimated_usage_is_labelled_as_such() -> None:
     cost = BOOK.cost("sim", "sim", "support", Usage(10, 10), "estimated")
     assert cost.as_dict()["usage_source"] == "estimated"
+
+
+_WARM_PROBE = """
+import asyncio, sys
+from sluice.config import Settings
+from sluice.gateway.app import create_app
+
+async def main():
+    app = create_app(Settings(store_url="memory://"))
+    before = "genai_prices" in sys.modules
+    async with app.router.lifespan_context(app):
+        print(before, "genai_prices" in sys.modules)
+
+asyncio.run(main())
+"""
+
+
+def test_the_gateway_loads_the_price_library_before_it_serves() -> None:
+    """Not in the first session's cost: the import and the first lookup took 170 ms, a stall
+    of every stream on the loop. A fresh interpreter, since this one may have loaded it."""
+    out = subprocess.run(
+        [sys.executable, "-c", _WARM_PROBE], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["False", "True"]

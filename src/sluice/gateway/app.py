@@ -161,6 +161,7 @@ class Gateway:
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.sessions.prices.warm()  # before the server accepts: a 170 ms stall otherwise
         await self.store.open()
         pruner = asyncio.ensure_future(self._prune_forever())
         feed = asyncio.ensure_future(self.ops.run())

@@ -3,7 +3,11 @@
 record when it starts, then the record and the event log (68 events) when it ends, as the
 gateway writes them (queued and group-committed on the loop).
 
-    .venv/bin/python scripts/time_store_writes.py [SESSIONS]
+    .venv/bin/python scripts/time_store_writes.py [SESSIONS] [--short]
+
+Long sessions (the default) have their first record committed before they end. ``--short``
+sessions end within the commit interval: the first record is still queued when the final one
+comes.
 
 Prints the process's CPU time per session. The checkpoint (on the store's thread) runs too.
 """
@@ -22,7 +26,7 @@ import orjson
 from sluice.session.store import SQLiteStore
 
 
-async def main(sessions: int) -> None:
+async def main(sessions: int, short: bool) -> None:
     with tempfile.TemporaryDirectory() as work:
         store = SQLiteStore(str(Path(work) / "sessions.db"))
         await store.open()
@@ -31,16 +35,22 @@ async def main(sessions: int) -> None:
         events = [(seq, "text_delta", delta) for seq in range(1, 69)]
         ids = [f"op-{uuid.uuid4().hex[:12]}" for _ in range(sessions)]
         started = time.process_time()
-        await asyncio.gather(*(store.put(dict(record, id=i, created_at=time.time())) for i in ids))
-        ends = []
+        starts = [store.put(dict(record, id=i, created_at=time.time())) for i in ids]
+        if not short:
+            await asyncio.gather(*starts)
+            starts = []
+        ends = [asyncio.ensure_future(start) for start in starts]
+        await asyncio.sleep(0)  # the first records are queued
         for i in ids:
             ends.append(store.put(dict(record, id=i, created_at=time.time(), state="complete")))
             ends.append(store.put_events(i, events))
         await asyncio.gather(*ends)
         cpu = time.process_time() - started
         await store.close()
-    print(f"{cpu / sessions * 1e6:.1f} µs of CPU per session ({sessions} sessions, 3 writes each)")
+    kind = "short" if short else "long"
+    print(f"{cpu / sessions * 1e6:.1f} µs of CPU per session ({sessions} {kind} sessions)")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 3000))
+    args = [a for a in sys.argv[1:] if a != "--short"]
+    asyncio.run(main(int(args[0]) if args else 3000, "--short" in sys.argv[1:]))

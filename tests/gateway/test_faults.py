@@ -149,3 +149,28 @@ async def test_an_unreachable_upstream_is_an_explicit_error(gateway: GatewayUnde
     assert response.json()["error"]["code"] == "upstream_unreachable"
     record = await gateway.final_record(response.headers["x-sluice-session-id"])
     assert record["state"] == "errored" and record["error"]["type"] == "upstream_unreachable"
+
+
+async def test_a_store_that_fails_at_the_end_still_ends_the_session_and_says_so(
+    gateway: GatewayUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sluice.session.store import StoreError
+
+    store = gateway.gateway.sessions.store
+    real_put_events = store.put_events
+
+    async def failing_put_events(session_id: str, events: Any) -> None:
+        raise StoreError("disk full")
+
+    store.put_events = failing_put_events  # type: ignore[method-assign]
+    try:
+        with caplog.at_level("ERROR", logger="sluice.session"):
+            record = await run_native(gateway, "sim/support")
+    finally:
+        store.put_events = real_put_events  # type: ignore[method-assign]
+    # The client's answer and the record are whole; only the event log was not kept.
+    assert record["state"] == "complete" and record["text"]
+    assert any(
+        "session record not stored" in r.getMessage() and "disk full" in r.getMessage()
+        for r in caplog.records
+    )

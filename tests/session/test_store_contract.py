@@ -137,3 +137,51 @@ async def test_sqlite_close_commits_every_slice_still_queued(tmp_path: Path) -> 
         assert len(await reopened.query()) == 5
     finally:
         await reopened.close()
+
+
+async def test_sqlite_a_record_put_again_before_its_commit_is_written_once(
+    tmp_path: Path,
+) -> None:
+    # A stream shorter than the commit interval: its first and final records, one write.
+    store = SQLiteStore(str(tmp_path / "s.db"), commit_interval=0.05)
+    await store.open()
+    try:
+        first = asyncio.ensure_future(store.put(_record("op-1", 1.0, state="streaming")))
+        await asyncio.sleep(0)  # queued, not yet committed
+        before = store.db.total_changes
+        await asyncio.gather(first, store.put(_record("op-1", 1.0, state="complete")))
+        assert store.db.total_changes - before == 1
+        assert (await store.get("op-1") or {})["state"] == "complete"
+        # Once committed, a later put is a write of its own.
+        await store.put(_record("op-1", 1.0, state="errored"))
+        assert store.db.total_changes - before == 2
+        assert (await store.get("op-1") or {})["state"] == "errored"
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_record_that_does_not_encode_fails_alone(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        bad = _record("op-bad", 1.0) | {"detail": object()}
+        outcomes = await asyncio.gather(
+            store.put(bad), store.put(_record("op-good", 2.0)), return_exceptions=True
+        )
+        assert isinstance(outcomes[0], StoreError) and outcomes[1] is None
+        assert await store.get("op-bad") is None
+        assert await store.get("op-good") is not None
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_put_before_open_fails_and_leaves_nothing_queued(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    with pytest.raises(StoreError):
+        await store.put(_record("op-1", 1.0))
+    await store.open()
+    try:
+        await store.put(_record("op-1", 1.0))  # a write of its own, not one never queued
+        assert await store.get("op-1") is not None
+    finally:
+        await store.close()

@@ -19,6 +19,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -597,14 +598,23 @@ class Session:
         # group commit must not delay them.
         self.log.close()
         self.settled.set()
-        try:
-            if self._stored_initial is not None:
-                await self._stored_initial
-            store = self.owner.store
-            # Queued together, so they share one commit.
-            await asyncio.gather(store.put(record), store.put_events(self.id, self.stored_events()))
-        except SluiceError:
-            log.exception("session record not stored %s", kv(session_id=self.id))
+        store = self.owner.store
+        # Queued together, so they share one commit. The first record's write was queued
+        # when this session's task first ran; while it waits for its commit, the final
+        # record replaces it there (the store keeps a later put of an id after an earlier).
+        writes: list[Awaitable[None]] = [
+            store.put(record),
+            store.put_events(self.id, self.stored_events()),
+        ]
+        if self._stored_initial is not None:
+            writes.append(self._stored_initial)
+        for outcome in await asyncio.gather(*writes, return_exceptions=True):
+            if isinstance(outcome, SluiceError):
+                log.error(
+                    "session record not stored %s", kv(session_id=self.id, error=outcome.message)
+                )
+            elif isinstance(outcome, BaseException):
+                raise outcome
         self.updated_at = time.time()
         self.finished.set()
         await self.owner.on_finished(self)

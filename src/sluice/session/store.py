@@ -28,6 +28,8 @@ from sluice.logs import kv
 log = logging.getLogger("sluice.store")
 
 Record = dict[str, Any]
+#: a write, run on the writer's connection inside a transaction
+_Op = Callable[[sqlite3.Connection], Any]
 #: (sequence number, event type, JSON data)
 StoredEvent = tuple[int, str, bytes]
 
@@ -142,7 +144,10 @@ class SQLiteStore:
     priority, as do the reads, on a connection of their own.
 
     A session's event log is one row (a JSON array of ``[seq, type, data]``), written once
-    when the session ends: one insert instead of one per event.
+    when the session ends: one insert instead of one per event. A session's record is written
+    when it starts and again when it ends; when the second ``put`` finds the first still
+    queued (a stream shorter than the commit interval), the queued write takes the newer
+    record and no second write is queued: one write, encoded once, for both callers.
     """
 
     #: run a checkpoint on the thread after this many writes
@@ -165,7 +170,10 @@ class SQLiteStore:
         )
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
-        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        #: writes waiting for their transaction, each with the futures of its callers
+        self._queue: list[tuple[_Op, list[asyncio.Future[Any]]]] = []
+        #: the queued record writes by session id, until their transaction takes them
+        self._queued_records: dict[str, _RecordWrite] = {}
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         #: writes committed since the last checkpoint began
         self._written = 0
@@ -203,12 +211,21 @@ class SQLiteStore:
 
     # -- writes: group commit on the loop ------------------------------------------------------
 
-    def _write(self, op: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+    def _write(
+        self,
+        op: _Op,
+        futures: list[asyncio.Future[Any]] | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue ``op``; the future it returns (and any added to ``futures``) has its
+        outcome once its transaction ends."""
         self.db  # noqa: B018 - raises StoreError when the store is not open
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if futures is None:
+            futures = []
+        futures.append(future)
         queue = self._queue
-        queue.append((op, future))
+        queue.append((op, futures))
         if len(queue) >= self.MAX_BATCH:
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
@@ -225,35 +242,41 @@ class SQLiteStore:
         db = self._db
         if db is None:
             batch, self._queue = self._queue, []
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(StoreError("the session store is closed"))
+            self._queued_records.clear()
+            for _, futures in batch:
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(StoreError("the session store is closed"))
             return
         queue = self._queue
         clock = time.perf_counter
         stop_at = clock() + self.SLICE
         taken = 0
         outcomes: list[Any] = []
+        queued_records = self._queued_records
         try:
             with db:
                 while taken < len(queue) and (taken == 0 or clock() < stop_at):
                     op = queue[taken][0]
                     taken += 1
+                    if type(op) is _RecordWrite:  # from now on, a later put queues anew
+                        queued_records.pop(op.session_id, None)
                     try:
                         outcomes.append(op(db))
-                    except sqlite3.Error as exc:
+                    except (sqlite3.Error, orjson.JSONEncodeError) as exc:
                         outcomes.append(StoreError(f"session store failed: {exc}"))
         except sqlite3.Error as exc:  # the commit itself failed (disk full, ...)
             outcomes = [StoreError(f"session store failed: {exc}")] * taken
         batch = queue[:taken]
         del queue[:taken]
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():
-                continue
-            if isinstance(outcome, StoreError):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+        for (_, futures), outcome in zip(batch, outcomes, strict=True):
+            for future in futures:
+                if future.done():
+                    continue
+                if isinstance(outcome, StoreError):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
         loop = asyncio.get_running_loop()
         if len(queue) >= self.MAX_BATCH:
             self._flush_handle = loop.call_soon(self._flush)
@@ -275,21 +298,18 @@ class SQLiteStore:
             log.warning("session store checkpoint failed %s", kv(error=str(future.exception())))
 
     async def put(self, record: Record) -> None:
-        row = (record["id"], record["created_at"], record["state"], record["provider"])
-        blob = orjson.dumps(record)
-
-        def put(db: sqlite3.Connection) -> None:
-            # An update in place, not INSERT OR REPLACE (a delete and an insert, of the row and
-            # of its index entry): a session's record is written when it starts and again when
-            # it ends, and ``created_at``, the indexed column, never changes.
-            db.execute(
-                "INSERT INTO sessions (id, created_at, state, provider, record) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "state = excluded.state, provider = excluded.provider, record = excluded.record",
-                (*row, blob),
-            )
-
-        await self._write(put)
+        session_id = record["id"]
+        queued = self._queued_records.get(session_id)
+        if queued is not None:  # the earlier write is still waiting: it writes this one
+            queued.record = record
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            queued.futures.append(future)
+            await future
+            return
+        write = _RecordWrite(session_id, record)
+        written = self._write(write, write.futures)
+        self._queued_records[session_id] = write
+        await written
 
     async def put_events(self, session_id: str, events: list[StoredEvent]) -> None:
         def put_events(db: sqlite3.Connection) -> None:
@@ -394,6 +414,37 @@ class SQLiteStore:
             # A last checkpoint folds the log into the database file before it closes.
             await loop.run_in_executor(self._executor, db.close)
         self._executor.shutdown(wait=True)
+
+
+class _RecordWrite:
+    """A queued write of one session's record, encoded when its transaction runs; until
+    then a later ``put`` of the same id replaces ``record``."""
+
+    __slots__ = ("futures", "record", "session_id")
+
+    def __init__(self, session_id: str, record: Record) -> None:
+        self.session_id = session_id
+        self.record = record
+        #: the callers' futures: the first ``put`` and any that replaced its record
+        self.futures: list[asyncio.Future[Any]] = []
+
+    def __call__(self, db: sqlite3.Connection) -> None:
+        record = self.record
+        # An update in place, not INSERT OR REPLACE (a delete and an insert, of the row and
+        # of its index entry): a session's record is written when it starts and again when it
+        # ends, and ``created_at``, the indexed column, never changes.
+        db.execute(
+            "INSERT INTO sessions (id, created_at, state, provider, record) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "state = excluded.state, provider = excluded.provider, record = excluded.record",
+            (
+                self.session_id,
+                record["created_at"],
+                record["state"],
+                record["provider"],
+                orjson.dumps(record),
+            ),
+        )
 
 
 def _lower_priority() -> None:

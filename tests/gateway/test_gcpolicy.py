@@ -62,7 +62,6 @@ async def test_the_full_collection_waits_until_the_gateway_has_been_quiet(
     tuned: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(gcpolicy, "CHECK_EVERY", 0.01)
-    monkeypatch.setattr(gcpolicy, "SLOW_TICK", 0.01)
     monkeypatch.setattr(gcpolicy, "FULL_WHEN_IDLE_AFTER", 0.0)
     quiet = [0.0]
     runs: list[int] = []
@@ -72,7 +71,7 @@ async def test_the_full_collection_waits_until_the_gateway_has_been_quiet(
         return 0
 
     monkeypatch.setattr(gcpolicy, "full_collection", full_collection)
-    task = asyncio.ensure_future(gcpolicy.collect_on_schedule(lambda: 1, lambda: quiet[0]))
+    task = asyncio.ensure_future(gcpolicy.collect_when_quiet(lambda: quiet[0]))
     try:
         await asyncio.sleep(0.1)
         assert runs == []  # sessions are live: no full collection
@@ -89,30 +88,36 @@ async def test_the_full_collection_waits_until_the_gateway_has_been_quiet(
         task.cancel()
 
 
-async def test_many_live_sessions_have_young_objects_collected_on_schedule(
-    tuned: None,
+async def test_a_first_token_collects_young_objects_after_it_at_most_every_interval(
+    tuned: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Under a steady load the net allocation count stays under the threshold (frees of
-    frozen objects count too), so the young generation would grow unexamined: the schedule
-    collects it while many sessions are live, and leaves it to the count with few."""
-    live = [gcpolicy.YOUNG_FROM]
-    task = asyncio.ensure_future(gcpolicy.collect_on_schedule(lambda: live[0], lambda: 0.0))
-    try:
-        busy_made = [Node() for _ in range(50)]  # far under the threshold of 5,000
-        assert any(o is busy_made[0] for o in gc.get_objects(0))
-        for _ in range(100):
-            await asyncio.sleep(gcpolicy.YOUNG_EVERY)
-            if not any(o is busy_made[0] for o in gc.get_objects(0)):
-                break
-        assert not any(o is busy_made[0] for o in gc.get_objects(0))  # collected, frozen
+    frozen objects count too, and they come from sessions ending, as often as new ones
+    start), so the young generation would grow unexamined: a session's first token has it
+    collected in the loop's next turn, unless a collection just ran."""
+    clock = [100.0]
+    monkeypatch.setattr(gcpolicy.time, "monotonic", lambda: clock[0])
+    young = gcpolicy.YoungCollections()
 
-        live[0] = gcpolicy.YOUNG_FROM - 1
-        await asyncio.sleep(gcpolicy.YOUNG_EVERY * 2)  # the schedule now looks rarely
-        few_made = [Node() for _ in range(50)]
-        await asyncio.sleep(gcpolicy.YOUNG_EVERY * 5)
-        assert any(o is few_made[0] for o in gc.get_objects(0))  # nothing collected
-    finally:
-        task.cancel()
+    def still_young(obj: object) -> bool:
+        return any(o is obj for o in gc.get_objects(0))
+
+    made = [Node() for _ in range(50)]  # far under the threshold of 5,000
+    young.first_token(None)
+    assert still_young(made[0])  # not in the hook's own call: the token is written first
+    await asyncio.sleep(0)
+    assert not still_young(made[0])  # collected, and frozen
+
+    clock[0] += gcpolicy.YOUNG_EVERY / 2
+    soon_made = [Node() for _ in range(50)]
+    young.first_token(None)
+    await asyncio.sleep(0)
+    assert still_young(soon_made[0])  # one ran a moment ago
+
+    clock[0] += gcpolicy.YOUNG_EVERY
+    young.first_token(None)
+    await asyncio.sleep(0)
+    assert not still_young(soon_made[0])
 
 
 async def test_the_gateway_is_quiet_only_a_while_after_its_last_session(

@@ -27,14 +27,18 @@ the threshold, and frees of frozen objects count too. Under a steady load, the s
 end free about as many objects as the live ones allocate, so the count hovers under the
 threshold while the young generation grows: after 20 s at 200 streams it held 209,175
 objects (mostly the live logs' deltas and their entries) and one collection walked them all
-in 110 ms, a gap of five ticks in every stream. So while ``YOUNG_FROM`` sessions or more are
-live, a young collection also runs every ``YOUNG_EVERY`` seconds, whatever the count says,
-and each walks only what the last 20 ms allocated (under a millisecond at 200 streams). With
-fewer live sessions fewer end each second to offset what the live ones allocate, and the
-timer is not worth 50 wake-ups a second. (With the timer always on, the CPU per chunk at one
-stream read 441 and 515 µs in two benchmark runs, against 220 and 368 µs without; that
-figure moves in steps of 74 µs, one tick of the CPU clock, and later runs without the timer
-read up to 441 µs too, so its cost there is not measured, only avoided.)
+in 110 ms, a gap of five ticks in every stream. Many short sessions one after another do the
+same at a single stream: in the benchmark's back-to-back probe (about 400 sessions a second)
+no young collection ran for two seconds, and then one took 45 ms. What offsets the count is
+sessions ending, which is as often as sessions start. So a young collection also runs once a
+session's first token has been written (just after, in the loop's next turn: its next token
+is then the furthest away it will be), at most every ``YOUNG_EVERY`` seconds, whatever the
+count says. Each walks only what was allocated and kept since the last: under a millisecond
+at 200 streams. With little turnover, the count works as CPython intends. Two other
+triggers were tried: a timer every 20 ms (its 50 wake-ups a second cost about 80 µs of CPU
+per chunk at one paced stream: 431 and 451 µs against 338 and 368), and a session's end
+(which, back to back, is the next session's start: the collection landed in its time to
+first token).
 """
 
 from __future__ import annotations
@@ -60,12 +64,8 @@ QUIET = 2.0
 FULL_AT_LEAST_EVERY = 3600.0
 #: How often the idle check looks.
 CHECK_EVERY = 10.0
-#: With this many sessions live or more …
-YOUNG_FROM = 20
-#: … a young collection at least this often (seconds);
+#: At most this often (seconds), a young collection after a session's first token.
 YOUNG_EVERY = 0.02
-#: with fewer, the schedule only looks this often.
-SLOW_TICK = 1.0
 
 
 def _freeze_survivors(phase: str, info: dict[str, Any]) -> None:
@@ -104,23 +104,32 @@ def full_collection() -> int:
     return found
 
 
-async def collect_on_schedule(live: Callable[[], int], quiet_for: Callable[[], float]) -> None:
-    """Run forever. While ``YOUNG_FROM`` sessions or more are ``live``, a young collection
-    every ``YOUNG_EVERY`` seconds. A full collection when the gateway has been quiet (no
-    session live, none started or ended) for ``QUIET`` seconds and the last one is a minute
-    old, and at the latest every hour. An instant with no live session is not enough: between
-    two back-to-back sessions there is one, and the next would wait out the collection."""
-    last_full = time.monotonic()
-    next_check = last_full + CHECK_EVERY
-    while True:
-        await asyncio.sleep(YOUNG_EVERY if live() >= YOUNG_FROM else SLOW_TICK)
-        if live() >= YOUNG_FROM:
-            gc.collect(0)
+class YoungCollections:
+    """A young collection after a session's first token, unless one ran in the last
+    ``YOUNG_EVERY`` seconds: install ``first_token`` as the session manager's hook. It runs in
+    the loop's next turn, once the token is written."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def first_token(self, _session: object) -> None:
         now = time.monotonic()
-        if now < next_check:
-            continue
-        next_check = now + CHECK_EVERY
-        since = now - last_full
+        if now - self._last >= YOUNG_EVERY:
+            self._last = now
+            asyncio.get_running_loop().call_soon(gc.collect, 0)
+
+
+async def collect_when_quiet(quiet_for: Callable[[], float]) -> None:
+    """Run forever: a full collection when the gateway has been quiet (no session live, none
+    started or ended) for ``QUIET`` seconds and the last one is a minute old, and at the
+    latest every hour. An instant with no live session is not enough: between two
+    back-to-back sessions there is one, and the next would wait out the collection."""
+    last_full = time.monotonic()
+    while True:
+        await asyncio.sleep(CHECK_EVERY)
+        since = time.monotonic() - last_full
         if (since >= FULL_WHEN_IDLE_AFTER and quiet_for() >= QUIET) or (
             since >= FULL_AT_LEAST_EVERY
         ):

@@ -16,7 +16,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from sluice.config import Settings
 from sluice.gateway.app import Gateway, create_app
-from sluice.gateway.gcpolicy import collect_on_schedule, tune_gc
+from sluice.gateway.gcpolicy import YoungCollections, collect_when_quiet, tune_gc
 from sluice.gateway.siblings import CONNECTION_HOOK, ConnectionHook
 from sluice.listen import LISTENERS, listening_sockets
 from sluice.logs import kv
@@ -231,6 +231,7 @@ async def serve_forever(settings: Settings) -> None:
     server = RunningServer(app, settings.host, settings.port)
     await server.start()
     tune_gc()
+    gateway.sessions.first_token_hooks.append(YoungCollections().first_token)
     print(f"sluice gateway listening on {server.url}", flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -243,9 +244,7 @@ async def serve_forever(settings: Settings) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
-    collector = asyncio.ensure_future(
-        collect_on_schedule(gateway.sessions.live_count, gateway.sessions.quiet_for)
-    )
+    collector = asyncio.ensure_future(collect_when_quiet(gateway.sessions.quiet_for))
     try:
         await stop.wait()
         await gateway.sessions.shutdown()

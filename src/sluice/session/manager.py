@@ -59,6 +59,9 @@ class SessionManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_start = on_start
         self._on_end = on_end
+        #: called with each session whose first answer token is being relayed, in the
+        #: pump's callback (before the token is written: defer anything slow)
+        self.first_token_hooks: list[Callable[[Session], None]] = []
         #: the operations feed: told of state changes, first tokens and ends; it publishes
         #: coalesced derived state on the bus
         self.feed = feed if feed is not None else OpsFeed(bus)
@@ -119,6 +122,8 @@ class SessionManager:
     def on_first_token(self, session: Session) -> None:
         """The first answer token (text or tool-call arguments) of an attempt arrived."""
         self.feed.first_token(session)
+        for hook in self.first_token_hooks:
+            hook(session)
 
     async def on_finished(self, session: Session) -> None:
         self.live.pop(session.id, None)

@@ -433,7 +433,7 @@ class Session:
         self._pending_error = None
 
         pump = _Pump(self, upstream)
-        adapter, decoder, on_events = pump.adapter, pump.decoder, self._on_events
+        adapter, on_events = pump.adapter, self._on_events
         entries = self.log
         #: the stream reached its end: the connection may serve another request
         reusable = False
@@ -441,8 +441,9 @@ class Session:
             await upstream.start(pump.feed)
             reusable = adapter.done
             if not reusable:
-                for sse in decoder.flush():
-                    on_events(adapter.feed(sse.event, sse.data), sse.raw, time.monotonic())
+                # The body ended before the stream's own end. A last frame without its blank
+                # line is dropped, as the SSE rules say (the decoder is not flushed: its
+                # flush dispatches nothing); the adapter says what is missing.
                 on_events(adapter.close(), b"", time.monotonic())
         except UpstreamError as exc:
             # Open tool calls end "incomplete"; the break itself is the terminal error, more

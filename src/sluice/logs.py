@@ -24,6 +24,13 @@ def kv(**fields: Any) -> str:
 
 
 def setup_logging(level: str = "info") -> None:
+    # The format uses none of these, and each record would look them up: the calling frame
+    # (``sys._getframe`` walks), the thread, the process (a ``getpid`` system call) and the
+    # multiprocessing name. The logging HOWTO's "Optimization" section names these switches.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger("sluice")

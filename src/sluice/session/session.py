@@ -641,10 +641,16 @@ class Session:
     def _set_state(self, state: str) -> None:
         self.state = state
         self.updated_at = time.time()
-        log.debug(
-            "session state %s",
-            kv(session_id=self.id, state=state, provider=self.route.label, wire=self.route.wire),
-        )
+        if log.isEnabledFor(logging.DEBUG):  # the line's fields cost more than the check
+            log.debug(
+                "session state %s",
+                kv(
+                    session_id=self.id,
+                    state=state,
+                    provider=self.route.label,
+                    wire=self.route.wire,
+                ),
+            )
         self.owner.on_state(self)
 
     @property

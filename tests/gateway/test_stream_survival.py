@@ -400,3 +400,29 @@ async def test_a_client_stuck_past_the_deadline_is_cut_client_too_slow_and_can_r
         )
         assert int(resumed[0].id) > 10 and resumed[0].event != "end"
         await gw.http.post(f"/api/sessions/{session_id}/cancel")
+
+
+async def test_a_session_stopped_before_its_task_first_runs_still_ends_with_a_record(
+    gateway: GatewayUnderTest,
+) -> None:
+    # Stop in the same turn of the loop as the start (a shutdown can do that): the pump's
+    # coroutine never begins, yet the session must still end, cancelled, with its record.
+    first = await start(gateway)
+    manager = gateway.gateway.sessions
+    spec = manager.require(first).spec
+    session = manager.start("op-stopped0000", spec)
+    assert manager.cancel(session.id, "test_stop")
+    async with asyncio.timeout(10):
+        await session.finished.wait()
+    stored = await manager.store.get(session.id)
+    assert stored is not None and stored["state"] == "cancelled"
+    assert stored["cancel_reason"] == "test_stop"
+    assert session.id not in manager.live
+    # The same for a recovered session's new attempt.
+    again = manager.retry(session.id)
+    assert manager.cancel(again.id, "test_stop_again")
+    async with asyncio.timeout(10):
+        await again.finished.wait()
+    stored = await manager.store.get(again.id)
+    assert stored is not None and stored["state"] == "cancelled"
+    assert stored["cancel_reason"] == "test_stop_again" and stored["attempts"] == 2

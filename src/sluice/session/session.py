@@ -146,6 +146,7 @@ class Session:
         "_held_since",
         "_pending_error",
         "_phase",
+        "_running",
         "_stored_initial",
         "_upstream",
         "acc",
@@ -201,6 +202,8 @@ class Session:
         self._answering = False
         self._phase: str | None = None
         self.task: asyncio.Task[None] | None = None
+        #: the task has begun ``run()`` (a task cancelled before that never enters it)
+        self._running = False
         self.usage_source = "provider"
         #: the usage the record and the cost stand on, fixed at finalisation
         self.final_usage: ev.Usage | None = None
@@ -225,7 +228,10 @@ class Session:
             return False
         if self.cancel_reason is None:
             self.cancel_reason = reason
-            self.task.cancel()
+            if self._running:
+                self.task.cancel()
+            # else the task has not begun: cancelling it would skip ``run()`` and the record;
+            # ``run()`` sees the reason as it begins and ends the session at once
         return True
 
     def prepare_retry(self) -> None:
@@ -248,6 +254,7 @@ class Session:
         self.clock = StreamClock(time.monotonic())
         self.settled = Flag()
         self.finished = Flag()
+        self._running = False
         self.state = STARTING
 
     def _begin_attempt(self, reason: str, delay: float) -> None:
@@ -334,6 +341,10 @@ class Session:
     async def run(self) -> None:
         """Owned by the manager's task; finalisation is shielded so a Stop still ends with a
         stored record."""
+        self._running = True
+        if self.cancel_reason is not None:  # stopped before this task began
+            await asyncio.shield(self._finish(CANCELLED))
+            return
         self._stored_initial = asyncio.ensure_future(self.owner.store.put(self.record()))
         self._stored_initial.add_done_callback(self._initial_stored)
         try:

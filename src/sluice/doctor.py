@@ -41,6 +41,10 @@ EXIT_NOT_DIAGNOSED = 2
 #: An event held longer than this (seconds) on its way is worth a warning: a reader sees the
 #: text stutter. Past ``--max-hold`` (default 1 s) the path counts as buffering.
 NOTICEABLE_HOLD = 0.1
+#: Heartbeats that arrived, yet with a silence longer than this many heartbeat intervals
+#: between them, were held on the way (the gateway sends one 1 to 1.25 intervals after its
+#: last write).
+LATE_HEARTBEAT = 2.0
 
 
 class DoctorError(Exception):
@@ -422,6 +426,20 @@ def _judge(report: Report, max_hold: float) -> None:
                 f"none arrived in {report.idle_s:g} s of idle, though the gateway sends one "
                 f"after {interval:g} s of silence",
                 "something on the path drops SSE comments or holds the stream",
+            )
+        )
+    elif report.longest_silence_s > LATE_HEARTBEAT * interval:
+        # They arrived, but late: a proxy on the path holds small writes for a while. One
+        # with an idle timeout between the interval and that silence would cut the stream.
+        findings.append(
+            Finding(
+                "heartbeats",
+                "warn",
+                f"{report.heartbeats} arrived, but the client saw {report.longest_silence_s:.2f} s "
+                f"without a byte while idle, though the gateway sends one after {interval:g} s "
+                "of silence",
+                "something on the path holds small writes back (a buffer flushed on a timer "
+                "or when full); an idle timeout shorter than that silence would cut the stream",
             )
         )
     else:

@@ -236,3 +236,23 @@ async def test_the_doctor_command_exits_by_its_verdict(gateway_with: Any, workdi
     assert '"exit_code": 1' in out and '"status": "fail"' in out
     code, _, err = await run_cli(f"http://127.0.0.1:{servers.free_port(servers.HOST)}")
     assert code == EXIT_NOT_DIAGNOSED and "cannot connect" in err
+
+
+@pytest.mark.parametrize(
+    ("silence", "verdict"),
+    [(0.6, "ok"), (1.8, "warn")],
+)
+def test_heartbeats_that_arrive_late_are_said_to(silence: float, verdict: str) -> None:
+    # A path that holds small writes and lets them through later: heartbeats arrive, the
+    # connection survives, but the client saw a silence an idle timeout could cut.
+    from sluice.doctor import _judge
+
+    report = Report(url="http://gateway", idle_s=2.0, events_expected=12)
+    report.events_received = 12
+    report.heartbeat_interval = 0.5
+    report.heartbeats = 3
+    report.idle_survived = True
+    report.longest_silence_s = silence
+    _judge(report, 1.0)
+    assert status(report, "heartbeats") == verdict
+    assert status(report, "idle") == "ok"  # it did survive; the heartbeats line says why not ok

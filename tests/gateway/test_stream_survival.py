@@ -308,6 +308,13 @@ async def test_a_mid_stream_failure_retries_the_whole_turn_when_configured(
         second = (await gw.sim_requests(session_id))[-1]
         assert record["state"] == "complete" and record["attempts"] == 2
         assert record["text"] == text == second["text"]
+        # Both attempts were billed: the first's deltas (an estimate) and the second's usage.
+        usage = [orjson.loads(e.data) for e in events[after:] if e.event == "usage"]
+        first_deltas = kinds[:after].count("text")
+        assert usage and first_deltas
+        assert record["usage"]["output_tokens"] == first_deltas + usage[-1]["output_tokens"]
+        assert record["usage"]["source"] == "estimated"
+        assert record["cost"]["usage_source"] == "estimated"
 
 
 async def test_a_stall_longer_than_the_deadline_is_upstream_stalled(gateway_with: Any) -> None:
@@ -323,13 +330,18 @@ async def test_the_recover_endpoint_starts_a_new_attempt_under_the_same_id(
     gateway: GatewayUnderTest,
 ) -> None:
     session_id = await start(gateway, "sim/error-mid-stream", headers={"x-sim-fail-count": "1"})
-    assert (await gateway.final_record(session_id))["state"] == "errored"
+    failed = await gateway.final_record(session_id)
+    assert failed["state"] == "errored" and failed["usage"]["source"] == "estimated"
     response = await gateway.http.post(f"/api/sessions/{session_id}/retry")
     assert response.status_code == 202 and response.json()["attempt"] == 2
     record = await gateway.final_record(session_id)
     assert record["id"] == session_id and record["state"] == "complete"
     assert record["attempts"] == 2 and record["attempt_errors"][0]["type"] == "upstream_error"
     assert record["text"] == (await gateway.sim_requests(session_id))[-1]["text"]
+    # The failed attempt's tokens were billed too: they stay in the usage and the cost.
+    assert record["usage"]["output_tokens"] > failed["usage"]["output_tokens"] > 0
+    assert record["usage"]["input_tokens"] > failed["usage"]["input_tokens"]
+    assert record["usage"]["source"] == "estimated"
     again = await gateway.http.post(f"/api/sessions/{session_id}/retry")
     assert again.status_code == 409 and again.json()["error"]["type"] == "not_retryable"
 

@@ -137,10 +137,30 @@ class _Pump:
                 session._hold(self.upstream)
 
 
+def _add_usage(
+    earlier: tuple[ev.Usage, str] | None, usage: ev.Usage, source: str
+) -> tuple[ev.Usage, str]:
+    """Two attempts' usage together; the sum is an estimate if either part is one."""
+    if earlier is None:
+        return usage, source
+    before, before_source = earlier
+    total = ev.Usage(
+        input_tokens=before.input_tokens + usage.input_tokens,
+        output_tokens=before.output_tokens + usage.output_tokens,
+        cache_read_tokens=before.cache_read_tokens + usage.cache_read_tokens,
+        cache_write_tokens=before.cache_write_tokens + usage.cache_write_tokens,
+        reasoning_tokens=before.reasoning_tokens + usage.reasoning_tokens,
+        final=before.final and usage.final,
+    )
+    estimated = "estimated" in (before_source, source)
+    return total, "estimated" if estimated else "provider"
+
+
 class Session:
     #: tens of thousands may be live at once: no instance dict
     __slots__ = (
         "_answering",
+        "_earlier_usage",
         "_final_telemetry",
         "_grace",
         "_held_since",
@@ -205,6 +225,9 @@ class Session:
         #: the task has begun ``run()`` (a task cancelled before that never enters it)
         self._running = False
         self.usage_source = "provider"
+        #: what the attempts before this one were billed (those that reached the stream), and
+        #: where that figure comes from: it counts in the record's usage and cost
+        self._earlier_usage: tuple[ev.Usage, str] | None = None
         #: the usage the record and the cost stand on, fixed at finalisation
         self.final_usage: ev.Usage | None = None
         self._final_telemetry: dict[str, Any] | None = None
@@ -258,7 +281,11 @@ class Session:
         self.state = STARTING
 
     def _begin_attempt(self, reason: str, delay: float) -> None:
-        """A new attempt of the whole turn: a ``retry`` event, and the answer starts afresh."""
+        """A new attempt of the whole turn: a ``retry`` event, and the answer starts afresh.
+        What the attempt that ends here was billed is kept for the record's usage."""
+        usage, source = self._attempt_usage()
+        if source != "refused":
+            self._earlier_usage = _add_usage(self._earlier_usage, usage, source)
         self.attempts += 1
         self.log.append(ev.Retry(self.attempts, reason, delay))
         self.log.notify()
@@ -632,17 +659,27 @@ class Session:
         await self.owner.on_finished(self)
 
     def _final_usage(self) -> ev.Usage:
+        """This attempt's usage, plus what earlier attempts that reached the stream were
+        billed; ``usage_source`` says ``estimated`` if any part of it is."""
+        usage, source = self._attempt_usage()
+        if self._earlier_usage is not None and source == "refused":
+            usage, source = self._earlier_usage
+        elif self._earlier_usage is not None:
+            usage, source = _add_usage(self._earlier_usage, usage, source)
+        self.usage_source = source
+        return usage
+
+    def _attempt_usage(self) -> tuple[ev.Usage, str]:
+        """The current attempt's usage and its source: the provider's final figure, an
+        estimate, or nothing when the provider refused (or was never reached)."""
         if self.failed_before_stream:
-            # The provider refused the request (or was never reached): nothing was billed.
-            self.usage_source = "refused"
-            return ev.Usage()
+            return ev.Usage(), "refused"
         usage = self.acc.usage
         if usage is not None and usage.final:
-            self.usage_source = "provider"
-            return usage
-        self.usage_source = "estimated"
+            return usage, "provider"
         input_tokens = usage.input_tokens if usage is not None else self._estimate_input()
-        return ev.Usage(input_tokens=input_tokens, output_tokens=self.acc.output_deltas)
+        estimate = ev.Usage(input_tokens=input_tokens, output_tokens=self.acc.output_deltas)
+        return estimate, "estimated"
 
     def _estimate_input(self) -> int:
         return math.ceil(len(self.spec.body) / 4)

@@ -97,3 +97,12 @@ async def test_nginx_is_found_or_installed_and_relays_whole_streams(tmp_path: Pa
     assert nginx.gap_probe.summary.lost == 0 and nginx.gap_probe.summary.tokens == 64
     assert nginx.memory is not None and nginx.memory.streams_open == 20
     assert nginx.sweep and nginx.sweep[0].summary.lost == 0
+
+
+def test_a_proxy_holds_two_sockets_per_stream_under_the_open_file_limit() -> None:
+    from sluice.bench.proc import OWN_FILES, streams_through_a_proxy
+
+    # This machine's hard limit: 20,000 descriptors, so not quite 10,000 streams.
+    assert streams_through_a_proxy(20_000) == (20_000 - OWN_FILES) // 2 < 10_000
+    assert streams_through_a_proxy(65_536) > 10_000
+    assert streams_through_a_proxy(10) == 0

@@ -94,6 +94,17 @@ def raise_open_files(wanted: int) -> int:
     return soft
 
 
+#: descriptors a proxy under test holds besides its streams' sockets (listening sockets, logs,
+#: the event loop's epoll, the store's files), with room to spare
+OWN_FILES = 64
+
+
+def streams_through_a_proxy(open_files: int) -> int:
+    """How many streams one proxy process can hold open under this open-file limit: each holds
+    two sockets there, the client's and the upstream's."""
+    return max(0, (open_files - OWN_FILES) // 2)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))

@@ -255,6 +255,13 @@ class Runner:
         self.workdir.mkdir(parents=True, exist_ok=True)
         # Each idle stream through a proxy holds two sockets there; leave room for the rest.
         files = proc.raise_open_files(max(4 * plan.idle_streams + 4096, 65536))
+        ceiling = proc.streams_through_a_proxy(files)
+        if plan.idle_streams > ceiling:
+            self.progress.note(
+                f"the open-file limit is {files:,} and cannot be raised here: a proxy holds two "
+                f"sockets per stream, so about {ceiling:,} of the {plan.idle_streams:,} idle "
+                "streams can be open through one; the rest will fail"
+            )
         affinity = os.sched_getaffinity(0)
         proc.pin_self(self.harness_cpus)
         try:

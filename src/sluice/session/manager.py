@@ -80,9 +80,6 @@ class SessionManager:
         self._launch(session)
         return session
 
-    def live_count(self) -> int:
-        return len(self.live)
-
     def quiet_for(self) -> float:
         """Seconds since the last session started or ended, while none is live; 0 while one
         is. Back-to-back sessions are never quiet, even between two of them."""

@@ -140,9 +140,12 @@ class _Pump:
 def _add_usage(
     earlier: tuple[ev.Usage, str] | None, usage: ev.Usage, source: str
 ) -> tuple[ev.Usage, str]:
-    """Two attempts' usage together; the sum is an estimate if either part is one."""
-    if earlier is None:
+    """Two attempts' usage together; a refused attempt adds nothing, and the sum is an
+    estimate if either part is one."""
+    if earlier is None or earlier[1] == "refused":
         return usage, source
+    if source == "refused":
+        return earlier
     before, before_source = earlier
     total = ev.Usage(
         input_tokens=before.input_tokens + usage.input_tokens,
@@ -225,8 +228,8 @@ class Session:
         #: the task has begun ``run()`` (a task cancelled before that never enters it)
         self._running = False
         self.usage_source = "provider"
-        #: what the attempts before this one were billed (those that reached the stream), and
-        #: where that figure comes from: it counts in the record's usage and cost
+        #: what the attempts before this one were billed (a refused one counts for nothing),
+        #: and where that figure comes from: it counts in the record's usage and cost
         self._earlier_usage: tuple[ev.Usage, str] | None = None
         #: the usage the record and the cost stand on, fixed at finalisation
         self.final_usage: ev.Usage | None = None
@@ -283,9 +286,7 @@ class Session:
     def _begin_attempt(self, reason: str, delay: float) -> None:
         """A new attempt of the whole turn: a ``retry`` event, and the answer starts afresh.
         What the attempt that ends here was billed is kept for the record's usage."""
-        usage, source = self._attempt_usage()
-        if source != "refused":
-            self._earlier_usage = _add_usage(self._earlier_usage, usage, source)
+        self._earlier_usage = _add_usage(self._earlier_usage, *self._attempt_usage())
         self.attempts += 1
         self.log.append(ev.Retry(self.attempts, reason, delay))
         self.log.notify()
@@ -661,12 +662,7 @@ class Session:
     def _final_usage(self) -> ev.Usage:
         """This attempt's usage, plus what earlier attempts that reached the stream were
         billed; ``usage_source`` says ``estimated`` if any part of it is."""
-        usage, source = self._attempt_usage()
-        if self._earlier_usage is not None and source == "refused":
-            usage, source = self._earlier_usage
-        elif self._earlier_usage is not None:
-            usage, source = _add_usage(self._earlier_usage, usage, source)
-        self.usage_source = source
+        usage, self.usage_source = _add_usage(self._earlier_usage, *self._attempt_usage())
         return usage
 
     def _attempt_usage(self) -> tuple[ev.Usage, str]:

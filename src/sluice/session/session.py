@@ -23,8 +23,6 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from sluice import events as ev
 from sluice.config import StreamSettings
 from sluice.errors import SluiceError, UpstreamError, UpstreamStatus
@@ -32,6 +30,7 @@ from sluice.logs import kv
 from sluice.providers import Route
 from sluice.session.eventlog import EventLog
 from sluice.session.flag import Flag
+from sluice.session.store import NewEvent
 from sluice.session.telemetry import StreamClock
 from sluice.sse import SSEDecoder
 from sluice.turn import TurnAccumulator, TurnRequest
@@ -751,10 +750,18 @@ class Session:
             "events": len(self.log),
         }
 
-    def stored_events(self) -> list[tuple[int, str, bytes]]:
-        out = []
-        for seq, (event, _raw) in enumerate(self.log.entries, start=1):
-            if event is not None:
-                kind, data = ev.payload(event)
-                out.append((seq, kind, orjson.dumps(data)))
+    def stored_events(self) -> list[NewEvent]:
+        """The log's events as the store takes them, JSON-ready; encoded by the store in one
+        call. Text deltas, most of any log, are written out here rather than dispatched."""
+        out: list[NewEvent] = []
+        append, payload, text_delta = out.append, ev.payload, ev.TextDelta
+        seq = 0
+        for event, _raw in self.log.entries:
+            seq += 1
+            if event is None:
+                continue
+            if type(event) is text_delta:
+                append((seq, "text", {"text": event.text}))
+            else:
+                append((seq, *payload(event)))
         return out

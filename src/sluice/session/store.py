@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,8 +30,11 @@ log = logging.getLogger("sluice.store")
 Record = dict[str, Any]
 #: a write, run on the writer's connection inside a transaction
 _Op = Callable[[sqlite3.Connection], Any]
-#: (sequence number, event type, JSON data)
+#: an event as read back: (sequence number, event type, its data as JSON)
 StoredEvent = tuple[int, str, bytes]
+#: an event as given to ``put_events``: (sequence number, event type, its JSON-ready data).
+#: A session's events are encoded together, in one call, when its log is stored.
+NewEvent = tuple[int, str, Mapping[str, Any]]
 
 
 class StoreError(SluiceError):
@@ -51,7 +54,9 @@ class SessionStore(Protocol):
     ) -> list[Record]:
         """Newest first."""
 
-    async def put_events(self, session_id: str, events: list[StoredEvent]) -> None: ...
+    async def put_events(self, session_id: str, events: Sequence[NewEvent]) -> None:
+        """Store events of a session's log. Stored again (a retried session), an event with
+        the same sequence number is kept once, as last given."""
 
     async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]: ...
 
@@ -87,11 +92,10 @@ class MemoryStore:
         rows.sort(key=lambda r: r["created_at"], reverse=True)
         return rows[:limit]
 
-    async def put_events(self, session_id: str, events: list[StoredEvent]) -> None:
-        stored = self._events.setdefault(session_id, [])
-        known = {seq for seq, _, _ in stored}
-        stored.extend(e for e in events if e[0] not in known)
-        stored.sort()
+    async def put_events(self, session_id: str, events: Sequence[NewEvent]) -> None:
+        merged = {e[0]: e for e in self._events.get(session_id, ())}
+        merged.update((e[0], e) for e in _decode_events(_encode_events(events)))
+        self._events[session_id] = [merged[seq] for seq in sorted(merged)]
 
     async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]:
         return [e for e in self._events.get(session_id, []) if e[0] > after]
@@ -311,24 +315,26 @@ class SQLiteStore:
         self._queued_records[session_id] = write
         await written
 
-    async def put_events(self, session_id: str, events: list[StoredEvent]) -> None:
+    async def put_events(self, session_id: str, events: Sequence[NewEvent]) -> None:
+        blob = _encode_events(events)
+
         def put_events(db: sqlite3.Connection) -> None:
             try:  # the first log of a session: one statement
                 db.execute(
                     "INSERT INTO session_events (session_id, events) VALUES (?, ?)",
-                    (session_id, _encode_events(events)),
+                    (session_id, blob),
                 )
                 return
             except sqlite3.IntegrityError:
-                pass  # a retried session stores its log again: keep one copy of each event
+                pass  # a retried session stores its log again: one copy of each event, the last
             row = db.execute(
                 "SELECT events FROM session_events WHERE session_id = ?", (session_id,)
             ).fetchone()
-            known = {e[0]: e for e in _decode_events(row[0])}
-            known.update((e[0], e) for e in events)
+            known = {e[0]: e for e in orjson.loads(row[0])}
+            known.update((e[0], e) for e in orjson.loads(blob))
             db.execute(
                 "UPDATE session_events SET events = ? WHERE session_id = ?",
-                (_encode_events([known[seq] for seq in sorted(known)]), session_id),
+                (orjson.dumps([known[seq] for seq in sorted(known)]), session_id),
             )
 
         await self._write(put_events)
@@ -455,9 +461,12 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
-def _encode_events(events: list[StoredEvent]) -> bytes:
-    # The data is JSON already: embedded as is, not parsed again.
-    return orjson.dumps([(seq, kind, orjson.Fragment(data)) for seq, kind, data in events])
+def _encode_events(events: Iterable[NewEvent]) -> bytes:
+    """One JSON array of ``[seq, type, data]`` for all of them: one encoder call per log."""
+    try:
+        return orjson.dumps(events if isinstance(events, list) else list(events))
+    except orjson.JSONEncodeError as exc:
+        raise StoreError(f"events not stored: {exc}") from exc
 
 
 def _decode_events(blob: bytes) -> list[StoredEvent]:

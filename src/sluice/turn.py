@@ -143,6 +143,10 @@ class TurnAccumulator:
         self.output_deltas = 0
 
     def apply(self, event: ev.Event) -> None:
+        if type(event) is ev.TextDelta:  # most events: ahead of the match below (same result)
+            self._text.append(event.text)
+            self.output_deltas += 1
+            return
         match event:
             case ev.TextDelta(text=text):
                 self._text.append(text)

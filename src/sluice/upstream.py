@@ -209,11 +209,15 @@ class UpstreamResponse:
                 return
             if not piece:
                 return
-        if self._sink is None:
+        sink = self._sink
+        if sink is None:
             if not self._finished:
                 self._buffered.append(piece)
             return
-        self._deliver(piece)
+        try:  # (``_deliver``, inline: this is every piece's way)
+            sink(piece)
+        except Exception as exc:  # noqa: BLE001 - the consumer's own failure ends its stream
+            self._sink_failed(exc)
 
     def _deliver(self, piece: bytes) -> None:
         sink = self._sink
@@ -222,12 +226,15 @@ class UpstreamResponse:
         try:
             sink(piece)
         except Exception as exc:  # noqa: BLE001 - the consumer's own failure ends its stream
-            self._sink = None
-            self._ended = True
-            done = self._done  # set by start(), before the first piece is delivered
-            if done is not None and not done.done():
-                done.set_exception(exc)
-            self._drop_connection()
+            self._sink_failed(exc)
+
+    def _sink_failed(self, exc: Exception) -> None:
+        self._sink = None
+        self._ended = True
+        done = self._done  # set by start(), before the first piece is delivered
+        if done is not None and not done.done():
+            done.set_exception(exc)
+        self._drop_connection()
 
     def _on_end(self) -> None:
         if self._ended:

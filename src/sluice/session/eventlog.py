@@ -43,7 +43,10 @@ class EventLog:
         listeners = self._listeners
         if listeners:
             self._listeners = []  # a listener registered meanwhile waits for the next notify
-            kept = [listener for listener in listeners if listener()]
+            if len(listeners) == 1:  # the usual case: one client's stream, keeping up
+                kept = listeners if listeners[0]() else None
+            else:
+                kept = [listener for listener in listeners if listener()]
             if kept:
                 kept.extend(self._listeners)
                 self._listeners = kept

@@ -91,7 +91,9 @@ class Reader:
 
     def advance(self, position: int) -> None:
         self.position = position
-        self.session._reader_advanced()
+        session = self.session
+        if session._held_since is not None:  # the upstream is held, maybe for this reader
+            session._reader_advanced()
 
 
 class _Pump:
@@ -132,7 +134,11 @@ class _Pump:
             self.upstream.finish()
         else:
             limit = self.limit
-            if len(entries) > limit and session._held_since is None and session._lag() > limit:
+            if (
+                len(entries.entries) > limit
+                and session._held_since is None
+                and session._lag() > limit
+            ):
                 session._hold(self.upstream)
 
 
@@ -340,7 +346,8 @@ class Session:
             self.cancel("detach_grace_expired")
 
     def _reader_advanced(self) -> None:
-        """Reading resumes once every reader is within half the buffer."""
+        """While the upstream is held: reading resumes once every reader is within half the
+        buffer."""
         if self._held_since is not None and self._lag() <= self.settings.buffer_events // 2:
             self._unhold()
             if self._upstream is not None:
@@ -509,7 +516,7 @@ class Session:
 
     def _on_events(self, produced: list[ev.Event], raw: bytes, now: float) -> None:
         """The hot path: one upstream frame's events into accumulator, clock and log."""
-        acc, clock, entries = self.acc, self.clock, self.log
+        acc, clock, entries = self.acc, self.clock, self.log.entries
         for event in produced:
             kind = type(event)
             if kind is ev.TextDelta or kind is ev.ToolCallDelta:
@@ -532,10 +539,10 @@ class Session:
                 # Held back: the caller ends the session with it or retries the turn.
                 self._pending_error = event  # type: ignore[assignment]
                 if raw:
-                    entries.append(None, raw)
+                    entries.append((None, raw))
                 continue
             acc.apply(event)
-            entries.append(event, raw)
+            entries.append((event, raw))  # (EventLog.append, inline)
             raw = b""
 
     def _status(self, phase: str, detail: str | None = None) -> None:

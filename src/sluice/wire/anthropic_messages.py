@@ -96,7 +96,7 @@ class MessagesStreamAdapter(WireFold):
     def feed(self, event: str, data: str) -> list[Event]:
         if event == "ping" or not data:
             return []  # the SDK skips these before parsing, too
-        return super().feed(event, data)
+        return WireFold.feed(self, event, data)  # (no super object per frame)
 
     def _frame(self, event: str, frame: dict[str, Any]) -> list[Event]:
         kind = frame.get("type")

@@ -79,7 +79,7 @@ class ChatStreamAdapter(WireFold):
         if data.startswith("[DONE]") and not self.done:  # the SDKs test the prefix, too
             self.last_was_usage_only = False
             return self._end()
-        return super().feed(event, data)
+        return WireFold.feed(self, event, data)  # (no super object per frame)
 
     def _frame(self, event: str, frame: dict[str, Any]) -> list[Event]:
         error = frame.get("error")

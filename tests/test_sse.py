@@ -7,7 +7,7 @@ import re
 import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from types import FrameType
 
 import pytest
@@ -222,6 +222,21 @@ def test_single_event_chunks_after_the_first_follow_the_spec(chunk: bytes) -> No
     events = decoder.decode(chunk)
     assert parsed(events) == reference_parse(WARM_UP + chunk)[0][1:]
     assert b"".join(e.raw for e in events) == (chunk if events else b"")
+
+
+@pytest.mark.parametrize("keep_raw", [False, True])
+@pytest.mark.parametrize("name", list(VECTORS))
+def test_frames_gives_what_decode_gives_as_tuples(name: str, keep_raw: bool) -> None:
+    # The relay's view, chunk by chunk: the usual one-event chunk after the first (its own
+    # path) and every vector split at every boundary (the general one).
+    usual = [WARM_UP, b'data: {"a": 1}\n\n', b"event: e\ndata: x\n\n"]
+    bounds = list(accumulate(map(len, usual)))
+    stream = b"".join(usual) + VECTORS[name]
+    for cut in range(bounds[-1] + 1, len(stream) + 1):
+        by_decode, by_frames = SSEDecoder(keep_raw), SSEDecoder(keep_raw)
+        for chunk in split_at(stream, [*bounds, cut]):
+            events = by_decode.decode(chunk)
+            assert by_frames.frames(chunk) == [(e.event, e.data, e.raw) for e in events], cut
 
 
 # --- UTF-8 -----------------------------------------------------------------------------------

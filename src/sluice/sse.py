@@ -87,31 +87,26 @@ class SSEDecoder:
         self._idle = False  # nothing at all is pending (all of the above at rest)
 
     def decode(self, chunk: bytes) -> list[ServerSentEvent]:
-        # Fast path, the usual LLM chunk with nothing pending and LF line ends: one event made
-        # of a ``data:`` line, or an ``event:`` line then a ``data:`` line, and its blank line.
-        # The same result as the general path below, in a fraction of the work.
-        if self._idle and chunk[-2:] == b"\n\n" and _CR not in chunk:
-            end = len(chunk) - 2
-            first = chunk.find(b"\n")
-            if first == end and chunk[:5] == b"data:":
-                event = "message"
-                value = chunk[6:end] if chunk[5] == 0x20 else chunk[5:end]
-            elif (
-                chunk[:6] == b"event:"
-                and chunk.find(b"\n", first + 1) == end
-                and chunk[first + 1 : first + 6] == b"data:"
-            ):
-                name = chunk[7:first] if chunk[6] == 0x20 else chunk[6:first]
-                event = name.decode("utf-8", "replace") if name else "message"
-                start = first + 7 if chunk[first + 6] == 0x20 else first + 6
-                value = chunk[start:end]
-            else:
-                event = ""
-            if event:
-                sse = ServerSentEvent(event, value.decode("utf-8", "replace"), self.last_event_id)
+        if self._idle:
+            single = _single_event(chunk)
+            if single is not None:
+                sse = ServerSentEvent(single[0], single[1], self.last_event_id)
                 if self._keep_raw:
                     sse.raw = chunk
                 return [sse]
+        return self._decode(chunk)
+
+    def frames(self, chunk: bytes) -> list[tuple[str, str, bytes]]:
+        """``decode()`` for a consumer that needs each event's type, data and ``raw`` only
+        (the relay): the same events as tuples, without an object made for the usual chunk's
+        one event."""
+        if self._idle:
+            single = _single_event(chunk)
+            if single is not None:
+                return [(single[0], single[1], chunk if self._keep_raw else b"")]
+        return [(sse.event, sse.data, sse.raw) for sse in self._decode(chunk)]
+
+    def _decode(self, chunk: bytes) -> list[ServerSentEvent]:
         if not chunk:
             return []
         keep = self._keep_raw
@@ -263,6 +258,32 @@ class SSEDecoder:
         self._block_retry = None
         self._raw.clear()
         return []
+
+
+def _single_event(chunk: bytes) -> tuple[str, str] | None:
+    """The fast path, for a decoder with nothing pending: the usual LLM chunk with LF line
+    ends, one event made of a ``data:`` line, or an ``event:`` line then a ``data:`` line,
+    and its blank line. Returns its type and data, or None for any other chunk (the general
+    path gives the same result for these, in several times the work)."""
+    if chunk[-2:] != b"\n\n" or _CR in chunk:
+        return None
+    end = len(chunk) - 2
+    first = chunk.find(b"\n")
+    if first == end and chunk[:5] == b"data:":
+        event = "message"
+        value = chunk[6:end] if chunk[5] == 0x20 else chunk[5:end]
+    elif (
+        chunk[:6] == b"event:"
+        and chunk.find(b"\n", first + 1) == end
+        and chunk[first + 1 : first + 6] == b"data:"
+    ):
+        name = chunk[7:first] if chunk[6] == 0x20 else chunk[6:first]
+        event = name.decode("utf-8", "replace") if name else "message"
+        start = first + 7 if chunk[first + 6] == 0x20 else first + 6
+        value = chunk[start:end]
+    else:
+        return None
+    return event, value.decode("utf-8", "replace")
 
 
 def encode_event(

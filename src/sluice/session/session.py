@@ -120,9 +120,8 @@ class _Pump:
         now = time.monotonic()
         session, adapter = self.session, self.adapter
         entries = session.log
-        for sse in self.decoder.decode(chunk):
-            produced = adapter.feed(sse.event, sse.data)
-            raw = sse.raw
+        for event, data, raw in self.decoder.frames(chunk):
+            produced = adapter.feed(event, data)
             if self.drop_usage_frame and adapter.last_was_usage_only:
                 raw = b""
             if produced:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """CPU time of the SQLite store's writes per session, in-process: for each of N sessions the
-record when it starts, then the record and the event log (68 events) when it ends, as the
-gateway writes them (queued and group-committed on the loop).
+record when it starts, then the record and the event log (68 events, JSON-ready as the
+session gives them) when it ends, as the gateway writes them (queued and group-committed on
+the loop).
 
     .venv/bin/python scripts/time_store_writes.py [SESSIONS] [--short]
 
@@ -21,8 +22,6 @@ import time
 import uuid
 from pathlib import Path
 
-import orjson
-
 from sluice.session.store import SQLiteStore
 
 
@@ -31,8 +30,7 @@ async def main(sessions: int, short: bool) -> None:
         store = SQLiteStore(str(Path(work) / "sessions.db"))
         await store.open()
         record = {"state": "running", "provider": "mock", "text": "x" * 1024, "usage": {"n": 1}}
-        delta = orjson.dumps({"text": "abcdefghijklmnop", "index": 0})
-        events = [(seq, "text_delta", delta) for seq in range(1, 69)]
+        events = [(seq, "text", {"text": "abcdefghijklmnop"}) for seq in range(1, 69)]
         ids = [f"op-{uuid.uuid4().hex[:12]}" for _ in range(sessions)]
         started = time.process_time()
         starts = [store.put(dict(record, id=i, created_at=time.time())) for i in ids]

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""The instructions the gateway executes for a fixed load, counted by valgrind's callgrind.
+
+CPU time depends on what else the machine runs (on a shared virtual machine, by a quarter or
+more from one run to the next); the count of instructions does not. It is the instrument for
+a change to the hot path whose effect is smaller than that noise.
+
+    .venv/bin/python scripts/count_instructions.py [--streams 100] [--concurrency 10]
+        [--model mock/paced] [--out var/bench/instructions]
+
+Starts the benchmark's mock, and ``sluice serve`` on the benchmark's configuration under
+callgrind; sends warm-up streams, then counts from the first of ``--streams`` streams (a
+closed loop of ``--concurrency`` clients, Chat Completions) to the last. Prints the
+instructions in all and under httptools' ``on_body`` callback, which is each relayed chunk's
+whole way from the upstream's parser to the client's socket. With the paced model each chunk
+arrives on its own, so that part is the same from run to run within about 1.5%; the whole
+varies more, as the timers' and the store's work follows the clock, and valgrind slows the
+gateway some fifty times.
+
+Needs valgrind (``callgrind_control``, ``callgrind_annotate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from sluice.bench.proc import cpu_layout
+from sluice.bench.targets import HOST, GatewayProcess, MockProcess
+
+WARM_UP_STREAMS = 20
+
+
+class _CountedGateway(GatewayProcess):
+    def __init__(self, workdir: Path, cpus: set[int], mock_url: str) -> None:
+        super().__init__(workdir, cpus, mock_url, "chat")
+        self.counts = workdir / "callgrind.out"
+
+    def argv(self) -> list[str]:
+        return [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={self.counts}",
+            "--instr-atstart=no",  # switched on once warm: the start runs at full speed
+            *super().argv(),
+        ]
+
+
+async def _streams(port: int, streams: int, concurrency: int, model: str) -> int:
+    """Run ``streams`` streaming requests, ``concurrency`` at a time on kept-alive
+    connections; return the number of SSE frames received."""
+    body = (
+        b'{"model":"%s","stream":true,"messages":[{"role":"user","content":"hi"}]}' % model.encode()
+    )
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n"
+        b"content-type: application/json\r\nauthorization: Bearer bench\r\n"
+        b"content-length: %d\r\n\r\n%b" % (len(body), body)
+    )
+    frames = 0
+
+    async def client(count: int) -> None:
+        nonlocal frames
+        reader, writer = await asyncio.open_connection(HOST, port)
+        for _ in range(count):
+            writer.write(request)
+            received = b""
+            while not received.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"):
+                piece = await reader.read(65536)
+                if not piece:
+                    raise SystemExit("the gateway closed a stream early")
+                received += piece
+            frames += received.count(b"\ndata: ")
+        writer.close()
+
+    counts = [streams // concurrency + (i < streams % concurrency) for i in range(concurrency)]
+    await asyncio.gather(*(client(n) for n in counts if n))
+    return frames
+
+
+async def _callgrind_control(*args: str) -> None:
+    control = await asyncio.create_subprocess_exec(
+        "callgrind_control", *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    if await control.wait() != 0:
+        raise SystemExit(f"count_instructions: callgrind_control {' '.join(args)} failed")
+
+
+def _inclusive(counts: Path) -> dict[str, int]:
+    report = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", "--auto=no", str(counts)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found: dict[str, int] = {}
+    for key, pattern in (("total", "PROGRAM TOTALS"), ("on_body", r"parser_cb_on_body ")):
+        match = re.search(r"^\s*([\d,]+) .*" + pattern, report, re.MULTILINE)
+        if match:
+            found[key] = int(match.group(1).replace(",", ""))
+    return found
+
+
+async def main(args: argparse.Namespace) -> None:
+    for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"count_instructions: {tool} is not installed (Debian: valgrind)")
+    workdir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="sluice-cg-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    target_cpus, harness_cpus = cpu_layout()  # as the benchmark pins them
+    mock = MockProcess(workdir, harness_cpus)
+    await mock.start()
+    gateway = _CountedGateway(workdir, target_cpus, mock.url)
+    try:
+        await gateway.start(within=120.0)
+        pid = str(gateway.pids()[0])
+        await _streams(gateway.port, WARM_UP_STREAMS, 1, args.model)
+        await _callgrind_control("-i", "on", pid)
+        started = time.monotonic()
+        frames = await _streams(gateway.port, args.streams, args.concurrency, args.model)
+        await _callgrind_control("-d", pid)
+        took = time.monotonic() - started
+    finally:
+        gateway.stop()
+        mock.stop()
+    dumps = sorted(workdir.glob("callgrind.out.*"), key=os.path.getmtime)
+    if not dumps:
+        raise SystemExit(f"count_instructions: no callgrind dump in {workdir}")
+    found = _inclusive(dumps[-1])
+    print(
+        f"{args.streams} streams ({args.model}, {args.concurrency} at a time), "
+        f"{frames} frames, {took:.0f} s"
+    )
+    for key in ("total", "on_body"):
+        n = found.get(key, 0)
+        print(
+            f"  {key:8} {n / 1e6:9.1f} M instructions"
+            f"  {n / args.streams / 1e3:9.1f} k per stream"
+            f"  {n / max(frames, 1) / 1e3:7.1f} k per frame"
+        )
+    print(f"  counts: {dumps[-1]}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--model", default="mock/paced")
+    parser.add_argument("--out", default="", help="where the counts go (default: a temp dir)")
+    asyncio.run(main(parser.parse_args()))

@@ -1,9 +1,9 @@
 """The normalised event model: what every provider stream is folded into.
 
 Provider adapters turn wire frames into these events; sessions, presenters and the
-operations center consume only these. They are plain slotted dataclasses built without
-validation (a few hundred nanoseconds each): the hot path never constructs a pydantic-style
-model per chunk.
+operations center consume only these. They are msgspec structs built without validation
+(constructed in C, a fraction of a microsecond each): the hot path never constructs a
+pydantic-style model per chunk.
 
 Event kinds, in the order a well-formed turn produces them::
 
@@ -18,8 +18,9 @@ begins) to its own log; adapters never produce them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 #: Normalised finish reasons (the provider's own word is kept in ``Finish.raw``).
 FINISH_STOP = "stop"
@@ -35,30 +36,34 @@ TOOL_INVALID_JSON = "invalid_json"
 TOOL_INCOMPLETE = "incomplete"
 
 
-@dataclass(slots=True)
-class Start:
+class _Event(msgspec.Struct, gc=False):
+    """The base of every event: a struct built in C (a third of the instructions of a slotted
+    dataclass's ``__init__``) that the cyclic collector does not track. Events refer to
+    strings, numbers and JSON-like dicts only, never back to anything that holds them, so
+    they cannot be part of a reference cycle; untracked, the live logs' deltas cost the young
+    collections nothing, and each event 16 bytes less."""
+
+
+class Start(_Event):
     """The upstream accepted the request and began a response."""
 
     response_id: str
     model: str
 
 
-@dataclass(slots=True)
-class TextDelta:
+class TextDelta(_Event):
     text: str
     index: int = 0
 
 
-@dataclass(slots=True)
-class ReasoningDelta:
+class ReasoningDelta(_Event):
     """Thinking or a reasoning summary, streamed before (or between) visible text."""
 
     text: str
     index: int = 0
 
 
-@dataclass(slots=True)
-class ToolCallStart:
+class ToolCallStart(_Event):
     """A tool call began. ``index`` is the provider's block or call index."""
 
     index: int
@@ -66,16 +71,14 @@ class ToolCallStart:
     name: str
 
 
-@dataclass(slots=True)
-class ToolCallDelta:
+class ToolCallDelta(_Event):
     """A fragment of a tool call's JSON arguments; only the concatenation is JSON."""
 
     index: int
     fragment: str
 
 
-@dataclass(slots=True)
-class ToolCallDone:
+class ToolCallDone(_Event):
     """A tool call ended; its arguments were parsed exactly once.
 
     ``status`` is ``ok`` (``arguments`` holds the parsed object), ``invalid_json`` (the block
@@ -93,8 +96,7 @@ class ToolCallDone:
     parse_attempts: int = 1
 
 
-@dataclass(slots=True)
-class Usage:
+class Usage(_Event):
     """A cumulative usage snapshot. ``final`` is true once the provider has sent its last one.
 
     ``input_tokens`` counts every input token, cached ones included (OpenAI's meaning);
@@ -110,8 +112,7 @@ class Usage:
     final: bool = False
 
 
-@dataclass(slots=True)
-class Error:
+class Error(_Event):
     """The upstream reported an error inside the stream (or the stream broke).
 
     ``type`` is a stable string (``overloaded``, ``rate_limited``, ``upstream_protocol``…)
@@ -122,19 +123,17 @@ class Error:
     message: str
     retryable: bool = False
     status: int | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class Finish:
+class Finish(_Event):
     """The turn ended normally. ``reason`` is normalised; ``raw`` is the provider's own."""
 
     reason: str
     raw: str | None = None
 
 
-@dataclass(slots=True)
-class Status:
+class Status(_Event):
     """Progress while no answer text flows, made by the session (never by an adapter).
 
     ``phase`` is ``waiting`` (nothing from the provider yet), ``thinking`` (reasoning is
@@ -145,8 +144,7 @@ class Status:
     detail: str | None = None
 
 
-@dataclass(slots=True)
-class Retry:
+class Retry(_Event):
     """A new attempt of the whole turn begins; the answer restarts after this event."""
 
     attempt: int

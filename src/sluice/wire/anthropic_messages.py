@@ -13,10 +13,10 @@ blocks are run by Anthropic, not by the client, and are ignored like unknown blo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 import orjson
+from msgspec.structs import replace
 
 from sluice.events import (
     FINISH_CONTENT_FILTER,

@@ -2,12 +2,13 @@
 
 Reference counting frees almost everything a relayed chunk allocates at once. What the cyclic
 collector still finds is what survives: above all the entries of the live sessions' event
-logs (a tuple and an event object per delta), tens of thousands of objects a second at a few
-hundred streams. With CPython's generations, each of them is examined again and again as it
-ages, and a collection of the older generations stops every stream for as long as it walks
-them: 30 to 51 ms for a middle-generation collection at 100 and 200 streams (up to 86 ms with
-a lower young threshold), and 185 to 225 ms for a full one, measured with the benchmark's load
-against an instrumented gateway.
+logs, tens of thousands of objects a second at a few hundred streams (a tuple and an event per
+delta when these figures were measured; the events are now structs it does not track). With
+CPython's generations, each of them is examined again and again as it ages, and a collection
+of the older generations stops every stream for as long as it walks them: 30 to 51 ms for a
+middle-generation collection at 100 and 200 streams (up to 86 ms with a lower young
+threshold), and 185 to 225 ms for a full one, measured with the benchmark's load against an
+instrumented gateway.
 
 So every collection is followed by ``gc.freeze()``: its survivors move to the permanent
 generation and are never examined again, and each collection walks only what was allocated

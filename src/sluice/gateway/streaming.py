@@ -256,8 +256,8 @@ class SessionStream:
             return None
         now = asyncio.get_running_loop().time()
         body = b"".join(parts) if len(parts) > 1 else parts[0]
-        # (``_write``'s first step, inline: the hook writes all but a few bodies)
-        sending = None if self._hook.write(body) else self._write(body)
+        # Through the server's hook when it can (no ASGI message), else by starting ``send``.
+        sending = None if self._hook.write(body) else self._start_send(body)
         if sending is None:  # written at once: the usual case
             self._last_send = now
             self._reader.advance(end)
@@ -265,11 +265,9 @@ class SessionStream:
             self._sending_since = now
         return sending
 
-    def _write(self, body: bytes) -> Awaitable[None] | None:
-        """Write ``body`` without waiting: through the server's hook when it can, else by
-        starting ``send``. Returns the rest of a ``send`` that has to wait."""
-        if self._hook.write(body):  # without an ASGI message
-            return None
+    def _start_send(self, body: bytes) -> Awaitable[None] | None:
+        """Write ``body`` by starting ``send``, without waiting. Returns the rest of a ``send``
+        that has to wait."""
         sending: Awaitable[None] = self._send(
             {"type": "http.response.body", "body": body, "more_body": True}
         )

@@ -143,14 +143,11 @@ class TurnAccumulator:
         self.output_deltas = 0
 
     def apply(self, event: ev.Event) -> None:
-        if type(event) is ev.TextDelta:  # most events: ahead of the match below (same result)
+        if type(event) is ev.TextDelta:  # most events: a type test costs less than a match
             self._text.append(event.text)
             self.output_deltas += 1
             return
         match event:
-            case ev.TextDelta(text=text):
-                self._text.append(text)
-                self.output_deltas += 1
             case ev.ReasoningDelta(text=text):
                 self._reasoning.append(text)
                 self.output_deltas += 1

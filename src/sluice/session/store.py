@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -331,7 +331,7 @@ class SQLiteStore:
                 "SELECT events FROM session_events WHERE session_id = ?", (session_id,)
             ).fetchone()
             known = {e[0]: e for e in orjson.loads(row[0])}
-            known.update((e[0], e) for e in orjson.loads(blob))
+            known.update((e[0], e) for e in events)
             db.execute(
                 "UPDATE session_events SET events = ? WHERE session_id = ?",
                 (orjson.dumps([known[seq] for seq in sorted(known)]), session_id),
@@ -461,10 +461,10 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
-def _encode_events(events: Iterable[NewEvent]) -> bytes:
+def _encode_events(events: Sequence[NewEvent]) -> bytes:
     """One JSON array of ``[seq, type, data]`` for all of them: one encoder call per log."""
     try:
-        return orjson.dumps(events if isinstance(events, list) else list(events))
+        return orjson.dumps(events if isinstance(events, list | tuple) else list(events))
     except orjson.JSONEncodeError as exc:
         raise StoreError(f"events not stored: {exc}") from exc
 

@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup system-deps demo test lint typecheck unit lock clean bench bench-full bench-choices screenshots
 
-$(STAMP): pyproject.toml constraints.txt
+# The C module (src/sluice/wire/_scan.c) is built in place by the editable install.
+$(STAMP): pyproject.toml constraints.txt setup.py src/sluice/wire/_scan.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@

@@ -62,11 +62,11 @@ class SSEDecoder:
         "_block_retry",
         "_data",
         "_event",
-        "_idle",
-        "_keep_raw",
         "_raw",
         "_skip_lf",
         "_tail",
+        "idle",
+        "keep_raw",
         "last_event_id",
         "retry",
     )
@@ -76,7 +76,7 @@ class SSEDecoder:
         self.last_event_id = ""
         #: spec: "reconnection time", in milliseconds; None until the stream sets one.
         self.retry: int | None = None
-        self._keep_raw = keep_raw
+        self.keep_raw = keep_raw
         self._at_start = True  # the BOM may only be dropped here
         self._skip_lf = False  # the previous chunk ended with CR: a leading LF completes a CRLF
         self._tail: list[bytes] = []  # an unterminated line (or the held start of a BOM)
@@ -84,11 +84,15 @@ class SSEDecoder:
         self._event = b""  # spec: "event type buffer"
         self._block_retry: int | None = None
         self._raw: list[bytes] = []  # keep_raw: bytes consumed since the last dispatch
-        self._idle = False  # nothing at all is pending (all of the above at rest)
+        #: nothing is pending (all of the above at rest, the stream's start behind): the next
+        #: byte begins a line of a new event. A piece that is one ``data:`` event with its
+        #: blank line (after an optional ``event:`` line) then decodes alone, and leaves the
+        #: decoder idle.
+        self.idle = False
 
     def decode(self, chunk: bytes) -> list[ServerSentEvent]:
-        if self._idle:
-            single = _single_event(chunk, chunk if self._keep_raw else b"")
+        if self.idle:
+            single = _single_event(chunk, chunk if self.keep_raw else b"")
             if single is not None:
                 return [ServerSentEvent(single[0], single[1], self.last_event_id, None, single[2])]
         return self._decode(chunk)
@@ -97,8 +101,8 @@ class SSEDecoder:
         """``decode()`` for a consumer that needs each event's type, data and ``raw`` only
         (the relay): the same events as tuples, without an object made for the usual chunk's
         one event."""
-        if self._idle:
-            single = _single_event(chunk, chunk if self._keep_raw else b"")
+        if self.idle:
+            single = _single_event(chunk, chunk if self.keep_raw else b"")
             if single is not None:
                 return [single]
         return [(sse.event, sse.data, sse.raw) for sse in self._decode(chunk)]
@@ -106,7 +110,7 @@ class SSEDecoder:
     def _decode(self, chunk: bytes) -> list[ServerSentEvent]:
         if not chunk:
             return []
-        keep = self._keep_raw
+        keep = self.keep_raw
         tail = self._tail
         if tail:
             if not self._at_start and _LF not in chunk and _CR not in chunk:
@@ -218,7 +222,7 @@ class SSEDecoder:
 
         if keep and done < len(chunk):
             self._raw.append(chunk[done:])
-        self._idle = self._block_retry is None and not (
+        self.idle = self._block_retry is None and not (
             tail or data or self._event or self._skip_lf or self._raw
         )
         return events
@@ -246,7 +250,7 @@ class SSEDecoder:
         An unterminated last line and an event without its blank line are dropped. A CR at the
         very end was already taken as a line end by ``decode()``.
         """
-        self._idle = False
+        self.idle = False
         self._at_start = True
         self._skip_lf = False
         self._tail.clear()

@@ -99,8 +99,10 @@ class Reader:
 class _Pump:
     """One upstream response's body into its session: bytes → SSE frames → the adapter's
     events → accumulator, clock and log. ``feed`` is called from the connection's read
-    callback, with no task in between. (An object rather than a closure: one small block
-    per open stream instead of a cell for each captured name.)"""
+    callback, with no task in between. A piece that is one plain text or reasoning delta
+    (most of them) goes past the decoder and the adapter's fold by the adapter's ``quick``,
+    with the same outcome. (An object rather than a closure: one small block per open
+    stream instead of a cell for each captured name.)"""
 
     __slots__ = ("adapter", "decoder", "drop_usage_frame", "limit", "session", "upstream")
 
@@ -118,16 +120,20 @@ class _Pump:
     def feed(self, chunk: bytes) -> None:
         """One piece of the upstream body."""
         now = time.monotonic()
-        session, adapter = self.session, self.adapter
+        session, adapter, decoder = self.session, self.adapter, self.decoder
         entries = session.log
-        for event, data, raw in self.decoder.frames(chunk):
-            produced = adapter.feed(event, data)
-            if self.drop_usage_frame and adapter.last_was_usage_only:
-                raw = b""
-            if produced:
-                session._on_events(produced, raw, now)
-            elif raw:
-                entries.append(None, raw)
+        delta = adapter.quick(chunk) if decoder.idle else None
+        if delta is not None:
+            session._on_events([delta], chunk if decoder.keep_raw else b"", now)
+        else:
+            for event, data, raw in decoder.frames(chunk):
+                produced = adapter.feed(event, data)
+                if self.drop_usage_frame and adapter.last_was_usage_only:
+                    raw = b""
+                if produced:
+                    session._on_events(produced, raw, now)
+                elif raw:
+                    entries.append(None, raw)
         entries.notify()
         if adapter.done:
             self.upstream.finish()

@@ -13,7 +13,7 @@ arbitrary input (a provider bug becomes a typed event, never an exception in the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -22,6 +22,26 @@ import orjson
 from sluice.events import Error, Event
 
 from ._toolargs import ToolArgs
+
+#: A format's shortcut for its commonest piece (``_scan.c``): the piece, the text delta's
+#: class and the reasoning delta's; the event, or None for the general path.
+Shortcut = Callable[[bytes, Callable[..., Event], Callable[..., Event]], Event | None]
+
+
+def _general_path(piece: bytes, text_cls: Any, reasoning_cls: Any) -> None:
+    return None
+
+
+try:
+    from . import _scan
+except ImportError:  # installed without a C compiler: every piece takes the general path
+    chat_shortcut: Shortcut = _general_path
+    messages_shortcut: Shortcut = _general_path
+    responses_shortcut: Shortcut = _general_path
+else:
+    chat_shortcut = _scan.chat_delta
+    messages_shortcut = _scan.messages_delta
+    responses_shortcut = _scan.responses_delta
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -127,6 +147,9 @@ class WireFold:
         if not isinstance(frame, dict):
             return self._terminate([], self._protocol_error("non-object JSON", ""))
         return self._frame(event, frame)
+
+    def quick(self, piece: bytes) -> Event | None:
+        return None  # a format without a shortcut: every piece takes the general path
 
     def close(self) -> list[Event]:
         if self.done:

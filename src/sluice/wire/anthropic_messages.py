@@ -37,7 +37,7 @@ from sluice.events import (
     Usage,
 )
 
-from ._fold import MAX_COUNT, WireFold, count, maybe_count, sub, text
+from ._fold import MAX_COUNT, WireFold, count, maybe_count, messages_shortcut, sub, text
 from ._toolargs import ToolArgs, whole_text
 
 __all__ = ["MessagesStreamAdapter", "MessagesStreamEncoder"]
@@ -97,6 +97,14 @@ class MessagesStreamAdapter(WireFold):
         if event == "ping" or not data:
             return []  # the SDK skips these before parsing, too
         return WireFold.feed(self, event, data)  # (no super object per frame)
+
+    def quick(self, piece: bytes) -> Event | None:
+        if self.done:
+            return None
+        event = messages_shortcut(piece, TextDelta, ReasoningDelta)
+        if event is not None:
+            self.last_was_usage_only = False
+        return event
 
     def _frame(self, event: str, frame: dict[str, Any]) -> list[Event]:
         kind = frame.get("type")

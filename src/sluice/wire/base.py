@@ -27,6 +27,14 @@ class StreamAdapter(Protocol):
 
     def feed(self, event: str, data: str) -> list[Event]: ...
 
+    def quick(self, piece: bytes) -> Event | None:
+        """The hot path's shortcut past the SSE decoder and ``feed``: for a body piece that is
+        one SSE event holding one text or reasoning delta and nothing else (most of a streamed
+        answer), that delta; else None, and the piece takes the general path. Only for a
+        piece that starts where the decoder is idle. Where it answers, it answers as the
+        general path would, and leaves the adapter as ``feed`` would."""
+        ...
+
     def close(self) -> list[Event]: ...
 
 

@@ -37,7 +37,16 @@ from sluice.events import (
     Usage,
 )
 
-from ._fold import WireFold, count, maybe_count, openai_error, sub, text, truncated
+from ._fold import (
+    WireFold,
+    chat_shortcut,
+    count,
+    maybe_count,
+    openai_error,
+    sub,
+    text,
+    truncated,
+)
 from ._toolargs import ToolArgs, whole_text
 
 __all__ = ["ChatStreamAdapter", "ChatStreamEncoder"]
@@ -80,6 +89,14 @@ class ChatStreamAdapter(WireFold):
             self.last_was_usage_only = False
             return self._end()
         return WireFold.feed(self, event, data)  # (no super object per frame)
+
+    def quick(self, piece: bytes) -> Event | None:
+        if not self._started or self.done:
+            return None  # the first chunk starts the response: the general path
+        event = chat_shortcut(piece, TextDelta, ReasoningDelta)
+        if event is not None:
+            self.last_was_usage_only = False
+        return event
 
     def _frame(self, event: str, frame: dict[str, Any]) -> list[Event]:
         error = frame.get("error")

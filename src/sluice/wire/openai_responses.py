@@ -33,7 +33,15 @@ from sluice.events import (
     Usage,
 )
 
-from ._fold import WireFold, count, maybe_count, openai_error, sub, text
+from ._fold import (
+    WireFold,
+    count,
+    maybe_count,
+    openai_error,
+    responses_shortcut,
+    sub,
+    text,
+)
 from ._toolargs import ToolArgs, whole_text
 
 __all__ = ["ResponsesStreamAdapter", "ResponsesStreamEncoder"]
@@ -74,6 +82,14 @@ class ResponsesStreamAdapter(WireFold):
         super().__init__()
         self._started = False
         self._made_calls = False
+
+    def quick(self, piece: bytes) -> Event | None:
+        if self.done:
+            return None
+        event = responses_shortcut(piece, TextDelta, ReasoningDelta)
+        if event is not None:
+            self.last_was_usage_only = False
+        return event
 
     def _frame(self, event: str, frame: dict[str, Any]) -> list[Event]:
         kind = frame.get("type")

@@ -214,7 +214,7 @@ class UpstreamResponse:
             if not self._finished:
                 self._buffered.append(piece)
             return
-        try:  # (``_deliver``, inline: this is every piece's way)
+        try:  # (``_deliver``, inline)
             sink(piece)
         except Exception as exc:  # noqa: BLE001 - the consumer's own failure ends its stream
             self._sink_failed(exc)
@@ -395,8 +395,16 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         response = self.response
-        if response is not None:
+        if response is None:
+            return
+        sink = response._sink
+        if sink is None or response._decoder is not None:
             response._on_body(body)
+            return
+        try:  # (``_on_body``'s usual case, inline: this is every piece's way)
+            sink(body)
+        except Exception as exc:  # noqa: BLE001 - the consumer's own failure ends its stream
+            response._sink_failed(exc)
 
     def on_message_complete(self) -> None:
         response = self.response

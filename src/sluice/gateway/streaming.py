@@ -95,6 +95,7 @@ class SessionStream:
         self._blocked: Awaitable[None] | None = None
         #: the server's hook for this connection; the base one writes nothing directly
         self._hook = _NO_HOOK
+        self._loop: asyncio.AbstractEventLoop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self.session
@@ -102,7 +103,7 @@ class SessionStream:
             session.settings.accel_buffering_header, (b"x-sluice-session-id", session.id.encode())
         )
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._last_send = loop.time()
         relay = asyncio.current_task()
         assert relay is not None
@@ -240,22 +241,26 @@ class SessionStream:
         if end <= position:
             return None
         presenter = self.presenter
-        render = presenter.render
-        stop_at_terminal = not presenter.follows_finalization
-        parts = []
-        for index in range(position, end):
-            event, raw = items[index]
-            frame = render(index + 1, event, raw)
-            if frame:
-                parts.append(frame)
-            if stop_at_terminal and presenter.finished:
-                break
+        if end == position + 1:  # the usual case: one new entry
+            event, raw = items[position]
+            body = presenter.render(end, event, raw)
+        else:
+            render = presenter.render
+            stop_at_terminal = not presenter.follows_finalization
+            parts = []
+            for index in range(position, end):
+                event, raw = items[index]
+                frame = render(index + 1, event, raw)
+                if frame:
+                    parts.append(frame)
+                if stop_at_terminal and presenter.finished:
+                    break
+            body = b"".join(parts)
         self._position = end
-        if not parts:
+        if not body:
             self._reader.advance(end)
             return None
-        now = asyncio.get_running_loop().time()
-        body = b"".join(parts) if len(parts) > 1 else parts[0]
+        now = self._loop.time()
         # Through the server's hook when it can (no ASGI message), else by starting ``send``.
         sending = None if self._hook.write(body) else self._start_send(body)
         if sending is None:  # written at once: the usual case

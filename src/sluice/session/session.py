@@ -124,7 +124,10 @@ class _Pump:
         entries = session.log
         delta = adapter.quick(chunk) if decoder.idle else None
         if delta is not None:
-            session._on_events([delta], chunk if decoder.keep_raw else b"", now)
+            if type(delta) is ev.TextDelta:
+                session._on_text(delta, chunk if decoder.keep_raw else b"", now)
+            else:
+                session._on_events([delta], chunk if decoder.keep_raw else b"", now)
         else:
             for event, data, raw in decoder.frames(chunk):
                 produced = adapter.feed(event, data)
@@ -549,6 +552,17 @@ class Session:
             acc.apply(event)
             entries.append((event, raw))  # (EventLog.append, inline)
             raw = b""
+
+    def _on_text(self, event: ev.TextDelta, raw: bytes, now: float) -> None:
+        """``_on_events`` for one text delta, the commonest event, after the first token."""
+        clock = self.clock
+        if clock.first_token is None:
+            self._on_events([event], raw, now)
+            return
+        clock.delta(now, True)
+        self._answering = True
+        self.acc.apply(event)
+        self.log.entries.append((event, raw))
 
     def _status(self, phase: str, detail: str | None = None) -> None:
         self._phase = phase

@@ -25,6 +25,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 typedef const unsigned char *cursor;
@@ -114,6 +115,33 @@ utf8_length(cursor p, cursor end)
     return 0;
 }
 
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Past the run of plain ASCII at p inside a string: bytes other than '"', '\\', the
+ * control characters and the bytes of multi-byte characters. Eight bytes at a time while
+ * none of them ends the run (the zero-byte test of "Bit Twiddling Hacks", on the word
+ * xor'ed with each stop byte, and on the word less 0x20 for the control characters); a
+ * word that holds a stop byte is finished a byte at a time. */
+static inline cursor
+plain_run(cursor p, cursor end)
+{
+    while (end - p >= 8) {
+        uint64_t x, quote, slash;
+        memcpy(&x, p, 8);
+        quote = x ^ (ONES * '"');
+        slash = x ^ (ONES * '\\');
+        uint64_t stop = ((quote - ONES) & ~quote) | ((slash - ONES) & ~slash) |
+                        ((x - ONES * 0x20) & ~x) | x;
+        if (stop & HIGHS)
+            break;
+        p += 8;
+    }
+    while (p < end && *p >= 0x20 && *p != '"' && *p != '\\' && *p < 0x80)
+        p++;
+    return p;
+}
+
 /* A string at s->p (its opening quote). Escapes are checked, not decoded: a \u escape of a
  * surrogate must be a high one followed by a low one (a lone surrogate is refused). */
 static int
@@ -123,9 +151,7 @@ scan_string(Scan *s, Span *out)
     int escaped = 0;
     out->start = p;
     for (;;) {
-        /* the usual run of plain ASCII */
-        while (p < end && *p >= 0x20 && *p != '"' && *p != '\\' && *p < 0x80)
-            p++;
+        p = plain_run(p, end);
         if (p >= end)
             return NO;
         unsigned char c = *p;

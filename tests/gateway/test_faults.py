@@ -3,6 +3,7 @@ reason in the record and the partial text kept."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -157,18 +158,23 @@ async def test_a_store_that_fails_at_the_end_still_ends_the_session_and_says_so(
     from sluice.session.store import StoreError
 
     store = gateway.gateway.sessions.store
-    real_put_events = store.put_events
+    real_put = store.put
 
-    async def failing_put_events(session_id: str, events: Any) -> None:
-        raise StoreError("disk full")
+    def failing_final_put(record: Any, events: Any = None) -> Any:
+        if events is None:
+            return real_put(record)
+        done = asyncio.get_running_loop().create_future()
+        done.set_exception(StoreError("disk full"))
+        return done
 
-    store.put_events = failing_put_events  # type: ignore[method-assign]
+    store.put = failing_final_put  # type: ignore[method-assign]
     try:
         with caplog.at_level("ERROR", logger="sluice.session"):
             record = await run_native(gateway, "sim/support")
     finally:
-        store.put_events = real_put_events  # type: ignore[method-assign]
-    # The client's answer and the record are whole; only the event log was not kept.
+        store.put = real_put  # type: ignore[method-assign]
+    # The client's answer and the record it was sent are whole; only the store has not kept
+    # the final record and the log.
     assert record["state"] == "complete" and record["text"]
     assert any(
         "session record not stored" in r.getMessage() and "disk full" in r.getMessage()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from sluice.session.store import MemoryStore, SessionStore, SQLiteStore, StoreError, open_store
@@ -54,7 +56,7 @@ async def test_query_is_newest_first_and_filters(store: SessionStore) -> None:
 
 async def test_events_read_back_after_a_sequence_number(store: SessionStore) -> None:
     events = [(1, "start", {}), (2, "text", {"text": "a"}), (4, "finish", {})]
-    await store.put_events("op-1", events)
+    await store.put(_record("op-1", 1.0), events)
     assert await store.get_events("op-1") == [
         (1, "start", b"{}"),
         (2, "text", b'{"text":"a"}'),
@@ -66,9 +68,16 @@ async def test_events_read_back_after_a_sequence_number(store: SessionStore) -> 
 
 async def test_storing_the_same_events_twice_keeps_one_copy(store: SessionStore) -> None:
     events = [(1, "start", {}), (2, "text", {"text": "a"})]
-    await store.put_events("op-1", events)
-    await store.put_events("op-1", events)
+    await store.put(_record("op-1", 1.0), events)
+    await store.put(_record("op-1", 1.0), events)
     assert await store.get_events("op-1") == [(1, "start", b"{}"), (2, "text", b'{"text":"a"}')]
+
+
+async def test_a_record_put_without_events_keeps_the_stored_log(store: SessionStore) -> None:
+    await store.put(_record("op-1", 1.0, state="complete"), [(1, "start", {})])
+    await store.put(_record("op-1", 1.0, state="streaming"))  # a recover begins
+    assert await store.get_events("op-1") == [(1, "start", b"{}")]
+    assert (await store.get("op-1") or {})["state"] == "streaming"
 
 
 def test_store_urls_choose_the_backend(tmp_path: Path) -> None:
@@ -80,10 +89,8 @@ def test_store_urls_choose_the_backend(tmp_path: Path) -> None:
 
 
 async def test_records_and_events_older_than_the_cutoff_are_deleted(store: SessionStore) -> None:
-    await store.put(_record("old", 1.0))
-    await store.put(_record("new", 5.0))
-    await store.put_events("old", [(1, "start", {})])
-    await store.put_events("new", [(1, "start", {})])
+    await store.put(_record("old", 1.0), [(1, "start", {})])
+    await store.put(_record("new", 5.0), [(1, "start", {})])
     assert await store.delete_before(3.0) == 1
     assert await store.get("old") is None and await store.get_events("old") == []
     assert await store.get("new") is not None and await store.get_events("new") != []
@@ -94,23 +101,62 @@ async def test_many_concurrent_writes_are_all_kept_in_call_order(store: SessionS
     # and a later call for the same id wins, as if they had run one by one.
     writes = [store.put(_record(f"op-{i}", float(i))) for i in range(300)]
     writes.append(store.put(_record("op-7", 7.0, state="errored")))
-    writes += [store.put_events(f"op-{i}", [(1, "start", {})]) for i in range(300)]
+    writes += [store.put(_record(f"op-{i}", float(i)), [(1, "start", {})]) for i in range(300)]
+    writes.append(store.put(_record("op-7", 7.0, state="errored")))
     await asyncio.gather(*writes)
     assert len(await store.query(limit=1000)) == 300
     assert (await store.get("op-7") or {})["state"] == "errored"
     assert await store.get_events("op-299") == [(1, "start", b"{}")]
 
 
-async def test_a_retried_session_storing_its_log_again_merges_by_sequence(
+async def test_a_retried_session_storing_its_whole_log_again_replaces_it(
     store: SessionStore,
 ) -> None:
-    await store.put_events("op-1", [(1, "start", {}), (2, "text", {"text": "a"})])
-    await store.put_events("op-1", [(2, "text", {"text": "b"}), (3, "finish", {})])
-    assert await store.get_events("op-1") == [
-        (1, "start", b"{}"),
-        (2, "text", b'{"text":"b"}'),
-        (3, "finish", b"{}"),
-    ]
+    await store.put(_record("op-1", 1.0), [(1, "start", {}), (2, "error", {})])
+    log = [(1, "start", {}), (2, "error", {}), (3, "retry", {}), (4, "finish", {})]
+    await store.put(_record("op-1", 1.0), log)
+    assert [e[:2] for e in await store.get_events("op-1")] == [e[:2] for e in log]
+
+
+async def test_events_that_do_not_encode_fail_their_write_alone(store: SessionStore) -> None:
+    outcomes = await asyncio.gather(
+        store.put(_record("op-bad", 1.0), [(1, "x", {"bad": object()})]),
+        store.put(_record("op-good", 2.0), [(1, "start", {})]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], StoreError) and outcomes[1] is None
+    assert await store.get_events("op-good") == [(1, "start", b"{}")]
+
+
+async def test_sqlite_a_file_with_the_old_table_of_logs_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE sessions (id TEXT PRIMARY KEY, created_at REAL NOT NULL,
+            state TEXT NOT NULL, provider TEXT NOT NULL, record BLOB NOT NULL);
+        CREATE INDEX sessions_created ON sessions (created_at);
+        CREATE TABLE session_events (session_id TEXT PRIMARY KEY, events BLOB NOT NULL)
+            WITHOUT ROWID;
+        """
+    )
+    record = _record("op-1", 1.0)
+    db.execute(
+        "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+        ("op-1", 1.0, "complete", "sim", orjson.dumps(record)),
+    )
+    db.execute("INSERT INTO session_events VALUES (?, ?)", ("op-1", b'[[1,"start",{}]]'))
+    db.commit()
+    db.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        assert await store.get("op-1") == record
+        assert await store.get_events("op-1") == [(1, "start", b"{}")]
+        tables = {row[0] for row in store.db.execute("SELECT name FROM sqlite_master")}
+        assert "session_events" not in tables
+    finally:
+        await store.close()
 
 
 async def test_sqlite_commits_a_long_queue_in_slices_with_the_loop_free_between(

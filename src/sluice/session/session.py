@@ -664,13 +664,10 @@ class Session:
         self.log.close()
         self.settled.set()
         store = self.owner.store
-        # Queued together, so they share one commit. The first record's write was queued
-        # when this session's task first ran; while it waits for its commit, the final
-        # record replaces it there (the store keeps a later put of an id after an earlier).
-        writes: list[Awaitable[None]] = [
-            store.put(record),
-            store.put_events(self.id, self.stored_events()),
-        ]
+        # The record and the log, one write. The first record's write was queued when this
+        # session's task first ran; while it waits for its commit, this one replaces it
+        # there (the store keeps a later put of an id after an earlier).
+        writes: list[Awaitable[None]] = [store.put(record, self.stored_events())]
         if self._stored_initial is not None:
             writes.append(self._stored_initial)
         for outcome in await asyncio.gather(*writes, return_exceptions=True):

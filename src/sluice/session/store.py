@@ -4,6 +4,9 @@
 ``SQLiteStore`` keeps records in one SQLite file (WAL): writes are committed together on the
 event loop (group commit in short slices, no wait for the disk), reads and checkpoints run on a
 thread of low priority.
+
+A write is queued when ``put`` is called and its awaitable says when it is stored: writes
+made together keep their call order, and awaiting several of them (``gather``) makes no task.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,8 +35,8 @@ Record = dict[str, Any]
 _Op = Callable[[sqlite3.Connection], Any]
 #: an event as read back: (sequence number, event type, its data as JSON)
 StoredEvent = tuple[int, str, bytes]
-#: an event as given to ``put_events``: (sequence number, event type, its JSON-ready data).
-#: A session's events are encoded together, in one call, when its log is stored.
+#: an event as given to ``put``: (sequence number, event type, its JSON-ready data). A
+#: session's events are encoded together, in one call, when its log is stored.
 NewEvent = tuple[int, str, Mapping[str, Any]]
 
 
@@ -44,8 +47,11 @@ class StoreError(SluiceError):
 class SessionStore(Protocol):
     async def open(self) -> None: ...
 
-    async def put(self, record: Record) -> None:
-        """Insert or replace the record with ``record["id"]``."""
+    def put(self, record: Record, events: Sequence[NewEvent] | None = None) -> Awaitable[None]:
+        """Insert or replace the record with ``record["id"]``; with ``events``, also that
+        session's event log, replacing any stored before (a session stores its whole log
+        when it ends, again after a retry). The write is queued now; the awaitable ends once
+        it is stored, or raises ``StoreError``."""
 
     async def get(self, session_id: str) -> Record | None: ...
 
@@ -53,10 +59,6 @@ class SessionStore(Protocol):
         self, limit: int = 50, state: str | None = None, provider: str | None = None
     ) -> list[Record]:
         """Newest first."""
-
-    async def put_events(self, session_id: str, events: Sequence[NewEvent]) -> None:
-        """Store events of a session's log. Stored again (a retried session), an event with
-        the same sequence number is kept once, as last given."""
 
     async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]: ...
 
@@ -74,8 +76,19 @@ class MemoryStore:
     async def open(self) -> None:
         return None
 
-    async def put(self, record: Record) -> None:
-        self._records[record["id"]] = orjson.loads(orjson.dumps(record))
+    def put(self, record: Record, events: Sequence[NewEvent] | None = None) -> Awaitable[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            copy = orjson.loads(orjson.dumps(record))
+            log = None if events is None else _decode_events(_encode_events(events))
+        except (orjson.JSONEncodeError, StoreError) as exc:
+            done.set_exception(StoreError(f"session store failed: {exc}"))
+            return done
+        self._records[record["id"]] = copy
+        if log is not None:
+            self._events[record["id"]] = log
+        done.set_result(None)
+        return done
 
     async def get(self, session_id: str) -> Record | None:
         return self._records.get(session_id)
@@ -91,11 +104,6 @@ class MemoryStore:
         ]
         rows.sort(key=lambda r: r["created_at"], reverse=True)
         return rows[:limit]
-
-    async def put_events(self, session_id: str, events: Sequence[NewEvent]) -> None:
-        merged = {e[0]: e for e in self._events.get(session_id, ())}
-        merged.update((e[0], e) for e in _decode_events(_encode_events(events)))
-        self._events[session_id] = [merged[seq] for seq in sorted(merged)]
 
     async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]:
         return [e for e in self._events.get(session_id, []) if e[0] > after]
@@ -117,14 +125,31 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_at REAL NOT NULL,
     state TEXT NOT NULL,
     provider TEXT NOT NULL,
-    record BLOB NOT NULL
+    record BLOB NOT NULL,
+    events BLOB
 );
 CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at);
-CREATE TABLE IF NOT EXISTS session_events (
-    session_id TEXT PRIMARY KEY,
-    events BLOB NOT NULL
-) WITHOUT ROWID;
 """
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """A file written before the event log moved into the session's row (it had a table
+    ``session_events`` of its own): the logs are moved over, in one transaction."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+    old = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'session_events'"
+    ).fetchone()
+    if "events" in columns and old is None:
+        return
+    with db:
+        if "events" not in columns:
+            db.execute("ALTER TABLE sessions ADD COLUMN events BLOB")
+        if old is not None:
+            db.execute(
+                "UPDATE sessions SET events = (SELECT events FROM session_events "
+                "WHERE session_id = sessions.id) WHERE events IS NULL"
+            )
+            db.execute("DROP TABLE session_events")
 
 
 class SQLiteStore:
@@ -147,11 +172,13 @@ class SQLiteStore:
     database (and its ``fsync``), runs on the store's thread, at the lowest scheduling
     priority, as do the reads, on a connection of their own.
 
-    A session's event log is one row (a JSON array of ``[seq, type, data]``), written once
-    when the session ends: one insert instead of one per event. A session's record is written
-    when it starts and again when it ends; when the second ``put`` finds the first still
+    A session is one row: its record, and its event log as one JSON array of ``[seq, type,
+    data]`` (written once, with the final record: one statement per session's end, where a
+    table of events took a row of its own and cost as much again). The record is written when
+    the session starts and again when it ends; when the second ``put`` finds the first still
     queued (a stream shorter than the commit interval), the queued write takes the newer
-    record and no second write is queued: one write, encoded once, for both callers.
+    record and the log, and no second write is queued: one write, encoded once, for both
+    callers.
     """
 
     #: run a checkpoint on the thread after this many writes
@@ -194,6 +221,7 @@ class SQLiteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         db = self._connect()
         db.executescript(_SCHEMA)
+        _migrate(db)
         # Checkpoints are the store thread's job (see the class docstring), never a commit's.
         db.execute("PRAGMA wal_autocheckpoint=0")
         # ":memory:" is one database per connection: reads must share the writer's.
@@ -267,6 +295,8 @@ class SQLiteStore:
                         queued_records.pop(op.session_id, None)
                     try:
                         outcomes.append(op(db))
+                    except StoreError as exc:  # the events did not encode
+                        outcomes.append(exc)
                     except (sqlite3.Error, orjson.JSONEncodeError) as exc:
                         outcomes.append(StoreError(f"session store failed: {exc}"))
         except sqlite3.Error as exc:  # the commit itself failed (disk full, ...)
@@ -301,51 +331,29 @@ class SQLiteStore:
         if not future.cancelled() and future.exception() is not None:
             log.warning("session store checkpoint failed %s", kv(error=str(future.exception())))
 
-    async def put(self, record: Record) -> None:
+    def put(self, record: Record, events: Sequence[NewEvent] | None = None) -> Awaitable[None]:
         session_id = record["id"]
+        loop = asyncio.get_running_loop()
         queued = self._queued_records.get(session_id)
         if queued is not None:  # the earlier write is still waiting: it writes this one
             queued.record = record
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if events is not None:
+                queued.events = events
+            future: asyncio.Future[None] = loop.create_future()
             queued.futures.append(future)
-            await future
-            return
-        write = _RecordWrite(session_id, record)
-        written = self._write(write, write.futures)
+            return future
+        write = _RecordWrite(session_id, record, events)
+        try:
+            written = self._write(write, write.futures)
+        except StoreError as exc:  # not open: the caller's await says so
+            failed: asyncio.Future[None] = loop.create_future()
+            failed.set_exception(exc)
+            return failed
         self._queued_records[session_id] = write
-        await written
-
-    async def put_events(self, session_id: str, events: Sequence[NewEvent]) -> None:
-        blob = _encode_events(events)
-
-        def put_events(db: sqlite3.Connection) -> None:
-            try:  # the first log of a session: one statement
-                db.execute(
-                    "INSERT INTO session_events (session_id, events) VALUES (?, ?)",
-                    (session_id, blob),
-                )
-                return
-            except sqlite3.IntegrityError:
-                pass  # a retried session stores its log again: one copy of each event, the last
-            row = db.execute(
-                "SELECT events FROM session_events WHERE session_id = ?", (session_id,)
-            ).fetchone()
-            known = {e[0]: e for e in orjson.loads(row[0])}
-            known.update((e[0], e) for e in events)
-            db.execute(
-                "UPDATE session_events SET events = ? WHERE session_id = ?",
-                (orjson.dumps([known[seq] for seq in sorted(known)]), session_id),
-            )
-
-        await self._write(put_events)
+        return written
 
     async def delete_before(self, cutoff: float) -> int:
         def delete(db: sqlite3.Connection) -> int:
-            db.execute(
-                "DELETE FROM session_events WHERE session_id IN "
-                "(SELECT id FROM sessions WHERE created_at < ?)",
-                (cutoff,),
-            )
             removed: int = db.execute(
                 "DELETE FROM sessions WHERE created_at < ?", (cutoff,)
             ).rowcount
@@ -396,10 +404,8 @@ class SQLiteStore:
 
     async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]:
         def get_events(db: sqlite3.Connection) -> bytes | None:
-            row = db.execute(
-                "SELECT events FROM session_events WHERE session_id = ?", (session_id,)
-            ).fetchone()
-            return None if row is None else bytes(row[0])
+            row = db.execute("SELECT events FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            return None if row is None or row[0] is None else bytes(row[0])
 
         blob = await self._read(get_events)
         return [] if blob is None else [e for e in _decode_events(blob) if e[0] > after]
@@ -423,34 +429,45 @@ class SQLiteStore:
 
 
 class _RecordWrite:
-    """A queued write of one session's record, encoded when its transaction runs; until
-    then a later ``put`` of the same id replaces ``record``."""
+    """A queued write of one session's record (and, at its end, its event log), encoded
+    when its transaction runs; until then a later ``put`` of the same id replaces them."""
 
-    __slots__ = ("futures", "record", "session_id")
+    __slots__ = ("events", "futures", "record", "session_id")
 
-    def __init__(self, session_id: str, record: Record) -> None:
+    def __init__(self, session_id: str, record: Record, events: Sequence[NewEvent] | None) -> None:
         self.session_id = session_id
         self.record = record
+        self.events = events
         #: the callers' futures: the first ``put`` and any that replaced its record
         self.futures: list[asyncio.Future[Any]] = []
 
     def __call__(self, db: sqlite3.Connection) -> None:
         record = self.record
+        row = (
+            self.session_id,
+            record["created_at"],
+            record["state"],
+            record["provider"],
+            orjson.dumps(record),
+        )
         # An update in place, not INSERT OR REPLACE (a delete and an insert, of the row and
         # of its index entry): a session's record is written when it starts and again when it
         # ends, and ``created_at``, the indexed column, never changes.
-        db.execute(
-            "INSERT INTO sessions (id, created_at, state, provider, record) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-            "state = excluded.state, provider = excluded.provider, record = excluded.record",
-            (
-                self.session_id,
-                record["created_at"],
-                record["state"],
-                record["provider"],
-                orjson.dumps(record),
-            ),
-        )
+        if self.events is None:
+            db.execute(
+                "INSERT INTO sessions (id, created_at, state, provider, record) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "state = excluded.state, provider = excluded.provider, record = excluded.record",
+                row,
+            )
+        else:
+            db.execute(
+                "INSERT INTO sessions (id, created_at, state, provider, record, events) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "state = excluded.state, provider = excluded.provider, "
+                "record = excluded.record, events = excluded.events",
+                (*row, _encode_events(self.events)),
+            )
 
 
 def _lower_priority() -> None:

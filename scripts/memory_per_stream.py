@@ -62,7 +62,7 @@ async def measure(streams: int, top: int, frames: int) -> None:
     mock = MockProcess(workdir, harness_cpus)
     await mock.start()
     gateway = TracedGateway(workdir, target_cpus, mock.url, "chat", prefix=prefix, frames=frames)
-    await gateway.start()
+    await gateway.start(within=180.0)  # tracing slows the start too (40 s seen)
     proc.pin_self(harness_cpus)
     held: list[HeldStream] = []
     try:

@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from sluice.bench.client import kept_alive_request, stream_kept_alive
 from sluice.bench.proc import cpu_layout
 from sluice.bench.targets import HOST, GatewayProcess, MockProcess
 
@@ -56,28 +57,15 @@ class _CountedGateway(GatewayProcess):
 async def _streams(port: int, streams: int, concurrency: int, model: str) -> int:
     """Run ``streams`` streaming requests, ``concurrency`` at a time on kept-alive
     connections; return the number of SSE frames received."""
-    body = (
-        b'{"model":"%s","stream":true,"messages":[{"role":"user","content":"hi"}]}' % model.encode()
-    )
-    request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n"
-        b"content-type: application/json\r\nauthorization: Bearer bench\r\n"
-        b"content-length: %d\r\n\r\n%b" % (len(body), body)
-    )
+    request = kept_alive_request(model)
     frames = 0
 
     async def client(count: int) -> None:
         nonlocal frames
         reader, writer = await asyncio.open_connection(HOST, port)
         for _ in range(count):
-            writer.write(request)
-            received = b""
-            while not received.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"):
-                piece = await reader.read(65536)
-                if not piece:
-                    raise SystemExit("the gateway closed a stream early")
-                received += piece
-            frames += received.count(b"\ndata: ")
+            received = await stream_kept_alive(reader, writer, request)
+            frames += received  # (not ``frames += await``: that reads frames before waiting)
         writer.close()
 
     counts = [streams // concurrency + (i < streams % concurrency) for i in range(concurrency)]

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from sluice.bench.client import kept_alive_request, stream_kept_alive
 from sluice.bench.proc import cpu_layout
 from sluice.bench.targets import HOST, GatewayProcess, MockProcess
 
@@ -44,14 +45,7 @@ def _times(pid: int) -> tuple[float, float, float]:
 async def _load(port: int, concurrency: int, seconds: float, model: str, spread: float) -> int:
     """Frames received by ``concurrency`` clients streaming back to back for ``seconds``
     (each client at least one stream)."""
-    body = b'{"model":"%s","stream":true,"messages":[{"role":"user","content":"hi"}]}' % (
-        model.encode()
-    )
-    request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n"
-        b"content-type: application/json\r\nauthorization: Bearer bench\r\n"
-        b"content-length: %d\r\n\r\n%b" % (len(body), body)
-    )
+    request = kept_alive_request(model)
     end = time.monotonic() + seconds
     frames = 0
 
@@ -60,14 +54,8 @@ async def _load(port: int, concurrency: int, seconds: float, model: str, spread:
         await asyncio.sleep(index * spread / concurrency)
         reader, writer = await asyncio.open_connection(HOST, port)
         while True:
-            writer.write(request)
-            received = b""
-            while not received.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"):
-                piece = await reader.read(65536)
-                if not piece:
-                    raise SystemExit("paced_load: the gateway closed a stream early")
-                received += piece
-            frames += received.count(b"\ndata: ")
+            received = await stream_kept_alive(reader, writer, request)
+            frames += received  # (not ``frames += await``: that reads frames before waiting)
             if time.monotonic() >= end:
                 break
         writer.close()

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from sluice import events as ev
-from sluice.bench.client import ChunkedDecoder
+from sluice.bench.client import ChunkedDecoder, kept_alive_request, stream_kept_alive
 from sluice.bench.frames import MARKER, TEXT_BYTES
 from sluice.bench.mock import MockServer
 from sluice.bench.profiles import PROFILES, UnknownProfile, profile_for
@@ -165,3 +165,16 @@ def test_profiles_are_named_by_the_model_after_its_last_slash() -> None:
     assert (custom.deltas, custom.pace) == (8, 0.0025)
     with pytest.raises(UnknownProfile):
         profile_for("mock/0x20")
+
+
+async def test_streams_on_a_kept_alive_connection_read_one_after_another(
+    mock: MockServer,
+) -> None:
+    reader, writer = await asyncio.open_connection(mock.host, mock.port)
+    request = kept_alive_request("mock/3x1")
+    try:
+        counts = [await stream_kept_alive(reader, writer, request) for _ in range(3)]
+    finally:
+        writer.close()
+    # the role chunk, three deltas, the finish, usage and [DONE], each time
+    assert counts == [7, 7, 7]

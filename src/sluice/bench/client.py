@@ -269,6 +269,39 @@ async def run_stream(endpoint: Endpoint, request: bytes, time_limit: float) -> S
     return record
 
 
+#: how a Chat stream's response ends on a kept-alive connection: ``[DONE]``, then the last chunk
+KEPT_ALIVE_END = b"data: [DONE]\n\n\r\n0\r\n\r\n"
+
+
+def kept_alive_request(model: str) -> bytes:
+    """A streaming Chat Completions request for ``model``, for a connection that stays open
+    from one stream to the next (the scripts that hold a gateway under a fixed load)."""
+    body = orjson.dumps(
+        {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n"
+        "content-type: application/json\r\nauthorization: Bearer bench\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def stream_kept_alive(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> int:
+    """Send ``request`` on a kept-alive connection and read its stream to the end; returns
+    the SSE frames received. Raises ``ConnectionError`` if the connection ends first."""
+    writer.write(request)
+    received = b""
+    while not received.endswith(KEPT_ALIVE_END):
+        piece = await reader.read(65536)
+        if not piece:
+            raise ConnectionError("the connection closed before the stream's end")
+        received += piece
+    return received.count(b"\ndata: ")
+
+
 class HeldStream:
     """A stream kept open by its owner (the idle-streams scenario); ``close()`` ends it."""
 

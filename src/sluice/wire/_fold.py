@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from sluice.events import Error, Event
+from sluice.events import Error, Event, ReasoningDelta, TextDelta
 
 from ._toolargs import ToolArgs
 
@@ -124,10 +124,12 @@ def _http_status(code: Any) -> int | None:
 class WireFold:
     """The format-independent half of a stream adapter (see the module docstring)."""
 
-    __slots__ = ("_calls", "done", "last_was_usage_only")
+    __slots__ = ("_calls", "_started", "done", "last_was_usage_only")
 
     #: the format's name in messages (``malformed JSON in a <FORMAT> stream frame``).
     FORMAT: ClassVar[str] = ""
+    #: the format's shortcut for its commonest piece (``quick``); none by default
+    SHORTCUT: ClassVar[Shortcut] = _general_path
 
     def __init__(self) -> None:
         self.done = False
@@ -135,6 +137,8 @@ class WireFold:
         self.last_was_usage_only = False
         #: open tool calls by the format's call index.
         self._calls: dict[int, ToolArgs] = {}
+        #: the response has started (the format's first frame made the ``Start`` event)
+        self._started = False
 
     def feed(self, event: str, data: str) -> list[Event]:
         self.last_was_usage_only = False
@@ -149,7 +153,12 @@ class WireFold:
         return self._frame(event, frame)
 
     def quick(self, piece: bytes) -> Event | None:
-        return None  # a format without a shortcut: every piece takes the general path
+        if self.done or not self._started:
+            return None  # the general path starts the response, and ignores what follows it
+        event = type(self).SHORTCUT(piece, TextDelta, ReasoningDelta)
+        if event is not None:
+            self.last_was_usage_only = False  # as ``feed`` leaves it after a delta
+        return event
 
     def close(self) -> list[Event]:
         if self.done:

@@ -593,23 +593,44 @@ make_event(PyObject *cls, const Span *span, int with_index, long long index)
     return event;
 }
 
+#define ERROR (-2) /* an exception is set */
+
+/* What the three entry points begin with: the arguments checked, the piece taken as one SSE
+ * event, the scan set on its data. Returns 0, NO (not such a piece) or ERROR. */
 static int
-check_args(PyObject *const *args, Py_ssize_t nargs, const char *name, cursor *chunk,
-           Py_ssize_t *len)
+begin(PyObject *const *args, Py_ssize_t nargs, const char *function, Scan *s, cursor *name,
+      Py_ssize_t *name_len)
 {
     if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "%s() takes 3 arguments (%zd given)", name, nargs);
-        return NO;
+        PyErr_Format(PyExc_TypeError, "%s() takes 3 arguments (%zd given)", function, nargs);
+        return ERROR;
     }
     if (!PyBytes_CheckExact(args[0])) {
-        PyErr_Format(PyExc_TypeError, "%s() takes bytes, not %.100s", name,
+        PyErr_Format(PyExc_TypeError, "%s() takes bytes, not %.100s", function,
                      Py_TYPE(args[0])->tp_name);
-        return NO;
+        return ERROR;
     }
-    *chunk = (cursor)PyBytes_AS_STRING(args[0]);
-    *len = PyBytes_GET_SIZE(args[0]);
+    cursor data;
+    Py_ssize_t data_len;
+    if (one_event((cursor)PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), name,
+                  name_len, &data, &data_len) < 0)
+        return NO;
+    s->p = data;
+    s->end = data + data_len;
+    s->depth = 0;
     return 0;
 }
+
+/* The start of an entry point: returns from it with NULL or None unless the piece is one
+ * SSE event. */
+#define BEGIN(function, s, name, name_len)                                                  \
+    do {                                                                                    \
+        int begun = begin(args, nargs, function, (s), (name), (name_len));                  \
+        if (begun == ERROR)                                                                 \
+            return NULL;                                                                    \
+        if (begun == NO)                                                                    \
+            Py_RETURN_NONE;                                                                 \
+    } while (0)
 
 /* -- OpenAI Chat Completions --------------------------------------------------------------- */
 
@@ -667,13 +688,10 @@ chat_choice(Scan *s, ChatDelta *delta)
 static PyObject *
 chat_delta(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    cursor chunk, name, data;
-    Py_ssize_t len, name_len, data_len;
-    if (check_args(args, nargs, "chat_delta", &chunk, &len) < 0)
-        return NULL;
-    if (one_event(chunk, len, &name, &name_len, &data, &data_len) < 0)
-        Py_RETURN_NONE;
-    Scan s = {data, data + data_len, 0};
+    Scan s;
+    cursor name;
+    Py_ssize_t name_len;
+    BEGIN("chat_delta", &s, &name, &name_len);
     ChatDelta delta;
     memset(&delta, 0, sizeof delta);
     int first = 1, more, choices = 0, usage = 0, error = 0;
@@ -732,15 +750,12 @@ static const char *const MESSAGES_DELTAS[] = {"text_delta", "thinking_delta", NU
 static PyObject *
 messages_delta(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    cursor chunk, name, data;
-    Py_ssize_t len, name_len, data_len;
-    if (check_args(args, nargs, "messages_delta", &chunk, &len) < 0)
-        return NULL;
-    if (one_event(chunk, len, &name, &name_len, &data, &data_len) < 0)
-        Py_RETURN_NONE;
+    Scan s;
+    cursor name;
+    Py_ssize_t name_len;
+    BEGIN("messages_delta", &s, &name, &name_len);
     if (name_len == 4 && memcmp(name, "ping", 4) == 0)
         Py_RETURN_NONE; /* the adapter skips pings before parsing */
-    Scan s = {data, data + data_len, 0};
     int first = 1, more, type = 0, has_index = 0, has_delta = 0, kind = NO;
     long long index = 0;
     Span key, text = {0}, thinking = {0};
@@ -806,13 +821,10 @@ static const char *const RESPONSES_TYPES[] = {
 static PyObject *
 responses_delta(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    cursor chunk, name, data;
-    Py_ssize_t len, name_len, data_len;
-    if (check_args(args, nargs, "responses_delta", &chunk, &len) < 0)
-        return NULL;
-    if (one_event(chunk, len, &name, &name_len, &data, &data_len) < 0)
-        Py_RETURN_NONE;
-    Scan s = {data, data + data_len, 0};
+    Scan s;
+    cursor name;
+    Py_ssize_t name_len;
+    BEGIN("responses_delta", &s, &name, &name_len);
     int first = 1, more, type = 0, has_index = 0, kind = NO;
     long long index = 0;
     Span key, delta = {0};

@@ -83,13 +83,13 @@ class MessagesStreamAdapter(WireFold):
     message stops (``max_tokens``) is reported ``incomplete`` with its text so far.
     """
 
-    __slots__ = ("_started", "_stop_reason", "_usage")
+    __slots__ = ("_stop_reason", "_usage")
 
     FORMAT = "Anthropic Messages"
+    SHORTCUT = messages_shortcut
 
     def __init__(self) -> None:
         super().__init__()
-        self._started = False
         self._stop_reason: str | None = None
         self._usage: Usage | None = None
 
@@ -97,14 +97,6 @@ class MessagesStreamAdapter(WireFold):
         if event == "ping" or not data:
             return []  # the SDK skips these before parsing, too
         return WireFold.feed(self, event, data)  # (no super object per frame)
-
-    def quick(self, piece: bytes) -> Event | None:
-        if self.done:
-            return None
-        event = messages_shortcut(piece, TextDelta, ReasoningDelta)
-        if event is not None:
-            self.last_was_usage_only = False
-        return event
 
     def _frame(self, event: str, frame: dict[str, Any]) -> list[Event]:
         kind = frame.get("type")

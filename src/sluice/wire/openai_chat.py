@@ -74,13 +74,13 @@ class ChatStreamAdapter(WireFold):
     (also at a ``[DONE]`` that follows none) the stream counts as truncated.
     """
 
-    __slots__ = ("_closed", "_finish", "_started")
+    __slots__ = ("_closed", "_finish")
 
     FORMAT = "OpenAI Chat"
+    SHORTCUT = chat_shortcut
 
     def __init__(self) -> None:
         super().__init__()
-        self._started = False
         self._finish: str | None = None  # the raw finish_reason, once seen
         self._closed = _NONE_CLOSED  # tool call indexes already ended
 
@@ -89,14 +89,6 @@ class ChatStreamAdapter(WireFold):
             self.last_was_usage_only = False
             return self._end()
         return WireFold.feed(self, event, data)  # (no super object per frame)
-
-    def quick(self, piece: bytes) -> Event | None:
-        if not self._started or self.done:
-            return None  # the first chunk starts the response: the general path
-        event = chat_shortcut(piece, TextDelta, ReasoningDelta)
-        if event is not None:
-            self.last_was_usage_only = False
-        return event
 
     def _frame(self, event: str, frame: dict[str, Any]) -> list[Event]:
         error = frame.get("error")

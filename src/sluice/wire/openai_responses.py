@@ -74,22 +74,14 @@ class ResponsesStreamAdapter(WireFold):
     when the response produced a function call, else ``stop``.
     """
 
-    __slots__ = ("_made_calls", "_started")
+    __slots__ = ("_made_calls",)
 
     FORMAT = "OpenAI Responses"
+    SHORTCUT = responses_shortcut
 
     def __init__(self) -> None:
         super().__init__()
-        self._started = False
         self._made_calls = False
-
-    def quick(self, piece: bytes) -> Event | None:
-        if self.done:
-            return None
-        event = responses_shortcut(piece, TextDelta, ReasoningDelta)
-        if event is not None:
-            self.last_was_usage_only = False
-        return event
 
     def _frame(self, event: str, frame: dict[str, Any]) -> list[Event]:
         kind = frame.get("type")

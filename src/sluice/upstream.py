@@ -209,15 +209,11 @@ class UpstreamResponse:
                 return
             if not piece:
                 return
-        sink = self._sink
-        if sink is None:
+        if self._sink is None:
             if not self._finished:
                 self._buffered.append(piece)
             return
-        try:  # (``_deliver``, inline)
-            sink(piece)
-        except Exception as exc:  # noqa: BLE001 - the consumer's own failure ends its stream
-            self._sink_failed(exc)
+        self._deliver(piece)
 
     def _deliver(self, piece: bytes) -> None:
         sink = self._sink

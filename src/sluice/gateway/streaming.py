@@ -197,8 +197,7 @@ class SessionStream:
         when a write is blocked."""
         if self._stopped:
             return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self._loop.time()
         heartbeat, deadline = self.heartbeat, self.send_timeout
         tick = self._tick
         blocked_since = self._sending_since
@@ -215,7 +214,7 @@ class SessionStream:
         self._slot = wheel().call_at(now + tick, self, self._watch)
 
     async def _send_ping(self, send: Send) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._sending_since = loop.time()
         try:
             await send({"type": "http.response.body", "body": PING, "more_body": True})
@@ -230,7 +229,7 @@ class SessionStream:
         read callback; this task wakes only when a write blocks or the stream ends."""
         entries = self.session.log
         presenter = self.presenter
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._send = send
         self._reader = reader
         self._position = reader.position

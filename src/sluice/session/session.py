@@ -124,10 +124,11 @@ class _Pump:
         entries = session.log
         delta = adapter.quick(chunk) if decoder.idle else None
         if delta is not None:
+            raw = chunk if decoder.keep_raw else b""
             if type(delta) is ev.TextDelta:
-                session._on_text(delta, chunk if decoder.keep_raw else b"", now)
+                session._on_answer(delta, raw, now)
             else:
-                session._on_events([delta], chunk if decoder.keep_raw else b"", now)
+                session._on_events([delta], raw, now)
         else:
             for event, data, raw in decoder.frames(chunk):
                 produced = adapter.feed(event, data)
@@ -528,13 +529,10 @@ class Session:
         for event in produced:
             kind = type(event)
             if kind is ev.TextDelta or kind is ev.ToolCallDelta:
-                first = clock.first_token is None
-                clock.delta(now, True)
-                if first:
-                    self.owner.on_first_token(self)
-                if kind is ev.TextDelta:
-                    self._answering = True
-            elif kind is ev.ReasoningDelta:
+                self._on_answer(event, raw, now)  # type: ignore[arg-type]
+                raw = b""
+                continue
+            if kind is ev.ReasoningDelta:
                 clock.delta(now, False)
                 if self._phase != "thinking" and not self._answering:
                     self._status("thinking")
@@ -553,14 +551,17 @@ class Session:
             entries.append((event, raw))  # (EventLog.append, inline)
             raw = b""
 
-    def _on_text(self, event: ev.TextDelta, raw: bytes, now: float) -> None:
-        """``_on_events`` for one text delta, the commonest event, after the first token."""
+    def _on_answer(self, event: ev.TextDelta | ev.ToolCallDelta, raw: bytes, now: float) -> None:
+        """One delta of the answer (text, or a tool call's arguments): a token for the clock,
+        the first one announced. The pump calls it directly for a text delta, the commonest
+        event."""
         clock = self.clock
-        if clock.first_token is None:
-            self._on_events([event], raw, now)
-            return
+        first = clock.first_token is None
         clock.delta(now, True)
-        self._answering = True
+        if first:
+            self.owner.on_first_token(self)
+        if type(event) is ev.TextDelta:
+            self._answering = True
         self.acc.apply(event)
         self.log.entries.append((event, raw))
 

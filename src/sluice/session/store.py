@@ -443,31 +443,25 @@ class _RecordWrite:
 
     def __call__(self, db: sqlite3.Connection) -> None:
         record = self.record
-        row = (
-            self.session_id,
-            record["created_at"],
-            record["state"],
-            record["provider"],
-            orjson.dumps(record),
-        )
+        events = None if self.events is None else _encode_events(self.events)
         # An update in place, not INSERT OR REPLACE (a delete and an insert, of the row and
         # of its index entry): a session's record is written when it starts and again when it
-        # ends, and ``created_at``, the indexed column, never changes.
-        if self.events is None:
-            db.execute(
-                "INSERT INTO sessions (id, created_at, state, provider, record) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "state = excluded.state, provider = excluded.provider, record = excluded.record",
-                row,
-            )
-        else:
-            db.execute(
-                "INSERT INTO sessions (id, created_at, state, provider, record, events) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "state = excluded.state, provider = excluded.provider, "
-                "record = excluded.record, events = excluded.events",
-                (*row, _encode_events(self.events)),
-            )
+        # ends, and ``created_at``, the indexed column, never changes. A write without a log
+        # keeps the one stored.
+        db.execute(
+            "INSERT INTO sessions (id, created_at, state, provider, record, events) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "state = excluded.state, provider = excluded.provider, record = excluded.record, "
+            "events = coalesce(excluded.events, sessions.events)",
+            (
+                self.session_id,
+                record["created_at"],
+                record["state"],
+                record["provider"],
+                orjson.dumps(record),
+                events,
+            ),
+        )
 
 
 def _lower_priority() -> None:

@@ -348,3 +348,87 @@ async def test_bad_urls_headers_and_answers_are_connect_errors() -> None:
         with pytest.raises(UpstreamConnectError, match="invalid HTTP"):
             await client.open(server.url, {}, b"")
     await client.close()
+
+
+async def test_open_sends_on_an_idle_pooled_connection_before_it_is_awaited() -> None:
+    """A caller may open in one step of the loop and await in a later one: with a pooled
+    connection idle, the provider has the request in between. Without one, nothing is sent
+    until the result is awaited (connecting needs the loop)."""
+    arrived = asyncio.Event()
+
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        arrived.set()
+        w.write(OK_CHUNKED + chunked(b"data: 1\n\n"))
+
+    client = UpstreamClient()
+    async with origin(answer) as server:
+        cold = client.open(server.url, {}, b"{}")
+        await asyncio.sleep(0.05)
+        assert server.requests == []  # no connection yet: sent when awaited
+        stream = await cold
+        await stream.start(lambda _: None)
+        stream.release()
+        arrived.clear()
+        pending = client.open(server.url, {}, b'{"second": true}')
+        await asyncio.wait_for(arrived.wait(), 5)  # the origin has it; nobody awaits yet
+        assert server.requests[-1].endswith(b'{"second": true}')
+        stream = await pending
+        pieces: list[bytes] = []
+        await stream.start(pieces.append)
+        stream.release()
+    await client.close()
+    assert b"".join(pieces) == b"data: 1\n\n"
+    assert server.connections == 1
+
+
+async def test_accepted_is_resolved_with_good_headers_before_open_returns() -> None:
+    """``accepted`` is resolved in the read callback: it is done by the time the awaiter of
+    ``open()`` resumes, not after. An error status leaves it alone."""
+    statuses = [b"200 OK", b"503 Service Unavailable"]
+
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        status = statuses.pop(0)
+        if status.startswith(b"200"):
+            w.write(OK_CHUNKED.replace(b"200 OK", status) + chunked(b"data: 1\n\n"))
+        else:
+            w.write(b"HTTP/1.1 %s\r\ncontent-length: 2\r\n\r\n{}" % status)
+
+    loop = asyncio.get_running_loop()
+    client = UpstreamClient()
+    async with origin(answer) as server:
+        accepted: asyncio.Future[None] = loop.create_future()
+        stream = await client.open(server.url, {}, b"{}", accepted=accepted)
+        assert accepted.done() and accepted.result() is None
+        await stream.start(lambda _: None)
+        stream.release()
+        refused: asyncio.Future[None] = loop.create_future()
+        with pytest.raises(UpstreamStatus):
+            await client.open(server.url, {}, b"{}", accepted=refused)
+        assert not refused.done()
+    await client.close()
+
+
+async def test_closing_an_opening_that_was_sent_closes_its_connection() -> None:
+    """A request sent on a pooled connection and then abandoned (its session was stopped
+    before it awaited) does not leave the connection waiting for an owner."""
+    arrived = asyncio.Event()
+
+    async def answer(r: asyncio.StreamReader, w: asyncio.StreamWriter, q: bytes) -> None:
+        if q.endswith(b"abandoned"):
+            arrived.set()
+            await r.read(1)  # the client's close
+            return
+        w.write(OK_CHUNKED + chunked(b"data: 1\n\n"))
+
+    client = UpstreamClient()
+    async with origin(answer) as server:
+        pieces, _ = await collect(client, server.url)
+        pending = client.open(server.url, {}, b"abandoned")
+        await asyncio.wait_for(arrived.wait(), 5)
+        pending.close()
+        await asyncio.wait_for(server.closed_by_client.wait(), 5)
+        pending.close()  # twice is harmless
+        again, _ = await collect(client, server.url)  # on a new connection
+    await client.close()
+    assert b"".join(pieces) == b"data: 1\n\n" == b"".join(again)
+    assert server.connections == 2

@@ -4,7 +4,10 @@ to the consumer as it arrives.
 The contract (``Upstream``, ``UpstreamStream``) is small:
 
 - ``await upstream.open(url, headers, body)`` sends the request and returns once the status line
-  and headers are in; an error status raises ``UpstreamStatus`` with the provider's message;
+  and headers are in; an error status raises ``UpstreamStatus`` with the provider's message.
+  ``open()`` itself sends the request when a pooled connection is idle, before anything is
+  awaited, and a future passed as ``accepted`` is resolved in the read callback that brings
+  a good status (see ``UpstreamClient.open``);
 - ``stream.start(sink)`` calls ``sink(piece)`` for every piece of the body as it is read, and
   returns a future that ends when the body does (or fails with ``UpstreamBroken`` /
   ``UpstreamStalled``, or with whatever ``sink`` raised);
@@ -29,8 +32,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httptools
@@ -98,10 +101,26 @@ class UpstreamStream(Protocol):
         """Hand the connection back to the pool (or close it if it cannot be reused)."""
 
 
+class Pending(Protocol):
+    """A request on its way, as ``open()`` gives it: awaited once, for the response; or
+    closed, if it never will be (a coroutine is one)."""
+
+    def __await__(self) -> Generator[Any, None, UpstreamStream]: ...
+
+    def close(self) -> None: ...
+
+
 class Upstream(Protocol):
     """The transport contract: open a streaming POST, and close the client."""
 
-    async def open(self, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamStream: ...
+    def open(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        accepted: asyncio.Future[None] | None = None,
+    ) -> Pending: ...
 
     async def close(self) -> None: ...
 
@@ -114,6 +133,7 @@ class UpstreamResponse:
     """One response on one connection. Its owner calls ``release()`` or ``close()``."""
 
     __slots__ = (
+        "_accepted",
         "_buffered",
         "_conn",
         "_decoder",
@@ -126,8 +146,10 @@ class UpstreamResponse:
         "status",
     )
 
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: _Connection, accepted: asyncio.Future[None] | None = None) -> None:
         self._conn: _Connection | None = conn
+        #: resolved with the headers, if their status is below 400 (``UpstreamClient.open``)
+        self._accepted = accepted
         self.status = 0
         self.headers: Mapping[str, str] = {}
         self._headers_ready: asyncio.Future[None] = conn.loop.create_future()
@@ -199,6 +221,11 @@ class UpstreamResponse:
             return
         if not self._headers_ready.done():
             self._headers_ready.set_result(None)
+        accepted, self._accepted = self._accepted, None
+        if accepted is not None and status < 400 and not accepted.done():
+            # after ``_headers_ready``: its waiter (``open()``'s) resumes first, in the same
+            # turn of the loop as this future's
+            accepted.set_result(None)
 
     def _on_body(self, piece: bytes) -> None:
         if self._decoder is not None:
@@ -414,10 +441,16 @@ class _Connection(asyncio.Protocol):
 
     # -- the client's side --------------------------------------------------------------------
 
-    def request(self, head: bytes, body: bytes, stall: float | None) -> UpstreamResponse:
+    def request(
+        self,
+        head: bytes,
+        body: bytes,
+        stall: float | None,
+        accepted: asyncio.Future[None] | None = None,
+    ) -> UpstreamResponse:
         assert self.transport is not None
         self._cancel_timers()
-        self.response = response = UpstreamResponse(self)
+        self.response = response = UpstreamResponse(self, accepted)
         self._received = False
         self._eof_body = False
         self.transport.write(head + body)
@@ -495,6 +528,47 @@ class _Connection(asyncio.Protocol):
             self._deadline = None
 
 
+class Opening:
+    """``UpstreamClient.open``'s result: a request, already out on a pooled connection if
+    one was idle. Awaited once, for the response; ``close()`` drops a request that was sent
+    but will not be awaited."""
+
+    __slots__ = ("_client", "_sent", "accepted", "body", "error", "head", "key", "url")
+
+    def __init__(
+        self,
+        client: UpstreamClient,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        accepted: asyncio.Future[None] | None,
+    ) -> None:
+        self._client = client
+        self.url = url
+        self.body = body
+        self.accepted = accepted
+        self.error: UpstreamError | None = None
+        self._sent: UpstreamResponse | None = None
+        try:
+            self.key, self.head = _request_head(url, headers, len(body))
+        except UpstreamError as exc:  # raised where the caller awaits
+            self.error = exc
+            return
+        self._sent = client._send_pooled(self)
+
+    def __await__(self) -> Generator[Any, None, UpstreamResponse]:
+        return self._client._answer(self).__await__()
+
+    def take_sent(self) -> UpstreamResponse | None:
+        sent, self._sent = self._sent, None
+        return sent
+
+    def close(self) -> None:
+        sent = self.take_sent()
+        if sent is not None:
+            sent.close()
+
+
 class UpstreamClient:
     """A pool of HTTP/1.1 connections to the providers; owned by the gateway's lifespan."""
 
@@ -505,14 +579,36 @@ class UpstreamClient:
         self._open: set[_Connection] = set()
         self._ssl: ssl.SSLContext | None = None
 
-    async def open(self, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamResponse:
-        """POST ``body`` and wait for the status line and headers.
+    def open(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        accepted: asyncio.Future[None] | None = None,
+    ) -> Opening:
+        """POST ``body``; awaiting the result waits for the status line and headers.
+
+        When a connection to the origin is idle in the pool, the request goes out in this
+        call, before anything is awaited: a caller may call ``open()`` in one step of the
+        loop and await it in a later one (a session does, from the step that creates it to
+        its task's first), and the provider works on the request in between. A result that
+        will not be awaited must be closed.
+
+        ``accepted``, if given, is resolved as soon as the status line (below 400) and the
+        headers are read, in the read callback itself: whoever waits on it resumes in the same
+        turn of the loop as the awaiter of ``open()``, just after it, rather than a turn later
+        when that awaiter would have said so.
 
         An error status raises ``UpstreamStatus`` with the provider's message, its stable type,
         whether a retry may help, and ``retry-after`` when given.
         """
-        key, head = _request_head(url, headers, len(body))
-        response = await self._send(key, url, head, body)
+        return Opening(self, url, headers, body, accepted)
+
+    async def _answer(self, opening: Opening) -> UpstreamResponse:
+        if opening.error is not None:
+            raise opening.error
+        response = await self._send(opening)
         if response.status < 400:
             return response
         raw = await response._read_error_body(self._connect_timeout)
@@ -525,15 +621,21 @@ class UpstreamClient:
             retry_after=_retry_after(response.headers.get("retry-after")),
         )
 
-    async def _send(
-        self, key: tuple[str, str, int], url: str, head: bytes, body: bytes
-    ) -> UpstreamResponse:
-        idle = self._idle.get(key)
+    def _send_pooled(self, opening: Opening) -> UpstreamResponse | None:
+        """The request, sent now on an idle pooled connection; None if there is none."""
+        idle = self._idle.get(opening.key)
+        if not idle:
+            return None
+        return idle.pop().request(opening.head, opening.body, self._stall_timeout, opening.accepted)
+
+    async def _send(self, opening: Opening) -> UpstreamResponse:
         while True:
-            conn = idle.pop() if idle else None
-            if conn is None:
-                conn = await self._connect(key, url)
-            response = conn.request(head, body, self._stall_timeout)
+            response = opening.take_sent() or self._send_pooled(opening)
+            if response is None:
+                conn = await self._connect(opening.key, opening.url)
+                response = conn.request(
+                    opening.head, opening.body, self._stall_timeout, opening.accepted
+                )
             try:
                 await response._headers_ready
             except _Stale:

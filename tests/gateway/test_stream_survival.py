@@ -438,3 +438,31 @@ async def test_a_session_stopped_before_its_task_first_runs_still_ends_with_a_re
     stored = await manager.store.get(again.id)
     assert stored is not None and stored["state"] == "cancelled"
     assert stored["cancel_reason"] == "test_stop_again" and stored["attempts"] == 2
+
+
+async def test_a_request_sent_as_the_session_starts_is_withdrawn_if_it_is_stopped_at_once(
+    gateway: GatewayUnderTest,
+) -> None:
+    # A session sends its request as it is created when a pooled connection is idle (before
+    # its task runs). Stopped in that same turn, it must still close that request: the
+    # provider sees the client go, and no connection waits for an owner.
+    manager = gateway.gateway.sessions
+    long = await start(gateway, headers=LONG)  # holds a connection of its own
+    await tokens_when_running(gateway, long)
+    short = await start(gateway)
+    await gateway.final_record(short)  # its connection is back in the pool, idle
+    session = manager.start("op-withdrawn00", manager.require(long).spec)  # ``long``'s headers
+    assert manager.cancel(session.id, "test_stop")
+    async with asyncio.timeout(10):
+        await session.finished.wait()
+    for _ in range(250):  # the simulator records the request, then sees its client go
+        requests = await gateway.sim_requests(long)
+        if len(requests) == 2 and requests[1]["client_disconnected"]:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        seen = [(r["state"], r["client_disconnected"]) for r in requests]
+        raise AssertionError(f"the request was not sent, or not withdrawn: {seen}")
+    stored = await manager.store.get(session.id)
+    assert stored is not None and stored["state"] == "cancelled"
+    await gateway.http.post(f"/api/sessions/{long}/cancel")

@@ -110,7 +110,14 @@ class AiohttpUpstream:
         )
         self._session: aiohttp.ClientSession | None = None
 
-    async def open(self, url: str, headers: Mapping[str, str], body: bytes) -> PulledStream:
+    async def open(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        accepted: asyncio.Future[None] | None = None,  # (the session resolves it itself)
+    ) -> PulledStream:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0), timeout=self._timeout
@@ -155,7 +162,14 @@ class HttpxUpstream:
         self._closes.add(task)
         task.add_done_callback(self._closes.discard)
 
-    async def open(self, url: str, headers: Mapping[str, str], body: bytes) -> PulledStream:
+    async def open(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        accepted: asyncio.Future[None] | None = None,  # (the session resolves it itself)
+    ) -> PulledStream:
         try:
             request = self._client.build_request("POST", url, headers=dict(headers), content=body)
             response = await self._client.send(request, stream=True)

@@ -92,6 +92,7 @@ class SessionManager:
         self.live[session.id] = session
         task = asyncio.get_running_loop().create_task(session.run(), name=f"session {session.id}")
         session.task = task
+        session.begin()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if self._on_start is not None:

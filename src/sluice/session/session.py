@@ -34,7 +34,7 @@ from sluice.session.store import NewEvent
 from sluice.session.telemetry import StreamClock
 from sluice.sse import SSEDecoder
 from sluice.turn import TurnAccumulator, TurnRequest
-from sluice.upstream import UpstreamStream
+from sluice.upstream import Pending, UpstreamStream
 from sluice.wire.anthropic_messages import MessagesStreamAdapter
 from sluice.wire.base import StreamAdapter
 from sluice.wire.openai_chat import ChatStreamAdapter
@@ -181,6 +181,7 @@ class Session:
         "_final_telemetry",
         "_grace",
         "_held_since",
+        "_opening",
         "_pending_error",
         "_phase",
         "_running",
@@ -257,6 +258,8 @@ class Session:
         #: set once the record is final and stored
         self.finished = Flag()
         self._upstream: UpstreamStream | None = None
+        #: the first attempt's request, sent by ``begin()`` before the task runs
+        self._opening: Pending | None = None
         self._pending_error: ev.Error | None = None
         self._stored_initial: asyncio.Future[None] | None = None
 
@@ -381,11 +384,28 @@ class Session:
 
     # -- the pump -----------------------------------------------------------------------------
 
+    def begin(self) -> None:
+        """Called by the manager as it creates the task, in the caller's step: the request
+        goes out now where the upstream can send it at once (a pooled connection), and the
+        provider works on it while the loop turns to the task. ``ready`` is resolved in the
+        read callback that brings the upstream's headers, so the caller waiting on it resumes
+        in the same turn as the task, not a turn after it. Under load a turn of the loop takes
+        milliseconds, and a new stream waits for each of the turns on its way to its first
+        token (``docs/architecture.md``, "A new stream's way to its first token")."""
+        self._opening = self._open()
+
+    def _open(self) -> Pending:
+        spec = self.spec
+        return self.owner.upstream.open(spec.url, spec.headers, spec.body, accepted=self.ready)
+
     async def run(self) -> None:
         """Owned by the manager's task; finalisation is shielded so a Stop still ends with a
         stored record."""
         self._running = True
         if self.cancel_reason is not None:  # stopped before this task began
+            opening, self._opening = self._opening, None
+            if opening is not None:
+                opening.close()
             await asyncio.shield(self._finish(CANCELLED))
             return
         self._stored_initial = asyncio.ensure_future(self.owner.store.put(self.record()))
@@ -416,10 +436,9 @@ class Session:
         deadline = time.monotonic() + settings.retry_deadline
         refused = 0
         while True:
+            opening, self._opening = self._opening or self._open(), None
             try:
-                upstream = await self.owner.upstream.open(
-                    self.spec.url, self.spec.headers, self.spec.body
-                )
+                upstream = await opening
             except UpstreamError as exc:
                 refused += 1
                 delay = self._backoff(refused, getattr(exc, "retry_after", None))
@@ -433,6 +452,7 @@ class Session:
                     continue
                 self._fail(exc)
                 return
+            del opening  # not held for the stream's length
             error = await self._relay(upstream)
             if error is None:
                 return

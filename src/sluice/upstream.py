@@ -597,8 +597,8 @@ class UpstreamClient:
 
         ``accepted``, if given, is resolved as soon as the status line (below 400) and the
         headers are read, in the read callback itself: whoever waits on it resumes in the same
-        turn of the loop as the awaiter of ``open()``, just after it, rather than a turn later
-        when that awaiter would have said so.
+        turn of the loop as the awaiter of ``open()``, just after it, and not a turn after it
+        as it would if that awaiter resolved the future.
 
         An error status raises ``UpstreamStatus`` with the provider's message, its stable type,
         whether a retry may help, and ``retry-after`` when given.

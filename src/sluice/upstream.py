@@ -68,6 +68,8 @@ KEPT_HEADERS = frozenset(
 )
 
 _MAX_ERROR_BODY = 64 * 1024
+#: the first status that is an error: ``open()`` raises it, ``accepted`` is not resolved
+_ERROR_STATUS = 400
 #: how long an idle pooled connection is kept (aiohttp's default, and below the idle timeouts
 #: of the common servers and load balancers, so the pool rarely hands out a closed one)
 KEEPALIVE = 15.0
@@ -222,7 +224,7 @@ class UpstreamResponse:
         if not self._headers_ready.done():
             self._headers_ready.set_result(None)
         accepted, self._accepted = self._accepted, None
-        if accepted is not None and status < 400 and not accepted.done():
+        if accepted is not None and status < _ERROR_STATUS and not accepted.done():
             # after ``_headers_ready``: its waiter (``open()``'s) resumes first, in the same
             # turn of the loop as this future's
             accepted.set_result(None)
@@ -609,7 +611,7 @@ class UpstreamClient:
         if opening.error is not None:
             raise opening.error
         response = await self._send(opening)
-        if response.status < 400:
+        if response.status < _ERROR_STATUS:
             return response
         raw = await response._read_error_body(self._connect_timeout)
         kind, retryable = classify_status(response.status)
@@ -624,18 +626,16 @@ class UpstreamClient:
     def _send_pooled(self, opening: Opening) -> UpstreamResponse | None:
         """The request, sent now on an idle pooled connection; None if there is none."""
         idle = self._idle.get(opening.key)
-        if not idle:
-            return None
-        return idle.pop().request(opening.head, opening.body, self._stall_timeout, opening.accepted)
+        return self._request(idle.pop(), opening) if idle else None
+
+    def _request(self, conn: _Connection, opening: Opening) -> UpstreamResponse:
+        return conn.request(opening.head, opening.body, self._stall_timeout, opening.accepted)
 
     async def _send(self, opening: Opening) -> UpstreamResponse:
         while True:
             response = opening.take_sent() or self._send_pooled(opening)
             if response is None:
-                conn = await self._connect(opening.key, opening.url)
-                response = conn.request(
-                    opening.head, opening.body, self._stall_timeout, opening.accepted
-                )
+                response = self._request(await self._connect(opening.key, opening.url), opening)
             try:
                 await response._headers_ready
             except _Stale:

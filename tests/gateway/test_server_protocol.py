@@ -7,10 +7,13 @@ import asyncio
 from collections import deque
 from typing import Any
 
+import pytest
+
+from sluice.gateway import server as server_module
 from sluice.gateway.server import RunningServer
 from sluice.gateway.siblings import CONNECTION_HOOK
 from sluice.session.flag import Flag
-from tests.conftest import read_request_body
+from tests.conftest import GatewayUnderTest, read_request_body, start
 
 
 def _echo_app(scopes: list[dict[str, Any]]) -> Any:
@@ -148,3 +151,111 @@ async def test_the_hook_writes_nothing_while_the_clients_socket_is_full() -> Non
         answer = await _exchange(server.port, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", b"0\r\n\r\n")
     assert written == [False, True]
     assert b"held back" not in answer and b"4\r\nsent\r\n" in answer
+
+
+class _Recorder:
+    """A cycle's transport, with what is written to it recorded, write by write."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def test_a_held_head_goes_out_in_one_write_with_the_first_piece_of_the_body() -> None:
+    """``hold_head``: the status line and headers wait for the first piece of the body, be it
+    written by the hook or sent the ASGI way, and go out with it; released with no piece,
+    the head goes out alone. Either way nothing is lost or reordered."""
+    writes: dict[str, list[bytes]] = {}
+    before_the_body: dict[str, list[bytes]] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path, hook = scope["path"], scope[CONNECTION_HOOK]
+        cycle = hook.cycle()
+        cycle.transport = recorder = _Recorder(cycle.transport)
+        writes[path] = recorder.writes
+        hook.hold_head()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        before_the_body[path] = list(recorder.writes)
+        if path == "/hook":
+            assert hook.write(b"first")
+        elif path == "/asgi":
+            await send({"type": "http.response.body", "body": b"asgi", "more_body": True})
+        hook.release_head()
+        hook.release_head()
+        assert hook.write(b"next")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async with RunningServer(app) as server:
+        answers = {
+            path: await _exchange(
+                server.port, b"GET %s HTTP/1.1\r\nhost: x\r\n\r\n" % path.encode(), b"0\r\n\r\n"
+            )
+            for path in ("/hook", "/asgi", "/alone")
+        }
+    assert before_the_body == {"/hook": [], "/asgi": [], "/alone": []}
+    for path, first in (("/hook", b"5\r\nfirst\r\n"), ("/asgi", b"4\r\nasgi\r\n")):
+        head, piece, end = writes[path]
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n" + first)
+        assert (piece, end) == (b"4\r\nnext\r\n", b"0\r\n\r\n")
+        assert answers[path].endswith(b"\r\n\r\n" + first + b"4\r\nnext\r\n0\r\n\r\n")
+    head, piece, end = writes["/alone"]
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"chunked\r\n\r\n")
+    assert (piece, end) == (b"4\r\nnext\r\n", b"0\r\n\r\n")
+
+
+async def test_a_head_held_for_a_client_that_left_is_dropped() -> None:
+    released = asyncio.get_running_loop().create_future()
+    left = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        hook = scope[CONNECTION_HOOK]
+        hook.callback = left.set
+        hook.hold_head()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await left.wait()
+        assert not hook.write(b"late")  # the client left: the caller's send drops it
+        hook.release_head()
+        released.set_result(type(hook.cycle().transport).__name__)
+
+    async with RunningServer(app) as server:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        await writer.drain()
+        writer.close()
+        assert await asyncio.wait_for(released, 10) != "_Held"
+
+
+async def test_a_stream_of_a_logged_session_starts_with_head_and_backlog_in_one_write(
+    gateway: GatewayUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay holds its response's head for what the session's log already holds: a client
+    that follows a session gets the head and the backlog in one write."""
+    first_writes: list[bytes] = []
+    release = server_module._Held.release
+
+    def spy(held: server_module._Held) -> Any:
+        first_writes.append(b"".join(held._data))
+        return release(held)
+
+    monkeypatch.setattr(server_module._Held, "release", spy)
+    session_id = await start(gateway)
+    await gateway.final_record(session_id)
+    response = await gateway.http.get(f"/api/sessions/{session_id}/events")
+    assert response.status_code == 200
+    [first] = first_writes
+    head, _, body = first.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"text/event-stream" in head
+    assert b"event: text" in body and body.count(b"event: text") == response.text.count(
+        "event: text"
+    )

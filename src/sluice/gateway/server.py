@@ -48,6 +48,9 @@ class _Protocol(HttpToolsProtocol):
     - A header's name is one shared lowercase ``bytes`` object per distinct name, not a new
       one per header of every request (uvicorn lowercases each into a copy); so is the
       scope's ``asgi`` dict, the same two version strings for every request.
+    - A streaming response can hold its head back (``hold_head``) for the first piece of
+      its body: the two go out in one write, one system call and one wake-up of the client
+      fewer before the first token.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -103,6 +106,8 @@ class _Hook(ConnectionHook):
     started with chunked framing, the client is there and its socket is not full. Otherwise
     it writes nothing, and the caller's ``send`` does what uvicorn does in those cases (wait
     for the socket, drop the write of a client that left, frame by length or not at all).
+    While the head is held, the cycle's transport is a ``_Held``, which keeps what the hook
+    and ``send`` write until ``release_head`` writes it all at once.
 
     The cycle is held weakly: it holds the scope, which holds this hook, and a cycle of
     references would outlive its request until a full collection."""
@@ -126,6 +131,49 @@ class _Hook(ConnectionHook):
             return False
         cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
         return True
+
+    def hold_head(self) -> None:
+        """uvicorn writes the head as ``http.response.start`` is sent: while it is held, the
+        cycle's transport is a ``_Held``, which keeps what is written."""
+        ref = self.cycle
+        cycle = ref() if ref is not None else None
+        if cycle is None or cycle.response_started:
+            return
+        transport: Any = cycle.transport
+        if type(transport) is not _Held:
+            cycle.transport = _Held(transport)  # type: ignore[assignment]
+
+    def release_head(self) -> None:
+        ref = self.cycle
+        cycle = ref() if ref is not None else None
+        transport: Any = cycle.transport if cycle is not None else None
+        if cycle is not None and type(transport) is _Held:
+            cycle.transport = transport.release()
+
+
+class _Held:
+    """A cycle's transport while its response's head is held back: what is written is kept,
+    in order; anything else is the transport's own."""
+
+    __slots__ = ("_data", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self._data: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self._data.append(data)
+
+    def release(self) -> asyncio.Transport:
+        """Write what was kept, in one write; return the transport."""
+        transport, data = self.transport, self._data
+        if data and not transport.is_closing():
+            transport.write(b"".join(data))
+        data.clear()
+        return transport
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 class _Pipeline(list[Any]):

@@ -128,6 +128,9 @@ class SessionStream:
         headers = sse_headers(
             session.settings.accel_buffering_header, (b"x-sluice-session-id", session.id.encode())
         )
+        hook = scope.get(CONNECTION_HOOK)
+        if isinstance(hook, ConnectionHook):  # released in ``_relay``'s first step, unawaited
+            hook.hold_head()
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         self._loop = loop = asyncio.get_running_loop()
         self._last_send = loop.time()
@@ -136,7 +139,6 @@ class SessionStream:
         reader = session.attach(self.after)
         self._relay_task = relay
         watcher: asyncio.Task[None] | None = None
-        hook = scope.get(CONNECTION_HOOK)
         if isinstance(hook, ConnectionHook):  # the server says when the client leaves
             self._hook = hook
             hook.callback = self._client_left
@@ -233,6 +235,10 @@ class SessionStream:
         self._send = send
         self._reader = reader
         self._position = reader.position
+        try:  # the response's head and what the log holds already go out in one write
+            self._blocked = self._drain()
+        finally:
+            self._hook.release_head()
         while True:
             blocked, self._blocked = self._blocked or self._drain(), None
             if blocked is not None:

@@ -107,6 +107,34 @@ async def test_a_chunked_body_is_pushed_as_it_arrives_and_the_connection_is_reus
     assert b"content-type: application/json\r\n" in request
 
 
+async def test_the_pieces_of_one_read_are_flushed_together() -> None:
+    """``flush`` follows the last piece of each read: once for the pieces that came before
+    ``start()``, once for three HTTP chunks written at once, once for a piece of its own."""
+    later = asyncio.Event()
+
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _req: bytes) -> None:
+        w.write(OK_CHUNKED + b"3\r\nab\n\r\n")
+        await later.wait()
+        w.write(b"2\r\nc\n\r\n2\r\nd\n\r\n2\r\ne\n\r\n")
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.write(b"2\r\nf\n\r\n0\r\n\r\n")
+
+    calls: list[bytes | None] = []  # a piece, or None for a flush
+    client = UpstreamClient()
+    async with origin(answer) as server:
+        stream = await client.open(server.url, {}, b"{}")  # "ab" came with the headers
+        done = stream.start(calls.append, lambda: calls.append(None))
+        later.set()
+        await done
+        stream.release()
+    await client.close()
+    pieces = [call for call in calls if call is not None]
+    assert b"".join(pieces) == b"ab\nc\nd\ne\nf\n"
+    assert calls[:6] == [b"ab\n", None, b"c\n", b"d\n", b"e\n", None]
+    assert calls[6:8] == [b"f\n", None]
+
+
 async def test_a_response_keeps_only_the_headers_it_reads() -> None:
     """A provider's twenty-odd other headers (rate limits, cookies, CDN) are not held by every
     open stream; the request id and the framing headers are."""

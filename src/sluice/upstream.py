@@ -8,9 +8,11 @@ The contract (``Upstream``, ``UpstreamStream``) is small:
   ``open()`` itself sends the request when a pooled connection is idle, before anything is
   awaited, and a future passed as ``accepted`` is resolved in the read callback that brings
   a good status (see ``UpstreamClient.open``);
-- ``stream.start(sink)`` calls ``sink(piece)`` for every piece of the body as it is read, and
-  returns a future that ends when the body does (or fails with ``UpstreamBroken`` /
-  ``UpstreamStalled``, or with whatever ``sink`` raised);
+- ``stream.start(sink, flush)`` calls ``sink(piece)`` for every piece of the body as it is
+  read, then ``flush()`` once for all the pieces one read of the socket brought (an HTTP
+  chunk is a piece: a read of a provider that writes fast brings many), and returns a future
+  that ends when the body does (or fails with ``UpstreamBroken`` / ``UpstreamStalled``, or
+  with whatever ``sink`` raised);
 - ``pause()`` / ``resume()`` stop and restart reading the socket (backpressure reaches the
   provider as TCP flow control); ``finish()`` says the consumer has seen the end of the stream;
 - ``release()`` hands the connection back to the pool, ``close()`` drops it so the provider sees
@@ -50,6 +52,8 @@ from sluice.errors import (
 from sluice.wheel import wheel
 
 Sink = Callable[[bytes], None]
+#: called after the pieces of one read, for the consumer to act on them together
+Flush = Callable[[], None]
 
 #: The response headers a response keeps (``UpstreamStream.headers``): those this module and
 #: the sessions read, and the provider's request id. A provider's response carries twenty or
@@ -84,8 +88,9 @@ class UpstreamStream(Protocol):
     #: the headers named in ``KEPT_HEADERS``, by lowercase name
     headers: Mapping[str, str]
 
-    def start(self, sink: Sink) -> Awaitable[None]:
-        """Push the body into ``sink``; the result ends with the body."""
+    def start(self, sink: Sink, flush: Flush | None = None) -> Awaitable[None]:
+        """Push the body into ``sink``, and call ``flush`` after the pieces of each read;
+        the result ends with the body."""
         ...
 
     def pause(self) -> None:
@@ -142,6 +147,7 @@ class UpstreamResponse:
         "_done",
         "_ended",
         "_finished",
+        "_flush",
         "_headers_ready",
         "_sink",
         "headers",
@@ -157,6 +163,7 @@ class UpstreamResponse:
         self._headers_ready: asyncio.Future[None] = conn.loop.create_future()
         self._done: asyncio.Future[None] | None = None
         self._sink: Sink | None = None
+        self._flush: Flush | None = None
         self._buffered: list[bytes] = []
         self._decoder: zlib._Decompress | None = None
         #: the body's end (or its failure) has been seen; later events are ignored
@@ -165,15 +172,19 @@ class UpstreamResponse:
 
     # -- the consumer's side ------------------------------------------------------------------
 
-    def start(self, sink: Sink) -> asyncio.Future[None]:
+    def start(self, sink: Sink, flush: Flush | None = None) -> asyncio.Future[None]:
         done = self._done
         if done is None:  # else the body broke before the consumer started: done holds why
             assert self._conn is not None, "start() before release or close"
             self._done = done = self._conn.loop.create_future()
         buffered, self._buffered = self._buffered, []
         self._sink = sink
-        for piece in buffered:  # what came before start(), or before the break
-            self._deliver(piece)
+        self._flush = flush
+        if buffered:  # what came before start(), or before the break
+            for piece in buffered:
+                self._deliver(piece)
+            if flush is not None:
+                flush()
         if self._ended:
             self._sink = None
             if not done.done():
@@ -363,7 +374,8 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self.response is None:  # bytes on an idle connection: it cannot be reused
+        response = self.response
+        if response is None:  # bytes on an idle connection: it cannot be reused
             self.close()
             return
         self._received = True
@@ -373,10 +385,12 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserCallbackError:
             pass  # the response has ended with the callback's error already
         except httptools.HttpParserError as exc:
-            response = self.response
-            if response is not None:
+            if self.response is not None:
                 response._fail(_broken(response, f"upstream sent invalid HTTP: {exc}"))
             self.close()
+        flush = response._flush  # (the response of the read, even if it ended in it)
+        if flush is not None:
+            flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -36,7 +36,7 @@ from sluice.errors import (
 )
 from sluice.gateway.app import GatewayApp, create_app
 from sluice.gateway.gcpolicy import tune_gc
-from sluice.upstream import Sink, Upstream, UpstreamClient
+from sluice.upstream import Flush, Sink, Upstream, UpstreamClient
 
 
 class PulledStream:
@@ -70,13 +70,15 @@ class PulledStream:
         self._resumed: asyncio.Future[None] | None = None
         self._finished = False
 
-    def start(self, sink: Sink) -> asyncio.Task[None]:
-        self._task = asyncio.ensure_future(self._pump(sink))
+    def start(self, sink: Sink, flush: Flush | None = None) -> asyncio.Task[None]:
+        self._task = asyncio.ensure_future(self._pump(sink, flush))
         return self._task
 
-    async def _pump(self, sink: Sink) -> None:
+    async def _pump(self, sink: Sink, flush: Flush | None) -> None:
         async for chunk in self._chunks:
             sink(chunk)
+            if flush is not None:
+                flush()
             if self._finished:
                 return
             if self._resumed is not None:

@@ -99,10 +99,11 @@ class Reader:
 class _Pump:
     """One upstream response's body into its session: bytes → SSE frames → the adapter's
     events → accumulator, clock and log. ``feed`` is called from the connection's read
-    callback, with no task in between. A piece that is one plain text or reasoning delta
-    (most of them) goes past the decoder and the adapter's fold by the adapter's ``quick``,
-    with the same outcome. (An object rather than a closure: one small block per open
-    stream instead of a cell for each captured name.)"""
+    callback for each piece, with no task in between, and ``flush`` after a read's last
+    piece. A piece that is one plain text or reasoning delta (most of them) goes past the
+    decoder and the adapter's fold by the adapter's ``quick``, with the same outcome. (An
+    object rather than a closure: one small block per open stream instead of a cell for
+    each captured name.)"""
 
     __slots__ = ("adapter", "decoder", "drop_usage_frame", "limit", "session", "upstream")
 
@@ -138,7 +139,6 @@ class _Pump:
                     session._on_events(produced, raw, now)
                 elif raw:
                     entries.append(None, raw)
-        entries.notify()
         if adapter.done:
             self.upstream.finish()
         else:
@@ -512,7 +512,7 @@ class Session:
         #: the stream reached its end: the connection may serve another request
         reusable = False
         try:
-            await upstream.start(pump.feed)
+            await upstream.start(pump.feed, entries.notify)
             reusable = adapter.done
             if not reusable:
                 # The body ended before the stream's own end. A last frame without its blank

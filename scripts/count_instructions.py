@@ -11,11 +11,12 @@ a change to the hot path whose effect is smaller than that noise.
 Starts the benchmark's mock, and ``sluice serve`` on the benchmark's configuration under
 callgrind; sends warm-up streams, then counts from the first of ``--streams`` streams (a
 closed loop of ``--concurrency`` clients, Chat Completions) to the last. Prints the
-instructions in all and under httptools' ``on_body`` callback, which is each relayed chunk's
-whole way from the upstream's parser to the client's socket. With the paced model each chunk
-arrives on its own, so that part is the same from run to run within about 1.5%; the whole
-varies more, as the timers' and the store's work follows the clock, and valgrind slows the
-gateway some fifty times.
+instructions in all and under httptools' ``on_body`` callback: each relayed chunk's way from
+the upstream's parser into the session's log (before commit ``9a78a11``, which moved the
+readers' notification to the end of the read, also its way on to the client's socket). With
+the paced model each chunk arrives on its own, so that part is the same from run to run
+within about 1.5%; the whole varies more, as the timers' and the store's work follows the
+clock, and valgrind slows the gateway some fifty times.
 
 Needs valgrind (``callgrind_control``, ``callgrind_annotate``).
 """

@@ -11,18 +11,19 @@ from sluice.wheel import RESOLUTION, wheel
 
 async def test_a_deadline_fires_at_or_after_its_time_and_only_once() -> None:
     loop = asyncio.get_running_loop()
-    fired: list[float] = []
+    fired: list[tuple[str, float]] = []
     due = loop.time() + 0.03
-    wheel().call_at(due, "owner", lambda: fired.append(loop.time()))
+    wheel().call_at(due, "owner", lambda owner: fired.append((owner, loop.time())))
     await asyncio.sleep(0.03 + 3 * RESOLUTION)
-    assert len(fired) == 1 and fired[0] >= due - 0.002  # the loop's clock resolution
+    [(owner, at)] = fired  # called once, with its owner
+    assert owner == "owner" and at >= due - 0.002  # the loop's clock resolution
     assert len(wheel()) == 0
 
 
 async def test_owners_share_the_loop_timer_of_their_slot_and_each_keeps_its_own_callback() -> None:
     fired: list[str] = []
     w = wheel()
-    slots = {w.call_later(0.01, name, lambda name=name: fired.append(name)) for name in "abc"}
+    slots = {w.call_later(0.01, name, lambda owner: fired.append(owner)) for name in "abc"}
     assert len(slots) == 1 and len(w) == 3
     await asyncio.sleep(0.01 + 3 * RESOLUTION)
     assert sorted(fired) == ["a", "b", "c"]
@@ -31,8 +32,8 @@ async def test_owners_share_the_loop_timer_of_their_slot_and_each_keeps_its_own_
 async def test_a_cancelled_deadline_never_fires_and_holds_no_reference() -> None:
     fired: list[str] = []
     w = wheel()
-    slot = w.call_later(0.01, "gone", lambda: fired.append("gone"))
-    w.call_later(0.01, "kept", lambda: fired.append("kept"))
+    slot = w.call_later(0.01, "gone", lambda owner: fired.append(owner))
+    w.call_later(0.01, "kept", lambda owner: fired.append(owner))
     w.cancel(slot, "gone")
     assert len(w) == 1
     await asyncio.sleep(0.01 + 3 * RESOLUTION)
@@ -46,11 +47,11 @@ async def test_a_failing_callback_does_not_cost_the_others_their_deadline() -> N
     fired: list[str] = []
     w = wheel()
 
-    def broken() -> None:
+    def broken(_owner: object) -> None:
         raise RuntimeError("bug")
 
     w.call_later(0.01, "broken", broken)
-    w.call_later(0.01, "fine", lambda: fired.append("fine"))
+    w.call_later(0.01, "fine", lambda owner: fired.append(owner))
     await asyncio.sleep(0.01 + 3 * RESOLUTION)
     assert fired == ["fine"]
     assert [type(c["exception"]) for c in reported] == [RuntimeError]

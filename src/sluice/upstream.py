@@ -164,7 +164,8 @@ class UpstreamResponse:
         self._done: asyncio.Future[None] | None = None
         self._sink: Sink | None = None
         self._flush: Flush | None = None
-        self._buffered: list[bytes] = []
+        #: the pieces read before ``start()``; empty as a shared ``()``, not a list per stream
+        self._buffered: list[bytes] | tuple[()] = ()
         self._decoder: zlib._Decompress | None = None
         #: the body's end (or its failure) has been seen; later events are ignored
         self._ended = False
@@ -177,7 +178,7 @@ class UpstreamResponse:
         if done is None:  # else the body broke before the consumer started: done holds why
             assert self._conn is not None, "start() before release or close"
             self._done = done = self._conn.loop.create_future()
-        buffered, self._buffered = self._buffered, []
+        buffered, self._buffered = self._buffered, ()
         self._sink = sink
         self._flush = flush
         if buffered:  # what came before start(), or before the break
@@ -251,7 +252,11 @@ class UpstreamResponse:
                 return
         if self._sink is None:
             if not self._finished:
-                self._buffered.append(piece)
+                buffered = self._buffered
+                if buffered:
+                    buffered.append(piece)
+                else:
+                    self._buffered = [piece]
             return
         self._deliver(piece)
 
@@ -355,7 +360,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self.response: UpstreamResponse | None = None
-        self._header_list: list[tuple[bytes, bytes]] = []
+        #: the headers of the response being read; between responses a shared ``()``
+        self._header_list: list[tuple[bytes, bytes]] | tuple[()] = ()
         self._idle_timer: asyncio.TimerHandle | None = None
         #: the stall deadline's slot on the loop's deadline wheel
         self._deadline: int | None = None
@@ -411,12 +417,16 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_list.append((name, value))
+        header_list = self._header_list
+        if header_list:
+            header_list.append((name, value))
+        else:
+            self._header_list = [(name, value)]
 
     def on_headers_complete(self) -> None:
         response = self.response
         status = self._parser.get_status_code()
-        raw, self._header_list = self._header_list, []
+        raw, self._header_list = self._header_list, ()
         if response is None or 100 <= status < 200:
             return
         headers: dict[str, str] = {}
@@ -473,7 +483,7 @@ class _Connection(asyncio.Protocol):
         if stall:
             self._stall = stall
             self._last_byte = self.loop.time()
-            self._deadline = wheel().call_later(stall, self, self._check_stall)
+            self._deadline = wheel().call_later(stall, self, _Connection._check_stall)
         return response
 
     def _check_stall(self) -> None:
@@ -495,7 +505,7 @@ class _Connection(asyncio.Protocol):
                 response._fail(UpstreamConnectError(f"no answer from the upstream: {message}"))
             self.close()
             return
-        self._deadline = wheel().call_at(self._last_byte + stall, self, self._check_stall)
+        self._deadline = wheel().call_at(self._last_byte + stall, self, _Connection._check_stall)
 
     def pause(self) -> None:
         if not self._paused and self.transport is not None and not self.closed:

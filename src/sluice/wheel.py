@@ -8,7 +8,9 @@ rounded up to ``RESOLUTION``, never early. One loop timer per slot with entries 
 all; with deadlines seconds apart, thousands of streams share a few hundred timers.
 
 A callback is keyed by its owner, so that ``cancel`` takes it out at once and an ended
-stream is not kept alive until its slot comes due.
+stream is not kept alive until its slot comes due. It is called with the owner as its one
+argument: an owner passes a function of its class (``Owner._watch``), not a bound method,
+which would be one more object per stream, made again at every deadline it sets.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import math
 import weakref
 from collections.abc import Callable, Hashable
+from typing import Any
 
 #: seconds per slot: how late a deadline may fire, at most
 RESOLUTION = 0.05
@@ -32,11 +35,12 @@ class Wheel:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         #: slot number -> owner -> callback
-        self._slots: dict[int, dict[Hashable, Callable[[], object]]] = {}
+        self._slots: dict[int, dict[Hashable, Callable[[Any], object]]] = {}
 
-    def call_at(self, when: float, owner: Hashable, callback: Callable[[], object]) -> int:
-        """Call ``callback`` at loop time ``when`` or up to ``RESOLUTION`` later; returns the
-        slot, for ``cancel``. An owner has one deadline per slot: a second replaces the first."""
+    def call_at(self, when: float, owner: Hashable, callback: Callable[[Any], object]) -> int:
+        """Call ``callback(owner)`` at loop time ``when`` or up to ``RESOLUTION`` later;
+        returns the slot, for ``cancel``. An owner has one deadline per slot: a second
+        replaces the first."""
         slot = math.ceil(when / RESOLUTION)
         entries = self._slots.get(slot)
         if entries is None:
@@ -45,7 +49,7 @@ class Wheel:
         entries[owner] = callback
         return slot
 
-    def call_later(self, delay: float, owner: Hashable, callback: Callable[[], object]) -> int:
+    def call_later(self, delay: float, owner: Hashable, callback: Callable[[Any], object]) -> int:
         return self.call_at(self._loop.time() + delay, owner, callback)
 
     def cancel(self, slot: int, owner: Hashable) -> None:
@@ -61,9 +65,9 @@ class Wheel:
         entries = self._slots.pop(slot, None)
         if not entries:
             return
-        for callback in entries.values():
+        for owner, callback in entries.items():
             try:
-                callback()
+                callback(owner)
             except Exception as exc:  # noqa: BLE001 - one owner's bug must not cost the others theirs
                 self._loop.call_exception_handler(
                     {"message": "deadline callback failed", "exception": exc}

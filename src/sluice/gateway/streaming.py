@@ -125,13 +125,20 @@ class SessionStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self.session
-        headers = sse_headers(
-            session.settings.accel_buffering_header, (b"x-sluice-session-id", session.id.encode())
-        )
         hook = scope.get(CONNECTION_HOOK)
         if isinstance(hook, ConnectionHook):  # released in ``_relay``'s first step, unawaited
             hook.hold_head()
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        # (the headers are not a local: this frame lasts as long as the stream)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": sse_headers(
+                    session.settings.accel_buffering_header,
+                    (b"x-sluice-session-id", session.id.encode()),
+                ),
+            }
+        )
         self._loop = loop = asyncio.get_running_loop()
         self._last_send = loop.time()
         relay = asyncio.current_task()
@@ -147,7 +154,7 @@ class SessionStream:
         else:
             watcher = asyncio.ensure_future(wait_disconnect(receive))
             watcher.add_done_callback(lambda _: self._client_left())
-        self._slot = wheel().call_later(self._tick, self, self._watch)
+        self._slot = wheel().call_later(self._tick, self, SessionStream._watch)
         try:
             await self._relay(send, reader)
         except asyncio.CancelledError:
@@ -213,7 +220,7 @@ class SessionStream:
                 self._ping = asyncio.ensure_future(self._send_ping(self._send))
             else:
                 tick = min(tick, heartbeat - idle)
-        self._slot = wheel().call_at(now + tick, self, self._watch)
+        self._slot = wheel().call_at(now + tick, self, SessionStream._watch)
 
     async def _send_ping(self, send: Send) -> None:
         loop = self._loop

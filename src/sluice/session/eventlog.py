@@ -29,7 +29,8 @@ class EventLog:
         self.entries: list[Entry] = []
         self.closed = False
         #: one future per waiting reader: a reader that is cancelled takes only its own
-        self._waiters: list[asyncio.Future[None]] = []
+        #: (a shared ``()`` while none waits, as for a stream whose relay listens)
+        self._waiters: list[asyncio.Future[None]] | tuple[()] = ()
         self._listeners: list[Listener] = []
 
     def __len__(self) -> int:
@@ -52,7 +53,7 @@ class EventLog:
                 self._listeners = kept
         waiters = self._waiters
         if waiters:
-            self._waiters = []
+            self._waiters = ()
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
@@ -75,10 +76,15 @@ class EventLog:
         """Return once there are more than ``position`` entries, or the log is closed."""
         while len(self.entries) <= position and not self.closed:
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            waiters = self._waiters
+            if waiters:
+                waiters.append(waiter)
+            else:
+                self._waiters = [waiter]
             try:
                 await waiter
             except asyncio.CancelledError:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+                waiters = self._waiters
+                if waiter in waiters:
+                    waiters.remove(waiter)  # type: ignore[union-attr]
                 raise

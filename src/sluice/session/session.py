@@ -229,10 +229,11 @@ class Session:
         self.attempts = 1
         #: client connections currently following this session's log
         self.readers: list[Reader] = []
-        #: how readers left early (client_disconnected, client_too_slow), for the record
-        self.disconnects: list[dict[str, Any]] = []
+        #: how readers left early (client_disconnected, client_too_slow), for the record;
+        #: a shared ``()`` until there is one (most sessions have none)
+        self.disconnects: tuple[dict[str, Any], ...] = ()
         #: errors of earlier attempts (retried before the stream, or whole-turn retries)
-        self.attempt_errors: list[dict[str, Any]] = []
+        self.attempt_errors: tuple[dict[str, Any], ...] = ()
         self.settings: StreamSettings = owner.settings
         #: since when the upstream read is paused for a reader that is too far behind
         self._held_since: float | None = None
@@ -286,7 +287,7 @@ class Session:
                 "cancelled sessions can be retried"
             )
         reason = (self.error or {}).get("type") or self.cancel_reason or "recover"
-        self.attempt_errors.append({"type": reason, "message": "recovered by request"})
+        self.attempt_errors += ({"type": reason, "message": "recovered by request"},)
         self.log.closed = False
         self._begin_attempt(reason, 0.0)
         self.error = None
@@ -331,7 +332,7 @@ class Session:
         if reason is None:
             return
         policy = self.spec.disconnect_policy
-        self.disconnects.append({"at": time.time(), "reason": reason, "position": reader.position})
+        self.disconnects += ({"at": time.time(), "reason": reason, "position": reader.position},)
         log.info(
             "client left %s",
             kv(
@@ -483,7 +484,7 @@ class Session:
         return max(delay, retry_after) if retry_after is not None else delay
 
     def _note_attempt_error(self, kind: str, message: str, delay: float) -> None:
-        self.attempt_errors.append({"type": kind, "message": message, "retry_in": delay})
+        self.attempt_errors += ({"type": kind, "message": message, "retry_in": delay},)
         log.warning(
             "upstream attempt failed, retrying %s",
             kv(
@@ -507,7 +508,7 @@ class Session:
         self._pending_error = None
 
         pump = _Pump(self, upstream)
-        adapter, on_events = pump.adapter, self._on_events
+        adapter = pump.adapter  # (no bound method kept in this frame, which lasts the stream)
         entries = self.log
         #: the stream reached its end: the connection may serve another request
         reusable = False
@@ -518,19 +519,19 @@ class Session:
                 # The body ended before the stream's own end. A last frame without its blank
                 # line is dropped, as the SSE rules say (the decoder is not flushed: its
                 # flush dispatches nothing); the adapter says what is missing.
-                on_events(adapter.close(), b"", time.monotonic())
+                self._on_events(adapter.close(), b"", time.monotonic())
         except UpstreamError as exc:
             # Open tool calls end "incomplete"; the break itself is the terminal error, more
             # precise than the adapter's "truncated".
             tail = [e for e in adapter.close() if type(e) is not ev.Error]
             tail.append(ev.Error(exc.type, exc.message, exc.retryable, exc.status))
-            on_events(tail, b"", time.monotonic())
+            self._on_events(tail, b"", time.monotonic())
         except asyncio.CancelledError:
             # Stop: a tool call in progress is kept, "incomplete" with its raw arguments; the
             # cancellation itself is the terminal event (logged at finalisation).
             if not adapter.done:
                 calls = [e for e in adapter.close() if type(e) is ev.ToolCallDone]
-                on_events(calls, b"", time.monotonic())  # type: ignore[arg-type]
+                self._on_events(calls, b"", time.monotonic())  # type: ignore[arg-type]
             raise
         finally:
             self.clock.ended = time.monotonic()
@@ -789,8 +790,8 @@ class Session:
             "error": self.error,
             "cancel_reason": self.cancel_reason,
             "attempts": self.attempts,
-            "attempt_errors": self.attempt_errors,
-            "disconnects": self.disconnects,
+            "attempt_errors": list(self.attempt_errors),
+            "disconnects": list(self.disconnects),
             "events": len(self.log),
         }
 

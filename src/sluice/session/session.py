@@ -99,11 +99,11 @@ class Reader:
 class _Pump:
     """One upstream response's body into its session: bytes → SSE frames → the adapter's
     events → accumulator, clock and log. ``feed`` is called from the connection's read
-    callback for each piece, with no task in between, and ``flush`` after a read's last
-    piece. A piece that is one plain text or reasoning delta (most of them) goes past the
-    decoder and the adapter's fold by the adapter's ``quick``, with the same outcome. (An
-    object rather than a closure: one small block per open stream instead of a cell for
-    each captured name.)"""
+    callback for each piece, with no task in between; the log's readers are notified once
+    the read's last piece is in (the log's ``notify`` is the upstream's ``flush``). A piece
+    that is one plain text or reasoning delta (most of them) goes past the decoder and the
+    adapter's fold by the adapter's ``quick``, with the same outcome. (An object rather than
+    a closure: one small block per open stream instead of a cell for each captured name.)"""
 
     __slots__ = ("adapter", "decoder", "drop_usage_frame", "limit", "session", "upstream")
 
@@ -142,6 +142,8 @@ class _Pump:
         if adapter.done:
             self.upstream.finish()
         else:
+            # (the lag counts this read's pieces before the readers have heard of them: a
+            # read of more than the buffer holds the next read until they have written it)
             limit = self.limit
             if (
                 len(entries.entries) > limit

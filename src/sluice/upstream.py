@@ -391,7 +391,7 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserCallbackError:
             pass  # the response has ended with the callback's error already
         except httptools.HttpParserError as exc:
-            if self.response is not None:
+            if self.response is response:  # (not ended earlier in this read)
                 response._fail(_broken(response, f"upstream sent invalid HTTP: {exc}"))
             self.close()
         flush = response._flush  # (the response of the read, even if it ended in it)

@@ -37,7 +37,7 @@ class EventLog:
         return len(self.entries)
 
     def append(self, event: Event | None, raw: bytes = b"") -> None:
-        """Append without waking readers: the writer calls ``notify()`` once per upstream chunk."""
+        """Append without waking readers: the writer calls ``notify()`` once per upstream read."""
         self.entries.append((event, raw))
 
     def notify(self) -> None:

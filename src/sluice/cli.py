@@ -1,13 +1,35 @@
-"""The ``sluice`` command: ``serve``, ``sim``, ``demo``, ``bench`` and ``doctor``."""
+"""The ``sluice`` command: ``serve``, ``keys``, ``sim``, ``demo``, ``bench`` and ``doctor``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import sys
 
-from sluice.config import ConfigError, load_settings
+from sluice.config import ConfigError, Settings, load_settings
 from sluice.logs import setup_logging
+
+
+def exposure_refusal(settings: Settings, insecure: bool) -> str | None:
+    """Why ``serve`` must not start: an address other than loopback with auth off."""
+    if settings.auth.required or insecure or is_loopback(settings.host):
+        return None
+    return (
+        f"refusing to serve on {settings.host} without client keys: set [auth] required = true "
+        "(docs/security.md), or pass --insecure-no-auth to let anyone who reaches the port "
+        "use it"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +49,30 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--config", help="TOML configuration file")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve on a non-loopback address with [auth] required off (anyone can use it)",
+    )
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", choices=("client", "viewer", "operator"), default="client")
+    create.add_argument("--tenant", help="whose sessions the key's are (default: its name)")
+    create.add_argument("--models", help="comma-separated model globs the key may use")
+    create.add_argument("--budget", type=float, help="US dollars the key may spend")
+    create.add_argument("--rpm", type=int, help="requests per minute")
+    create.add_argument("--tpm", type=int, help="tokens per minute")
+    create.add_argument("--max-streams", type=int, help="live sessions at once")
+    create.add_argument("--expires", type=float, help="seconds from now until the key expires")
+    create.add_argument("--config", help="TOML configuration file")
+    listing = key_commands.add_parser("list", help="list the keys (never the keys themselves)")
+    listing.add_argument("--config", help="TOML configuration file")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its name or prefix")
+    revoke.add_argument("key", metavar="NAME|PREFIX")
+    revoke.add_argument("--config", help="TOML configuration file")
 
     sim = commands.add_parser("sim", help="run the provider simulator on its own")
     sim.add_argument("--host", default="127.0.0.1")
@@ -54,8 +100,16 @@ def main(argv: list[str] | None = None) -> int:
 
     install_uvloop()
     try:
+        if args.command == "keys":
+            from sluice.access.cli import run_keys
+
+            return run_keys(args, load_settings(args.config))
         if args.command == "serve":
             settings = load_settings(args.config, host=args.host, port=args.port)
+            exposed = exposure_refusal(settings, args.insecure_no_auth)
+            if exposed is not None:
+                print(f"sluice: {exposed}", file=sys.stderr)
+                return 2
             setup_logging(settings.log_level)
             from sluice.gateway.server import serve_forever
 

@@ -125,10 +125,32 @@ class OpsSettings:
 
 
 @dataclass(slots=True)
+class AuthSettings:
+    """Who may use the gateway (docs/security.md)."""
+
+    #: every request needs a key (or an operator's login); off: the loopback demo, as before
+    required: bool = False
+    #: ``/metrics`` answers without a credential (for a Prometheus that cannot send one)
+    open_metrics: bool = False
+    #: mark the login cookie ``Secure`` always (behind a proxy that ends TLS); it is marked
+    #: so anyway when the request came over TLS
+    secure_cookies: bool = False
+
+
+@dataclass(slots=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1_048_576
+    #: ``Host`` names the gateway answers to (a port is ignored); empty: the bound address
+    #: and the loopback names, or any name when bound to every address (0.0.0.0, ::)
+    allowed_hosts: list[str] = field(default_factory=list)
+    #: origins (``https://chat.example.com``) besides the gateway's own from which browsers
+    #: may change state and open WebSockets
+    allowed_origins: list[str] = field(default_factory=list)
+    #: origins a chat front end may call the API from with CORS (off when empty)
+    cors_origins: list[str] = field(default_factory=list)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     store_url: str = "sqlite:///var/sluice.db"
     log_level: str = "info"
     streams: StreamSettings = field(default_factory=StreamSettings)
@@ -175,6 +197,12 @@ def _from_dict(data: dict[str, Any]) -> Settings:
     s.port = int(server.get("port", s.port))
     s.max_body_bytes = int(server.get("max_body_bytes", s.max_body_bytes))
     s.log_level = server.get("log_level", s.log_level)
+    for name in ("allowed_hosts", "allowed_origins", "cors_origins"):
+        value = server.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"server.{name} must be a list of strings")
+        setattr(s, name, [v.lower().rstrip("/") for v in value])
+    s.auth = _auth(data.get("auth", {}))
     s.store_url = data.get("store", {}).get("url", s.store_url)
     s.streams = _streams(data.get("streams", {}))
     s.ops = _ops(data.get("ops", {}))
@@ -189,8 +217,20 @@ def _from_dict(data: dict[str, Any]) -> Settings:
         except TypeError as exc:
             raise ConfigError(f"prices.{key}: {exc}") from exc
     s.sim = dict(data.get("sim", {}))
-    s.embed_sim = bool(s.sim.pop("embedded", True))
+    # With auth on, the simulator is mounted only when the file asks for it.
+    s.embed_sim = bool(s.sim.pop("embedded", not s.auth.required))
     return s
+
+
+def _auth(raw: dict[str, Any]) -> AuthSettings:
+    auth = AuthSettings()
+    for key, value in raw.items():
+        if key not in AuthSettings.__dataclass_fields__:
+            raise ConfigError(f"auth.{key} is not a setting (see docs/configuration.md)")
+        if not isinstance(value, bool):
+            raise ConfigError(f"auth.{key} must be true or false")
+        setattr(auth, key, value)
+    return auth
 
 
 def _streams(raw: dict[str, Any]) -> StreamSettings:

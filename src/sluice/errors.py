@@ -6,9 +6,14 @@
     │   ├── ClientProtocolError     400  a WebSocket client broke the ack protocol
     │   ├── UnknownModel            404  no such provider or model
     │   ├── PayloadTooLarge         413  body over the configured limit
-    │   └── UnknownSession          404  no such session id
+    │   ├── UnsupportedMediaType    415  a state change whose body is not JSON
+    │   ├── UnknownSession          404  no such session id
+    │   ├── Unauthorized            401  no key, or one unknown, malformed, revoked or expired
+    │   └── Forbidden               403  the credential may not do this (a model, a role)
     ├── ProviderNotConfigured   500  the provider exists but has no API key
     ├── Overloaded              503  the gateway's ceiling of concurrent streams is reached
+    │   └── RateLimited             429  a key's rpm, tpm or stream ceiling is reached
+    │       └── BudgetExceeded      429  a key's spend reached its budget
     ├── ClientTooSlow               a client's socket stayed full past the send deadline
     └── UpstreamError           the provider failed; ``retryable`` says whether a retry may help
         ├── UpstreamStatus          the provider answered with an HTTP error status
@@ -65,6 +70,21 @@ class UnknownSession(RequestError):
     status = 404
 
 
+class UnsupportedMediaType(RequestError):
+    type = "unsupported_media_type"
+    status = 415
+
+
+class Unauthorized(RequestError):
+    type = "unauthorized"
+    status = 401
+
+
+class Forbidden(RequestError):
+    type = "forbidden"
+    status = 403
+
+
 class ProviderNotConfigured(SluiceError):
     type = "provider_not_configured"
     status = 500
@@ -80,6 +100,19 @@ class Overloaded(SluiceError):
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
+
+
+class RateLimited(Overloaded):
+    """A key's own limit: requests or tokens per minute, or its ceiling of live streams."""
+
+    type = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message, retry_after, status=429)
+
+
+class BudgetExceeded(RateLimited):
+    type = "budget_exceeded"
 
 
 class ClientTooSlow(SluiceError):

@@ -87,7 +87,9 @@ async def test_a_slow_reader_pauses_the_upstream_and_memory_stays_bounded(
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
-        sock.sendall(f"GET /api/sessions/{session_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.sendall(
+            f"GET /api/sessions/{session_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        )
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         received = 0

@@ -81,7 +81,11 @@ async def test_bad_requests_get_errors_in_each_endpoint_format(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="sluice")
     for path in ("/v1/chat/completions", "/v1/messages", "/api/sessions"):
-        kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+        kwargs: dict[str, Any] = (
+            {"content": body, "headers": {"content-type": "application/json"}}
+            if isinstance(body, bytes)
+            else {"json": body}
+        )
         response = await gateway.http.post(path, **kwargs)
         assert response.status_code == status, (path, response.text)
         if path == "/v1/chat/completions":
@@ -126,8 +130,32 @@ async def test_a_chunked_body_over_the_limit_is_413_too(gateway: GatewayUnderTes
             yield b"x" * 65536
         yield b'"}]}'
 
-    response = await gateway.http.post("/v1/chat/completions", content=chunks())
+    response = await gateway.http.post(
+        "/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "ctype", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; b=x", None]
+)
+async def test_a_state_change_that_is_not_json_is_415_in_each_endpoint_format(
+    gateway: GatewayUnderTest, ctype: str | None
+) -> None:
+    """What a page on another site can send without a preflight (a form, a ``no-cors``
+    fetch) is refused before it is read."""
+    body = b'{"model": "sim/support", "max_tokens": 5, "messages": [], "prompt": "x"}'
+    headers = {} if ctype is None else {"content-type": ctype}
+    for path in ("/v1/chat/completions", "/v1/messages", "/api/sessions"):
+        response = await gateway.http.post(path, content=body, headers=headers)
+        assert response.status_code == 415, (path, response.text)
+        if path == "/v1/chat/completions":
+            assert_openai_error(response.json(), "unsupported_media_type")
+        elif path == "/v1/messages":
+            assert_anthropic_error(response.json(), "invalid_request_error")
+        else:
+            assert response.json()["error"]["type"] == "unsupported_media_type"
+    assert (await gateway.http.get("/api/sessions")).json()["sessions"] == []
 
 
 async def test_anthropic_requests_without_max_tokens_are_refused(

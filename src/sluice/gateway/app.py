@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,9 +24,21 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
+from sluice.access.control import ANONYMOUS, KeyRing, Principal
+from sluice.access.keys import open_key_store
 from sluice.config import Settings
-from sluice.errors import BadRequest, Overloaded, PayloadTooLarge, SluiceError, UnknownSession
+from sluice.errors import (
+    BadRequest,
+    Forbidden,
+    Overloaded,
+    PayloadTooLarge,
+    RateLimited,
+    SluiceError,
+    UnknownSession,
+)
+from sluice.gateway.admin import admin_routes
 from sluice.gateway.diagnostics import DiagnosticStream
+from sluice.gateway.guard import CORS_ORIGIN, PRINCIPAL, Guard, cors_send
 from sluice.gateway.metrics import GatewayMetrics
 from sluice.gateway.openapi import openapi_endpoint
 from sluice.gateway.ops import ops_routes
@@ -39,6 +50,7 @@ from sluice.gateway.presenters import (
     TranslatingPresenter,
     client_encoder,
 )
+from sluice.gateway.responses import JSONResponse, error_response
 from sluice.gateway.streaming import SessionStream, summary_of
 from sluice.gateway.websocket import session_socket_endpoint
 from sluice.logs import kv
@@ -53,8 +65,6 @@ from sluice.sse import encode_event
 from sluice.turn import TurnRequest
 from sluice.upstream import Upstream, UpstreamClient
 from sluice.wire.requests import (
-    anthropic_error_body,
-    openai_error_body,
     parse_chat_request,
     parse_messages_request,
     parse_native_request,
@@ -64,30 +74,8 @@ from sluice.wire.requests import (
 
 log = logging.getLogger("sluice.gateway")
 
-JSON = "application/json"
-
-
-class JSONResponse(Response):
-    media_type = JSON
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
 # ---------------------------------------------------------------------------------------------
 # Errors in each endpoint's own format
-
-
-def error_response(
-    fmt: str, status: int, type_: str, message: str, headers: dict[str, str] | None = None
-) -> Response:
-    if fmt == "anthropic":
-        body = anthropic_error_body(status, message)
-    elif fmt == "openai":
-        body = openai_error_body(status, message, type_)
-    else:
-        body = {"error": {"type": type_, "message": message}}
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 #: Paths of the native and operations API, whose routing refusals are native JSON errors.
@@ -146,6 +134,9 @@ class Gateway:
             stall_timeout=settings.streams.stall_timeout,
         )
         self.store = store or open_store(settings.store_url)
+        self.keys = KeyRing(open_key_store(settings.store_url))
+        self.guard = Guard(settings, self.keys)
+        self.guard.refused = self._refused
         self.bus = bus or MemoryBus()
         self.ops = OpsFeed(self.bus, settings.ops)
         self.sessions = SessionManager(
@@ -155,7 +146,7 @@ class Gateway:
             PriceBook(settings.prices),
             settings.streams,
             on_start=self.metrics.session_started,
-            on_end=self.metrics.session_finished,
+            on_end=self._session_finished,
             feed=self.ops,
         )
 
@@ -163,18 +154,44 @@ class Gateway:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.sessions.prices.warm()  # before the server accepts: a 170 ms stall otherwise
         await self.store.open()
+        self.keys.open()
         pruner = asyncio.ensure_future(self._prune_forever())
         feed = asyncio.ensure_future(self.ops.run())
+        keys = asyncio.ensure_future(self._keep_keys())
         try:
             yield
         finally:
-            for task in (feed, pruner):
+            for task in (keys, feed, pruner):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.sessions.shutdown()
+            self.keys.close()
             await self.upstream.close()
             await self.store.close()
+
+    async def _keep_keys(self) -> None:
+        """Keys added or revoked elsewhere are seen within a second; spend is written."""
+        while True:
+            await asyncio.sleep(self.keys.POLL_INTERVAL)
+            self.keys.tick()
+
+    def _session_finished(self, session: Session) -> None:
+        self.metrics.session_finished(session)
+        spec = session.spec
+        if spec.api_key is None:
+            return
+        total = (session.cost or {}).get("total")
+        usage = session.final_usage
+        tokens = 0 if usage is None else (usage.input_tokens or 0) + (usage.output_tokens or 0)
+        if total is None:
+            self.keys.session_ended(spec.api_key, None, tokens)
+        else:
+            self.keys.session_ended(spec.api_key, max(0.0, total - spec.billed), tokens)
+            spec.billed = total
+
+    def _refused(self, path: str, type_: str) -> None:
+        self.metrics.rejected.labels(_area(path), type_).inc()
 
     async def _prune_forever(self) -> None:
         """Retention: records and logs older than ``streams.retention`` are deleted."""
@@ -191,7 +208,7 @@ class Gateway:
 
     # -- request intake -----------------------------------------------------------------------
 
-    async def _read_json(self, request: Request) -> dict[str, Any]:
+    async def read_json(self, request: Request) -> dict[str, Any]:
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if (
@@ -224,9 +241,18 @@ class Gateway:
         endpoint: str,
         client_wire: str | None,
     ) -> Session:
+        principal: Principal = request.scope.get(PRINCIPAL, ANONYMOUS)
+        if not principal.may_start:
+            raise Forbidden("this credential may not start sessions")
         route = self.router.resolve(turn.model, client_wire)
-        client_key = _client_key(request)
-        self._admit(client_key)
+        self.keys.check_model(principal, turn.model)
+        key = principal.key
+        if key is not None:
+            admission_key: str | None = key.name
+        else:
+            client = request.scope.get("client")
+            admission_key = None if not client else f"address:{client[0]}"
+        self._admit(principal, admission_key)
         passthrough = client_wire is not None and route.wire == client_wire
         policy = body.get("disconnect_policy", self.settings.streams.disconnect_policy)
         if policy not in ("cancel", "detach", "drain"):
@@ -244,27 +270,35 @@ class Gateway:
             endpoint=endpoint,
             passthrough=passthrough,
             disconnect_policy=policy,
-            client_key=client_key,
+            admission_key=admission_key,
+            tenant=principal.tenant,
+            api_key=None if key is None else key.name,
         )
         return self.sessions.start(session_id, spec)
 
-    def _admit(self, client_key: str | None) -> None:
-        """Admission control: a ceiling of live streams overall, and per client key."""
+    def _admit(self, principal: Principal, admission_key: str | None) -> None:
+        """Admission control: a ceiling of live streams overall; per client key (or, while
+        auth is off, per client address, the one thing a caller cannot invent) a ceiling of
+        its own, and the key's budget and rates."""
         streams = self.settings.streams
         if streams.max_concurrent and len(self.sessions.live) >= streams.max_concurrent:
             raise Overloaded(
                 f"the gateway is at its ceiling of {streams.max_concurrent} concurrent streams; "
                 "retry shortly"
             )
-        if (
-            streams.max_per_key
-            and client_key is not None
-            and self.sessions.live_for_key(client_key) >= streams.max_per_key
-        ):
-            raise Overloaded(
-                f"this API key has {streams.max_per_key} streams open, its ceiling; retry when "
-                "one ends",
-                status=429,
+        live = 0 if admission_key is None else self.sessions.live_for_key(admission_key)
+        key = principal.key
+        if key is not None:
+            if key.max_streams is None and streams.max_per_key and live >= streams.max_per_key:
+                raise RateLimited(
+                    f"this API key has {streams.max_per_key} streams open, its ceiling; "
+                    "retry when one ends"
+                )
+            self.keys.admit(principal, live)
+        elif streams.max_per_key and live >= streams.max_per_key:
+            raise RateLimited(
+                f"this client has {streams.max_per_key} streams open, its ceiling; retry when "
+                "one ends"
             )
 
     def _reject(self, fmt: str, endpoint: str, exc: SluiceError) -> Response:
@@ -292,7 +326,7 @@ class Gateway:
         self, request: Request, endpoint: str, fmt: str, parse: Any
     ) -> Response:
         try:
-            body = await self._read_json(request)
+            body = await self.read_json(request)
             turn: TurnRequest = parse(body)
             session = self._start(request, turn, body, endpoint, endpoint)
         except SluiceError as exc:
@@ -340,7 +374,7 @@ class Gateway:
 
     async def create_session(self, request: Request) -> Response:
         try:
-            body = await self._read_json(request)
+            body = await self.read_json(request)
             turn = parse_native_request(body)
             session = self._start(request, turn, body, "native", None)
         except SluiceError as exc:
@@ -372,15 +406,16 @@ class Gateway:
                 "Last-Event-ID / after must be a non-negative integer",
             )
         after = int(after_raw)
+        principal = _principal(request)
         session = self.sessions.get(session_id)
-        if session is not None:
+        if session is not None and principal.may_see(session.spec.tenant):
             return SessionStream(  # type: ignore[return-value]
                 session,
                 NativePresenter(),
                 after,
             )
-        record = await self.store.get(session_id)
-        if record is None:
+        record = None if session is not None else await self.store.get(session_id)
+        if record is None or not principal.may_see(record.get("tenant")):
             return self._reject("native", "events", UnknownSession(f"no session {session_id!r}"))
         stored = await self.store.get_events(session_id, after)
         frames = [encode_event(data, event=kind, id=str(seq)) for seq, kind, data in stored]
@@ -395,7 +430,7 @@ class Gateway:
         session_id = request.path_params["session_id"]
         session = self.sessions.get(session_id)
         record = session.record() if session is not None else await self.store.get(session_id)
-        if record is None:
+        if record is None or not _principal(request).may_see(record.get("tenant")):
             return self._reject("native", "records", UnknownSession(f"no session {session_id!r}"))
         return JSONResponse(record)
 
@@ -405,8 +440,12 @@ class Gateway:
         if not (limit_raw.isascii() and limit_raw.isdigit()) or not 1 <= int(limit_raw) <= 1000:
             return error_response("native", 400, "invalid_request", "limit must be 1..1000")
         state, provider = q.get("state"), q.get("provider")
-        rows = {r["id"]: r for r in await self.store.query(int(limit_raw), state, provider)}
+        principal = _principal(request)
+        tenant = None if principal.sees_all else (principal.tenant or "")
+        rows = {r["id"]: r for r in await self.store.query(int(limit_raw), state, provider, tenant)}
         for session in self.sessions.live.values():
+            if tenant is not None and session.spec.tenant != tenant:
+                continue
             record = session.record()
             if (state is None or record["state"] == state) and (
                 provider is None or record["provider"] == provider
@@ -415,10 +454,21 @@ class Gateway:
         ordered = sorted(rows.values(), key=lambda r: r["created_at"], reverse=True)
         return JSONResponse({"sessions": ordered[: int(limit_raw)]})
 
+    def _controlled(self, request: Request, session_id: str) -> Session:
+        """The live or recent session that the request's principal may Stop or Retry: 404
+        for another tenant's (as for an unknown id), 403 for a viewer."""
+        principal = _principal(request)
+        session = self.sessions.get(session_id)
+        if session is None or not principal.may_see(session.spec.tenant):
+            raise UnknownSession(f"no live session {session_id!r}")
+        if not (principal.controls_all or principal.role == "client"):
+            raise Forbidden("Stop and Retry need an operator's credential")
+        return session
+
     async def cancel_session(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         try:
-            session = self.sessions.require(session_id)
+            session = self._controlled(request, session_id)
         except SluiceError as exc:
             return self._reject("native", "cancel", exc)
         cancelled = session.cancel("client_stop")
@@ -432,6 +482,7 @@ class Gateway:
         """The recover button: a new attempt of an errored or cancelled session."""
         session_id = request.path_params["session_id"]
         try:
+            self._controlled(request, session_id)
             session = self.sessions.retry(session_id)
         except SluiceError as exc:
             return self._reject("native", "retry", exc)
@@ -454,12 +505,18 @@ class Gateway:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-def _client_key(request: Request) -> str | None:
-    """A digest of the client's own key (Authorization bearer or x-api-key), never the key."""
-    raw = request.headers.get("x-api-key") or request.headers.get("authorization")
-    if not raw:
-        return None
-    return hashlib.sha256(raw.removeprefix("Bearer ").encode()).hexdigest()[:16]
+def _principal(request: Request) -> Principal:
+    principal: Principal = request.scope.get(PRINCIPAL, ANONYMOUS)
+    return principal
+
+
+def _area(path: str) -> str:
+    """The endpoint label of a refusal before routing."""
+    if path.startswith("/v1/"):
+        return "messages" if path.startswith("/v1/messages") else "chat"
+    if path.startswith(("/ops", "/api/admin/", "/metrics", "/login")):
+        return path.split("/", 2)[1] if path.count("/") > 1 else path.strip("/")
+    return "native" if path.startswith("/api/") else "pages"
 
 
 def _response_id(endpoint: str, session_id: str) -> str:
@@ -477,12 +534,25 @@ class GatewayApp(Starlette):
     handle their own errors, so they are called directly; any other path takes the router.
     """
 
-    def __init__(self, *, direct: dict[tuple[str, str], Endpoint], **kwargs: Any) -> None:
+    def __init__(
+        self, *, direct: dict[tuple[str, str], Endpoint], guard: Guard, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._direct = direct
+        self._guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        kind = scope["type"]
+        if kind == "http":
+            checked = self._guard.http(scope)
+            if type(checked) is not Principal:
+                assert isinstance(checked, Response)
+                await checked(scope, receive, send)
+                return
+            scope[PRINCIPAL] = checked
+            origin = scope.get(CORS_ORIGIN)
+            if origin is not None:
+                send = cors_send(send, origin)
             endpoint = self._direct.get((scope["method"], scope["path"]))
             if endpoint is not None:
                 scope["app"] = self
@@ -495,7 +565,20 @@ class GatewayApp(Starlette):
                     response = error_response(fmt, 500, "internal_error", "internal error")
                 await response(scope, receive, send)
                 return
+        elif kind == "websocket":
+            principal = self._guard.websocket(scope)
+            if not isinstance(principal, Principal):
+                await _refuse_handshake(receive, send)
+                return
+            scope[PRINCIPAL] = principal
         await super().__call__(scope, receive, send)
+
+
+async def _refuse_handshake(receive: Receive, send: Send) -> None:
+    """Refuse a WebSocket before it is accepted: the server answers the handshake with 403."""
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1008})
 
 
 def create_app(
@@ -521,6 +604,7 @@ def create_app(
         Route("/api/diagnostics/stream", DiagnosticStream(settings.streams), methods=["GET"]),
         *page_routes(gateway),
         *ops_routes(gateway),
+        *admin_routes(gateway),
     ]
     if settings.embed_sim:
         from sluice.sim import SimSettings, create_sim_app
@@ -532,6 +616,7 @@ def create_app(
     }
     app = GatewayApp(
         direct=direct,
+        guard=gateway.guard,
         routes=routes,
         lifespan=gateway.lifespan,
         exception_handlers={HTTPException: _routing_error},

@@ -28,8 +28,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from sluice import events as ev
+from sluice.access.control import ANONYMOUS, Principal
 from sluice.errors import ClientTooSlow
 from sluice.gateway.chatview import ChatUpdates, ChatView
+from sluice.gateway.guard import PRINCIPAL
 from sluice.gateway.markdown import highlight_css, page_headings, render_markdown
 from sluice.gateway.siblings import first_to_finish, wait_disconnect
 from sluice.gateway.streaming import PING, sse_headers
@@ -273,10 +275,10 @@ def _end_frame(record: dict[str, Any]) -> bytes:
     return encode_event(orjson.dumps(end), event="end")
 
 
-async def _replay(gateway: Gateway, session_id: str) -> Response | None:
+async def _replay(gateway: Gateway, session_id: str, principal: Principal) -> Response | None:
     """A session no longer in memory, from the store: one full update, then the end."""
     record = await gateway.store.get(session_id)
-    if record is None:
+    if record is None or not principal.may_see(record.get("tenant")):
         return None
     view = ChatView()
     stored = await gateway.store.get_events(session_id, 0)
@@ -326,10 +328,13 @@ class Pages:
         after_raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
         if not (after_raw.isascii() and after_raw.isdigit()):
             return _error(400, "invalid_request", "Last-Event-ID / after must be an integer")
+        principal: Principal = request.scope.get(PRINCIPAL, ANONYMOUS)
         session = self.gateway.sessions.get(session_id)
         if session is not None:
+            if not principal.may_see(session.spec.tenant):
+                return _error(404, "unknown_session", f"no session {session_id!r}")
             return ChatStream(session, int(after_raw))  # type: ignore[return-value]
-        replay = await _replay(self.gateway, session_id)
+        replay = await _replay(self.gateway, session_id, principal)
         if replay is None:
             return _error(404, "unknown_session", f"no session {session_id!r}")
         return replay

@@ -71,6 +71,7 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sluice import events as ev
+from sluice.access.control import ANONYMOUS, Principal
 from sluice.errors import (
     BadRequest,
     ClientProtocolError,
@@ -78,6 +79,7 @@ from sluice.errors import (
     SluiceError,
     UnknownSession,
 )
+from sluice.gateway.guard import PRINCIPAL
 from sluice.gateway.siblings import first_to_finish
 from sluice.gateway.streaming import end_summary, summary_of
 from sluice.logs import kv
@@ -404,7 +406,11 @@ def session_socket_endpoint(gateway: Gateway) -> Callable[[WebSocket], Awaitable
         except BadRequest as exc:
             await reject(websocket, CLOSE_POLICY_VIOLATION, exc)
             return
+        principal: Principal = websocket.scope.get(PRINCIPAL, ANONYMOUS)
         session = gateway.sessions.get(session_id)
+        hidden = session is not None and not principal.may_see(session.spec.tenant)
+        if hidden:
+            session = None
         streams = gateway.settings.streams if session is None else session.settings
         socket = SessionSocket(
             websocket,
@@ -417,8 +423,8 @@ def session_socket_endpoint(gateway: Gateway) -> Callable[[WebSocket], Awaitable
             await socket.follow(session)
             return
         try:
-            record = await gateway.store.get(session_id)
-            if record is None:
+            record = None if hidden else await gateway.store.get(session_id)
+            if record is None or not principal.may_see(record.get("tenant")):
                 raise UnknownSession(f"no session {session_id!r}")
             events = await gateway.store.get_events(session_id, after)
         except UnknownSession as exc:

@@ -57,6 +57,8 @@ class SessionManager:
         self.recent: dict[str, Session] = {}
         self._keep_finished = keep_finished
         self._tasks: set[asyncio.Task[None]] = set()
+        #: live sessions by ``spec.admission_key``, for the per-key ceilings
+        self._live_by_key: dict[str, int] = {}
         self._on_start = on_start
         self._on_end = on_end
         #: called with each session whose first answer token is being relayed, in the
@@ -90,6 +92,9 @@ class SessionManager:
     def _launch(self, session: Session) -> None:
         self._last_activity = time.monotonic()
         self.live[session.id] = session
+        key = session.spec.admission_key
+        if key is not None:
+            self._live_by_key[key] = self._live_by_key.get(key, 0) + 1
         task = asyncio.get_running_loop().create_task(session.run(), name=f"session {session.id}")
         session.task = task
         session.begin()
@@ -124,7 +129,14 @@ class SessionManager:
             hook(session)
 
     async def on_finished(self, session: Session) -> None:
-        self.live.pop(session.id, None)
+        if self.live.pop(session.id, None) is not None:
+            key = session.spec.admission_key
+            if key is not None:
+                left = self._live_by_key.get(key, 0) - 1
+                if left > 0:
+                    self._live_by_key[key] = left
+                else:
+                    self._live_by_key.pop(key, None)
         self._last_activity = time.monotonic()
         self.recent[session.id] = session
         while len(self.recent) > self._keep_finished:
@@ -163,7 +175,8 @@ class SessionManager:
         }
 
     def live_for_key(self, key: str) -> int:
-        return sum(1 for s in self.live.values() if s.spec.client_key == key)
+        """Live sessions counted against ``key`` (a client key's name, or an address)."""
+        return self._live_by_key.get(key, 0)
 
     async def prune(self, retention: float) -> int:
         """Forget finished sessions older than ``retention`` seconds, in memory and in the

@@ -76,8 +76,16 @@ class SessionSpec:
     #: whether that client receives the upstream's bytes unchanged
     passthrough: bool
     disconnect_policy: str
-    #: a digest of the client's own API key (never the key), for per-key admission
-    client_key: str | None = None
+    #: what the per-key ceilings count this session against: the client key's name when
+    #: auth is on, else the client's address (never a key)
+    admission_key: str | None = None
+    #: the tenant that owns the session (None while auth is off): only its keys see it
+    tenant: str | None = None
+    #: the name of the client key that started it, whose spend its cost is counted in
+    api_key: str | None = None
+    #: the cost already counted in that key's spend (a retried session's next end adds
+    #: only what the new attempt cost)
+    billed: float = 0.0
 
 
 class Reader:
@@ -778,6 +786,8 @@ class Session:
             "upstream_wire": self.route.wire,
             "passthrough": self.spec.passthrough,
             "disconnect_policy": self.spec.disconnect_policy,
+            "tenant": self.spec.tenant,
+            "api_key": self.spec.api_key,
             "max_tokens": self.spec.turn.max_tokens,
             "prompt_preview": self.spec.turn.prompt_preview(),
             "response_id": acc.response_id,

@@ -56,9 +56,13 @@ class SessionStore(Protocol):
     async def get(self, session_id: str) -> Record | None: ...
 
     async def query(
-        self, limit: int = 50, state: str | None = None, provider: str | None = None
+        self,
+        limit: int = 50,
+        state: str | None = None,
+        provider: str | None = None,
+        tenant: str | None = None,
     ) -> list[Record]:
-        """Newest first."""
+        """Newest first; with ``tenant``, only that tenant's sessions."""
 
     async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]: ...
 
@@ -94,13 +98,18 @@ class MemoryStore:
         return self._records.get(session_id)
 
     async def query(
-        self, limit: int = 50, state: str | None = None, provider: str | None = None
+        self,
+        limit: int = 50,
+        state: str | None = None,
+        provider: str | None = None,
+        tenant: str | None = None,
     ) -> list[Record]:
         rows = [
             r
             for r in self._records.values()
             if (state is None or r["state"] == state)
             and (provider is None or r["provider"] == provider)
+            and (tenant is None or r.get("tenant") == tenant)
         ]
         rows.sort(key=lambda r: r["created_at"], reverse=True)
         return rows[:limit]
@@ -126,16 +135,23 @@ CREATE TABLE IF NOT EXISTS sessions (
     state TEXT NOT NULL,
     provider TEXT NOT NULL,
     record BLOB NOT NULL,
-    events BLOB
+    events BLOB,
+    tenant TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at);
 """
+
+#: made after the migration, which may have had to add the column first
+_TENANT_INDEX = "CREATE INDEX IF NOT EXISTS sessions_tenant ON sessions (tenant, created_at)"
 
 
 def _migrate(db: sqlite3.Connection) -> None:
     """A file written before the event log moved into the session's row (it had a table
     ``session_events`` of its own): the logs are moved over, in one transaction."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+    if "tenant" not in columns:  # a file from before client keys: no session had a tenant
+        db.execute("ALTER TABLE sessions ADD COLUMN tenant TEXT")
+    db.execute(_TENANT_INDEX)
     old = db.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'session_events'"
     ).fetchone()
@@ -383,10 +399,17 @@ class SQLiteStore:
         return None if blob is None else dict(orjson.loads(blob))
 
     async def query(
-        self, limit: int = 50, state: str | None = None, provider: str | None = None
+        self,
+        limit: int = 50,
+        state: str | None = None,
+        provider: str | None = None,
+        tenant: str | None = None,
     ) -> list[Record]:
         sql = "SELECT record FROM sessions"
         where, args = [], []
+        if tenant is not None:
+            where.append("tenant = ?")
+            args.append(tenant)
         if state is not None:
             where.append("state = ?")
             args.append(state)
@@ -449,8 +472,8 @@ class _RecordWrite:
         # ends, and ``created_at``, the indexed column, never changes. A write without a log
         # keeps the one stored.
         db.execute(
-            "INSERT INTO sessions (id, created_at, state, provider, record, events) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "INSERT INTO sessions (id, created_at, state, provider, record, events, tenant) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
             "state = excluded.state, provider = excluded.provider, record = excluded.record, "
             "events = coalesce(excluded.events, sessions.events)",
             (
@@ -460,6 +483,7 @@ class _RecordWrite:
                 record["provider"],
                 orjson.dumps(record),
                 events,
+                record.get("tenant"),
             ),
         )
 

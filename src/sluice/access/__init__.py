@@ -1,0 +1,1 @@
+"""Access control: client, viewer and operator keys, tenants, per-key limits and spend."""

@@ -54,6 +54,8 @@ _PUBLIC = frozenset(("/healthz", "/openapi.json", "/login", "/logout", "/runbook
 _PUBLIC_PREFIXES = ("/static/",)
 #: paths for viewers and operators only (and the WebSocket feeds under /ops)
 _STAFF_PREFIXES = ("/ops", "/metrics", "/api/admin/", "/sim/requests")
+#: pages a browser opens: without a credential, the answer is the login page
+_PAGE_PREFIXES = ("/ops", "/chat/")
 _WILDCARD_BINDS = ("", "0.0.0.0", "::", "[::]")
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _CORS_ALLOW_HEADERS = (
@@ -161,7 +163,7 @@ class Guard:
         if principal is None:
             if public:
                 return ANONYMOUS
-            if method == "GET" and not path.startswith(("/api/", "/v1/", "/metrics")):
+            if method == "GET" and (path == "/" or path.startswith(_PAGE_PREFIXES)):
                 return RedirectResponse(f"/login?next={quote(path)}", status_code=303)
             return self._refuse(
                 path,

@@ -1,0 +1,214 @@
+"""Keys, their stores, the key ring's checks and the login cookies, without a server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from sluice.access.control import KeyRing
+from sluice.access.keys import (
+    KEY_PREFIX,
+    KeyError_,
+    KeyNotFound,
+    KeyStore,
+    MemoryKeyStore,
+    SQLiteKeyStore,
+    digest,
+    make_key,
+)
+from sluice.access.limits import RateWindow
+from sluice.errors import BudgetExceeded, Forbidden, RateLimited, Unauthorized
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> KeyStore:
+    made: KeyStore = (
+        MemoryKeyStore() if request.param == "memory" else SQLiteKeyStore(str(tmp_path / "k.db"))
+    )
+    made.open()
+    return made
+
+
+def test_a_key_is_192_random_bits_and_only_its_hash_and_prefix_are_kept() -> None:
+    raw, key = make_key("alice")
+    assert raw.startswith(KEY_PREFIX) and len(raw) == len(KEY_PREFIX) + 32
+    assert key.hash == digest(raw) and raw not in repr(key)
+    assert raw.startswith(key.prefix) and len(key.prefix) == len(KEY_PREFIX) + 8
+    assert "hash" not in key.public()
+    others = {make_key("x")[0] for _ in range(100)}
+    assert len(others) == 100
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("", {}),
+        ("a b", {}),
+        ("x" * 65, {}),
+        ("ok", {"budget": 0}),
+        ("ok", {"rpm": 0}),
+        ("ok", {"max_streams": -1}),
+        ("ok", {"expires_in": -5}),
+    ],
+)
+def test_impossible_keys_are_refused(name: str, options: dict[str, float]) -> None:
+    with pytest.raises(KeyError_):
+        make_key(name, **options)  # type: ignore[arg-type]
+
+
+def test_a_role_outside_the_three_is_refused() -> None:
+    with pytest.raises(KeyError_):
+        make_key("x", "admin")
+
+
+def test_stores_keep_keys_refuse_duplicate_names_and_revoke_by_name_or_prefix(
+    store: KeyStore,
+) -> None:
+    raw_a, a = make_key("alice", models=["sim/*"], budget=1.5, rpm=10)
+    _, b = make_key("bob", "viewer", tenant="team")
+    before = store.version()
+    store.add(a)
+    store.add(b)
+    assert store.version() > before
+    with pytest.raises(KeyError_):
+        store.add(make_key("alice")[1])
+    listed = {k.name: k for k in store.all()}
+    assert listed["alice"].models == ["sim/*"] and listed["alice"].budget == 1.5
+    assert listed["alice"].hash == digest(raw_a)
+    assert listed["bob"].tenant == "team" and listed["bob"].role == "viewer"
+    version = store.version()
+    revoked = store.revoke(raw_a[:14], time.time())  # a prefix of the prefix
+    assert revoked.name == "alice" and revoked.status() == "revoked"
+    assert store.version() > version
+    with pytest.raises(KeyNotFound):
+        store.revoke("nobody", time.time())
+    store.add_spend({"bob": (0.25, 1)})
+    bob = {k.name: k for k in store.all()}["bob"]
+    assert bob.spend == 0.25 and bob.unpriced_sessions == 1
+
+
+def test_the_sqlite_store_is_shared_between_connections(tmp_path: Path) -> None:
+    path = str(tmp_path / "k.db")
+    one, two = SQLiteKeyStore(path), SQLiteKeyStore(path)
+    one.open()
+    two.open()
+    one.add(make_key("alice")[1])
+    assert [k.name for k in two.all()] == ["alice"]
+    assert one.secret() == two.secret() and len(one.secret()) == 32
+
+
+def test_the_ring_tells_malformed_unknown_revoked_and_expired_keys_apart() -> None:
+    ring = KeyRing(MemoryKeyStore())
+    ring.open()
+    raw, _ = ring.create("alice")
+    assert ring.authenticate(raw).key is not None
+    messages = []
+    for bad in ("hello", KEY_PREFIX + "A" * 32):
+        with pytest.raises(Unauthorized) as caught:
+            ring.authenticate(bad)
+        messages.append(caught.value.message)
+    assert "malformed" in messages[0] and "not known" in messages[1]
+    ring.revoke("alice")
+    with pytest.raises(Unauthorized, match="revoked"):
+        ring.authenticate(raw)
+    raw2, _ = ring.create("carol", expires_in=30)
+    with pytest.raises(Unauthorized, match="expired"):
+        ring.authenticate(raw2, now=time.time() + 31)
+
+
+def test_model_globs_limit_a_key_and_no_globs_allow_every_model() -> None:
+    ring = KeyRing(MemoryKeyStore())
+    ring.open()
+    limited = ring.authenticate(ring.create("a", models=["sim/*", "openai/gpt-4o*"])[0])
+    free = ring.authenticate(ring.create("b")[0])
+    ring.check_model(limited, "sim/support")
+    ring.check_model(limited, "openai/gpt-4o-mini")
+    with pytest.raises(Forbidden):
+        ring.check_model(limited, "anthropic/claude")
+    ring.check_model(free, "anthropic/claude")
+
+
+def test_rpm_max_streams_and_budget_refuse_with_a_retry_after() -> None:
+    ring = KeyRing(MemoryKeyStore())
+    ring.open()
+    principal = ring.authenticate(ring.create("a", rpm=2, max_streams=1, budget=0.01)[0])
+    now = 1000.0
+    ring.admit(principal, live=0, now=now)
+    ring.admit(principal, live=0, now=now + 1)
+    with pytest.raises(RateLimited) as caught:
+        ring.admit(principal, live=0, now=now + 2)
+    assert caught.value.status == 429 and 57 <= caught.value.retry_after <= 59
+    ring.admit(principal, live=0, now=now + 61)  # the first request left the window
+    with pytest.raises(RateLimited, match="streams open"):
+        ring.admit(principal, live=1, now=now + 200)
+    ring.session_ended("a", 0.004, 10)
+    ring.session_ended("a", None, 5)
+    ring.session_ended("a", 0.007, 10)
+    with pytest.raises(BudgetExceeded) as over:
+        ring.admit(principal, live=0, now=now + 300)
+    assert over.value.type == "budget_exceeded" and over.value.status == 429
+    key = ring.get("a")
+    assert key is not None and key.spend == pytest.approx(0.011) and key.unpriced_sessions == 1
+    assert key.public()["spend_complete"] is False
+
+
+def test_tpm_counts_the_tokens_of_the_sessions_that_ended() -> None:
+    ring = KeyRing(MemoryKeyStore())
+    ring.open()
+    principal = ring.authenticate(ring.create("a", tpm=100)[0])
+    ring.session_ended("a", 0.0, 120, now=500.0)
+    with pytest.raises(RateLimited, match="tokens"):
+        ring.admit(principal, live=0, now=510.0)
+    ring.admit(principal, live=0, now=561.0)
+
+
+def test_spend_is_written_on_flush_and_kept_across_a_reload(tmp_path: Path) -> None:
+    path = str(tmp_path / "k.db")
+    ring = KeyRing(SQLiteKeyStore(path))
+    ring.open()
+    ring.create("a")
+    ring.session_ended("a", 0.5, 1)
+    ring.create("b")  # a reload before the flush keeps the unwritten spend
+    key = ring.get("a")
+    assert key is not None and key.spend == 0.5
+    ring.flush()
+    other = KeyRing(SQLiteKeyStore(path))
+    other.open()
+    stored = other.get("a")
+    assert stored is not None and stored.spend == 0.5
+
+
+def test_a_login_cookie_is_good_for_its_key_until_it_expires_or_the_key_is_revoked() -> None:
+    ring = KeyRing(MemoryKeyStore())
+    ring.open()
+    raw, _ = ring.create("ops", "operator")
+    principal, cookie = ring.login(raw)
+    assert principal.role == "operator"
+    checked = ring.from_cookie(cookie)
+    assert checked is not None and checked.via == "cookie" and checked.role == "operator"
+    name, expires, signature = cookie.rsplit(".", 2)
+    assert ring.from_cookie(f"{name}.{expires}.{'0' * len(signature)}") is None
+    assert ring.from_cookie(f"{name}.{int(expires) + 10}.{signature}") is None
+    assert ring.from_cookie(cookie, now=int(expires) + 1) is None
+    assert ring.from_cookie("garbage") is None
+    ring.revoke("ops")
+    assert ring.from_cookie(cookie) is None
+
+
+def test_client_keys_cannot_log_in_to_the_pages() -> None:
+    ring = KeyRing(MemoryKeyStore())
+    ring.open()
+    raw, _ = ring.create("client")
+    with pytest.raises(Forbidden):
+        ring.login(raw)
+
+
+def test_a_rate_window_holds_at_most_a_minute_of_buckets() -> None:
+    window = RateWindow()
+    for second in range(1000):
+        window.add(float(second), 3)
+    assert window.used(999.5) == 60 * 3
+    assert len(window._buckets) <= 61
+    assert window.retry_after(999.5, 180) == 1.0

@@ -145,6 +145,8 @@ def gateway_config(mock_url: str, fmt: str, port: int, workdir: Path) -> str:
 host = "{HOST}"
 port = {port}
 log_level = "info"
+# the benchmark's client names the gateway "gateway" in its requests' Host
+allowed_hosts = ["gateway", "{HOST}"]
 
 [store]
 url = "sqlite:///{workdir}/gateway.db"

@@ -178,3 +178,19 @@ async def test_a_key_revoked_while_the_gateway_runs_stops_working(
         assert revoke.status_code == 200 and revoke.json()["status"] == "revoked"
         assert (await http.get("/api/sessions", headers=headers)).status_code == 401
         await asyncio.sleep(0)
+
+
+async def test_the_model_list_offers_a_key_only_the_models_it_may_use(
+    auth_gateway: AuthGateway,
+) -> None:
+    ag = auth_gateway
+    raw = ag.create("picky", models=["sim/support", "simchat/*"])
+    async with httpx.AsyncClient(base_url=ag.gw.url, timeout=30) as http:
+        picky = (await http.get("/api/models", headers={"authorization": f"Bearer {raw}"})).json()
+        everything = (await http.get("/api/models", headers=ag.headers("own"))).json()
+    offered = {m for p in picky["providers"] for m in p["models"]}
+    assert "sim/support" in offered and all(
+        m == "sim/support" or m.startswith("simchat/") for m in offered
+    )
+    assert {p["name"] for p in picky["providers"]} == {"sim", "simchat"}
+    assert len({p["name"] for p in everything["providers"]}) > 2

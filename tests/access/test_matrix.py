@@ -178,6 +178,17 @@ async def test_every_endpoint_answers_each_credential_as_its_role_allows(
         create = await raw.post("/api/admin/keys", json={"name": f"new-{who}"}, headers=h)
         metrics = await raw.get("/metrics", headers=h)
         feed = await ws_status(ag, "/ops/feed", h)
+        session_feed = await ws_status(ag, f"/ops/sessions/{done_id}/feed", h)
+        chat_stream = await raw.get(f"/chat/sessions/{done_id}/stream", headers=h)
+        if who == "none":
+            assert chat_stream.status_code == 303
+        elif bad:
+            assert_native_error(chat_stream, 401)
+        elif who == "other":
+            assert_native_error(chat_stream, 404)
+        else:
+            assert chat_stream.status_code == 200 and "event: end" in chat_stream.text
+        assert session_feed == (403 if who not in ("viewer", "operator") else "open")
         if who == "none":
             for response in (ops, page, chat_page):
                 assert response.status_code == 303

@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from sluice import events as ev
-from sluice.access.control import ANONYMOUS, Principal
+from sluice.access.control import ANONYMOUS, OPEN, Principal
 from sluice.errors import ClientTooSlow
 from sluice.gateway.chatview import ChatUpdates, ChatView
 from sluice.gateway.guard import PRINCIPAL
@@ -94,17 +94,28 @@ def not_found_page(heading: str, message: str) -> Response:
 # Models for the picker
 
 
-def model_catalogue(gateway: Gateway) -> list[dict[str, Any]]:
+def model_catalogue(gateway: Gateway, principal: Principal = OPEN) -> list[dict[str, Any]]:
     """The configured providers and the models the page can offer: a simulator provider lists
-    its scenarios as ``<provider>/<scenario>``. Never a key, a key's name or a base URL."""
+    its scenarios as ``<provider>/<scenario>``. Never a key, a key's name or a base URL. A
+    client key with a model allow-list is offered only what it may use."""
     from sluice.sim.scenarios import Scenario
 
+    globs = principal.key.models if principal.key is not None else []
     providers = []
     for provider in gateway.settings.providers.values():
         if provider.kind == "sim":
             models = list(provider.models) or [scenario.value for scenario in Scenario]
         else:
             models = list(provider.models)
+        listed = bool(models)
+        if globs:
+            if not listed and not any(g == "*" or g.startswith(f"{provider.name}/") for g in globs):
+                continue
+            models = [
+                m for m in models if gateway.keys.allows_model(principal, f"{provider.name}/{m}")
+            ]
+            if listed and not models:
+                continue
         available = not provider.needs_key or provider.api_key() is not None
         providers.append(
             {
@@ -113,7 +124,7 @@ def model_catalogue(gateway: Gateway) -> list[dict[str, Any]]:
                 "available": available,
                 "reason": None if available else "no API key is configured for this provider",
                 # no list: any model name the provider serves may be typed
-                "any_model": not models,
+                "any_model": not listed,
                 "models": [f"{provider.name}/{model}" for model in models],
             }
         )
@@ -321,7 +332,8 @@ class Pages:
         )
 
     async def models(self, request: Request) -> Response:
-        return _json({"providers": model_catalogue(self.gateway)})
+        principal: Principal = request.scope.get(PRINCIPAL, ANONYMOUS)
+        return _json({"providers": model_catalogue(self.gateway, principal)})
 
     async def chat_stream(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]

@@ -49,9 +49,13 @@ def time_in_process(calls: int) -> None:
     """The guard, the model check and the limits, per request, auth off and on."""
     raw, key = make_key("bench")
     store = MemoryKeyStore()
-    store.add(key)
     ring = KeyRing(store)
-    ring.open()
+
+    async def prepare() -> None:
+        await store.add(key)
+        await ring.open()
+
+    asyncio.run(prepare())
     headers = [
         (b"host", b"127.0.0.1:8080"),
         (b"user-agent", b"OpenAI/Python 2.8.1"),
@@ -90,9 +94,13 @@ class _Gateway(GatewayProcess):
                 self.config_path.read_text() + "\n[auth]\nrequired = true\n"
             )
             store = SQLiteKeyStore(str(workdir / "gateway.db"))
-            store.open()
-            store.add(key)
-            store.close()
+
+            async def add() -> None:
+                await store.open()
+                await store.add(key)
+                await store.close()
+
+            asyncio.run(add())
 
 
 async def _first_text(port: int, request: bytes) -> float | None:

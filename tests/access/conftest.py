@@ -31,8 +31,8 @@ class AuthGateway:
             return {"authorization": raw}
         return {"x-api-key": raw} if anthropic else {"authorization": f"Bearer {raw}"}
 
-    def create(self, name: str, role: str = "client", **options: Any) -> str:
-        raw, _ = self.gw.gateway.keys.create(name, role, **options)
+    async def create(self, name: str, role: str = "client", **options: Any) -> str:
+        raw, _ = await self.gw.gateway.keys.create(name, role, **options)
         self.keys[name] = raw
         return raw
 
@@ -47,16 +47,16 @@ def auth_settings(tmp_path: Path, **sim: Any) -> Settings:
 async def auth_gateway_for(settings: Settings) -> AsyncIterator[AuthGateway]:
     async with running_gateway(settings) as gw:
         ag = AuthGateway(gw)
-        ag.create("operator", "operator")
-        ag.create("viewer", "viewer")
-        ag.create("own", "client")
-        ag.create("other", "client")
-        ag.create("revoked", "client")
-        gw.gateway.keys.revoke("revoked")
+        await ag.create("operator", "operator")
+        await ag.create("viewer", "viewer")
+        await ag.create("own", "client")
+        await ag.create("other", "client")
+        await ag.create("revoked", "client")
+        await gw.gateway.keys.revoke("revoked")
         raw, expired = make_key("expired", "client", expires_in=60)
         expired.expires_at = time.time() - 1
-        gw.gateway.keys.store.add(expired)
-        gw.gateway.keys.refresh()
+        await gw.gateway.keys.store.add(expired)
+        await gw.gateway.keys.refresh()
         ag.keys["expired"] = raw
         ag.keys["unknown"] = "sk-sluice-" + "A" * 32
         ag.keys["malformed"] = "Basic dXNlcjpwYXNz"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,13 @@ from sluice.errors import BudgetExceeded, Forbidden, RateLimited, Unauthorized
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> KeyStore:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyStore]:
     made: KeyStore = (
         MemoryKeyStore() if request.param == "memory" else SQLiteKeyStore(str(tmp_path / "k.db"))
     )
-    made.open()
-    return made
+    await made.open()
+    yield made
+    await made.close()
 
 
 def test_a_key_is_192_random_bits_and_only_its_hash_and_prefix_are_kept() -> None:
@@ -63,46 +65,46 @@ def test_a_role_outside_the_three_is_refused() -> None:
         make_key("x", "admin")
 
 
-def test_stores_keep_keys_refuse_duplicate_names_and_revoke_by_name_or_prefix(
+async def test_stores_keep_keys_refuse_duplicate_names_and_revoke_by_name_or_prefix(
     store: KeyStore,
 ) -> None:
     raw_a, a = make_key("alice", models=["sim/*"], budget=1.5, rpm=10)
     _, b = make_key("bob", "viewer", tenant="team")
-    before = store.version()
-    store.add(a)
-    store.add(b)
-    assert store.version() > before
+    before = await store.version()
+    await store.add(a)
+    await store.add(b)
+    assert await store.version() > before
     with pytest.raises(KeyError_):
-        store.add(make_key("alice")[1])
-    listed = {k.name: k for k in store.all()}
+        await store.add(make_key("alice")[1])
+    listed = {k.name: k for k in await store.all()}
     assert listed["alice"].models == ["sim/*"] and listed["alice"].budget == 1.5
     assert listed["alice"].hash == digest(raw_a)
     assert listed["bob"].tenant == "team" and listed["bob"].role == "viewer"
-    version = store.version()
-    revoked = store.revoke(raw_a[:14], time.time())  # a prefix of the prefix
+    version = await store.version()
+    revoked = await store.revoke(raw_a[:14], time.time())  # a prefix of the prefix
     assert revoked.name == "alice" and revoked.status() == "revoked"
-    assert store.version() > version
+    assert await store.version() > version
     with pytest.raises(KeyNotFound):
-        store.revoke("nobody", time.time())
-    store.add_spend({"bob": (0.25, 1)})
-    bob = {k.name: k for k in store.all()}["bob"]
+        await store.revoke("nobody", time.time())
+    await store.add_spend({"bob": (0.25, 1)})
+    bob = {k.name: k for k in await store.all()}["bob"]
     assert bob.spend == 0.25 and bob.unpriced_sessions == 1
 
 
-def test_the_sqlite_store_is_shared_between_connections(tmp_path: Path) -> None:
+async def test_the_sqlite_store_is_shared_between_connections(tmp_path: Path) -> None:
     path = str(tmp_path / "k.db")
     one, two = SQLiteKeyStore(path), SQLiteKeyStore(path)
-    one.open()
-    two.open()
-    one.add(make_key("alice")[1])
-    assert [k.name for k in two.all()] == ["alice"]
-    assert one.secret() == two.secret() and len(one.secret()) == 32
+    await one.open()
+    await two.open()
+    await one.add(make_key("alice")[1])
+    assert [k.name for k in await two.all()] == ["alice"]
+    assert await one.secret() == await two.secret() and len(await one.secret()) == 32
 
 
-def test_the_ring_tells_malformed_unknown_revoked_and_expired_keys_apart() -> None:
+async def test_the_ring_tells_malformed_unknown_revoked_and_expired_keys_apart() -> None:
     ring = KeyRing(MemoryKeyStore())
-    ring.open()
-    raw, _ = ring.create("alice")
+    await ring.open()
+    raw, _ = await ring.create("alice")
     assert ring.authenticate(raw).key is not None
     messages = []
     for bad in ("hello", KEY_PREFIX + "A" * 32):
@@ -110,19 +112,19 @@ def test_the_ring_tells_malformed_unknown_revoked_and_expired_keys_apart() -> No
             ring.authenticate(bad)
         messages.append(caught.value.message)
     assert "malformed" in messages[0] and "not known" in messages[1]
-    ring.revoke("alice")
+    await ring.revoke("alice")
     with pytest.raises(Unauthorized, match="revoked"):
         ring.authenticate(raw)
-    raw2, _ = ring.create("carol", expires_in=30)
+    raw2, _ = await ring.create("carol", expires_in=30)
     with pytest.raises(Unauthorized, match="expired"):
         ring.authenticate(raw2, now=time.time() + 31)
 
 
-def test_model_globs_limit_a_key_and_no_globs_allow_every_model() -> None:
+async def test_model_globs_limit_a_key_and_no_globs_allow_every_model() -> None:
     ring = KeyRing(MemoryKeyStore())
-    ring.open()
-    limited = ring.authenticate(ring.create("a", models=["sim/*", "openai/gpt-4o*"])[0])
-    free = ring.authenticate(ring.create("b")[0])
+    await ring.open()
+    limited = ring.authenticate((await ring.create("a", models=["sim/*", "openai/gpt-4o*"]))[0])
+    free = ring.authenticate((await ring.create("b"))[0])
     ring.check_model(limited, "sim/support")
     ring.check_model(limited, "openai/gpt-4o-mini")
     with pytest.raises(Forbidden):
@@ -130,10 +132,10 @@ def test_model_globs_limit_a_key_and_no_globs_allow_every_model() -> None:
     ring.check_model(free, "anthropic/claude")
 
 
-def test_rpm_max_streams_and_budget_refuse_with_a_retry_after() -> None:
+async def test_rpm_max_streams_and_budget_refuse_with_a_retry_after() -> None:
     ring = KeyRing(MemoryKeyStore())
-    ring.open()
-    principal = ring.authenticate(ring.create("a", rpm=2, max_streams=1, budget=0.01)[0])
+    await ring.open()
+    principal = ring.authenticate((await ring.create("a", rpm=2, max_streams=1, budget=0.01))[0])
     now = 1000.0
     ring.admit(principal, live=0, now=now)
     ring.admit(principal, live=0, now=now + 1)
@@ -154,36 +156,36 @@ def test_rpm_max_streams_and_budget_refuse_with_a_retry_after() -> None:
     assert key.public()["spend_complete"] is False
 
 
-def test_tpm_counts_the_tokens_of_the_sessions_that_ended() -> None:
+async def test_tpm_counts_the_tokens_of_the_sessions_that_ended() -> None:
     ring = KeyRing(MemoryKeyStore())
-    ring.open()
-    principal = ring.authenticate(ring.create("a", tpm=100)[0])
+    await ring.open()
+    principal = ring.authenticate((await ring.create("a", tpm=100))[0])
     ring.session_ended("a", 0.0, 120, now=500.0)
     with pytest.raises(RateLimited, match="tokens"):
         ring.admit(principal, live=0, now=510.0)
     ring.admit(principal, live=0, now=561.0)
 
 
-def test_spend_is_written_on_flush_and_kept_across_a_reload(tmp_path: Path) -> None:
+async def test_spend_is_written_on_flush_and_kept_across_a_reload(tmp_path: Path) -> None:
     path = str(tmp_path / "k.db")
     ring = KeyRing(SQLiteKeyStore(path))
-    ring.open()
-    ring.create("a")
+    await ring.open()
+    await ring.create("a")
     ring.session_ended("a", 0.5, 1)
-    ring.create("b")  # a reload before the flush keeps the unwritten spend
+    await ring.create("b")  # a reload before the flush keeps the unwritten spend
     key = ring.get("a")
     assert key is not None and key.spend == 0.5
-    ring.flush()
+    await ring.flush()
     other = KeyRing(SQLiteKeyStore(path))
-    other.open()
+    await other.open()
     stored = other.get("a")
     assert stored is not None and stored.spend == 0.5
 
 
-def test_a_login_cookie_is_good_for_its_key_until_it_expires_or_the_key_is_revoked() -> None:
+async def test_a_login_cookie_is_good_for_its_key_until_it_expires_or_the_key_is_revoked() -> None:
     ring = KeyRing(MemoryKeyStore())
-    ring.open()
-    raw, _ = ring.create("ops", "operator")
+    await ring.open()
+    raw, _ = await ring.create("ops", "operator")
     principal, cookie = ring.login(raw)
     assert principal.role == "operator"
     checked = ring.from_cookie(cookie)
@@ -193,14 +195,14 @@ def test_a_login_cookie_is_good_for_its_key_until_it_expires_or_the_key_is_revok
     assert ring.from_cookie(f"{name}.{int(expires) + 10}.{signature}") is None
     assert ring.from_cookie(cookie, now=int(expires) + 1) is None
     assert ring.from_cookie("garbage") is None
-    ring.revoke("ops")
+    await ring.revoke("ops")
     assert ring.from_cookie(cookie) is None
 
 
-def test_client_keys_cannot_log_in_to_the_pages() -> None:
+async def test_client_keys_cannot_log_in_to_the_pages() -> None:
     ring = KeyRing(MemoryKeyStore())
-    ring.open()
-    raw, _ = ring.create("client")
+    await ring.open()
+    raw, _ = await ring.create("client")
     with pytest.raises(Forbidden):
         ring.login(raw)
 

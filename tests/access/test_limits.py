@@ -22,7 +22,7 @@ async def test_a_model_outside_the_allow_list_is_403_in_each_format(
     auth_gateway: AuthGateway,
 ) -> None:
     ag = auth_gateway
-    raw = ag.create("narrow", models=["sim/*"])
+    raw = await ag.create("narrow", models=["sim/*"])
     bearer, x_api = {"authorization": f"Bearer {raw}"}, {"x-api-key": raw}
     async with httpx.AsyncClient(base_url=ag.gw.url, timeout=30) as http:
         ok = await http.post("/v1/chat/completions", json=CHAT, headers=bearer)
@@ -41,7 +41,7 @@ async def test_rpm_is_held_with_retry_after_and_other_keys_are_not_affected(
     auth_gateway: AuthGateway,
 ) -> None:
     ag = auth_gateway
-    limited = {"authorization": f"Bearer {ag.create('slow', rpm=3)}"}
+    limited = {"authorization": f"Bearer {await ag.create('slow', rpm=3)}"}
     async with httpx.AsyncClient(base_url=ag.gw.url, timeout=30) as http:
         for _ in range(3):
             assert (
@@ -59,7 +59,7 @@ async def test_max_streams_holds_for_a_key_and_frees_when_a_stream_ends(
     auth_gateway: AuthGateway,
 ) -> None:
     ag = auth_gateway
-    headers = {"authorization": f"Bearer {ag.create('one', max_streams=1)}"}
+    headers = {"authorization": f"Bearer {await ag.create('one', max_streams=1)}"}
     async with httpx.AsyncClient(base_url=ag.gw.url, timeout=30) as http:
         first = await http.post(
             "/api/sessions",
@@ -91,7 +91,7 @@ async def test_a_key_over_its_budget_is_refused_and_its_spend_is_its_sessions_co
     auth_gateway: AuthGateway,
 ) -> None:
     ag = auth_gateway
-    headers = {"authorization": f"Bearer {ag.create('small', budget=0.00005)}"}
+    headers = {"authorization": f"Bearer {await ag.create('small', budget=0.00005)}"}
     costs = []
     async with httpx.AsyncClient(base_url=ag.gw.url, timeout=30) as http:
         refused = None
@@ -138,7 +138,7 @@ def _anthropic(ag: AuthGateway, key: str) -> anthropic.AsyncAnthropic:
 
 async def test_the_official_sdks_raise_their_own_error_types(auth_gateway: AuthGateway) -> None:
     ag = auth_gateway
-    narrow = ag.create("narrow", models=["simmsg/*"], rpm=2)
+    narrow = await ag.create("narrow", models=["simmsg/*"], rpm=2)
     messages: list[Any] = [{"role": "user", "content": "hi"}]
 
     async def chat(key: str, model: str = "simmsg/support") -> Any:
@@ -170,7 +170,7 @@ async def test_a_key_revoked_while_the_gateway_runs_stops_working(
     auth_gateway: AuthGateway,
 ) -> None:
     ag = auth_gateway
-    raw = ag.create("soon-gone")
+    raw = await ag.create("soon-gone")
     headers = {"authorization": f"Bearer {raw}"}
     async with httpx.AsyncClient(base_url=ag.gw.url, timeout=30) as http:
         assert (await http.get("/api/sessions", headers=headers)).status_code == 200
@@ -184,7 +184,7 @@ async def test_the_model_list_offers_a_key_only_the_models_it_may_use(
     auth_gateway: AuthGateway,
 ) -> None:
     ag = auth_gateway
-    raw = ag.create("picky", models=["sim/support", "simchat/*"])
+    raw = await ag.create("picky", models=["sim/support", "simchat/*"])
     async with httpx.AsyncClient(base_url=ag.gw.url, timeout=30) as http:
         picky = (await http.get("/api/models", headers={"authorization": f"Bearer {raw}"})).json()
         everything = (await http.get("/api/models", headers=ag.headers("own"))).json()

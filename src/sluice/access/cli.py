@@ -8,6 +8,7 @@ second.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 
@@ -19,9 +20,13 @@ def run_keys(args: argparse.Namespace, settings: Settings) -> int:
     if settings.store_url == "memory://":
         print("sluice: keys need a store that lasts; set [store] url", file=sys.stderr)
         return 2
+    return asyncio.run(_run(args, settings))
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
     store = open_key_store(settings.store_url)
     try:
-        store.open()
+        await store.open()
         if args.keys_command == "create":
             raw, key = make_key(
                 args.name,
@@ -34,7 +39,7 @@ def run_keys(args: argparse.Namespace, settings: Settings) -> int:
                 max_streams=args.max_streams,
                 expires_in=args.expires,
             )
-            store.add(key)
+            await store.add(key)
             print(
                 f"created {key.role} key {key.name!r} (tenant {key.tenant!r}, prefix {key.prefix})"
             )
@@ -53,20 +58,20 @@ def run_keys(args: argparse.Namespace, settings: Settings) -> int:
                     + (f" +{k.unpriced_sessions} unpriced" if k.unpriced_sessions else ""),
                     "-" if k.budget is None else f"${k.budget:.2f}",
                 )
-                for k in store.all()
+                for k in await store.all()
             ]
             header = ("NAME", "PREFIX", "ROLE", "TENANT", "STATUS", "MODELS", "SPEND", "BUDGET")
             widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
             for row in [header, *rows]:
                 print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         else:
-            key = store.revoke(args.key, time.time())
+            key = await store.revoke(args.key, time.time())
             print(f"revoked key {key.name!r} ({key.prefix})")
     except KeyError_ as exc:
         print(f"sluice: {exc.message}", file=sys.stderr)
         return 1
     finally:
-        store.close()
+        await store.close()
     return 0
 
 

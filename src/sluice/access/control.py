@@ -125,18 +125,18 @@ class KeyRing:
 
     # -- keeping current ---------------------------------------------------------------------
 
-    def open(self) -> None:
-        self.store.open()
-        self._secret = self.store.secret()
-        self.refresh()
+    async def open(self) -> None:
+        await self.store.open()
+        self._secret = await self.store.secret()
+        await self.refresh()
 
-    def refresh(self) -> bool:
+    async def refresh(self) -> bool:
         """Reload the keys when the store says they changed; True when it did. The spend
         this ring counted and has not written yet is kept on top of the stored totals."""
-        version = self.store.version()
+        version = await self.store.version()
         if version == self._version:
             return False
-        keys = self.store.all()
+        keys = await self.store.all()
         by_hash: dict[str, _KeyState] = {}
         by_name: dict[str, _KeyState] = {}
         for key in keys:
@@ -155,30 +155,30 @@ class KeyRing:
         self._by_hash, self._by_name, self._version = by_hash, by_name, version
         return True
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Write the spend counted since the last flush."""
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
         try:
-            self.store.add_spend(pending)
+            await self.store.add_spend(pending)
         except KeyError_ as exc:  # kept for the next flush
             for name, (cost, unpriced) in pending.items():
                 old = self._pending.get(name, (0.0, 0))
                 self._pending[name] = (old[0] + cost, old[1] + unpriced)
             log.warning("key spend not written %s", kv(error=exc.message))
 
-    def tick(self) -> None:
+    async def tick(self) -> None:
         """One poll: spend written, keys reloaded if changed."""
-        self.flush()
+        await self.flush()
         try:
-            self.refresh()
+            await self.refresh()
         except KeyError_ as exc:
             log.warning("keys not reloaded %s", kv(error=exc.message))
 
-    def close(self) -> None:
-        self.flush()
-        self.store.close()
+    async def close(self) -> None:
+        await self.flush()
+        await self.store.close()
 
     # -- the request path ----------------------------------------------------------------------
 
@@ -275,15 +275,15 @@ class KeyRing:
         state = self._by_name.get(name)
         return None if state is None else state.key
 
-    def create(self, name: str, role: str = "client", **options: Any) -> tuple[str, ApiKey]:
+    async def create(self, name: str, role: str = "client", **options: Any) -> tuple[str, ApiKey]:
         raw, key = make_key(name, role, **options)
-        self.store.add(key)
-        self.refresh()
+        await self.store.add(key)
+        await self.refresh()
         return raw, key
 
-    def revoke(self, name_or_prefix: str) -> ApiKey:
-        key = self.store.revoke(name_or_prefix, time.time())
-        self.refresh()
+    async def revoke(self, name_or_prefix: str) -> ApiKey:
+        key = await self.store.revoke(name_or_prefix, time.time())
+        await self.refresh()
         return key
 
     # -- operators' login cookies --------------------------------------------------------------

@@ -12,15 +12,20 @@ Keys are never written anywhere in clear: the CLI and the admin API print a new 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import sqlite3
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sluice.errors import SluiceError
+
+_T = TypeVar("_T")
 
 KEY_PREFIX = "sk-sluice-"
 #: characters of a key shown in lists: the fixed prefix and 8 of the random part
@@ -148,30 +153,30 @@ def make_key(
 
 
 class KeyStore(Protocol):
-    """Where key records live. Small and synchronous: keys change rarely, and every call is
-    one short statement (the gateway reads them all into memory and polls ``version``)."""
+    """Where key records live. Keys change rarely and every call is one short statement: the
+    gateway reads them all into memory and polls ``version`` once a second."""
 
-    def open(self) -> None: ...
+    async def open(self) -> None: ...
 
-    def add(self, key: ApiKey) -> None:
+    async def add(self, key: ApiKey) -> None:
         """Insert a new key; a name already used (by any key, revoked ones included) is
         refused with ``KeyError_``."""
 
-    def all(self) -> list[ApiKey]: ...
+    async def all(self) -> list[ApiKey]: ...
 
-    def revoke(self, name_or_prefix: str, at: float) -> ApiKey:
+    async def revoke(self, name_or_prefix: str, at: float) -> ApiKey:
         """Revoke the key of that name, or the one key whose prefix starts so."""
 
-    def add_spend(self, amounts: dict[str, tuple[float, int]]) -> None:
+    async def add_spend(self, amounts: dict[str, tuple[float, int]]) -> None:
         """Add (cost, unpriced sessions) to each named key's totals, in one transaction."""
 
-    def version(self) -> int:
+    async def version(self) -> int:
         """A number that changes whenever a key is added or revoked."""
 
-    def secret(self) -> bytes:
+    async def secret(self) -> bytes:
         """The installation's secret for signing login cookies, made on first use."""
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 def _find(keys: list[ApiKey], name_or_prefix: str) -> ApiKey:
@@ -193,39 +198,39 @@ class MemoryKeyStore:
         self._version = 0
         self._secret = secrets.token_bytes(32)
 
-    def open(self) -> None:
+    async def open(self) -> None:
         return None
 
-    def add(self, key: ApiKey) -> None:
+    async def add(self, key: ApiKey) -> None:
         if key.name in self._keys:
             raise KeyError_(f"a key named {key.name!r} exists already")
         self._keys[key.name] = key
         self._version += 1
 
-    def all(self) -> list[ApiKey]:
+    async def all(self) -> list[ApiKey]:
         return [ApiKey(**asdict(k)) for k in self._keys.values()]
 
-    def revoke(self, name_or_prefix: str, at: float) -> ApiKey:
+    async def revoke(self, name_or_prefix: str, at: float) -> ApiKey:
         key = _find(list(self._keys.values()), name_or_prefix)
         if key.revoked_at is None:
             key.revoked_at = at
             self._version += 1
         return ApiKey(**asdict(key))
 
-    def add_spend(self, amounts: dict[str, tuple[float, int]]) -> None:
+    async def add_spend(self, amounts: dict[str, tuple[float, int]]) -> None:
         for name, (cost, unpriced) in amounts.items():
             key = self._keys.get(name)
             if key is not None:
                 key.spend += cost
                 key.unpriced_sessions += unpriced
 
-    def version(self) -> int:
+    async def version(self) -> int:
         return self._version
 
-    def secret(self) -> bytes:
+    async def secret(self) -> bytes:
         return self._secret
 
-    def close(self) -> None:
+    async def close(self) -> None:
         return None
 
 
@@ -259,111 +264,131 @@ _COLUMNS = (
 
 class SQLiteKeyStore:
     """Keys in the session store's SQLite file (table ``api_keys``), shared by the gateway and
-    ``sluice keys``. Each call is one short statement on the caller's thread."""
+    ``sluice keys``. Each call is one short statement, run on the store's own thread, so a
+    writer elsewhere holding the file's lock never stops the event loop."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-keys")
 
-    def open(self) -> None:
-        if self._db is not None:
-            return
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        loop = asyncio.get_running_loop()
         try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.IntegrityError as exc:
+            raise KeyError_(f"a key of that name exists already ({exc})") from exc
+        except (sqlite3.Error, OSError) as exc:
+            raise KeyError_(f"the key store at {self.path!r} failed: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA busy_timeout=2000")
+            db.execute("PRAGMA busy_timeout=5000")
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise KeyError_(f"the key store at {self.path!r} cannot be opened: {exc}") from exc
-        self._db = db
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.open()
-        assert self._db is not None
+            self._db = db
         return self._db
 
-    def _bump(self) -> None:
-        self.db.execute("UPDATE sluice_meta SET value = value + 1 WHERE name = 'keys_version'")
+    async def open(self) -> None:
+        await self._run(self._connect)
 
-    def add(self, key: ApiKey) -> None:
-        row = asdict(key)
-        row["models"] = ",".join(key.models)
-        try:
-            with self.db:
-                self.db.execute(
+    async def add(self, key: ApiKey) -> None:
+        def add() -> None:
+            db = self._connect()
+            row = asdict(key)
+            row["models"] = ",".join(key.models)
+            with db:
+                db.execute(
                     f"INSERT INTO api_keys ({_COLUMNS}) VALUES ("
                     + ", ".join(f":{c.strip()}" for c in _COLUMNS.split(","))
                     + ")",
                     row,
                 )
-                self._bump()
-        except sqlite3.IntegrityError as exc:
-            raise KeyError_(f"a key named {key.name!r} exists already") from exc
-        except sqlite3.Error as exc:
-            raise KeyError_(f"the key store failed: {exc}") from exc
+                _bump(db)
 
-    def all(self) -> list[ApiKey]:
         try:
-            rows = self.db.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at")
-            return [_key_of(row) for row in rows]
-        except sqlite3.Error as exc:
-            raise KeyError_(f"the key store failed: {exc}") from exc
+            await self._run(add)
+        except KeyError_ as exc:
+            if "exists already" in exc.message:
+                raise KeyError_(f"a key named {key.name!r} exists already") from exc
+            raise
 
-    def revoke(self, name_or_prefix: str, at: float) -> ApiKey:
-        key = _find(self.all(), name_or_prefix)
-        if key.revoked_at is None:
-            key.revoked_at = at
-            try:
-                with self.db:
-                    self.db.execute(
-                        "UPDATE api_keys SET revoked_at = ? WHERE name = ?", (at, key.name)
-                    )
-                    self._bump()
-            except sqlite3.Error as exc:
-                raise KeyError_(f"the key store failed: {exc}") from exc
-        return key
+    def _all(self) -> list[ApiKey]:
+        rows = self._connect().execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at")
+        return [_key_of(row) for row in rows]
 
-    def add_spend(self, amounts: dict[str, tuple[float, int]]) -> None:
-        try:
-            with self.db:
-                self.db.executemany(
+    async def all(self) -> list[ApiKey]:
+        return await self._run(self._all)
+
+    async def revoke(self, name_or_prefix: str, at: float) -> ApiKey:
+        def revoke() -> ApiKey:
+            key = _find(self._all(), name_or_prefix)
+            if key.revoked_at is None:
+                key.revoked_at = at
+                db = self._connect()
+                with db:
+                    db.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ?", (at, key.name))
+                    _bump(db)
+            return key
+
+        return await self._run(revoke)
+
+    async def add_spend(self, amounts: dict[str, tuple[float, int]]) -> None:
+        def add_spend() -> None:
+            db = self._connect()
+            with db:
+                db.executemany(
                     "UPDATE api_keys SET spend = spend + ?, "
                     "unpriced_sessions = unpriced_sessions + ? WHERE name = ?",
                     [(cost, unpriced, name) for name, (cost, unpriced) in amounts.items()],
                 )
-        except sqlite3.Error as exc:
-            raise KeyError_(f"the key store failed: {exc}") from exc
 
-    def version(self) -> int:
-        try:
-            row = self.db.execute(
-                "SELECT value FROM sluice_meta WHERE name = 'keys_version'"
-            ).fetchone()
-        except sqlite3.Error as exc:
-            raise KeyError_(f"the key store failed: {exc}") from exc
-        return int(row[0]) if row else 0
+        await self._run(add_spend)
 
-    def secret(self) -> bytes:
+    async def version(self) -> int:
+        def version() -> int:
+            row = (
+                self._connect()
+                .execute("SELECT value FROM sluice_meta WHERE name = 'keys_version'")
+                .fetchone()
+            )
+            return int(row[0]) if row else 0
+
+        return await self._run(version)
+
+    async def secret(self) -> bytes:
         """Made once per installation (so login cookies survive a restart, and every process
         of an installation accepts them), and kept in the database beside the keys."""
-        with self.db:
-            self.db.execute(
-                "INSERT OR IGNORE INTO sluice_meta (name, value) VALUES ('cookie_secret', ?)",
-                (secrets.token_bytes(32),),
-            )
-            row = self.db.execute(
-                "SELECT value FROM sluice_meta WHERE name = 'cookie_secret'"
-            ).fetchone()
-        return bytes(row[0])
 
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        def secret() -> bytes:
+            db = self._connect()
+            with db:
+                db.execute(
+                    "INSERT OR IGNORE INTO sluice_meta (name, value) VALUES ('cookie_secret', ?)",
+                    (secrets.token_bytes(32),),
+                )
+                row = db.execute(
+                    "SELECT value FROM sluice_meta WHERE name = 'cookie_secret'"
+                ).fetchone()
+            return bytes(row[0])
+
+        return await self._run(secret)
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await self._run(close)
+        self._executor.shutdown(wait=True)
+
+
+def _bump(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE sluice_meta SET value = value + 1 WHERE name = 'keys_version'")
 
 
 def _key_of(row: tuple[Any, ...]) -> ApiKey:

@@ -78,14 +78,14 @@ class Admin:
             role = body.get("role", "client")
             if not isinstance(role, str):
                 raise BadRequest("'role' must be a string")
-            raw, key = self.gateway.keys.create(name, role, **_options(body))
+            raw, key = await self.gateway.keys.create(name, role, **_options(body))
         except SluiceError as exc:
             return error_response("native", exc.status, exc.type, exc.message)
         return JSONResponse({**key.public(), "key": raw}, status_code=201)
 
     async def revoke_key(self, request: Request) -> Response:
         try:
-            key = self.gateway.keys.revoke(request.path_params["name"])
+            key = await self.gateway.keys.revoke(request.path_params["name"])
         except KeyError_ as exc:
             return error_response("native", exc.status, exc.type, exc.message)
         return JSONResponse(key.public())

@@ -154,7 +154,7 @@ class Gateway:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.sessions.prices.warm()  # before the server accepts: a 170 ms stall otherwise
         await self.store.open()
-        self.keys.open()
+        await self.keys.open()
         pruner = asyncio.ensure_future(self._prune_forever())
         feed = asyncio.ensure_future(self.ops.run())
         keys = asyncio.ensure_future(self._keep_keys())
@@ -166,7 +166,7 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.sessions.shutdown()
-            self.keys.close()
+            await self.keys.close()
             await self.upstream.close()
             await self.store.close()
 
@@ -174,7 +174,7 @@ class Gateway:
         """Keys added or revoked elsewhere are seen within a second; spend is written."""
         while True:
             await asyncio.sleep(self.keys.POLL_INTERVAL)
-            self.keys.tick()
+            await self.keys.tick()
 
     def _session_finished(self, session: Session) -> None:
         self.metrics.session_finished(session)

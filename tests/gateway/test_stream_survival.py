@@ -433,7 +433,7 @@ async def test_a_session_stopped_before_its_task_first_runs_still_ends_with_a_re
     assert stored["cancel_reason"] == "test_stop"
     assert session.id not in manager.live
     # The same for a recovered session's new attempt.
-    again = manager.retry(session.id)
+    again = await manager.retry(session.id)
     assert manager.cancel(again.id, "test_stop_again")
     async with asyncio.timeout(10):
         await again.finished.wait()

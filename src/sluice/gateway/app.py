@@ -483,7 +483,7 @@ class Gateway:
         session_id = request.path_params["session_id"]
         try:
             self._controlled(request, session_id)
-            session = self.sessions.retry(session_id)
+            session = await self.sessions.retry(session_id)
         except SluiceError as exc:
             return self._reject("native", "retry", exc)
         return JSONResponse(

@@ -19,7 +19,7 @@ from sluice.logs import kv
 from sluice.pricing import PriceBook
 from sluice.session.bus import Bus
 from sluice.session.opsfeed import OpsFeed
-from sluice.session.session import TERMINAL_STATES, Session, SessionSpec
+from sluice.session.session import FINALIZING, TERMINAL_STATES, Session, SessionSpec
 from sluice.session.store import SessionStore
 from sluice.upstream import Upstream
 
@@ -74,9 +74,15 @@ class SessionManager:
         self._launch(session)
         return session
 
-    def retry(self, session_id: str) -> Session:
-        """The recover button: a new attempt of an errored or cancelled session, same id."""
+    async def retry(self, session_id: str) -> Session:
+        """The recover button: a new attempt of an errored or cancelled session, same id.
+
+        A session whose end is still being stored (its state is final, its record on its way
+        to the store) finishes first: otherwise its end would be told to the metrics, the
+        ops feed and the store with the new attempt's state."""
         session = self.require(session_id)
+        if session.state in (FINALIZING, *TERMINAL_STATES) and not session.finished.is_set():
+            await session.finished.wait()
         session.prepare_retry()
         self.recent.pop(session.id, None)
         self._launch(session)

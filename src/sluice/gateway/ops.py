@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sluice.gateway.markdown import render_markdown
-from sluice.gateway.pages import PAGE_HEADERS, not_found_page, render_page, templates
+from sluice.gateway.pages import PAGE_HEADERS, not_found_page, render_page, templates, who_of
 from sluice.gateway.siblings import first_to_finish
 from sluice.logs import kv
 from sluice.session.opsfeed import GAP_TAIL, SessionTrail, derive, follow_session
@@ -187,6 +187,7 @@ class OpsPages:
                 "states": STATE_FILTERS,
                 "gap_tail": GAP_TAIL,
                 "flush_interval": feed.settings.flush_interval,
+                "who": who_of(request),
             },
         )
 
@@ -196,7 +197,7 @@ class OpsPages:
             return not_found_page(
                 "No such session", "This session is not live and has no stored record."
             )
-        return render_page("session.html", {"active_nav": "ops", **view})
+        return render_page("session.html", {"active_nav": "ops", "who": who_of(request), **view})
 
     async def session_summary(self, request: Request) -> Response:
         view = await self._session_view(request.path_params["session_id"])

@@ -723,7 +723,7 @@ async def test_logging_out_clears_the_cookie(
 
 
 @pytest.mark.parametrize("ending", ["revoked", "expired"])
-async def test_a_login_ends_when_its_key_is_revoked_or_expires(
+async def test_a_login_and_its_open_pages_end_when_its_key_is_revoked_or_expires(
     ag: AuthGateway, context: BrowserContext, page: Page, ending: str
 ) -> None:
     gw = ag.gw
@@ -734,16 +734,25 @@ async def test_a_login_ends_when_its_key_is_revoked_or_expires(
     await log_in(page, gw.url, raw)
     value = (await logged_in_cookie(context))["value"]
     await expect(page.locator(f'#ops-rows tr[data-id="{live}"]')).to_have_count(1)
+    await expect(page.locator("#feed-status")).to_have_text("live", timeout=WAIT_MS)
+    session_page = await context.new_page()
+    await session_page.goto(f"{gw.url}/ops/sessions/{live}")
+    await expect(session_page.locator("#feed-status")).to_have_text("live", timeout=WAIT_MS)
 
     if ending == "revoked":
         gw.gateway.keys.revoke("short")
     else:
         await asyncio.sleep(max(0.0, expires - time.time()) + 0.1)
 
-    # A reload: back to the login page, the dead cookie dropped.
-    await page.reload()
+    # The open pages' feeds end at their next message, and each page goes to log in again;
+    # the dead cookie is dropped.
     await expect(page).to_have_url(f"{gw.url}/login?next=/ops", timeout=WAIT_MS)
+    await expect(session_page).to_have_url(
+        f"{gw.url}/login?next=/ops/sessions/{live}", timeout=WAIT_MS
+    )
     assert [c for c in await context.cookies() if c["name"] == COOKIE_NAME] == []
+    await page.goto(f"{gw.url}/ops")
+    await expect(page).to_have_url(f"{gw.url}/login?next=/ops")
 
     # The old cookie's value opens nothing any more: not a page, not a feed, not a Stop.
     own = {"cookie": f"{COOKIE_NAME}={value}", "origin": gw.url}

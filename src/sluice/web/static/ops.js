@@ -14,6 +14,7 @@ const SPARK_HEIGHT = 22;
 const LIVE_STATES = new Set(["starting", "streaming", "finalizing"]);
 const TERMINAL_STATES = new Set(["complete", "errored", "cancelled"]);
 const RECONNECT_MAX_MS = 5000;
+const LOGIN_ENDED = 4401; // the feed's close code when its key is revoked or expired
 const NONE = "\u2013";
 
 // -- formatting (the same as sluice/gateway/ops.py) --------------------------------------------
@@ -83,8 +84,13 @@ function openFeed(path, onMessage, { onOpen, stopWhen } = {}) {
       }
       onMessage(message);
     });
-    socket.addEventListener("close", () => {
+    socket.addEventListener("close", (event) => {
       socket = null;
+      if (event.code === LOGIN_ENDED) {
+        // the key this page was opened with is revoked or expired: to the login page
+        window.location.reload();
+        return;
+      }
       if (stopped || (stopWhen && stopWhen())) {
         show("final");
         return;

@@ -231,8 +231,8 @@ async def _auth_gateway_shots(browser: Browser, errors: list[str]) -> None:
         app = create_app(settings)
         gateway = app.state.gateway
         async with RunningServer(app) as server:
-            operator, _ = gateway.keys.create("ops-oncall", "operator")
-            viewer, _ = gateway.keys.create("support-lead", "viewer")
+            operator, _ = await gateway.keys.create("ops-oncall", "operator")
+            viewer, _ = await gateway.keys.create("support-lead", "viewer")
             async with httpx.AsyncClient(
                 base_url=server.url, timeout=60, headers={"authorization": f"Bearer {operator}"}
             ) as http:

@@ -729,7 +729,7 @@ async def test_a_login_and_its_open_pages_end_when_its_key_is_revoked_or_expires
     gw = ag.gw
     live = await start(gw, headers=LONG)
     lifetime = 4.0
-    raw = ag.create("short", "operator", expires_in=lifetime if ending == "expired" else None)
+    raw = await ag.create("short", "operator", expires_in=lifetime if ending == "expired" else None)
     expires = time.time() + lifetime
     await log_in(page, gw.url, raw)
     value = (await logged_in_cookie(context))["value"]
@@ -740,7 +740,7 @@ async def test_a_login_and_its_open_pages_end_when_its_key_is_revoked_or_expires
     await expect(session_page.locator("#feed-status")).to_have_text("live", timeout=WAIT_MS)
 
     if ending == "revoked":
-        gw.gateway.keys.revoke("short")
+        await gw.gateway.keys.revoke("short")
     else:
         await asyncio.sleep(max(0.0, expires - time.time()) + 0.1)
 

@@ -345,11 +345,12 @@ class Pages:
         self.runbook_path = runbook
 
     async def chat(self, request: Request) -> Response:
+        principal: Principal = request.scope.get(PRINCIPAL, ANONYMOUS)
         return render_page(
             "chat.html",
             {
                 "active_nav": "chat",
-                "providers": model_catalogue(self.gateway),
+                "providers": model_catalogue(self.gateway, principal),
                 "who": who_of(request),
             },
         )

@@ -5,7 +5,11 @@ directory), drives the system Chromium through Playwright, and writes:
 
 - chat-midstream.png: the chat page while an answer streams;
 - ops-under-load.png: the operations center with about 200 live sessions;
-- session-telemetry.png: a finished session's page with its final telemetry.
+- session-telemetry.png: a finished session's page with its final telemetry;
+- login.png: the login page of a gateway with ``[auth] required`` on;
+- ops-viewer.png: that gateway's operations center as a viewer sees it (no Stop or Retry).
+
+``python scripts/screenshots.py login ops-viewer`` writes only the images named.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from sluice.config import ProviderConfig, load_settings
 from sluice.gateway.app import create_app
@@ -109,6 +113,29 @@ async def session_telemetry(page: Page, url: str, http: httpx.AsyncClient) -> No
     await page.screenshot(path=OUT / "session-telemetry.png", full_page=True)
 
 
+async def login_and_ops_as_viewer(
+    page: Page, url: str, http: httpx.AsyncClient, viewer: str
+) -> None:
+    """The login page, then the operations center as the viewer it logs in."""
+    for i in range(12):
+        await start(http, "sim/support", f"question {i}", headers=LOAD_HEADERS, max_tokens=600)
+    errored = await start(http, "sim/error-mid-stream", "this one breaks")
+    stopped = await start(http, "sim/support", "stopped by an operator", headers=LOAD_HEADERS)
+    await page.goto(f"{url}/ops")
+    await expect(page.locator("#key")).to_be_visible()
+    await page.fill("#key", viewer)
+    await page.screenshot(path=OUT / "login.png")
+    await page.click("#login-submit")
+    await expect(page.locator(f'tr[data-id="{stopped}"]')).to_have_attribute(
+        "data-state", "streaming", timeout=WAIT_MS
+    )
+    await asyncio.sleep(2.0)  # sparklines fill, progress moves
+    await http.post(f"/api/sessions/{stopped}/cancel")
+    await _until_final(http, errored)
+    await asyncio.sleep(0.5)
+    await page.screenshot(path=OUT / "ops-viewer.png")
+
+
 async def _until_final(http: httpx.AsyncClient, session_id: str) -> None:
     async with asyncio.timeout(WAIT_MS / 1000):
         while True:
@@ -128,9 +155,53 @@ async def _stop_all(gateway: Any) -> None:
             await session.finished.wait()
 
 
-async def main() -> int:
+#: the images, by name, and whether each needs the gateway with auth on
+OPEN_SHOTS = ("chat-midstream", "session-telemetry", "ops-under-load")
+AUTH_SHOTS = ("login", "ops-viewer")
+
+
+async def main(names: list[str]) -> int:
     logging.getLogger("sluice").setLevel(logging.ERROR)  # the error scenario's warning is expected
+    unknown = set(names) - set(OPEN_SHOTS) - set(AUTH_SHOTS)
+    if unknown:
+        print(f"no such screenshot: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    wanted = set(names or (*OPEN_SHOTS, *AUTH_SHOTS))
     OUT.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium_path(),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        try:
+            if wanted & set(OPEN_SHOTS):
+                await _open_gateway_shots(browser, wanted, errors)
+            if wanted & set(AUTH_SHOTS):
+                await _auth_gateway_shots(browser, errors)
+        finally:
+            await browser.close()
+    if errors:
+        print(f"errors on the pages: {errors}", file=sys.stderr)
+        return 1
+    written = [n for n in OPEN_SHOTS if n in wanted]
+    if wanted & set(AUTH_SHOTS):
+        written += AUTH_SHOTS  # one run of that gateway makes both
+    for name in written:
+        print(f"wrote {OUT / name}.png")
+    return 0
+
+
+async def _new_page(browser: Browser, errors: list[str]) -> Page:
+    context = await browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    page = await context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return page
+
+
+async def _open_gateway_shots(browser: Browser, wanted: set[str], errors: list[str]) -> None:
+    """The demo: auth off, the embedded simulator."""
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(None, store_url=f"sqlite:///{tmp}/sluice.db")
         settings.sim = {"token_rate": 20.0, "ttft": 0.3}
@@ -139,31 +210,36 @@ async def main() -> int:
         async with (
             RunningServer(app) as server,
             httpx.AsyncClient(base_url=server.url, timeout=60) as http,
-            async_playwright() as playwright,
         ):
-            browser = await playwright.chromium.launch(
-                executable_path=chromium_path(),
-                headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-            )
-            try:
-                context = await browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
-                page = await context.new_page()
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page = await _new_page(browser, errors)
+            if "chat-midstream" in wanted:
                 await chat_midstream(page, server.url)
+            if "session-telemetry" in wanted:
                 await session_telemetry(page, server.url, http)
+            if "ops-under-load" in wanted:
                 await ops_under_load(page, server.url, http)
-                await _stop_all(app.state.gateway)
-                if errors:
-                    print(f"errors on the pages: {errors}", file=sys.stderr)
-                    return 1
-            finally:
-                await browser.close()
-    for name in ("chat-midstream.png", "ops-under-load.png", "session-telemetry.png"):
-        print(f"wrote {OUT / name}")
-    return 0
+            await _stop_all(app.state.gateway)
+
+
+async def _auth_gateway_shots(browser: Browser, errors: list[str]) -> None:
+    """A gateway with ``[auth] required`` on: an operator's key for the sessions, a
+    viewer's for the browser."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(None, store_url=f"sqlite:///{tmp}/sluice.db")
+        settings.auth.required = True
+        settings.sim = {"token_rate": 20.0, "ttft": 0.3}
+        app = create_app(settings)
+        gateway = app.state.gateway
+        async with RunningServer(app) as server:
+            operator, _ = await gateway.keys.create("ops-oncall", "operator")
+            viewer, _ = await gateway.keys.create("support-lead", "viewer")
+            async with httpx.AsyncClient(
+                base_url=server.url, timeout=60, headers={"authorization": f"Bearer {operator}"}
+            ) as http:
+                page = await _new_page(browser, errors)
+                await login_and_ops_as_viewer(page, server.url, http, viewer)
+                await _stop_all(gateway)
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(asyncio.run(main(sys.argv[1:])))

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 from sluice.access.control import COOKIE_LIFETIME, COOKIE_NAME
 from sluice.access.keys import KeyError_
 from sluice.errors import BadRequest, SluiceError
-from sluice.gateway.pages import render_page
+from sluice.gateway.pages import render_page, who_of
 from sluice.gateway.responses import JSONResponse, error_response
 
 if TYPE_CHECKING:
@@ -93,7 +93,10 @@ class Admin:
     # -- the login page -------------------------------------------------------------------------
 
     async def login_page(self, request: Request) -> Response:
-        return render_page("login.html", {"next": _safe_next(request.query_params.get("next"))})
+        return render_page(
+            "login.html",
+            {"next": _safe_next(request.query_params.get("next")), "who": who_of(request)},
+        )
 
     async def login(self, request: Request) -> Response:
         body = b""

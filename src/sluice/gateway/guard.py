@@ -6,10 +6,12 @@ In this order:
 1. ``Host`` must name this gateway (``[server] allowed_hosts``): a page on another site that
    rebinds its own DNS name to this address is refused (DNS rebinding).
 2. A CORS preflight from a configured front end (``[server] cors_origins``) is answered.
-3. A state change (POST, PUT, PATCH, DELETE) or a WebSocket handshake that a browser sends
-   from another origin is refused, unless that origin is allowed: a page elsewhere cannot
-   cancel, start or read a session through a visitor's browser, whatever credentials the
-   browser holds. (Non-browser clients send no ``Origin``.)
+3. A state change (POST, PUT, PATCH, DELETE), a WebSocket handshake, or a GET that follows a
+   session as one of its readers (its events, the chat page's stream: a reader that leaves
+   can cancel the session) that a browser sends from another origin is refused, unless that
+   origin is allowed: a page elsewhere cannot cancel, start or read a session through a
+   visitor's browser, whatever credentials the browser holds. (Non-browser clients send no
+   ``Origin``; a browser's no-cors GET sends none either, but says ``Sec-Fetch-Site``.)
 4. A state change of the API carries JSON or nothing: a ``text/plain`` form or a ``no-cors``
    fetch, which a browser sends cross-site without a preflight, is refused with 415.
 5. The credential: an ``Authorization: Bearer`` or ``x-api-key`` key, or an operator's login
@@ -144,6 +146,13 @@ class Guard:
                     path,
                     UnsupportedMediaType("a request that changes state must send application/json"),
                 )
+        elif _follows_session(path) and not self._same_or_allowed(origin, host, fetch_site):
+            # Following a session makes the request one of its readers, and a reader that
+            # leaves early is a disconnect, which the session's policy may answer with a
+            # cancel: for a browser, a state change like a POST.
+            return self._refuse(
+                path, Forbidden("following a session from another site is not allowed")
+            )
         ring = self.ring
         if ring is None:
             return OPEN
@@ -154,17 +163,22 @@ class Guard:
         )
         if path == "/metrics" and self.open_metrics:
             public = True
+        page = method == "GET" and (path == "/" or path.startswith(_PAGE_PREFIXES))
         try:
             principal = self._credential(ring, authorization, api_key, cookie)
         except Unauthorized as exc:
             if public:
                 return ANONYMOUS
+            if page and authorization is None and api_key is None:
+                # a login cookie that no longer holds (expired, its key revoked): a browser
+                # is sent to log in again, and the dead cookie is dropped
+                return _to_login(path, clear_cookie=True)
             return self._refuse(path, exc, www_authenticate=True)
         if principal is None:
             if public:
                 return ANONYMOUS
-            if method == "GET" and (path == "/" or path.startswith(_PAGE_PREFIXES)):
-                return RedirectResponse(f"/login?next={quote(path)}", status_code=303)
+            if page:
+                return _to_login(path)
             return self._refuse(
                 path,
                 Unauthorized(
@@ -281,6 +295,20 @@ class Guard:
                 "vary": "origin",
             },
         )
+
+
+def _follows_session(path: str) -> bool:
+    """A GET that attaches a reader to a session: its SSE events, or the chat page's stream."""
+    return path.startswith("/chat/sessions/") or (
+        path.startswith("/api/sessions/") and path.endswith("/events")
+    )
+
+
+def _to_login(path: str, *, clear_cookie: bool = False) -> Response:
+    response = RedirectResponse(f"/login?next={quote(path)}", status_code=303)
+    if clear_cookie:
+        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
+    return response
 
 
 def _is_json(ctype: bytes) -> bool:

@@ -10,7 +10,8 @@
 
 The browser sends nothing on either socket; the server stops when the client goes. A feed the
 client does not take within ``streams.client_send_timeout`` is dropped (the page reconnects and
-starts from a fresh snapshot).
+starts from a fresh snapshot). A feed whose key is revoked or expires is closed with 4401 at its
+next message (the page reloads, which leads to the login page).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from sluice.access.control import Principal
+from sluice.gateway.guard import PRINCIPAL
 from sluice.gateway.markdown import render_markdown
-from sluice.gateway.pages import PAGE_HEADERS, not_found_page, render_page, templates
+from sluice.gateway.pages import PAGE_HEADERS, not_found_page, render_page, templates, who_of
 from sluice.gateway.siblings import first_to_finish
 from sluice.logs import kv
 from sluice.session.opsfeed import GAP_TAIL, SessionTrail, derive, follow_session
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluice.gateway")
 
 CLOSE_NORMAL = 1000
+#: the key the feed was opened with is revoked or expired: the page logs in again
+CLOSE_LOGIN_ENDED = 4401
 CLOSE_UNKNOWN_SESSION = 4404
 
 #: the states the operations center filters on, in the order of the filter
@@ -187,6 +192,7 @@ class OpsPages:
                 "states": STATE_FILTERS,
                 "gap_tail": GAP_TAIL,
                 "flush_interval": feed.settings.flush_interval,
+                "who": who_of(request),
             },
         )
 
@@ -196,7 +202,7 @@ class OpsPages:
             return not_found_page(
                 "No such session", "This session is not live and has no stored record."
             )
-        return render_page("session.html", {"active_nav": "ops", **view})
+        return render_page("session.html", {"active_nav": "ops", "who": who_of(request), **view})
 
     async def session_summary(self, request: Request) -> Response:
         view = await self._session_view(request.path_params["session_id"])
@@ -271,13 +277,27 @@ class OpsPages:
         messages = follow_session(session, self.gateway.ops.settings.flush_interval)
         await self._relay(websocket, messages)
 
+    def _key_holds(self, principal: Principal | None) -> bool:
+        """Whether the key a feed was opened with is still active: a revoked or expired key
+        ends its open feeds at their next message, not only its next request."""
+        key = None if principal is None else principal.key
+        if key is None:
+            return True
+        current = self.gateway.keys.get(key.name)
+        return current is not None and current.status() == "active"
+
     async def _relay(self, websocket: WebSocket, messages: AsyncIterator[dict[str, Any]]) -> None:
         """Send every message as a JSON text frame until the feed ends or the client leaves;
         the sender and the disconnect watcher are siblings, the first to finish ends both."""
         timeout = self.gateway.settings.streams.client_send_timeout
+        principal: Principal | None = websocket.scope.get(PRINCIPAL)
 
         async def send() -> None:
             async for message in messages:
+                if not self._key_holds(principal):
+                    with contextlib.suppress(WebSocketDisconnect):
+                        await websocket.close(CLOSE_LOGIN_ENDED, "the login has ended")
+                    return
                 async with asyncio.timeout(timeout):
                     await websocket.send_text(orjson.dumps(message).decode())
             with contextlib.suppress(WebSocketDisconnect):

@@ -80,10 +80,28 @@ def render_page(
     """A page from ``template`` (extending ``base.html``) with the pages' security headers.
 
     ``context["active_nav"]`` (``"chat"``, ``"ops"`` or ``"runbook"``) marks the current
-    section in the header.
+    section in the header; ``context["who"]`` (``who_of``) names the logged-in key there.
     """
-    html = templates().get_template(template).render({"active_nav": None, **(context or {})})
+    html = (
+        templates()
+        .get_template(template)
+        .render({"active_nav": None, "who": None, **(context or {})})
+    )
     return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+
+def who_of(request: Request) -> dict[str, Any]:
+    """Who looks at a page, for its header and the controls it offers: the role (``open``
+    while auth is off), the key's name, whether it came with a login cookie (the header then
+    offers Log out), and what the role may do (a page renders only the buttons it may use)."""
+    principal: Principal = request.scope.get(PRINCIPAL, ANONYMOUS)
+    return {
+        "role": principal.role,
+        "name": None if principal.key is None else principal.key.name,
+        "login": principal.via == "cookie",
+        "may_control": principal.controls_all,
+        "may_start": principal.may_start,
+    }
 
 
 def not_found_page(heading: str, message: str) -> Response:
@@ -327,8 +345,14 @@ class Pages:
         self.runbook_path = runbook
 
     async def chat(self, request: Request) -> Response:
+        principal: Principal = request.scope.get(PRINCIPAL, ANONYMOUS)
         return render_page(
-            "chat.html", {"active_nav": "chat", "providers": model_catalogue(self.gateway)}
+            "chat.html",
+            {
+                "active_nav": "chat",
+                "providers": model_catalogue(self.gateway, principal),
+                "who": who_of(request),
+            },
         )
 
     async def models(self, request: Request) -> Response:
@@ -365,7 +389,12 @@ class Pages:
             )
         return render_page(
             "runbook.html",
-            {"active_nav": "runbook", "content": html, "headings": headings},
+            {
+                "active_nav": "runbook",
+                "content": html,
+                "headings": headings,
+                "who": who_of(request),
+            },
         )
 
     async def highlight_stylesheet(self, request: Request) -> Response:

@@ -35,6 +35,8 @@ const el = {
 };
 
 const RECONNECT_MAX_MS = 10000;
+// A viewer's page shows sessions but offers no Send, Stop or Retry (the gateway refuses them).
+const MAY_ACT = el.form.dataset.mayAct !== "false";
 
 /** Everything known about the turn on screen. */
 const turn = {
@@ -120,8 +122,8 @@ function setState(state) {
   turn.state = state;
   el.turn.dataset.state = state;
   const live = state === "streaming" || state === "starting";
-  el.stop.disabled = !live;
-  el.send.disabled = live;
+  el.stop.disabled = !live || !MAY_ACT;
+  el.send.disabled = live || !MAY_ACT;
 }
 
 function applyUpdate(update) {
@@ -189,6 +191,7 @@ function showError(title, text, stopped) {
   el.errorTitle.textContent = title;
   el.errorText.textContent = text;
   el.error.classList.toggle("stopped", stopped);
+  el.retry.hidden = !MAY_ACT;
   el.error.hidden = false;
 }
 

@@ -14,6 +14,7 @@ const SPARK_HEIGHT = 22;
 const LIVE_STATES = new Set(["starting", "streaming", "finalizing"]);
 const TERMINAL_STATES = new Set(["complete", "errored", "cancelled"]);
 const RECONNECT_MAX_MS = 5000;
+const LOGIN_ENDED = 4401; // the feed's close code when its key is revoked or expired
 const NONE = "\u2013";
 
 // -- formatting (the same as sluice/gateway/ops.py) --------------------------------------------
@@ -83,8 +84,13 @@ function openFeed(path, onMessage, { onOpen, stopWhen } = {}) {
       }
       onMessage(message);
     });
-    socket.addEventListener("close", () => {
+    socket.addEventListener("close", (event) => {
       socket = null;
+      if (event.code === LOGIN_ENDED) {
+        // the key this page was opened with is revoked or expired: to the login page
+        window.location.reload();
+        return;
+      }
       if (stopped || (stopWhen && stopWhen())) {
         show("final");
         return;
@@ -195,10 +201,15 @@ function opsCenter(table) {
     setText(cells.cost, fmtCost(data));
     setText(cells.reason, data.reason || "");
     cells.reason.title = data.message || "";
-    cells.cancel.disabled = !LIVE_STATES.has(data.state) || data.state === "finalizing";
-    cells.retry.disabled = data.state !== "errored" && data.state !== "cancelled";
-    cells.cancel.setAttribute("aria-label", `Stop ${data.id}`);
-    cells.retry.setAttribute("aria-label", `Retry ${data.id}`);
+    if (cells.cancel) {
+      // (a viewer's page has no Stop and Retry)
+      cells.cancel.disabled = !LIVE_STATES.has(data.state) || data.state === "finalizing";
+      cells.cancel.setAttribute("aria-label", `Stop ${data.id}`);
+    }
+    if (cells.retry) {
+      cells.retry.disabled = data.state !== "errored" && data.state !== "cancelled";
+      cells.retry.setAttribute("aria-label", `Retry ${data.id}`);
+    }
     tr.hidden = !visible(data);
   }
 
@@ -316,8 +327,8 @@ function sessionPage(head) {
     head.dataset.state = state;
     setText(stateBadge, state);
     stateBadge.className = `badge state state-${state}`;
-    cancel.disabled = state !== "starting" && state !== "streaming";
-    retry.disabled = state !== "errored" && state !== "cancelled";
+    if (cancel) cancel.disabled = state !== "starting" && state !== "streaming";
+    if (retry) retry.disabled = state !== "errored" && state !== "cancelled";
   }
 
   function showRow(change) {
@@ -386,8 +397,9 @@ function sessionPage(head) {
     else feed = openFeed(`/ops/sessions/${encodeURIComponent(id)}/feed`, apply, { stopWhen: () => final });
   }
 
-  cancel.addEventListener("click", () => act("cancel", id, cancel));
-  retry.addEventListener("click", async () => {
+  // Stop and Retry are on the page only for a role that may use them.
+  if (cancel) cancel.addEventListener("click", () => act("cancel", id, cancel));
+  if (retry) retry.addEventListener("click", async () => {
     if (await act("retry", id, retry)) {
       const heading = document.createElement("h2");
       heading.id = "summary-heading";

@@ -52,6 +52,7 @@ from sluice.gateway.presenters import (
     client_encoder,
 )
 from sluice.gateway.responses import JSONResponse, error_response
+from sluice.gateway.resume import check_within, requested_resume_id
 from sluice.gateway.streaming import SessionStream, summary_of
 from sluice.gateway.websocket import session_socket_endpoint
 from sluice.logs import kv
@@ -404,26 +405,23 @@ class Gateway:
 
     async def session_events(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        after_raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-        if not (after_raw.isascii() and after_raw.isdigit()):
-            return error_response(
-                "native",
-                400,
-                "invalid_request",
-                "Last-Event-ID / after must be a non-negative integer",
-            )
-        after = int(after_raw)
         principal = _principal(request)
-        session = self.sessions.get(session_id)
-        if session is not None and principal.may_see(session.spec.tenant):
-            return SessionStream(  # type: ignore[return-value]
-                session,
-                NativePresenter(),
-                after,
-            )
-        record = None if session is not None else await self.store.get(session_id)
-        if record is None or not principal.may_see(record.get("tenant")):
-            return self._reject("native", "events", UnknownSession(f"no session {session_id!r}"))
+        try:
+            after = requested_resume_id(request.headers, request.query_params)
+            session = self.sessions.get(session_id)
+            if session is not None and principal.may_see(session.spec.tenant):
+                check_within(after, len(session.log), session_id)
+                return SessionStream(  # type: ignore[return-value]
+                    session,
+                    NativePresenter(),
+                    after,
+                )
+            record = None if session is not None else await self.store.get(session_id)
+            if record is None or not principal.may_see(record.get("tenant")):
+                raise UnknownSession(f"no session {session_id!r}")
+            check_within(after, record.get("events"), session_id)
+        except SluiceError as exc:
+            return self._reject("native", "events", exc)
         stored = await self.store.get_events(session_id, after)
         frames = [encode_event(data, event=kind, id=str(seq)) for seq, kind, data in stored]
         frames.append(encode_event(orjson.dumps(summary_of(record)), event="end"))

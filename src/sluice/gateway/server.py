@@ -182,10 +182,8 @@ class _Protocol(HttpToolsProtocol):
     def _head_late(self) -> None:
         """The head did not arrive within ``header_timeout``: 408 if any of it did."""
         self.guard.closed("header_timeout")
-        if self._head > 0:
-            self._refuse(
-                408, "request_timeout", "the request's headers did not arrive in time (408)"
-            )
+        if self._head > 0 and not self._answering():
+            self._refuse(408, "request_timeout", "the request's headers did not arrive in time")
         else:
             self.transport.close()
 
@@ -199,7 +197,7 @@ class _Protocol(HttpToolsProtocol):
         ``http.disconnect`` from now on, and what it sends goes nowhere."""
         self.guard.closed("body_timeout")
         cycle = self.cycle
-        if cycle is not None and not cycle.response_started:
+        if cycle is not None and not cycle.response_started and not self.pipeline:
             cycle.disconnected = True
             cycle.message_event.set()
             self._refuse(408, "request_timeout", "the request's body did not arrive in time")
@@ -209,11 +207,20 @@ class _Protocol(HttpToolsProtocol):
     def _refuse_head_too_large(self) -> None:
         limit = self.guard.limits.max_header_bytes
         self.guard.closed("header_too_large")
+        if self._answering():
+            self.transport.close()
+            return
         self._refuse(
             431,
             "request_header_fields_too_large",
             f"the request's line and headers are over the limit of {limit} bytes",
         )
+
+    def _answering(self) -> bool:
+        """Whether an earlier request's response is under way (a pipelined head came in
+        behind it): a refusal written now would land inside it, so there is none."""
+        cycle = self.cycle
+        return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
     def _refuse(self, status: int, type_: str, message: str) -> None:
         """Answer ``status`` in the error format of the API the request's path belongs to

@@ -17,8 +17,9 @@ import pytest
 
 from sluice.config import ClientLimits
 from sluice.gateway.server import ClientGuard, connection_ceiling
-from tests.conftest import GatewayUnderTest, running_gateway
+from tests.conftest import LONG, GatewayUnderTest, running_gateway, start, tokens_when_running
 from tests.conftest import test_settings as settings_for
+from tests.gateway.test_websocket import open_socket, receive
 
 #: a generous bound on any wait for the server: a hang fails the test, a busy machine does not
 WAIT = 30.0
@@ -251,3 +252,32 @@ def test_a_guard_without_metrics_counts_nothing_and_keeps_its_queues_empty() -> 
     guard = ClientGuard(ClientLimits())
     guard.closed("shed")  # no metrics: nothing to count, no error
     assert (guard.heads, guard.bodies, guard.idle) == ({}, {}, {})
+
+
+# -- what the bounds leave alone --------------------------------------------------------------
+
+
+async def test_streams_outlive_every_client_deadline(tmp_path: Path) -> None:
+    """A response under way, SSE or WebSocket, is in none of the guard's queues: streams
+    open for longer than every timeout keep flowing."""
+    short = {"header_timeout": 0.2, "idle_timeout": 0.2, "body_timeout": 0.2}
+    async with gateway_limited(tmp_path, **short) as gw:
+        session_id = await start(gw, headers=LONG)
+        await tokens_when_running(gw, session_id)
+        async with (
+            gw.http.stream("GET", f"/api/sessions/{session_id}/events") as sse,
+            open_socket(gw, session_id) as ws,
+        ):
+            first = await receive(ws)
+            await asyncio.sleep(1.0)  # five times every timeout
+            assert gw.gateway.sessions.live[session_id].state == "streaming"
+            assert (await receive(ws))["id"] > first["id"]  # the socket still delivers
+            got = b""
+            async with asyncio.timeout(WAIT):
+                async for chunk in sse.aiter_bytes():
+                    got += chunk
+                    if got.count(b"\nid: ") >= 3:
+                        break
+        assert await _closed_count(gw, "header_timeout") == 0
+        gw.gateway.sessions.live[session_id].cancel("test_done")
+        await gw.final_record(session_id)

@@ -370,7 +370,8 @@ class ClientGuard:
         self.metrics = metrics
         self.descriptors = open_file_limit()
         self.ceiling = connection_ceiling(limits, self.descriptors)
-        self.tick = min(1.0, max(0.05, min(limits.header_timeout, limits.idle_timeout) / 4))
+        shortest = min(limits.header_timeout, limits.idle_timeout, limits.body_timeout)
+        self.tick = min(1.0, max(0.05, shortest / 4))
         self.heads: dict[_Protocol, float] = {}
         self.bodies: dict[_Protocol, float] = {}
         self.idle: dict[_Protocol, float] = {}
@@ -390,6 +391,7 @@ class ClientGuard:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
+        queue.pop(conn, None)  # at the end, whatever it was before: the order is the deadlines'
         queue[conn] = loop.time() + timeout
         if not self._sweeping:
             self._sweeping = True

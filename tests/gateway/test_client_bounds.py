@@ -206,7 +206,14 @@ async def test_a_slow_body_is_answered_408_in_the_endpoints_format(tmp_path: Pat
         error = orjson.loads(_body(answer))["error"]
         assert error["message"] == "the request's body did not arrive in time"
         assert await _closed_count(gw, "body_timeout") >= 1
-        assert gw.gateway.sessions.live == {}  # no session was started from half a body
+        # the endpoint saw its client gone, started nothing, and counted a refusal
+        rejected = 'sluice_rejected_requests_total{endpoint="chat",type="request_timeout"}'
+        for _ in range(int(WAIT / 0.05)):  # a bounded wait for the endpoint's own step
+            if await _metric(gw, rejected) >= 1:
+                break
+            await asyncio.sleep(0.05)
+        assert await _metric(gw, rejected) == 1
+        assert gw.gateway.sessions.live == {}
 
 
 async def test_a_body_in_time_is_served_under_a_short_body_timeout(tmp_path: Path) -> None:

@@ -351,6 +351,7 @@ class ClientGuard:
         "_loop",
         "_shed",
         "_sweeping",
+        "_warned_at",
         "bodies",
         "ceiling",
         "connections",
@@ -360,6 +361,7 @@ class ClientGuard:
         "limits",
         "metrics",
         "tick",
+        "warn_at",
     )
 
     #: seconds between two log lines about the ceiling, at least
@@ -370,6 +372,8 @@ class ClientGuard:
         self.metrics = metrics
         self.descriptors = open_file_limit()
         self.ceiling = connection_ceiling(limits, self.descriptors)
+        #: past this many open connections the log says the ceiling is near
+        self.warn_at = self.ceiling * 9 // 10
         shortest = min(limits.header_timeout, limits.idle_timeout, limits.body_timeout)
         self.tick = min(1.0, max(0.05, shortest / 4))
         self.heads: dict[_Protocol, float] = {}
@@ -380,7 +384,7 @@ class ClientGuard:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeping = False
         self._shed = 0
-        self._logged_at = float("-inf")
+        self._logged_at = self._warned_at = float("-inf")
         if metrics is not None:
             metrics.client_connection_ceiling.set(self.ceiling)
             metrics.client_connections.set_function(lambda: len(self.connections))
@@ -403,8 +407,11 @@ class ClientGuard:
         refused)."""
         self.connections = conn.connections
         self.wait(self.heads, conn, self.limits.header_timeout)
-        if len(self.connections) > self.ceiling:
+        open_now = len(self.connections)
+        if open_now > self.ceiling:
             self._make_room(conn)
+        elif open_now > self.warn_at:
+            self._near(open_now)
 
     def head_begun(self, conn: _Protocol) -> None:
         """A request's first byte: a kept-alive connection's head is now due (a new one's
@@ -478,6 +485,17 @@ class ClientGuard:
                 ),
             )
             self._shed = 0
+
+    def _near(self, open_now: int) -> None:
+        """Past nine tenths of the ceiling: said in the log (at most every ``LOG_EVERY``)."""
+        assert self._loop is not None
+        now = self._loop.time()
+        if now - self._warned_at >= self.LOG_EVERY:
+            self._warned_at = now
+            log.warning(
+                "client connections near the ceiling %s",
+                kv(connections=open_now, ceiling=self.ceiling, descriptor_limit=self.descriptors),
+            )
 
     def closed(self, reason: str) -> None:
         if self.metrics is not None:

@@ -71,6 +71,10 @@ embedded = false
         ("[streams]\nheartbeat_interval = -1", "non-negative number"),
         ("[streams]\nheartbeat = 5", "not a setting"),
         ("[server\nport = 1", "not valid TOML"),
+        ("[server]\nheader_timeout = 0", "more than 0"),
+        ("[server]\nidle_timeout = -5", "non-negative number"),
+        ("[server]\nmax_header_bytes = 1.5", "must be an integer"),
+        ('[server]\nbody_timeout = "slow"', "non-negative number"),
     ],
 )
 def test_impossible_settings_are_refused_with_a_reason(
@@ -90,3 +94,20 @@ def test_a_refused_key_is_not_echoed(tmp_path: Path) -> None:
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_the_client_bounds_are_read_from_the_server_table(tmp_path: Path) -> None:
+    defaults = load_settings(None).client_limits
+    assert (defaults.header_timeout, defaults.max_header_bytes, defaults.max_connections) == (
+        10.0,
+        32_768,
+        0,
+    )
+    text = "[server]\nheader_timeout = 3\nmax_header_bytes = 8192\nmax_connections = 100\n"
+    limits = load_settings(write(tmp_path, text)).client_limits
+    assert (limits.header_timeout, limits.max_header_bytes, limits.max_connections) == (
+        3.0,
+        8192,
+        100,
+    )
+    assert isinstance(limits.header_timeout, float) and limits.idle_timeout == 75.0

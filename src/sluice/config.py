@@ -110,6 +110,24 @@ class StreamSettings:
     accel_buffering_header: bool = True
 
 
+@dataclass(slots=True)
+class ClientLimits:
+    """What a client connection may take of the gateway before it is cut off (``[server]``;
+    docs/configuration.md gives the reason for each default)."""
+
+    #: seconds from a connection's opening, or a request's first byte, to the end of its head
+    header_timeout: float = 10.0
+    #: seconds a kept-alive connection may wait, idle, for its next request
+    idle_timeout: float = 75.0
+    #: seconds from the end of a request's head to the end of its body
+    body_timeout: float = 60.0
+    #: bytes of a request's line and headers; past it, 431
+    max_header_bytes: int = 32_768
+    #: open client connections; past it the oldest idle one is closed (0: from the descriptor
+    #: limit, see ``connection_ceiling``)
+    max_connections: int = 0
+
+
 #: The bounds of ``ops.flush_interval``, in seconds.
 OPS_FLUSH_BOUNDS = (0.1, 0.25)
 
@@ -155,6 +173,7 @@ class Settings:
     log_level: str = "info"
     streams: StreamSettings = field(default_factory=StreamSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
+    client_limits: ClientLimits = field(default_factory=ClientLimits)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     prices: dict[str, Price] = field(default_factory=dict)
     #: Settings passed to the embedded simulator (see sluice.sim.SimSettings).
@@ -203,6 +222,7 @@ def _from_dict(data: dict[str, Any]) -> Settings:
             raise ConfigError(f"server.{name} must be a list of strings")
         setattr(s, name, [v.lower().rstrip("/") for v in value])
     s.auth = _auth(data.get("auth", {}))
+    s.client_limits = _client_limits(server)
     s.store_url = data.get("store", {}).get("url", s.store_url)
     s.streams = _streams(data.get("streams", {}))
     s.ops = _ops(data.get("ops", {}))
@@ -255,6 +275,22 @@ def _streams(raw: dict[str, Any]) -> StreamSettings:
     if streams.mid_stream_failure not in ("error", "retry"):
         raise ConfigError("streams.mid_stream_failure must be 'error' or 'retry'")
     return streams
+
+
+def _client_limits(server: dict[str, Any]) -> ClientLimits:
+    limits = ClientLimits()
+    for key in ClientLimits.__dataclass_fields__:
+        if key not in server:
+            continue
+        value, default = server[key], getattr(limits, key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"server.{key} must be a non-negative number")
+        if isinstance(default, int) and value != int(value):
+            raise ConfigError(f"server.{key} must be an integer")
+        if key != "max_connections" and not value:
+            raise ConfigError(f"server.{key} must be more than 0")
+        setattr(limits, key, type(default)(value))
+    return limits
 
 
 def _ops(raw: dict[str, Any]) -> OpsSettings:

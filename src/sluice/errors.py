@@ -7,7 +7,9 @@
     │   ├── UnknownModel            404  no such provider or model
     │   ├── PayloadTooLarge         413  body over the configured limit
     │   ├── UnsupportedMediaType    415  a state change whose body is not JSON
+    │   ├── RequestTimeout          408  the body did not arrive in full (server.body_timeout)
     │   ├── UnknownSession          404  no such session id
+    │   ├── ResumeBeyondLog         400  a resume id past the last event of the session
     │   ├── Unauthorized            401  no key, or one unknown, malformed, revoked or expired
     │   └── Forbidden               403  the credential may not do this (a model, a role)
     ├── ProviderNotConfigured   500  the provider exists but has no API key
@@ -65,6 +67,14 @@ class PayloadTooLarge(RequestError):
     status = 413
 
 
+class RequestTimeout(RequestError):
+    """The request's body stopped short: its client left, or sent it too slowly and the
+    server answered 408 itself (``server.body_timeout``)."""
+
+    type = "request_timeout"
+    status = 408
+
+
 class UnknownSession(RequestError):
     type = "unknown_session"
     status = 404
@@ -83,6 +93,13 @@ class Unauthorized(RequestError):
 class Forbidden(RequestError):
     type = "forbidden"
     status = 403
+
+
+class ResumeBeyondLog(RequestError):
+    """A ``Last-Event-ID`` or ``after`` past the session's last event: the client claims
+    events the gateway never sent, and no replay can be right."""
+
+    type = "resume_beyond_log"
 
 
 class ProviderNotConfigured(SluiceError):

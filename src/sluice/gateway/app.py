@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
@@ -33,6 +33,7 @@ from sluice.errors import (
     Overloaded,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     SluiceError,
     UnknownSession,
 )
@@ -51,6 +52,7 @@ from sluice.gateway.presenters import (
     client_encoder,
 )
 from sluice.gateway.responses import JSONResponse, error_response
+from sluice.gateway.resume import check_within, requested_resume_id
 from sluice.gateway.streaming import SessionStream, summary_of
 from sluice.gateway.websocket import session_socket_endpoint
 from sluice.logs import kv
@@ -82,16 +84,19 @@ log = logging.getLogger("sluice.gateway")
 _NATIVE_PATHS = ("/api/", "/healthz", "/metrics", "/openapi.json")
 
 
+def error_format(path: str) -> str | None:
+    """The error format of the API ``path`` belongs to; None for pages (plain text)."""
+    if path.startswith("/v1/"):
+        return "anthropic" if path.startswith("/v1/messages") else "openai"
+    return "native" if path.startswith(_NATIVE_PATHS) else None
+
+
 async def _routing_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (404 for an unknown path, 405 for a method a path does not
     take) in the error format of the API the path belongs to; pages keep plain text."""
     assert isinstance(exc, HTTPException)
-    path = request.url.path
-    if path.startswith("/v1/"):
-        fmt = "anthropic" if path.startswith("/v1/messages") else "openai"
-    elif path.startswith(_NATIVE_PATHS):
-        fmt = "native"
-    else:
+    fmt = error_format(request.url.path)
+    if fmt is None:
         return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
     type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
     headers = dict(exc.headers) if exc.headers else None
@@ -219,10 +224,13 @@ class Gateway:
         ):
             raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        except ClientDisconnect as exc:  # the server may have answered 408 already
+            raise RequestTimeout("the request body did not arrive in full") from exc
         if not body:
             raise BadRequest("request body is empty; send a JSON object")
         try:
@@ -397,26 +405,23 @@ class Gateway:
 
     async def session_events(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        after_raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-        if not (after_raw.isascii() and after_raw.isdigit()):
-            return error_response(
-                "native",
-                400,
-                "invalid_request",
-                "Last-Event-ID / after must be a non-negative integer",
-            )
-        after = int(after_raw)
         principal = _principal(request)
-        session = self.sessions.get(session_id)
-        if session is not None and principal.may_see(session.spec.tenant):
-            return SessionStream(  # type: ignore[return-value]
-                session,
-                NativePresenter(),
-                after,
-            )
-        record = None if session is not None else await self.store.get(session_id)
-        if record is None or not principal.may_see(record.get("tenant")):
-            return self._reject("native", "events", UnknownSession(f"no session {session_id!r}"))
+        try:
+            after = requested_resume_id(request.headers, request.query_params)
+            session = self.sessions.get(session_id)
+            if session is not None and principal.may_see(session.spec.tenant):
+                check_within(after, len(session.log), session_id)
+                return SessionStream(  # type: ignore[return-value]
+                    session,
+                    NativePresenter(),
+                    after,
+                )
+            record = None if session is not None else await self.store.get(session_id)
+            if record is None or not principal.may_see(record.get("tenant")):
+                raise UnknownSession(f"no session {session_id!r}")
+            check_within(after, record.get("events"), session_id)
+        except SluiceError as exc:
+            return self._reject("native", "events", exc)
         stored = await self.store.get_events(session_id, after)
         frames = [encode_event(data, event=kind, id=str(seq)) for seq, kind, data in stored]
         frames.append(encode_event(orjson.dumps(summary_of(record)), event="end"))

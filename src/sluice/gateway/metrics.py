@@ -66,6 +66,21 @@ class GatewayMetrics:
             registry=r,
         )
 
+        self.client_connections = Gauge(
+            "sluice_client_connections", "Client connections open", registry=r
+        )
+        self.client_connection_ceiling = Gauge(
+            "sluice_client_connection_ceiling",
+            "Client connections the server keeps open at most (server.max_connections)",
+            registry=r,
+        )
+        self.client_closed = Counter(
+            "sluice_client_connections_closed",
+            "Client connections closed or refused by the server's client bounds, by reason",
+            ["reason"],
+            registry=r,
+        )
+
     def session_started(self, session: Session) -> None:
         self.live.inc()
 

@@ -552,13 +552,13 @@ def openapi_document() -> JSONSchema:
                         {
                             "name": "after",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 0},
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 10**15 - 1},
                             "description": "resume after this event id",
                         },
                         {
                             "name": "Last-Event-ID",
                             "in": "header",
-                            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,15}$"},
                         },
                     ],
                     "responses": {
@@ -570,7 +570,9 @@ def openapi_document() -> JSONSchema:
                         **_errors(
                             "NativeError",
                             {
-                                "400": "after is not a non-negative integer",
+                                "400": "after or Last-Event-ID is not a non-negative "
+                                "integer of at most 15 digits (invalid_request), or is past "
+                                "the session's last event (resume_beyond_log)",
                                 "404": "no such session",
                             },
                         ),

@@ -29,10 +29,11 @@ from starlette.types import Receive, Scope, Send
 
 from sluice import events as ev
 from sluice.access.control import ANONYMOUS, OPEN, Principal
-from sluice.errors import ClientTooSlow
+from sluice.errors import ClientTooSlow, SluiceError
 from sluice.gateway.chatview import ChatUpdates, ChatView
 from sluice.gateway.guard import PRINCIPAL
 from sluice.gateway.markdown import highlight_css, page_headings, render_markdown
+from sluice.gateway.resume import check_within, requested_resume_id
 from sluice.gateway.siblings import first_to_finish, wait_disconnect
 from sluice.gateway.streaming import PING, sse_headers
 from sluice.session.session import Reader, Session
@@ -304,11 +305,15 @@ def _end_frame(record: dict[str, Any]) -> bytes:
     return encode_event(orjson.dumps(end), event="end")
 
 
-async def _replay(gateway: Gateway, session_id: str, principal: Principal) -> Response | None:
-    """A session no longer in memory, from the store: one full update, then the end."""
+async def _replay(
+    gateway: Gateway, session_id: str, principal: Principal, after: int
+) -> Response | None:
+    """A session no longer in memory, from the store: one full update, then the end (the
+    page redraws it whole, whatever it held: ``after`` is only checked)."""
     record = await gateway.store.get(session_id)
     if record is None or not principal.may_see(record.get("tenant")):
         return None
+    check_within(after, record.get("events"), session_id)
     view = ChatView()
     stored = await gateway.store.get_events(session_id, 0)
     for _seq, kind, data in stored:
@@ -361,16 +366,18 @@ class Pages:
 
     async def chat_stream(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        after_raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-        if not (after_raw.isascii() and after_raw.isdigit()):
-            return _error(400, "invalid_request", "Last-Event-ID / after must be an integer")
         principal: Principal = request.scope.get(PRINCIPAL, ANONYMOUS)
-        session = self.gateway.sessions.get(session_id)
-        if session is not None:
-            if not principal.may_see(session.spec.tenant):
-                return _error(404, "unknown_session", f"no session {session_id!r}")
-            return ChatStream(session, int(after_raw))  # type: ignore[return-value]
-        replay = await _replay(self.gateway, session_id, principal)
+        try:
+            after = requested_resume_id(request.headers, request.query_params)
+            session = self.gateway.sessions.get(session_id)
+            if session is not None:
+                if not principal.may_see(session.spec.tenant):
+                    return _error(404, "unknown_session", f"no session {session_id!r}")
+                check_within(after, len(session.log), session_id)
+                return ChatStream(session, after)  # type: ignore[return-value]
+            replay = await _replay(self.gateway, session_id, principal, after)
+        except SluiceError as exc:
+            return _error(exc.status, exc.type, exc.message)
         if replay is None:
             return _error(404, "unknown_session", f"no session {session_id!r}")
         return replay

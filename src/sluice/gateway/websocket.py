@@ -13,8 +13,10 @@ why it is refused. A refusal is one JSON text frame in the native API's error sh
 ``{"error": {"type": ..., "message": ...}}``, then a close:
 
 - ``1008`` (policy violation): ``after`` or ``window`` is not a valid number (type
-  ``invalid_request``), or the client broke the protocol (type ``client_protocol_error``:
-  a message that is not ``{"ack": <id>}``, or an ack of an id never sent);
+  ``invalid_request``; at most 15 digits), ``after`` is past the session's last event (type
+  ``resume_beyond_log``: nothing is replayed), or the client broke the protocol (type
+  ``client_protocol_error``: a message that is not ``{"ack": <id>}``, or an ack of an id
+  never sent);
 - ``4404``: no such session, in memory or in the store (type ``unknown_session``);
 - ``1011``: the store could not be read.
 
@@ -76,10 +78,12 @@ from sluice.errors import (
     BadRequest,
     ClientProtocolError,
     ClientTooSlow,
+    ResumeBeyondLog,
     SluiceError,
     UnknownSession,
 )
 from sluice.gateway.guard import PRINCIPAL
+from sluice.gateway.resume import MAX_DIGITS, check_within, resume_id
 from sluice.gateway.siblings import first_to_finish
 from sluice.gateway.streaming import end_summary, summary_of
 from sluice.logs import kv
@@ -139,9 +143,7 @@ def decode_ack(message: str | bytes) -> int:
 
 def parse_query(query: Mapping[str, str]) -> tuple[int, int]:
     """``(after, window)`` from the connection's query string; ``BadRequest`` if invalid."""
-    after = _natural(query.get("after", "0"))
-    if after is None:
-        raise BadRequest("after must be a non-negative integer (the last acknowledged id)")
+    after = resume_id(query.get("after"), "after")
     window = _natural(query.get("window", str(DEFAULT_WINDOW)))
     if window is None or not 1 <= window <= MAX_WINDOW:
         raise BadRequest(f"window must be an integer in 1..{MAX_WINDOW}")
@@ -149,7 +151,7 @@ def parse_query(query: Mapping[str, str]) -> tuple[int, int]:
 
 
 def _natural(raw: str) -> int | None:
-    return int(raw) if raw.isascii() and raw.isdigit() else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= MAX_DIGITS else None
 
 
 def close_reason(message: str) -> str:
@@ -411,6 +413,12 @@ def session_socket_endpoint(gateway: Gateway) -> Callable[[WebSocket], Awaitable
         hidden = session is not None and not principal.may_see(session.spec.tenant)
         if hidden:
             session = None
+        if session is not None:
+            try:
+                check_within(after, len(session.log), session_id)
+            except ResumeBeyondLog as exc:
+                await reject(websocket, CLOSE_POLICY_VIOLATION, exc)
+                return
         streams = gateway.settings.streams if session is None else session.settings
         socket = SessionSocket(
             websocket,
@@ -426,9 +434,13 @@ def session_socket_endpoint(gateway: Gateway) -> Callable[[WebSocket], Awaitable
             record = None if hidden else await gateway.store.get(session_id)
             if record is None or not principal.may_see(record.get("tenant")):
                 raise UnknownSession(f"no session {session_id!r}")
+            check_within(after, record.get("events"), session_id)
             events = await gateway.store.get_events(session_id, after)
         except UnknownSession as exc:
             await reject(websocket, CLOSE_UNKNOWN_SESSION, exc)
+            return
+        except ResumeBeyondLog as exc:
+            await reject(websocket, CLOSE_POLICY_VIOLATION, exc)
             return
         except SluiceError as exc:
             log.exception("session not readable from the store %s", kv(session_id=session_id))

@@ -76,15 +76,26 @@ def header_map(scope: Scope) -> dict[str, str]:
     }
 
 
-async def read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The request's body; ``_Rejected`` (413) as soon as more than ``limit`` bytes of it
+    are read: the rest is never read."""
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _too_large(limit: int) -> _Rejected:
+    return _Rejected("request_too_large", f"request body is over the limit of {limit} bytes")
 
 
 async def wait_for_disconnect(receive: Receive) -> None:
@@ -235,6 +246,8 @@ class SimApp:
             extra: Headers = []
             if rejected.retry_after is not None:
                 extra.append((b"retry-after", str(rejected.retry_after).encode()))
+            if rejected.kind == "request_too_large":  # the rest of the body is not read
+                extra.append((b"connection", b"close"))
             await _send_error(out, wire, record, reply.status, reply.body, extra)
             record.close("failed", time.time())
         finally:
@@ -249,7 +262,15 @@ class SimApp:
         out: TimedSend,
         record: RequestRecord,
     ) -> None:
-        body = _parse_body(await read_body(receive))
+        limit = self.settings.max_body_bytes
+        declared = headers.get("content-length", "")
+        if (
+            declared.isascii()
+            and declared.isdigit()
+            and (len(declared) > 18 or int(declared) > limit)
+        ):
+            raise _too_large(limit)  # refused before a byte of the body is read
+        body = _parse_body(await read_body(receive, limit))
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise _Rejected("invalid_request", "model: field required")

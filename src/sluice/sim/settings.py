@@ -30,7 +30,9 @@ class SimSettings:
 
     ``fail_count`` ``None`` means failure scenarios always fail. ``seed`` ``None`` means the
     seed is derived from the request's model and prompt. ``max_records`` bounds the recorder;
-    a write that takes longer than ``write_block_threshold`` seconds counts as blocked.
+    a write that takes longer than ``write_block_threshold`` seconds counts as blocked. A
+    request body over ``max_body_bytes`` is answered 413 (``request_too_large``) at once if
+    its ``content-length`` says so, else as soon as that much of it is read.
     """
 
     token_rate: float = 40.0
@@ -45,6 +47,7 @@ class SimSettings:
     fail_count: int | None = None
     seed: int | None = None
     max_records: int = 10_000
+    max_body_bytes: int = 8 * 1024 * 1024
     write_block_threshold: float = 0.05
 
 

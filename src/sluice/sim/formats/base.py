@@ -12,7 +12,12 @@ import orjson
 from sluice.sim.script import Event, Transcript
 
 ErrorKind = Literal[
-    "rate_limit", "overloaded", "model_not_found", "invalid_request", "server_error"
+    "rate_limit",
+    "overloaded",
+    "model_not_found",
+    "invalid_request",
+    "request_too_large",
+    "server_error",
 ]
 
 dumps = orjson.dumps
@@ -120,6 +125,7 @@ _OPENAI_ERRORS: Mapping[ErrorKind, tuple[int, str, str | None]] = {
     "overloaded": (503, "server_error", "overloaded"),
     "model_not_found": (404, "invalid_request_error", "model_not_found"),
     "invalid_request": (400, "invalid_request_error", None),
+    "request_too_large": (413, "invalid_request_error", "request_too_large"),
     "server_error": (500, "server_error", "server_error"),
 }
 

@@ -48,6 +48,7 @@ _ERRORS: Mapping[ErrorKind, tuple[int, str]] = {
     "overloaded": (529, "overloaded_error"),
     "model_not_found": (404, "not_found_error"),
     "invalid_request": (400, "invalid_request_error"),
+    "request_too_large": (413, "request_too_large"),
     "server_error": (500, "api_error"),
 }
 

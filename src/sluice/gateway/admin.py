@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -100,12 +100,17 @@ class Admin:
 
     async def login(self, request: Request) -> Response:
         body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > _LOGIN_BODY_LIMIT:
-                return render_page(
-                    "login.html", {"next": "/ops", "error": "The form is too large."}, status=413
-                )
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > _LOGIN_BODY_LIMIT:
+                    return render_page(
+                        "login.html",
+                        {"next": "/ops", "error": "The form is too large."},
+                        status=413,
+                    )
+        except ClientDisconnect:  # gone, or cut by the body timeout (the server said 408)
+            return Response(status_code=408)
         form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
         raw = (form.get("key") or [""])[0].strip()
         target = _safe_next((form.get("next") or [""])[0])

@@ -86,21 +86,13 @@ def time_in_process(calls: int) -> None:
         print(f"in process, {name}: {calls} requests, {_percentiles(samples)}")
 
 
-class _Gateway(GatewayProcess):
-    def __init__(self, workdir: Path, cpus: set[int], mock_url: str, key: ApiKey | None) -> None:
-        super().__init__(workdir, cpus, mock_url, "chat")
-        if key is not None:
-            self.config_path.write_text(
-                self.config_path.read_text() + "\n[auth]\nrequired = true\n"
-            )
-            store = SQLiteKeyStore(str(workdir / "gateway.db"))
-
-            async def add() -> None:
-                await store.open()
-                await store.add(key)
-                await store.close()
-
-            asyncio.run(add())
+async def _require_auth(gateway: GatewayProcess, workdir: Path, key: ApiKey) -> None:
+    """Turn ``[auth] required`` on in the gateway's configuration, with ``key`` in its store."""
+    gateway.config_path.write_text(gateway.config_path.read_text() + "\n[auth]\nrequired = true\n")
+    store = SQLiteKeyStore(str(workdir / "gateway.db"))
+    await store.open()
+    await store.add(key)
+    await store.close()
 
 
 async def _first_text(port: int, request: bytes) -> float | None:
@@ -133,13 +125,15 @@ async def end_to_end(streams: int) -> None:
     )
     keyed = plain.replace(b"authorization: Bearer bench", f"authorization: Bearer {raw}".encode())
     assert keyed != plain
-    gateways: dict[str, tuple[_Gateway, bytes]] = {}
+    gateways: dict[str, tuple[GatewayProcess, bytes]] = {}
     times: dict[str, list[float]] = {"auth off": [], "auth on": []}
     try:
         for name, key, request in (("auth off", None, plain), ("auth on", record, keyed)):
             where = workdir / name.replace(" ", "-")
             where.mkdir()
-            gateway = _Gateway(where, target_cpus, mock.url, key)
+            gateway = GatewayProcess(where, target_cpus, mock.url, "chat")
+            if key is not None:
+                await _require_auth(gateway, where, key)
             await gateway.start()
             gateways[name] = (gateway, request)
         for _ in range(WARM_UP_STREAMS):
@@ -167,6 +161,7 @@ if __name__ == "__main__":
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=200_000)
     args = parser.parse_args()
-    time_in_process(args.calls)
+    if args.calls:
+        time_in_process(args.calls)
     if args.streams:
         asyncio.run(end_to_end(args.streams))

@@ -137,6 +137,7 @@ class Gateway:
         self.upstream: Upstream = upstream or UpstreamClient(
             connect_timeout=settings.streams.connect_timeout,
             stall_timeout=settings.streams.stall_timeout,
+            max_body=settings.streams.max_stream_bytes,
         )
         self.store = store or open_store(settings.store_url)
         self.keys = KeyRing(open_key_store(settings.store_url))

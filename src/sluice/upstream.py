@@ -282,7 +282,7 @@ class UpstreamResponse:
             if not piece:
                 return
         if self._sink is None:
-            if not self._finished:
+            if not self._finished and not self._ended:  # (else nobody will read it)
                 buffered = self._buffered
                 if buffered:
                     buffered.append(piece)
@@ -424,7 +424,10 @@ class _Connection(asyncio.Protocol):
             return
         received = self._received = self._received + len(data)
         self._last_byte = self.loop.time()
-        if received > self._limit:
+        # Past the bound: a body's is final; the head's, only if this read does not end it
+        # (a read may bring the head and much of the body with it).
+        over = received > self._limit
+        if over and response.status:
             self._too_large(response)
             return
         try:
@@ -435,6 +438,9 @@ class _Connection(asyncio.Protocol):
             if self.response is response:  # (not ended earlier in this read)
                 response._fail(_broken(response, f"upstream sent invalid HTTP: {exc}"))
             self.close()
+        if over and not response.status:
+            self._too_large(response)
+            return
         flush = response._flush  # (the response of the read, even if it ended in it)
         if flush is not None:
             flush()

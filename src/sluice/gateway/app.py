@@ -115,6 +115,8 @@ def _upstream_error_status(error: dict[str, Any], fmt: str) -> int:
         return status
     if kind == "upstream_stalled":
         return 504
+    if kind == "upstream_header_invalid":  # the gateway's own configuration, as an unset key
+        return 500
     return 502
 
 

@@ -301,6 +301,10 @@ class UpstreamResponse:
             self._sink_failed(exc)
 
     def _sink_failed(self, exc: Exception) -> None:
+        if isinstance(exc, UpstreamError):
+            # A typed error needs no traceback; kept, it would hold the frames of this read
+            # (and this response, in a cycle) until a full collection.
+            exc.__traceback__ = exc.__context__ = None
         self._sink = None
         self._ended = True
         done = self._done  # set by start(), before the first piece is delivered

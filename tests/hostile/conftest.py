@@ -18,6 +18,8 @@ import pytest
 
 from tests.hostile.origin import HostileOrigin
 
+#: the gateway's ``streams.keep_finished_bytes`` here
+KEEP_FINISHED_BYTES = 8 * 1024 * 1024
 #: a key with a typographic quote pasted into it: outside latin-1
 BAD_KEY = "sk-\u201cpasted\u201d"
 
@@ -59,13 +61,15 @@ def hostile_gateway(
     home = tmp_path_factory.mktemp("hostile")
     config = home / "sluice.toml"
     base = f"http://127.0.0.1:{origin.port}/v1"
-    # The defaults, but for two: a stall deadline of 2 s (60 s by default) and 20,000 events
-    # a stream (200,000), so that those cases end within seconds; the other bounds are the
-    # defaults (docs/configuration.md).
+    # The defaults, but for three: a stall deadline of 2 s (60 s by default) and 20,000 events
+    # a stream (200,000), so that those cases end within seconds, and 8 MB of finished
+    # sessions kept in memory (64 MB), so that the storm's return is seen against a smaller
+    # budget; the other bounds are the defaults (docs/configuration.md).
     config.write_text(
         # the production store: ``memory://`` keeps every event of every session
         f'[store]\nurl = "sqlite:///{home}/sluice.db"\n'
         "[streams]\nstall_timeout = 2.0\nmax_stream_events = 20000\nretry_base_delay = 0.05\n"
+        f"keep_finished_bytes = {KEEP_FINISHED_BYTES}\n"
         '[server]\nlog_level = "warning"\n'
         f'[providers.hostile]\nkind = "openai"\nbase_url = "{base}"\n'
         'api_key_env = "SLUICE_HOSTILE_KEY"\n'

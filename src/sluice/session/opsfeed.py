@@ -204,7 +204,22 @@ class OpsFeed:
             tokens = session.output_tokens()
             previous = self._typical.get(label)
             self._typical[label] = tokens if previous is None else 0.8 * previous + 0.2 * tokens
+        if not self.followers:
+            self._settle(session)
         self._urgent.set()
+
+    def _settle(self, session: Session) -> None:
+        """Nobody watches: the finished session's final row is derived now, once, and the feed
+        lets go of the session (its event log and all) rather than hold it, up to
+        ``recent_sessions`` of them, for a reader who may never come."""
+        session_id = session.id
+        row = derive(session, self._typical)
+        self._count_tokens(session_id, row["tokens"])
+        self._rows[session_id] = row
+        self._active.discard(session_id)
+        self._tokens_seen.pop(session_id, None)
+        self._stamps.pop(session_id, None)
+        self._sessions.pop(session_id, None)
 
     # -- the flush task -----------------------------------------------------------------------
 

@@ -153,7 +153,13 @@ class _Pump:
             else:
                 session._on_events([delta], raw, now)
         else:
-            for event, data, raw in decoder.frames(chunk):
+            try:
+                frames = decoder.frames(chunk)
+            except FrameTooLarge as exc:
+                raise UpstreamTooLarge(
+                    f"{exc} (streams.max_line_bytes, streams.max_event_bytes)"
+                ) from None
+            for event, data, raw in frames:
                 produced = adapter.feed(event, data)
                 if self.drop_usage_frame and adapter.last_was_usage_only:
                     raw = b""
@@ -468,6 +474,7 @@ class Session:
             try:
                 upstream = await opening
             except UpstreamError as exc:
+                exc.__traceback__ = None  # (no cycle through this frame: see ``_relay``)
                 refused += 1
                 delay = self._backoff(refused, getattr(exc, "retry_after", None))
                 if (
@@ -549,14 +556,12 @@ class Session:
                 # line is dropped, as the SSE rules say (the decoder is not flushed: its
                 # flush dispatches nothing); the adapter says what is missing.
                 self._on_events(adapter.close(), b"", time.monotonic())
-        except (UpstreamError, FrameTooLarge) as failure:
+        except UpstreamError as exc:
             # Open tool calls end "incomplete"; the break itself is the terminal error, more
-            # precise than the adapter's "truncated".
-            exc = (
-                failure
-                if isinstance(failure, UpstreamError)
-                else UpstreamTooLarge(f"{failure} (streams.max_line_bytes / max_event_bytes)")
-            )
+            # precise than the adapter's "truncated". (Its traceback goes: it would hold this
+            # frame, and through the response that holds the error, the session's whole log
+            # in a cycle until a full collection, which the gateway runs only when quiet.)
+            exc.__traceback__ = None
             tail = [e for e in adapter.close() if type(e) is not ev.Error]
             tail.append(ev.Error(exc.type, exc.message, exc.retryable, exc.status))
             self._on_events(tail, b"", time.monotonic())

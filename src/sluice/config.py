@@ -108,6 +108,17 @@ class StreamSettings:
     connect_timeout: float = 10.0
     #: send ``X-Accel-Buffering: no`` on SSE responses, so nginx relays them unbuffered
     accel_buffering_header: bool = True
+    #: bytes one SSE line from the upstream may take before ``upstream_too_large``
+    max_line_bytes: int = 4 * 1024 * 1024
+    #: bytes one SSE event from the upstream may take (its data lines; for a passthrough
+    #: session, every byte since the last event) before ``upstream_too_large``
+    max_event_bytes: int = 8 * 1024 * 1024
+    #: events one session's log may hold before ``upstream_too_large``
+    max_stream_events: int = 200_000
+    #: bytes one upstream response may take (status line and headers aside)
+    max_stream_bytes: int = 128 * 1024 * 1024
+    #: bytes of finished sessions kept in memory for replay (the store keeps them all)
+    keep_finished_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -274,6 +285,13 @@ def _streams(raw: dict[str, Any]) -> StreamSettings:
         )
     if streams.mid_stream_failure not in ("error", "retry"):
         raise ConfigError("streams.mid_stream_failure must be 'error' or 'retry'")
+    if streams.max_line_bytes > streams.max_event_bytes:
+        raise ConfigError("streams.max_line_bytes must not be over streams.max_event_bytes")
+    if streams.max_stream_events <= streams.buffer_events:
+        raise ConfigError("streams.max_stream_events must be over streams.buffer_events")
+    for key in ("max_line_bytes", "max_event_bytes", "max_stream_bytes"):
+        if getattr(streams, key) < 1024:
+            raise ConfigError(f"streams.{key} must be at least 1024")
     return streams
 
 

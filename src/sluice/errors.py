@@ -20,8 +20,15 @@
     └── UpstreamError           the provider failed; ``retryable`` says whether a retry may help
         ├── UpstreamStatus          the provider answered with an HTTP error status
         ├── UpstreamConnectError    no connection, or it broke before any byte
+        │   ├── UpstreamDropped         a connection closed after the request was written
+        │   └── UpstreamHeaderInvalid   a provider header value cannot be sent (not latin-1)
+        ├── UpstreamRefused         an answer that is no stream: taken as a refusal
+        │   ├── UpstreamRedirect        a 3xx (the gateway follows no redirect)
+        │   ├── UpstreamNotEventStream  a 2xx that is not ``text/event-stream``
+        │   └── UpstreamEncoded         a compressed body the gateway did not ask for
         ├── UpstreamBroken          the body broke after the stream began
-        └── UpstreamStalled         no byte for longer than the stall deadline
+        ├── UpstreamTooLarge        a line, an event or the stream is over its bound
+        └── UpstreamStalled         no content for longer than the stall deadline
 
 Errors raised by the layers below (sockets, TLS, the HTTP parser, sqlite3) are mapped to these
 at the boundary (``raise UpstreamConnectError(...) from exc``); callers never catch a library's
@@ -166,8 +173,50 @@ class UpstreamConnectError(UpstreamError):
     type = "upstream_unreachable"
 
 
+class UpstreamDropped(UpstreamConnectError):
+    """A connection closed after the request was written to it and before any answer: the
+    provider may have read it, so it is an attempt, never sent again without the retry
+    policy's say."""
+
+    type = "upstream_dropped"
+
+
+class UpstreamHeaderInvalid(UpstreamConnectError):
+    """A header the gateway would send the provider (its key, a configured header) cannot be
+    written: a character outside latin-1, or a line break. A configuration error."""
+
+    type = "upstream_header_invalid"
+    status = 500
+    retryable = False
+
+
+class UpstreamRefused(UpstreamError):
+    """The provider answered, but not with an event stream: a refusal, never a stream."""
+
+    retryable = False
+
+
+class UpstreamRedirect(UpstreamRefused):
+    type = "upstream_redirect"
+
+
+class UpstreamNotEventStream(UpstreamRefused):
+    type = "upstream_not_event_stream"
+
+
+class UpstreamEncoded(UpstreamRefused):
+    type = "upstream_encoded"
+
+
 class UpstreamBroken(UpstreamError):
     type = "upstream_disconnected"
+
+
+class UpstreamTooLarge(UpstreamError):
+    """A line, an event, or the whole stream went past its bound (``[streams]`` ``max_*``)."""
+
+    type = "upstream_too_large"
+    retryable = False
 
 
 class UpstreamStalled(UpstreamError):

@@ -15,12 +15,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SSEDecoder", "ServerSentEvent", "encode_comment", "encode_event"]
+__all__ = [
+    "FrameTooLarge",
+    "SSEDecoder",
+    "ServerSentEvent",
+    "encode_comment",
+    "encode_event",
+]
 
 _BOM = b"\xef\xbb\xbf"
 _COLON = 0x3A
 _CR = 0x0D
 _LF = 0x0A
+
+
+class FrameTooLarge(ValueError):
+    """A line, or the event being built, went past the decoder's bound. The spec sets none; a
+    decoder that reads from a peer it does not trust needs one, or a line that never ends
+    takes all the memory there is."""
 
 
 @dataclass(slots=True)
@@ -55,6 +67,12 @@ class SSEDecoder:
 
     After ``flush()`` the decoder is ready for a new stream (a reconnection): ``last_event_id``
     and ``retry`` carry over, as the spec requires; everything else starts afresh.
+
+    Bounds: a line is at most ``max_line`` bytes, and the event being built at most
+    ``max_event`` (its data fields; with ``keep_raw``, all the bytes since the last dispatch,
+    comments included). Past either, ``decode()`` raises ``FrameTooLarge`` before it holds
+    more: a line that never ends is held up to ``max_line`` bytes, not joined. A chunk that is
+    one whole event (``idle``'s fast path) is not measured: it is no larger than one read.
     """
 
     __slots__ = (
@@ -62,16 +80,26 @@ class SSEDecoder:
         "_block_retry",
         "_data",
         "_event",
+        "_held",
         "_raw",
+        "_raw_len",
         "_skip_lf",
         "_tail",
+        "_tail_len",
         "idle",
         "keep_raw",
         "last_event_id",
+        "max_event",
+        "max_line",
         "retry",
     )
 
-    def __init__(self, keep_raw: bool = False) -> None:
+    def __init__(
+        self,
+        keep_raw: bool = False,
+        max_line: int = 1 << 62,
+        max_event: int = 1 << 62,
+    ) -> None:
         #: spec: "last event ID string"; sent back as ``Last-Event-ID`` on reconnect.
         self.last_event_id = ""
         #: spec: "reconnection time", in milliseconds; None until the stream sets one.
@@ -84,6 +112,11 @@ class SSEDecoder:
         self._event = b""  # spec: "event type buffer"
         self._block_retry: int | None = None
         self._raw: list[bytes] = []  # keep_raw: bytes consumed since the last dispatch
+        self._tail_len = 0  # bytes in ``_tail``
+        self._held = 0  # bytes in ``_data``
+        self._raw_len = 0  # bytes in ``_raw``
+        self.max_line = max_line
+        self.max_event = max_event
         #: nothing is pending (all of the above at rest, the stream's start behind): the next
         #: byte begins a line of a new event. A piece that is one ``data:`` event with its
         #: blank line (after an optional ``event:`` line) then decodes alone, and leaves the
@@ -115,12 +148,19 @@ class SSEDecoder:
         if tail:
             if not self._at_start and _LF not in chunk and _CR not in chunk:
                 # A long line arriving in pieces: collect them, join once it ends.
+                self._tail_len += len(chunk)
+                if self._tail_len > self.max_line:
+                    raise FrameTooLarge(f"an SSE line is over {self.max_line:,} bytes")
                 tail.append(chunk)
                 if keep:
                     self._raw.append(chunk)
+                    self._raw_len += len(chunk)
+                    if self._raw_len > self.max_event:
+                        raise FrameTooLarge(f"an SSE event is over {self.max_event:,} bytes")
                 return []
             prefix = b"".join(tail)
             tail.clear()
+            self._tail_len = 0
             buf = prefix + chunk
             delta = -len(prefix)  # offset in ``chunk`` = offset in ``buf`` + delta
         else:
@@ -131,8 +171,10 @@ class SSEDecoder:
             # present." Hold the first bytes until they can be told apart from a BOM.
             if len(buf) < 3 and _BOM.startswith(buf):
                 tail.append(buf)
+                self._tail_len = len(buf)
                 if keep:
                     self._raw.append(chunk)
+                    self._raw_len += len(chunk)
                 return []
             self._at_start = False
             if buf.startswith(_BOM):
@@ -161,10 +203,14 @@ class SSEDecoder:
             lines = [piece.rstrip(b"\r\n") for piece in pieces]
             sized, term = pieces, 0
         if rest:
+            if len(rest) > self.max_line:
+                raise FrameTooLarge(f"an SSE line is over {self.max_line:,} bytes")
             tail.append(rest)
+            self._tail_len = len(rest)
 
         events: list[ServerSentEvent] = []
         data = self._data
+        held = self._held
         # keep_raw: ``done`` is the offset in ``chunk`` up to which bytes went into a raw,
         # ``base`` the offset where line ``mark`` starts (``delta``: it may begin in ``tail``).
         done, base, mark = 0, delta, 0
@@ -197,11 +243,13 @@ class SSEDecoder:
                         done = end
                     events.append(sse)
                     data.clear()
+                    held = 0
                 self._event = b""
                 self._block_retry = None
             elif line.startswith(b"data:"):
                 # The common fields first, ahead of the general rule below (same result).
                 data.append(line[6:] if line[5:6] == b" " else line[5:])
+                held += len(line)
             elif line.startswith(b"event:"):
                 self._event = line[7:] if line[6:7] == b" " else line[6:]
             elif line[0] == _COLON:
@@ -219,9 +267,19 @@ class SSEDecoder:
                     start = colon + 2 if line[colon + 1 : colon + 2] == b" " else colon + 1
                     value = line[start:]
                 self._field(name, value)
+                held += len(value)
 
-        if keep and done < len(chunk):
-            self._raw.append(chunk[done:])
+        self._held = held
+        if held > self.max_event:
+            raise FrameTooLarge(f"an SSE event is over {self.max_event:,} bytes")
+        if keep:
+            if done:  # an event was dispatched: the raw in progress starts afresh
+                self._raw_len = 0
+            if done < len(chunk):
+                self._raw.append(chunk[done:])
+                self._raw_len += len(chunk) - done
+                if self._raw_len > self.max_event:
+                    raise FrameTooLarge(f"an SSE event is over {self.max_event:,} bytes")
         self.idle = self._block_retry is None and not (
             tail or data or self._event or self._skip_lf or self._raw
         )
@@ -258,6 +316,7 @@ class SSEDecoder:
         self._event = b""
         self._block_retry = None
         self._raw.clear()
+        self._tail_len = self._held = self._raw_len = 0
         return []
 
 

@@ -8,11 +8,20 @@ The contract (``Upstream``, ``UpstreamStream``) is small:
   ``open()`` itself sends the request when a pooled connection is idle, before anything is
   awaited, and a future passed as ``accepted`` is resolved in the read callback that brings
   a good status (see ``UpstreamClient.open``);
-- ``stream.start(sink, flush)`` calls ``sink(piece)`` for every piece of the body as it is
-  read, then ``flush()`` once for all the pieces one read of the socket brought (an HTTP
-  chunk is a piece: a read of a provider that writes fast brings many), and returns a future
-  that ends when the body does (or fails with ``UpstreamBroken`` / ``UpstreamStalled``, or
-  with whatever ``sink`` raised);
+- ``stream.start(sink, flush, progress)`` calls ``sink(piece)`` for every piece of the body as
+  it is read, then ``flush()`` once for all the pieces one read of the socket brought (an
+  HTTP chunk is a piece: a read of a provider that writes fast brings many), and returns a
+  future that ends when the body does (or fails with ``UpstreamBroken`` / ``UpstreamStalled``
+  / ``UpstreamTooLarge``, or with whatever ``sink`` raised). ``progress()``, if given, counts
+  the content the consumer has made of the body so far: the stall deadline is then reset by
+  content only, never by comments or keep-alive bytes;
+- only an event stream is a stream: a 3xx (``UpstreamRedirect``), a 2xx that is not
+  ``text/event-stream`` (``UpstreamNotEventStream``) or a compressed body
+  (``UpstreamEncoded``: the request asks for ``identity``, and nothing is decompressed but
+  an error status's bounded body) is refused as ``open()`` returns, before ``accepted``;
+- a request is sent once: a connection that closes after the request was written to it and
+  before any answer fails the attempt (``UpstreamDropped``) and the caller's retry policy
+  decides; only a pooled connection seen closed *before* the write is replaced silently;
 - ``pause()`` / ``resume()`` stop and restart reading the socket (backpressure reaches the
   provider as TCP flow control); ``finish()`` says the consumer has seen the end of the stream;
 - ``release()`` hands the connection back to the pool, ``close()`` drops it so the provider sees
@@ -32,6 +41,7 @@ socket, ssl or parser exceptions.
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 import zlib
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -44,9 +54,15 @@ import orjson
 from sluice.errors import (
     UpstreamBroken,
     UpstreamConnectError,
+    UpstreamDropped,
+    UpstreamEncoded,
     UpstreamError,
+    UpstreamHeaderInvalid,
+    UpstreamNotEventStream,
+    UpstreamRedirect,
     UpstreamStalled,
     UpstreamStatus,
+    UpstreamTooLarge,
     classify_status,
 )
 from sluice.wheel import wheel
@@ -54,6 +70,8 @@ from sluice.wheel import wheel
 Sink = Callable[[bytes], None]
 #: called after the pieces of one read, for the consumer to act on them together
 Flush = Callable[[], None]
+#: how much content the consumer has made of the body so far (any count that grows with it)
+Progress = Callable[[], int]
 
 #: The response headers a response keeps (``UpstreamStream.headers``): those this module and
 #: the sessions read, and the provider's request id. A provider's response carries twenty or
@@ -64,6 +82,7 @@ KEPT_HEADERS = frozenset(
         "content-encoding",
         "content-length",
         "content-type",
+        "location",
         "request-id",
         "retry-after",
         "transfer-encoding",
@@ -72,6 +91,10 @@ KEPT_HEADERS = frozenset(
 )
 
 _MAX_ERROR_BODY = 64 * 1024
+#: the most a response's status line and headers may take (a provider's are 1 to 4 KB)
+MAX_HEAD_BYTES = 64 * 1024
+#: the most one response's body may take, when the client is given no bound
+MAX_BODY_BYTES = 128 * 1024 * 1024
 #: the first status that is an error: ``open()`` raises it, ``accepted`` is not resolved
 _ERROR_STATUS = 400
 #: how long an idle pooled connection is kept (aiohttp's default, and below the idle timeouts
@@ -88,9 +111,11 @@ class UpstreamStream(Protocol):
     #: the headers named in ``KEPT_HEADERS``, by lowercase name
     headers: Mapping[str, str]
 
-    def start(self, sink: Sink, flush: Flush | None = None) -> Awaitable[None]:
+    def start(
+        self, sink: Sink, flush: Flush | None = None, progress: Progress | None = None
+    ) -> Awaitable[None]:
         """Push the body into ``sink``, and call ``flush`` after the pieces of each read;
-        the result ends with the body."""
+        the result ends with the body. ``progress`` makes the stall deadline count content."""
         ...
 
     def pause(self) -> None:
@@ -132,10 +157,6 @@ class Upstream(Protocol):
     async def close(self) -> None: ...
 
 
-class _Stale(Exception):
-    """A pooled connection closed before answering: the request goes out again on a new one."""
-
-
 class UpstreamResponse:
     """One response on one connection. Its owner calls ``release()`` or ``close()``."""
 
@@ -149,6 +170,7 @@ class UpstreamResponse:
         "_finished",
         "_flush",
         "_headers_ready",
+        "_progress",
         "_sink",
         "headers",
         "status",
@@ -164,6 +186,7 @@ class UpstreamResponse:
         self._done: asyncio.Future[None] | None = None
         self._sink: Sink | None = None
         self._flush: Flush | None = None
+        self._progress: Progress | None = None
         #: the pieces read before ``start()``; empty as a shared ``()``, not a list per stream
         self._buffered: list[bytes] | tuple[()] = ()
         self._decoder: zlib._Decompress | None = None
@@ -173,7 +196,9 @@ class UpstreamResponse:
 
     # -- the consumer's side ------------------------------------------------------------------
 
-    def start(self, sink: Sink, flush: Flush | None = None) -> asyncio.Future[None]:
+    def start(
+        self, sink: Sink, flush: Flush | None = None, progress: Progress | None = None
+    ) -> asyncio.Future[None]:
         done = self._done
         if done is None:  # else the body broke before the consumer started: done holds why
             assert self._conn is not None, "start() before release or close"
@@ -181,6 +206,7 @@ class UpstreamResponse:
         buffered, self._buffered = self._buffered, ()
         self._sink = sink
         self._flush = flush
+        self._progress = progress
         if buffered:  # what came before start(), or before the break
             for piece in buffered:
                 self._deliver(piece)
@@ -226,13 +252,18 @@ class UpstreamResponse:
         self.status = status
         self.headers = headers
         encoding = headers.get("content-encoding", "identity").strip().lower()
-        if encoding in ("gzip", "x-gzip"):
-            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self._decoder = zlib.decompressobj()
-        elif encoding != "identity":
-            self._fail(UpstreamConnectError(f"unsupported content-encoding {encoding!r}"))
-            return
+        if status >= _ERROR_STATUS:
+            # An error's body is read for its message, at most ``_MAX_ERROR_BODY`` bytes of it:
+            # decompressed (each piece at most that much) if the provider compressed it anyway.
+            if encoding in ("gzip", "x-gzip"):
+                self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            elif encoding == "deflate":
+                self._decoder = zlib.decompressobj()
+        else:
+            refusal = _refusal(status, headers, encoding)
+            if refusal is not None:
+                self._fail(refusal)
+                return
         if not self._headers_ready.done():
             self._headers_ready.set_result(None)
         accepted, self._accepted = self._accepted, None
@@ -244,14 +275,14 @@ class UpstreamResponse:
     def _on_body(self, piece: bytes) -> None:
         if self._decoder is not None:
             try:
-                piece = self._decoder.decompress(piece)
+                piece = self._decoder.decompress(piece, _MAX_ERROR_BODY)
             except zlib.error as exc:
                 self._fail(UpstreamBroken(f"upstream body does not decompress: {exc}"))
                 return
             if not piece:
                 return
         if self._sink is None:
-            if not self._finished:
+            if not self._finished and not self._ended:  # (else nobody will read it)
                 buffered = self._buffered
                 if buffered:
                     buffered.append(piece)
@@ -270,6 +301,10 @@ class UpstreamResponse:
             self._sink_failed(exc)
 
     def _sink_failed(self, exc: Exception) -> None:
+        if isinstance(exc, UpstreamError):
+            # A typed error needs no traceback; kept, it would hold the frames of this read
+            # (and this response, in a cycle) until a full collection.
+            exc.__traceback__ = exc.__context__ = None
         self._sink = None
         self._ended = True
         done = self._done  # set by start(), before the first piece is delivered
@@ -280,11 +315,9 @@ class UpstreamResponse:
     def _on_end(self) -> None:
         if self._ended:
             return
-        if self._decoder is not None:
-            tail = self._decoder.flush()
-            self._decoder = None
-            if tail:
-                self._on_body(tail)
+        # (a decoder's pending input is not flushed: ``flush()`` would inflate all of it, and
+        # the pieces already gave the error body all it may hold)
+        self._decoder = None
         self._ended = True
         done = self._done
         if done is not None and not done.done():
@@ -341,8 +374,11 @@ class _Connection(asyncio.Protocol):
         "_idle_timer",
         "_keep_alive",
         "_last_byte",
+        "_limit",
         "_parser",
         "_paused",
+        "_progress_at",
+        "_progress_seen",
         "_received",
         "_stall",
         "closed",
@@ -366,8 +402,14 @@ class _Connection(asyncio.Protocol):
         #: the stall deadline's slot on the loop's deadline wheel
         self._deadline: int | None = None
         self._last_byte = 0.0
+        #: the last progress count the stall check saw, and when it last saw it grow
+        self._progress_seen = -1
+        self._progress_at = 0.0
         self._stall = 0.0
-        self._received = False
+        #: bytes of the current response read so far, and their bound: ``MAX_HEAD_BYTES``
+        #: until the headers are in, then the client's body bound
+        self._received = 0
+        self._limit = MAX_HEAD_BYTES
         self._eof_body = False
         self._keep_alive = False
         self._paused = False
@@ -384,8 +426,14 @@ class _Connection(asyncio.Protocol):
         if response is None:  # bytes on an idle connection: it cannot be reused
             self.close()
             return
-        self._received = True
+        received = self._received = self._received + len(data)
         self._last_byte = self.loop.time()
+        # Past the bound: a body's is final; the head's, only if this read does not end it
+        # (a read may bring the head and much of the body with it).
+        over = received > self._limit
+        if over and response.status:
+            self._too_large(response)
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError:
@@ -394,6 +442,9 @@ class _Connection(asyncio.Protocol):
             if self.response is response:  # (not ended earlier in this read)
                 response._fail(_broken(response, f"upstream sent invalid HTTP: {exc}"))
             self.close()
+        if over and not response.status:
+            self._too_large(response)
+            return
         flush = response._flush  # (the response of the read, even if it ended in it)
         if flush is not None:
             flush()
@@ -408,8 +459,15 @@ class _Connection(asyncio.Protocol):
             return
         if self._eof_body and response.status:
             response._on_end()  # a body without a length ends at the connection's end
-        elif not self._received and self.reused:
-            response._fail(_Stale())
+        elif not self._received:
+            # The request was written, and nothing came back: the provider may have read it
+            # and be working on it, so it is not sent again here (the retry policy decides).
+            response._fail(
+                UpstreamDropped(
+                    "the upstream closed the connection after the request was written, "
+                    "before any answer" + (" (a pooled connection)" if self.reused else "")
+                )
+            )
         else:
             why = f": {type(exc).__name__}" if exc else ""
             response._fail(_broken(response, f"upstream closed the connection{why}"))
@@ -440,6 +498,7 @@ class _Connection(asyncio.Protocol):
             "transfer-encoding", ""
         )
         self._keep_alive = self._parser.should_keep_alive()
+        self._limit = self._client._max_body + self._received
         response._on_headers(status, headers)
 
     def on_body(self, body: bytes) -> None:
@@ -477,7 +536,9 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._cancel_timers()
         self.response = response = UpstreamResponse(self, accepted)
-        self._received = False
+        self._received = 0
+        self._limit = MAX_HEAD_BYTES
+        self._progress_seen = -1
         self._eof_body = False
         self.transport.write(head + body)
         if stall:
@@ -487,25 +548,53 @@ class _Connection(asyncio.Protocol):
         return response
 
     def _check_stall(self) -> None:
-        """The stall deadline, checked lazily: re-armed for the last byte's time plus the
-        deadline, so a chunk costs one clock read and no timer."""
+        """The stall deadline, checked lazily: a chunk costs one clock read and no timer.
+
+        Before the consumer starts the body, any byte resets it (re-armed for the last
+        byte's time plus the deadline). Once it gives a ``progress`` count, only content
+        does: each check reads the count, and a count that grew since the last check is
+        progress made at most one check ago. While the count grows the check comes every
+        quarter of the deadline, so a stall is found between 1 and 1.25 deadlines after the
+        last content; comments and keep-alive bytes never count."""
         response = self.response
         if response is None or self.closed:
             return
         now = self.loop.time()
         stall = self._stall
+        progress = response._progress
         if self._paused:  # the consumer is behind: the silence is ours, not the provider's
-            self._last_byte = now
-        elif now - self._last_byte >= stall:
+            self._last_byte = self._progress_at = now
+            self._progress_seen = -1
+            last = now
+        elif progress is None:
+            last = self._last_byte
+        else:
+            count = progress()
+            if count != self._progress_seen:
+                self._progress_seen = count
+                self._progress_at = now
+                self._deadline = wheel().call_at(now + stall / 4, self, _Connection._check_stall)
+                return
+            last = self._progress_at
+        if now - last >= stall:
             self._deadline = None
-            message = f"no byte from the upstream for {stall:g} s (the stall deadline)"
+            what = "byte" if progress is None else "content (comments and keep-alives aside)"
+            message = f"no {what} from the upstream for {stall:g} s (the stall deadline)"
             if response.status:
                 response._fail(UpstreamStalled(message))
             else:
                 response._fail(UpstreamConnectError(f"no answer from the upstream: {message}"))
             self.close()
             return
-        self._deadline = wheel().call_at(self._last_byte + stall, self, _Connection._check_stall)
+        self._deadline = wheel().call_at(last + stall, self, _Connection._check_stall)
+
+    def _too_large(self, response: UpstreamResponse) -> None:
+        if response.status:
+            what = f"the body is over {self._client._max_body:,} bytes"
+        else:
+            what = f"the status line and headers are over {MAX_HEAD_BYTES:,} bytes"
+        response._fail(UpstreamTooLarge(f"upstream response too large: {what}"))
+        self.close()
 
     def pause(self) -> None:
         if not self._paused and self.transport is not None and not self.closed:
@@ -544,6 +633,22 @@ class _Connection(asyncio.Protocol):
             self.closed = True
             self.transport.close()
         self._cancel_timers()
+
+    def idle_and_open(self) -> bool:
+        """Whether this pooled connection may take a request: its socket has no end and no
+        byte waiting (one ``poll`` of the socket, no read)."""
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        try:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+            return not poller.poll(0)
+        except (OSError, ValueError):
+            return False
 
     def _cancel_timers(self) -> None:
         if self._idle_timer is not None:
@@ -598,9 +703,16 @@ class Opening:
 class UpstreamClient:
     """A pool of HTTP/1.1 connections to the providers; owned by the gateway's lifespan."""
 
-    def __init__(self, connect_timeout: float = 10.0, stall_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        connect_timeout: float = 10.0,
+        stall_timeout: float | None = None,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> None:
         self._connect_timeout = connect_timeout
         self._stall_timeout = stall_timeout or None
+        #: the most one response's body may take (``streams.max_stream_bytes``)
+        self._max_body = max_body or MAX_BODY_BYTES
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._ssl: ssl.SSLContext | None = None
@@ -648,26 +760,31 @@ class UpstreamClient:
         )
 
     def _send_pooled(self, opening: Opening) -> UpstreamResponse | None:
-        """The request, sent now on an idle pooled connection; None if there is none."""
+        """The request, sent now on an idle pooled connection; None if there is none. A
+        connection the server has closed (or sent bytes on) while it was idle, and whose end
+        the loop has not processed yet, is dropped here, before anything is written to it:
+        the only case where a request moves to another connection unseen."""
         idle = self._idle.get(opening.key)
-        return self._request(idle.pop(), opening) if idle else None
+        while idle:
+            conn = idle.pop()
+            if conn.idle_and_open():
+                return self._request(conn, opening)
+            conn.close()
+        return None
 
     def _request(self, conn: _Connection, opening: Opening) -> UpstreamResponse:
         return conn.request(opening.head, opening.body, self._stall_timeout, opening.accepted)
 
     async def _send(self, opening: Opening) -> UpstreamResponse:
-        while True:
-            response = opening.take_sent() or self._send_pooled(opening)
-            if response is None:
-                response = self._request(await self._connect(opening.key, opening.url), opening)
-            try:
-                await response._headers_ready
-            except _Stale:
-                continue  # a pooled connection the server had closed: send it on another
-            except asyncio.CancelledError:
-                response.close()
-                raise
-            return response
+        response = opening.take_sent() or self._send_pooled(opening)
+        if response is None:
+            response = self._request(await self._connect(opening.key, opening.url), opening)
+        try:
+            await response._headers_ready
+        except asyncio.CancelledError:
+            response.close()
+            raise
+        return response
 
     async def _connect(self, key: tuple[str, str, int], url: str) -> _Connection:
         scheme, host, port = key
@@ -689,6 +806,8 @@ class UpstreamClient:
         except TimeoutError as exc:
             raise UpstreamConnectError(f"timed out connecting to {_origin(url)}") from exc
         except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
+            raise UpstreamConnectError(f"cannot reach {_origin(url)}: {_describe(exc)}") from exc
+        except ValueError as exc:  # a host name IDNA cannot encode, a NUL in it
             raise UpstreamConnectError(f"cannot reach {_origin(url)}: {_describe(exc)}") from exc
         self._open.add(conn)
         return conn
@@ -738,10 +857,57 @@ def _request_head(
         if lowered in ("host", "content-length", "transfer-encoding", "accept-encoding"):
             continue
         if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
-            raise UpstreamConnectError(f"header {name!r} has a line break in its name or value")
+            raise UpstreamHeaderInvalid(f"header {name!r} has a line break in its name or value")
         lines.append(f"{name}: {value}")
     lines.append("\r\n")
-    return (scheme, host, port), "\r\n".join(lines).encode("latin-1")
+    try:
+        return (scheme, host, port), "\r\n".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        raise _not_latin1(lines[0], headers) from None
+
+
+def _not_latin1(request_line: str, headers: Mapping[str, str]) -> UpstreamHeaderInvalid:
+    """Which part of the request HTTP/1.1 cannot carry: named, its value never shown (a
+    header's value is often a key)."""
+    for name, value in headers.items():
+        for part, text in (("name", name), ("value", value)):
+            bad = next((i for i, c in enumerate(text) if ord(c) > 0xFF), None)
+            if bad is not None:
+                return UpstreamHeaderInvalid(
+                    f"header {name.encode('ascii', 'replace').decode()!r} has a character "
+                    f"outside latin-1 in its {part} (at position {bad}); HTTP/1.1 cannot send "
+                    "it: check the configured header or the environment variable that holds "
+                    "the key (a pasted key may carry a typographic quote)"
+                )
+    return UpstreamHeaderInvalid(
+        "the upstream URL's path has a character outside latin-1: percent-encode it in "
+        "the provider's base_url"
+    )
+
+
+def _refusal(status: int, headers: Mapping[str, str], encoding: str) -> UpstreamError | None:
+    """Why an answer below 400 is not a stream: a redirect, not an event stream, or a body
+    compressed although ``identity`` was asked for; None for an event stream."""
+    if 300 <= status < 400:
+        location = headers.get("location")
+        # (the origin only: a URL may carry a key in its query string)
+        to = f" to {_origin(location)}" if location and "://" in location else ""
+        return UpstreamRedirect(
+            f"upstream answered HTTP {status}, a redirect{to}; the gateway follows none "
+            "(a POST is not sent twice): set the provider's base_url to the final address"
+        )
+    content_type = headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != "text/event-stream":
+        return UpstreamNotEventStream(
+            f"upstream answered HTTP {status} with content-type {content_type or 'none'!r}, "
+            "not text/event-stream: not a stream (a login page, a proxy, a wrong base_url?)"
+        )
+    if encoding != "identity":
+        return UpstreamEncoded(
+            f"upstream sent its stream with content-encoding {encoding!r} although the "
+            "gateway asked for identity; the gateway decompresses no stream"
+        )
+    return None
 
 
 def _broken(response: UpstreamResponse, message: str) -> UpstreamError:

@@ -426,3 +426,18 @@ def test_the_flush_interval_is_read_and_bounded(tmp_path: Any) -> None:
         bad.write_text(f"[ops]\n{body}\n")
         with pytest.raises(ConfigError, match=complaint):
             load_settings(bad)
+
+
+async def test_with_nobody_watching_a_finished_session_is_let_go_of_at_once(
+    harness: Harness,
+) -> None:
+    """Its final row is kept, not the session: its event log goes with it."""
+    session = harness.session()
+    harness.stream(session)
+    harness.token(session, time.monotonic())
+    harness.finish(session)
+    assert harness.feed.followers == 0
+    assert session.id not in harness.feed._sessions
+    message = harness.feed.collect()
+    assert message is not None and message["sessions"][session.id]["state"] == COMPLETE
+    assert harness.feed.snapshot()["sessions"][session.id]["tokens"] == 1

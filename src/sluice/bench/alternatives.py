@@ -36,7 +36,7 @@ from sluice.errors import (
 )
 from sluice.gateway.app import GatewayApp, create_app
 from sluice.gateway.gcpolicy import tune_gc
-from sluice.upstream import Flush, Sink, Upstream, UpstreamClient
+from sluice.upstream import Flush, Progress, Sink, Upstream, UpstreamClient
 
 
 class PulledStream:
@@ -70,7 +70,10 @@ class PulledStream:
         self._resumed: asyncio.Future[None] | None = None
         self._finished = False
 
-    def start(self, sink: Sink, flush: Flush | None = None) -> asyncio.Task[None]:
+    def start(
+        self, sink: Sink, flush: Flush | None = None, progress: Progress | None = None
+    ) -> asyncio.Task[None]:
+        # (``progress`` is not used: the stall deadline here is the library's read timeout)
         self._task = asyncio.ensure_future(self._pump(sink, flush))
         return self._task
 

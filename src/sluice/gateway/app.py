@@ -115,6 +115,8 @@ def _upstream_error_status(error: dict[str, Any], fmt: str) -> int:
         return status
     if kind == "upstream_stalled":
         return 504
+    if kind == "upstream_header_invalid":  # the gateway's own configuration, as an unset key
+        return 500
     return 502
 
 
@@ -137,6 +139,7 @@ class Gateway:
         self.upstream: Upstream = upstream or UpstreamClient(
             connect_timeout=settings.streams.connect_timeout,
             stall_timeout=settings.streams.stall_timeout,
+            max_body=settings.streams.max_stream_bytes,
         )
         self.store = store or open_store(settings.store_url)
         self.keys = KeyRing(open_key_store(settings.store_url))

@@ -32,6 +32,31 @@ def new_session_id() -> str:
     return "op-" + secrets.token_hex(6)
 
 
+#: what one log entry holds besides its upstream bytes: the entry's tuple, the event (a
+#: ``TextDelta`` and its string, for most), the list's slot; measured with ``tracemalloc``
+#: at about 150 bytes for a short text delta
+ENTRY_BYTES = 160
+#: what a finished session holds besides its log and its text: the session, its spec and
+#: request body, its accumulator, clock and flags
+SESSION_BYTES = 4096
+
+
+def held_bytes(session: Session) -> int:
+    """An estimate of what a finished session holds in memory, in bytes: its log (entries and
+    upstream bytes), its text and reasoning, its request body."""
+    entries = session.log.entries
+    raw = sum(len(entry[1]) for entry in entries)
+    acc = session.acc
+    return (
+        SESSION_BYTES
+        + ENTRY_BYTES * len(entries)
+        + raw
+        + len(acc.text)
+        + len(acc.reasoning)
+        + len(session.spec.body)
+    )
+
+
 class SessionManager:
     def __init__(
         self,
@@ -53,8 +78,12 @@ class SessionManager:
         self.live: dict[str, Session] = {}
         #: when a session last started or ended (``time.monotonic()``)
         self._last_activity = time.monotonic()
-        #: recently finished sessions kept in memory for fast replay, oldest first
+        #: recently finished sessions kept in memory for fast replay, oldest first, with
+        #: what each holds in bytes (``held_bytes``); their sum stays within
+        #: ``settings.keep_finished_bytes`` (the store has every one of them)
         self.recent: dict[str, Session] = {}
+        self._recent_sizes: dict[str, int] = {}
+        self.recent_bytes = 0
         self._keep_finished = keep_finished
         self._tasks: set[asyncio.Task[None]] = set()
         #: live sessions by ``spec.admission_key``, for the per-key ceilings
@@ -84,7 +113,7 @@ class SessionManager:
         if session.state in (FINALIZING, *TERMINAL_STATES) and not session.finished.is_set():
             await session.finished.wait()
         session.prepare_retry()
-        self.recent.pop(session.id, None)
+        self._forget_finished(session.id)
         self._launch(session)
         return session
 
@@ -144,9 +173,7 @@ class SessionManager:
                 else:
                     self._live_by_key.pop(key, None)
         self._last_activity = time.monotonic()
-        self.recent[session.id] = session
-        while len(self.recent) > self._keep_finished:
-            self.recent.pop(next(iter(self.recent)))
+        self._keep(session)
         if self._on_end is not None:
             self._on_end(session)
         self.feed.finished(session)
@@ -167,6 +194,24 @@ class SessionManager:
                 cost=(session.cost or {}).get("total"),
             ),
         )
+
+    def _keep(self, session: Session) -> None:
+        """Keep a finished session for replay, within the count and the byte budget: the
+        oldest go first, and one larger than the whole budget is not kept (its replay and its
+        record come from the store)."""
+        size = held_bytes(session)
+        budget = self.settings.keep_finished_bytes
+        if size <= budget:
+            self.recent[session.id] = session
+            self._recent_sizes[session.id] = size
+            self.recent_bytes += size
+        recent = self.recent
+        while recent and (len(recent) > self._keep_finished or self.recent_bytes > budget):
+            self._forget_finished(next(iter(recent)))
+
+    def _forget_finished(self, session_id: str) -> None:
+        if self.recent.pop(session_id, None) is not None:
+            self.recent_bytes -= self._recent_sizes.pop(session_id)
 
     def _summary(self, session: Session) -> dict[str, Any]:
         return {
@@ -189,7 +234,7 @@ class SessionManager:
         store. Returns how many records the store removed."""
         cutoff = time.time() - retention
         for session_id in [k for k, s in self.recent.items() if s.created_at < cutoff]:
-            del self.recent[session_id]
+            self._forget_finished(session_id)
         return await self.store.delete_before(cutoff)
 
     async def shutdown(self) -> None:

@@ -159,6 +159,8 @@ class OpsFeed:
         self._urgent = asyncio.Event()
         #: finished sessions in the order they finished, oldest first
         self._finished: dict[str, None] = {}
+        #: the final rows of sessions that finished while nobody watched, not yet collected
+        self._settled: dict[str, Row] = {}
         self._outcomes: deque[bool] = deque(maxlen=ERROR_RATE_OVER)
         self._spend = 0.0
         self._unpriced = 0
@@ -204,7 +206,22 @@ class OpsFeed:
             tokens = session.output_tokens()
             previous = self._typical.get(label)
             self._typical[label] = tokens if previous is None else 0.8 * previous + 0.2 * tokens
+        if not self.followers:
+            self._settle(session)
         self._urgent.set()
+
+    def _settle(self, session: Session) -> None:
+        """Nobody watches: the finished session's final row is derived now, once, and the feed
+        lets go of the session (its event log and all) rather than hold it, up to
+        ``recent_sessions`` of them, for a reader who may never come."""
+        session_id = session.id
+        row = derive(session, self._typical)
+        self._count_tokens(session_id, row["tokens"])
+        self._settled[session_id] = row
+        self._active.discard(session_id)
+        self._tokens_seen.pop(session_id, None)
+        self._stamps.pop(session_id, None)
+        self._sessions.pop(session_id, None)
 
     # -- the flush task -----------------------------------------------------------------------
 
@@ -243,6 +260,12 @@ class OpsFeed:
         changes: dict[str, Row] = {}
         rows = self._rows
         stamps = self._stamps
+        for session_id, row in self._settled.items():
+            change = diff_row(rows.get(session_id), row)
+            if change:
+                changes[session_id] = change
+                rows[session_id] = row
+        self._settled.clear()
         for session_id in list(self._active):
             session = self._sessions[session_id]
             # An idle stream (no new event, same state and attempt) costs one tuple here.
@@ -288,6 +311,7 @@ class OpsFeed:
             session_id = next(iter(self._finished))
             del self._finished[session_id]
             self._sessions.pop(session_id, None)
+            self._settled.pop(session_id, None)
             self._active.discard(session_id)
             self._tokens_seen.pop(session_id, None)
             self._stamps.pop(session_id, None)

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from sluice import events as ev
 from sluice.config import StreamSettings
-from sluice.errors import SluiceError, UpstreamError, UpstreamStatus
+from sluice.errors import SluiceError, UpstreamError, UpstreamStatus, UpstreamTooLarge
 from sluice.logs import kv
 from sluice.providers import Route
 from sluice.session.eventlog import EventLog
 from sluice.session.flag import Flag
 from sluice.session.store import NewEvent
 from sluice.session.telemetry import StreamClock
-from sluice.sse import SSEDecoder
+from sluice.sse import FrameTooLarge, SSEDecoder
 from sluice.turn import TurnAccumulator, TurnRequest
 from sluice.upstream import Pending, UpstreamStream
 from sluice.wire.anthropic_messages import MessagesStreamAdapter
@@ -113,18 +113,32 @@ class _Pump:
     adapter's fold by the adapter's ``quick``, with the same outcome. (An object rather than
     a closure: one small block per open stream instead of a cell for each captured name.)"""
 
-    __slots__ = ("adapter", "decoder", "drop_usage_frame", "limit", "session", "upstream")
+    __slots__ = (
+        "adapter",
+        "decoder",
+        "drop_usage_frame",
+        "limit",
+        "max_events",
+        "session",
+        "upstream",
+    )
 
     def __init__(self, session: Session, upstream: UpstreamStream) -> None:
         spec = session.spec
+        settings = session.settings
         self.session = session
         self.upstream = upstream
         self.adapter = ADAPTERS[session.route.wire]()
-        self.decoder = SSEDecoder(keep_raw=spec.passthrough)
+        self.decoder = SSEDecoder(
+            keep_raw=spec.passthrough,
+            max_line=settings.max_line_bytes,
+            max_event=settings.max_event_bytes,
+        )
         self.drop_usage_frame = (
             spec.passthrough and spec.endpoint == "chat" and not spec.turn.include_usage
         )
-        self.limit = session.settings.buffer_events
+        self.limit = settings.buffer_events
+        self.max_events = settings.max_stream_events
 
     def feed(self, chunk: bytes) -> None:
         """One piece of the upstream body."""
@@ -139,7 +153,13 @@ class _Pump:
             else:
                 session._on_events([delta], raw, now)
         else:
-            for event, data, raw in decoder.frames(chunk):
+            try:
+                frames = decoder.frames(chunk)
+            except FrameTooLarge as exc:
+                raise UpstreamTooLarge(
+                    f"{exc} (streams.max_line_bytes, streams.max_event_bytes)"
+                ) from None
+            for event, data, raw in frames:
                 produced = adapter.feed(event, data)
                 if self.drop_usage_frame and adapter.last_was_usage_only:
                     raw = b""
@@ -153,12 +173,15 @@ class _Pump:
             # (the lag counts this read's pieces before the readers have heard of them: a
             # read of more than the buffer holds the next read until they have written it)
             limit = self.limit
-            if (
-                len(entries.entries) > limit
-                and session._held_since is None
-                and session._lag() > limit
-            ):
-                session._hold(self.upstream)
+            held = len(entries.entries)
+            if held > limit:  # (the log's bound is checked only past the buffer's)
+                if held > self.max_events:
+                    raise UpstreamTooLarge(
+                        f"the upstream stream is over {self.max_events:,} events "
+                        "(streams.max_stream_events)"
+                    )
+                if session._held_since is None and session._lag() > limit:
+                    session._hold(self.upstream)
 
 
 def _add_usage(
@@ -451,6 +474,7 @@ class Session:
             try:
                 upstream = await opening
             except UpstreamError as exc:
+                exc.__traceback__ = None  # (no cycle through this frame: see ``_relay``)
                 refused += 1
                 delay = self._backoff(refused, getattr(exc, "retry_after", None))
                 if (
@@ -523,7 +547,9 @@ class Session:
         #: the stream reached its end: the connection may serve another request
         reusable = False
         try:
-            await upstream.start(pump.feed, entries.notify)
+            # the log's length is the stall deadline's progress: comments and keep-alive
+            # frames add nothing to it
+            await upstream.start(pump.feed, entries.notify, entries.__len__)
             reusable = adapter.done
             if not reusable:
                 # The body ended before the stream's own end. A last frame without its blank
@@ -532,7 +558,10 @@ class Session:
                 self._on_events(adapter.close(), b"", time.monotonic())
         except UpstreamError as exc:
             # Open tool calls end "incomplete"; the break itself is the terminal error, more
-            # precise than the adapter's "truncated".
+            # precise than the adapter's "truncated". (Its traceback goes: it would hold this
+            # frame, and through the response that holds the error, the session's whole log
+            # in a cycle until a full collection, which the gateway runs only when quiet.)
+            exc.__traceback__ = None
             tail = [e for e in adapter.close() if type(e) is not ev.Error]
             tail.append(ev.Error(exc.type, exc.message, exc.retryable, exc.status))
             self._on_events(tail, b"", time.monotonic())
@@ -573,9 +602,11 @@ class Session:
             elif kind is ev.ToolCallDone:
                 self._log_tool_call(event)  # type: ignore[arg-type]
             elif kind is ev.Error:
-                # Held back: the caller ends the session with it or retries the turn.
+                # Held back: the caller ends the session with it or retries the turn. The
+                # provider's own error frame goes to a passthrough client as it came; a frame
+                # the adapter could not read never does: it is no frame of the format.
                 self._pending_error = event  # type: ignore[assignment]
-                if raw:
+                if raw and event.type != "upstream_protocol":  # type: ignore[union-attr]
                     entries.append((None, raw))
                 continue
             acc.apply(event)

@@ -1,0 +1,161 @@
+"""The ``httpx`` transport: the upstream contract (``sluice.upstream.Upstream``) on httpx's
+``AsyncClient``, with HTTP/2 (negotiated by ALPN on https origins, through ``h2``).
+
+For what the gateway's own client does not cover: an upstream that speaks only HTTP/2, or a
+network in front of the provider that the fast client does not get along with. Every error of
+httpx (and of httpcore, h2, ssl and the sockets below it) is mapped here to an
+``UpstreamError``: ``UpstreamConnectError`` before the headers, ``UpstreamStalled`` for a read
+past the stall deadline, ``UpstreamBroken`` for a body that breaks.
+
+The body is read raw (``aiter_raw``) and ``accept-encoding: identity`` is asked: nothing is
+decompressed behind the gateway's back, and an answer in another content-encoding is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import Any
+
+import httpx
+
+from sluice.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, UpstreamStalled
+from sluice.transports.network import Network, Proxy
+from sluice.transports.pulled import PulledStream, kept_headers
+from sluice.transports.status import status_error, unsupported_encoding
+from sluice.upstream import _MAX_ERROR_BODY, _describe, _origin
+
+
+class HttpxUpstream:
+    """One ``AsyncClient`` per proxy in use (most often one: direct, or the provider's)."""
+
+    def __init__(
+        self,
+        connect_timeout: float = 10.0,
+        stall_timeout: float | None = None,
+        network: Network | None = None,
+        *,
+        http2: bool = True,
+    ) -> None:
+        self._connect_timeout = connect_timeout
+        self._timeout = httpx.Timeout(None, connect=connect_timeout, read=stall_timeout or None)
+        self._network = network or Network()
+        self._http2 = http2
+        self._clients: dict[Proxy | None, httpx.AsyncClient] = {}
+        self._closes: set[asyncio.Task[None]] = set()
+
+    def _client(self, url: httpx.URL) -> httpx.AsyncClient:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        proxy = self._network.proxy_for(url.scheme, url.host, port)
+        client = self._clients.get(proxy)
+        if client is None:
+            self._clients[proxy] = client = httpx.AsyncClient(
+                timeout=self._timeout,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=1000),
+                verify=self._network.ssl_context(),
+                http2=self._http2,
+                trust_env=False,  # the proxies are ours (``Network``), read once
+                proxy=_httpx_proxy(proxy),
+                follow_redirects=False,
+            )
+        return client
+
+    def _closing(self, close: Coroutine[Any, Any, None]) -> None:
+        # httpx closes asynchronously: the client owns the closing task and awaits it.
+        task = asyncio.ensure_future(close)
+        self._closes.add(task)
+        task.add_done_callback(self._closes.discard)
+
+    def open(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        accepted: asyncio.Future[None] | None = None,
+    ) -> Coroutine[Any, Any, PulledStream]:
+        return self._open(url, headers, body, accepted)
+
+    async def _open(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        accepted: asyncio.Future[None] | None,
+    ) -> PulledStream:
+        try:
+            target = httpx.URL(url)
+            if target.scheme not in ("http", "https") or not target.host:
+                raise UpstreamConnectError(f"invalid upstream URL {_origin(url)!r}: http(s) only")
+            request_headers = {
+                name: value
+                for name, value in headers.items()
+                if name.lower() not in ("host", "content-length", "transfer-encoding")
+            }
+            request_headers["accept-encoding"] = "identity"
+            client = self._client(target)
+            request = client.build_request("POST", target, headers=request_headers, content=body)
+            response = await client.send(request, stream=True)
+        except UpstreamError:
+            raise
+        except httpx.TimeoutException as exc:
+            raise UpstreamConnectError(f"no answer from {_origin(url)} in time") from exc
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
+            raise UpstreamConnectError(f"cannot reach {_origin(url)}: {_describe(exc)}") from exc
+        status = response.status_code
+        kept = kept_headers(list(response.headers.items()))
+        if status >= 400:
+            raw = await self._error_body(response)
+            raise status_error(status, raw, kept.get("retry-after"))
+        encoding = kept.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            self._closing(response.aclose())
+            raise unsupported_encoding(encoding)
+        if accepted is not None and not accepted.done():
+            accepted.set_result(None)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.aiter_raw():
+                    yield chunk
+            except httpx.TimeoutException as exc:
+                raise UpstreamStalled(
+                    "no byte from the upstream within the stall deadline"
+                ) from exc
+            except (httpx.HTTPError, OSError) as exc:
+                raise UpstreamBroken(
+                    f"upstream connection broke mid-stream: {_describe(exc)}"
+                ) from exc
+
+        def close() -> None:
+            self._closing(response.aclose())
+
+        return PulledStream(status, kept, chunks(), close, close)
+
+    async def _error_body(self, response: httpx.Response) -> bytes:
+        body = bytearray()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                async for chunk in response.aiter_raw():
+                    body.extend(chunk[: _MAX_ERROR_BODY - len(body)])
+                    if len(body) >= _MAX_ERROR_BODY:
+                        break
+        except (httpx.HTTPError, OSError, TimeoutError):
+            pass
+        finally:
+            self._closing(response.aclose())
+        return bytes(body)
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._closes, return_exceptions=True)
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+def _httpx_proxy(proxy: Proxy | None) -> httpx.Proxy | None:
+    if proxy is None:
+        return None
+    if proxy.username or proxy.password:
+        return httpx.Proxy(proxy.url, auth=(proxy.username, proxy.password))
+    return httpx.Proxy(proxy.url)

@@ -71,6 +71,7 @@ from sluice.errors import (
     UpstreamTooLarge,
     classify_status,
 )
+from sluice.transports.failures import connect_failure
 from sluice.transports.network import Network, Proxy
 from sluice.transports.tunnel import open_tunnel
 from sluice.wheel import wheel
@@ -830,9 +831,7 @@ class UpstreamClient:
         except TimeoutError as exc:
             raise UpstreamConnectError(f"timed out connecting to {_origin(url)}{via}") from exc
         except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
-            raise UpstreamConnectError(
-                f"cannot reach {_origin(url)}{via}: {_describe(exc)}"
-            ) from exc
+            raise connect_failure(f"cannot reach {_origin(url)}{via}", exc) from exc
         except ValueError as exc:  # a host name IDNA cannot encode, a NUL in it
             raise UpstreamConnectError(
                 f"cannot reach {_origin(url)}{via}: {_describe(exc)}"

@@ -95,6 +95,56 @@ async def sse_answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _req: by
     await w.drain()
 
 
+def chat_events(*texts: str) -> list[bytes]:
+    """An OpenAI Chat Completions stream of ``texts``, its usage and ``[DONE]``: SSE frames."""
+    import orjson
+
+    def frame(delta: dict[str, object], finish: str | None = None) -> bytes:
+        body = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    frames = [frame({"role": "assistant", "content": ""})]
+    frames += [frame({"content": text}) for text in texts]
+    frames.append(frame({}, "stop"))
+    usage = {"prompt_tokens": 3, "completion_tokens": len(texts), "total_tokens": 3 + len(texts)}
+    frames.append(
+        b"data: "
+        + orjson.dumps(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "m",
+                "choices": [],
+                "usage": usage,
+            }
+        )
+        + b"\n\n"
+    )
+    frames.append(b"data: [DONE]\n\n")
+    return frames
+
+
+def chat_answer(*texts: str) -> Handler:
+    """An HTTP/1.1 handler answering with ``chat_events(*texts)``, one chunk per frame."""
+
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _req: bytes) -> None:
+        w.write(OK_CHUNKED)
+        for frame in chat_events(*texts):
+            w.write(chunk(frame))
+            await w.drain()
+        w.write(LAST_CHUNK)
+        await w.drain()
+
+    return answer
+
+
 # -- certificates -----------------------------------------------------------------------------
 
 

@@ -19,10 +19,11 @@ import aiohttp
 from yarl import URL
 
 from sluice.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, UpstreamStalled
+from sluice.transports.failures import connect_failure, describe
 from sluice.transports.network import Network
 from sluice.transports.pulled import PulledStream, kept_headers
 from sluice.transports.status import status_error, unsupported_encoding
-from sluice.upstream import _MAX_ERROR_BODY, _describe, _origin
+from sluice.upstream import _MAX_ERROR_BODY, _origin
 
 
 class AiohttpUpstream:
@@ -86,7 +87,7 @@ class AiohttpUpstream:
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamConnectError(f"no answer from {_origin(url)} in time") from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            raise UpstreamConnectError(f"cannot reach {_origin(url)}: {_describe(exc)}") from exc
+            raise connect_failure(f"cannot reach {_origin(url)}", exc) from exc
         status = response.status
         kept = kept_headers(list(response.headers.items()))
         if status >= 400:
@@ -109,7 +110,7 @@ class AiohttpUpstream:
                 ) from exc
             except (aiohttp.ClientError, OSError) as exc:
                 raise UpstreamBroken(
-                    f"upstream connection broke mid-stream: {_describe(exc)}"
+                    f"upstream connection broke mid-stream: {describe(exc)}"
                 ) from exc
 
         return PulledStream(status, kept, chunks(), response.close, response.release)

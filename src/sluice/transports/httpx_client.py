@@ -20,10 +20,11 @@ from typing import Any
 import httpx
 
 from sluice.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, UpstreamStalled
+from sluice.transports.failures import connect_failure, describe
 from sluice.transports.network import Network, Proxy
 from sluice.transports.pulled import PulledStream, kept_headers
 from sluice.transports.status import status_error, unsupported_encoding
-from sluice.upstream import _MAX_ERROR_BODY, _describe, _origin
+from sluice.upstream import _MAX_ERROR_BODY, _origin
 
 
 class HttpxUpstream:
@@ -101,7 +102,7 @@ class HttpxUpstream:
         except httpx.TimeoutException as exc:
             raise UpstreamConnectError(f"no answer from {_origin(url)} in time") from exc
         except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
-            raise UpstreamConnectError(f"cannot reach {_origin(url)}: {_describe(exc)}") from exc
+            raise connect_failure(f"cannot reach {_origin(url)}", exc) from exc
         status = response.status_code
         kept = kept_headers(list(response.headers.items()))
         if status >= 400:
@@ -124,7 +125,7 @@ class HttpxUpstream:
                 ) from exc
             except (httpx.HTTPError, OSError) as exc:
                 raise UpstreamBroken(
-                    f"upstream connection broke mid-stream: {_describe(exc)}"
+                    f"upstream connection broke mid-stream: {describe(exc)}"
                 ) from exc
 
         def close() -> None:

@@ -158,7 +158,7 @@ class Certificates:
     client_ca: trustme.CA = field(default_factory=trustme.CA)
 
     def __post_init__(self) -> None:
-        self.server = self.ca.issue_cert("localhost", "127.0.0.1", "::1")
+        self.server = self.ca.issue_cert("localhost", "127.0.0.1", "::1", "origin.sluice.test")
         self.ca_bundle = self.directory / "ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_bundle))
         client = self.client_ca.issue_cert("gateway@sluice.test")
@@ -196,10 +196,16 @@ def stranger_context() -> ssl.SSLContext:
 # -- a forward proxy --------------------------------------------------------------------------
 
 
+#: the names only the test proxy resolves (as a corporate proxy resolves names its clients
+#: cannot): an origin behind it is addressed as ``origin.sluice.test``
+PROXY_HOSTS = {"origin.sluice.test": "127.0.0.1"}
+
+
 class ForwardProxy:
     """An HTTP forward proxy: ``CONNECT host:port`` opens a tunnel; a request in absolute form
     is sent on to its origin in origin form. Records each request's method, target and
-    ``Proxy-Authorization``; answers 407 when ``credentials`` are set and not given."""
+    ``Proxy-Authorization``; answers 407 when ``credentials`` are set and not given. Resolves
+    the names in ``PROXY_HOSTS`` itself."""
 
     def __init__(self, credentials: str | None = None) -> None:
         self.credentials = credentials
@@ -227,14 +233,17 @@ class ForwardProxy:
                 return
             if method == "CONNECT":
                 host, _, port = target.rpartition(":")
-                up_reader, upstream = await asyncio.open_connection(host.strip("[]"), int(port))
+                host = host.strip("[]")
+                up_reader, upstream = await asyncio.open_connection(
+                    PROXY_HOSTS.get(host, host), int(port)
+                )
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 await writer.drain()
             else:
                 parts = urlsplit(target)
                 assert parts.hostname is not None
                 up_reader, upstream = await asyncio.open_connection(
-                    parts.hostname, parts.port or 80
+                    PROXY_HOSTS.get(parts.hostname, parts.hostname), parts.port or 80
                 )
                 path = parts.path + (f"?{parts.query}" if parts.query else "")
                 kept = [

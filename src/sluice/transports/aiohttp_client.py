@@ -70,15 +70,19 @@ class AiohttpUpstream:
                 if name.lower() not in ("host", "content-length", "transfer-encoding")
             }
             request_headers["accept-encoding"] = "identity"
+            if proxy is not None and proxy.authorization is not None and target.scheme == "http":
+                # (aiohttp sends ``proxy_headers`` with CONNECT only; an absolute-form request
+                # carries the credentials itself, and the proxy takes them off)
+                request_headers["proxy-authorization"] = proxy.authorization
             response = await self._client().post(
                 target,
                 data=body,
                 headers=request_headers,
                 allow_redirects=False,
                 proxy=proxy.url if proxy is not None else None,
-                proxy_auth=(
-                    aiohttp.BasicAuth(proxy.username, proxy.password)
-                    if proxy is not None and (proxy.username or proxy.password)
+                proxy_headers=(
+                    {"Proxy-Authorization": proxy.authorization}
+                    if proxy is not None and proxy.authorization is not None
                     else None
                 ),
             )

@@ -11,7 +11,9 @@ The environment is read the way curl, requests and httpx read it:
   (``example.com`` matches it and its subdomains, as does ``.example.com``), IP addresses,
   CIDR blocks (``10.0.0.0/8``, ``fd00::/8``), each optionally with ``:port``.
 
-A provider's own ``proxy`` is used for it whatever the environment says (``NO_PROXY`` included);
+Loopback origins (``localhost``, 127.0.0.0/8, ``::1``: the embedded simulator, a local model
+server) never go through the environment's proxies. A provider's own ``proxy`` is used for it
+whatever the environment says (``NO_PROXY`` and loopback included);
 ``proxy = ""`` sends it direct. Proxies are ``http://`` proxies (``user:pass@`` is sent as
 ``Proxy-Authorization: Basic``); the credentials never appear in a message or a ``repr``.
 """
@@ -161,6 +163,19 @@ def _split_port(entry: str) -> tuple[str, int | None]:
     return entry, None
 
 
+def _loopback(host: str) -> bool:
+    """``localhost``, ``*.localhost``, 127.0.0.0/8 and ::1: never through the environment's
+    proxies (as Go's ``ProxyFromEnvironment`` does), so the embedded simulator and a local
+    model server stay direct whatever ``NO_PROXY`` says."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _env(environ: Mapping[str, str], name: str) -> str:
     return environ.get(name.lower()) or environ.get(name.upper()) or ""
 
@@ -200,7 +215,7 @@ class Network:
         if self._explicit is not None:
             return self._explicit
         proxy = self._proxies.get(scheme)
-        if proxy is None or self._no_proxy.matches(host, port):
+        if proxy is None or _loopback(host) or self._no_proxy.matches(host, port):
             return None
         return proxy
 

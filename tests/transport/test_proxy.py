@@ -17,8 +17,9 @@ import pytest
 
 from sluice.config import ProviderConfig
 from sluice.errors import UpstreamConnectError
+from sluice.gateway.upstreams import build_upstream
 from sluice.transports.network import Network, NetworkOptions
-from sluice.transports.select import build_upstream, make_transport
+from sluice.transports.select import make_transport
 from sluice.upstream import Upstream
 from tests.conftest import running_gateway, start
 from tests.conftest import test_settings as settings_for

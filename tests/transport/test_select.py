@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from sluice.config import ConfigError, load_settings
+from sluice.gateway.upstreams import build_upstream
 from sluice.transports.aiohttp_client import AiohttpUpstream
 from sluice.transports.httpx_client import HttpxUpstream
-from sluice.transports.select import TransportRouter, build_upstream
+from sluice.transports.select import TransportRouter
 from sluice.upstream import UpstreamClient
 from tests.transport.servers import Certificates
 

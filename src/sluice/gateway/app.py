@@ -54,6 +54,7 @@ from sluice.gateway.presenters import (
 from sluice.gateway.responses import JSONResponse, error_response
 from sluice.gateway.resume import check_within, requested_resume_id
 from sluice.gateway.streaming import SessionStream, summary_of
+from sluice.gateway.upstreams import build_upstream
 from sluice.gateway.websocket import session_socket_endpoint
 from sluice.logs import kv
 from sluice.pricing import PriceBook
@@ -64,7 +65,6 @@ from sluice.session.opsfeed import OpsFeed
 from sluice.session.session import Session, SessionSpec
 from sluice.session.store import SessionStore, open_store
 from sluice.sse import encode_event
-from sluice.transports.select import build_upstream
 from sluice.turn import TurnRequest
 from sluice.upstream import Upstream
 from sluice.wire.requests import (

@@ -1,23 +1,17 @@
-"""The gateway's upstream: one transport per distinct provider setting, chosen per request by
-the provider's ``base_url``.
-
-When no provider sets a ``transport`` or network setting of its own, the upstream is the
-gateway's own client alone (``UpstreamClient``, with the environment's proxies): nothing is
-added to a request's way. Otherwise ``TransportRouter`` sends each request to the transport of
-the provider whose ``base_url`` starts its URL (the longest such), and every other URL (the
-embedded simulator's, a provider without settings) to that default client.
+"""Choosing a transport: ``make_transport`` builds one by name (``fast``, ``httpx``,
+``aiohttp``), and ``TransportRouter`` is an ``Upstream`` made of several, which sends each
+request to the transport of the longest URL prefix that starts it, and any other to a default.
+(The gateway builds its router from the providers' settings: ``sluice.gateway.upstreams``.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Mapping
 
-from sluice.config import ConfigError, ProviderConfig, Settings
 from sluice.transports.aiohttp_client import AiohttpUpstream
 from sluice.transports.httpx_client import HttpxUpstream
-from sluice.transports.network import Network, NetworkOptions, ProxyError
+from sluice.transports.network import Network
 from sluice.upstream import Pending, Upstream, UpstreamClient
 
 
@@ -53,15 +47,6 @@ class TransportRouter:
                 await upstream.close()
 
 
-def network_options(provider: ProviderConfig) -> NetworkOptions:
-    return NetworkOptions(
-        proxy=provider.proxy,
-        ca_bundle=provider.ca_bundle,
-        client_cert=provider.client_cert,
-        client_key=provider.client_key,
-    )
-
-
 def make_transport(
     kind: str,
     network: Network,
@@ -73,48 +58,3 @@ def make_transport(
     if kind == "aiohttp":
         return AiohttpUpstream(connect_timeout, stall_timeout, network)
     return UpstreamClient(connect_timeout, stall_timeout, network)
-
-
-def build_upstream(settings: Settings, environ: Mapping[str, str] | None = None) -> Upstream:
-    """The upstream for ``settings``' providers; ``ConfigError`` for a proxy in the environment
-    that cannot be used, or a CA bundle or client certificate that does not load."""
-    streams = settings.streams
-    connect, stall = streams.connect_timeout, streams.stall_timeout
-    from_env = _network(NetworkOptions(), environ, "environment")
-    default = UpstreamClient(connect, stall, None if from_env.direct else from_env)
-    transports: dict[tuple[str, NetworkOptions], Upstream] = {}
-    routes: list[tuple[str, Upstream]] = []
-    claimed: dict[str, tuple[str, tuple[str, NetworkOptions]]] = {}
-    for provider in settings.providers.values():
-        if not provider.network_settings or provider.base_url is None:
-            continue
-        key = (provider.transport, network_options(provider))
-        prefix = provider.base_url.rstrip("/") + "/"
-        other = claimed.get(prefix)
-        if other is not None and other[1] != key:
-            raise ConfigError(
-                f"providers {other[0]} and {provider.name} share base_url {provider.base_url} "
-                "but differ in transport or network settings"
-            )
-        claimed[prefix] = (provider.name, key)
-        transport = transports.get(key)
-        if transport is None:
-            network = _network(key[1], environ, f"providers.{provider.name}")
-            transports[key] = transport = make_transport(key[0], network, connect, stall)
-        routes.append((prefix, transport))
-    if not routes:
-        return default
-    return TransportRouter(default, routes)
-
-
-def _network(options: NetworkOptions, environ: Mapping[str, str] | None, where: str) -> Network:
-    try:
-        network = Network(options, environ)
-    except ProxyError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    if options.ca_bundle or options.client_cert:
-        try:
-            network.ssl_context()  # loaded now: a bad file stops the start, not a request
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"{where}: the CA bundle or client certificate: {exc}") from None
-    return network

@@ -8,6 +8,7 @@ resolves, as a corporate proxy resolves names its clients cannot."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sluice.config import ProviderConfig
-from sluice.errors import UpstreamConnectError
+from sluice.errors import UpstreamBroken, UpstreamConnectError
 from sluice.gateway.upstreams import build_upstream
 from sluice.transports.network import Network, NetworkOptions
 from sluice.transports.select import make_transport
@@ -24,8 +25,10 @@ from sluice.upstream import Upstream
 from tests.conftest import running_gateway, start
 from tests.conftest import test_settings as settings_for
 from tests.transport.servers import (
+    OK_CHUNKED,
     Certificates,
     chat_answer,
+    chunk,
     forward_proxy,
     origin,
     sse_answer,
@@ -201,3 +204,40 @@ async def test_the_gateway_takes_its_proxies_from_the_environment(
         await upstream.close()
     assert "certificate verify failed" in caught.value.message
     assert proxy.seen == [("CONNECT", f"origin.sluice.test:{server.port}", None)]
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_a_tunnelled_body_that_breaks_mid_stream_is_upstream_broken(
+    kind: str, certs: Certificates, made: list[Upstream]
+) -> None:
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _req: bytes) -> None:
+        w.write(OK_CHUNKED + chunk(b"data: 1\n\n"))
+        await w.drain()
+        w.transport.abort()
+
+    async with (
+        forward_proxy() as proxy,
+        origin(answer, tls=certs.server_context()) as server,
+    ):
+        upstream = transport(made, kind, proxy=proxy.url, ca_bundle=str(certs.ca_bundle))
+        stream = await upstream.open(behind_proxy(server.url), {}, b"{}")
+        pieces: list[bytes] = []
+        with pytest.raises(UpstreamBroken):
+            async with asyncio.timeout(30):
+                await stream.start(pieces.append)
+        stream.close()
+    assert pieces == [b"data: 1\n\n"]
+
+
+async def test_the_fast_client_pools_its_tunnelled_connections(
+    certs: Certificates, made: list[Upstream]
+) -> None:
+    async with (
+        forward_proxy() as proxy,
+        origin(sse_answer, tls=certs.server_context()) as server,
+    ):
+        upstream = transport(made, "fast", proxy=proxy.url, ca_bundle=str(certs.ca_bundle))
+        for _ in range(3):
+            assert await body_of(upstream, behind_proxy(server.url)) == BODY
+    assert [seen[0] for seen in proxy.seen] == ["CONNECT"]
+    assert server.connections == 1 and len(server.requests) == 3

@@ -165,3 +165,16 @@ async def test_a_session_to_an_unknown_ca_errors_upstream_tls_without_retrying(
     assert "certificate verify failed" in record["error"]["message"].lower()
     assert record["text"] == "" and record["attempts"] == 1
     assert not server.requests
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_an_ipv6_literal_is_checked_against_the_certificates_address(
+    kind: str, certs: Certificates, made: list[Upstream]
+) -> None:
+    upstream = transport(made, kind, ca_bundle=str(certs.ca_bundle))
+    async with origin(sse_answer, tls=certs.server_context(), host="::1") as server:
+        assert server.url.startswith("https://[::1]:")
+        assert await body_of(upstream, server.url) == BODY
+    async with origin(sse_answer, tls=certs.context_for("localhost"), host="::1") as server:
+        with pytest.raises(UpstreamTLSError):  # a certificate that does not name ::1
+            await upstream.open(server.url, {}, b"{}")

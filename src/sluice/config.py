@@ -61,7 +61,7 @@ class ProviderConfig:
     client_key: str | None = None
 
     @property
-    def network_settings(self) -> bool:
+    def sets_network(self) -> bool:
         """Whether the provider sets a transport or network setting of its own."""
         return self.transport != "fast" or any(
             value is not None
@@ -405,7 +405,7 @@ def _provider_network(provider: ProviderConfig, raw: dict[str, Any]) -> None:
         setattr(provider, key, path)
     if provider.client_key is not None and provider.client_cert is None:
         raise ConfigError(f"{where}.client_key needs client_cert")
-    if provider.network_settings and provider.base_url is None:
+    if provider.sets_network and provider.base_url is None:
         raise ConfigError(
             f"{where}: transport and network settings apply to a provider with a base_url"
         )

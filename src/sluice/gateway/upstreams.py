@@ -39,7 +39,7 @@ def build_upstream(settings: Settings, environ: Mapping[str, str] | None = None)
     routes: list[tuple[str, Upstream]] = []
     claimed: dict[str, tuple[str, tuple[str, NetworkOptions]]] = {}
     for provider in settings.providers.values():
-        if not provider.network_settings or provider.base_url is None:
+        if not provider.sets_network or provider.base_url is None:
             continue
         key = (provider.transport, network_options(provider))
         prefix = provider.base_url.rstrip("/") + "/"

@@ -14,6 +14,7 @@ decompressed behind the gateway's back, and an answer in another content-encodin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
@@ -63,7 +64,7 @@ class HttpxUpstream:
 
     def _closing(self, close: Coroutine[Any, Any, None]) -> None:
         # httpx closes asynchronously: the client owns the closing task and awaits it.
-        task = asyncio.ensure_future(close)
+        task = asyncio.ensure_future(_quietly(close))
         self._closes.add(task)
         task.add_done_callback(self._closes.discard)
 
@@ -160,3 +161,10 @@ def _httpx_proxy(proxy: Proxy | None) -> httpx.Proxy | None:
     if proxy.username or proxy.password:
         return httpx.Proxy(proxy.url, auth=(proxy.username, proxy.password))
     return httpx.Proxy(proxy.url)
+
+
+async def _quietly(close: Coroutine[Any, Any, None]) -> None:
+    """A response's close: what it raises (the connection was broken already) is of no use
+    to anyone, and must not be left in a task that nobody awaits."""
+    with contextlib.suppress(httpx.HTTPError, OSError):
+        await close

@@ -19,6 +19,9 @@ import h2.connection
 import h2.events
 import trustme
 
+from sluice.bench.proc import free_port
+from tests.proxies.servers import system_binary
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[None]]
 
 OK_CHUNKED = (
@@ -362,3 +365,67 @@ async def h2_origin(events: list[bytes], tls: ssl.SSLContext) -> AsyncIterator[H
     async with server:
         yield server_side
         server.close()
+
+
+# -- Debian's tinyproxy -----------------------------------------------------------------------
+
+
+@dataclass
+class TinyProxy:
+    url: str
+    log: Path
+
+    def requests(self) -> list[str]:
+        """The request lines tinyproxy logged (``CONNECT host:port HTTP/1.1``, ``POST http://…``)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [line.split("): ", 1)[1] for line in text.splitlines() if "]: Request (" in line]
+
+
+@asynccontextmanager
+async def tinyproxy(
+    workdir: Path, *, connect_ports: list[int], basic_auth: tuple[str, str] | None = None
+) -> AsyncIterator[TinyProxy]:
+    """tinyproxy in the foreground on a free loopback port, its files in ``workdir``: CONNECT
+    allowed to ``connect_ports`` only, and Basic credentials required if given."""
+    port = free_port("127.0.0.1")
+    log = workdir / "tinyproxy.log"
+    lines = [
+        f"Port {port}",
+        "Listen 127.0.0.1",
+        "Timeout 60",
+        "MaxClients 50",
+        "LogLevel Info",
+        f'LogFile "{log}"',
+        f'PidFile "{workdir / "tinyproxy.pid"}"',
+        "Allow 127.0.0.1",
+        "DisableViaHeader Yes",
+        *(f"ConnectPort {p}" for p in connect_ports),
+    ]
+    if basic_auth is not None:
+        lines.append(f"BasicAuth {basic_auth[0]} {basic_auth[1]}")
+    config = workdir / "tinyproxy.conf"
+    config.write_text("\n".join(lines) + "\n")
+    process = await asyncio.create_subprocess_exec(
+        system_binary("tinyproxy"),
+        "-d",
+        "-c",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    assert process.returncode is None, f"tinyproxy did not start: see {log}"
+                    await asyncio.sleep(0.05)
+                    continue
+                writer.close()
+                break
+        yield TinyProxy(f"http://127.0.0.1:{port}", log)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()

@@ -23,7 +23,8 @@ class _ProxyAnswer(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.transport: asyncio.Transport | None = None
         self.head = bytearray()
-        self.answered: asyncio.Future[bytes] = loop.create_future()
+        #: the head of the answer, and whether more bytes came after it
+        self.answered: asyncio.Future[tuple[bytes, bool]] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -34,10 +35,7 @@ class _ProxyAnswer(asyncio.Protocol):
         self.head += data
         end = self.head.find(b"\r\n\r\n")
         if end >= 0:
-            if end + 4 < len(self.head):  # the origin cannot speak before the client does
-                self.answered.set_exception(ConnectionError("bytes after the proxy's answer"))
-            else:
-                self.answered.set_result(bytes(self.head[:end]))
+            self.answered.set_result((bytes(self.head[:end]), end + 4 < len(self.head)))
         elif len(self.head) > MAX_PROXY_HEAD:
             self.answered.set_exception(ConnectionError("the proxy's answer has no end"))
 
@@ -65,7 +63,7 @@ async def open_tunnel(proxy: Proxy, host: str, port: int) -> asyncio.Transport:
     )
     try:
         transport.write(connect_request(proxy, host, port))
-        head = await answer.answered
+        head, more = await answer.answered
         status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         parts = status_line.split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
@@ -77,6 +75,8 @@ async def open_tunnel(proxy: Proxy, host: str, port: int) -> asyncio.Transport:
                 f"proxy {proxy.url} refused CONNECT to {host}:{port}: "
                 f"{status_line[len(parts[0]) + 1 :][:200]}{why}"
             )
+        if more:  # (a refusal may have a body; a tunnel's origin cannot speak first)
+            raise ConnectionError("bytes after the proxy's answer to CONNECT")
     except BaseException:
         transport.close()
         raise

@@ -296,12 +296,39 @@ class H2Origin:
     body."""
 
     events: list[bytes]
+    #: the answer's status; an error status is sent with ``error_body`` and ``retry-after: 7``
+    status: int = 200
+    error_body: bytes = b""
+    #: after the events, keep the stream open and silent (until the client resets it)
+    hold: bool = False
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    #: the streams the client reset (RST_STREAM)
+    resets: list[int] = field(default_factory=list)
     #: the protocol each connection negotiated by ALPN
     protocols: list[str | None] = field(default_factory=list)
+    #: set when the client reset a stream
+    reset: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
+    #: the connections being served, each by its task: ended when the server stops
+    serving: dict[asyncio.Task[object], asyncio.StreamWriter] = field(default_factory=dict)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.serving[task] = writer
+        try:
+            await self._serve(reader, writer)
+        finally:
+            del self.serving[task]
+
+    async def stop(self) -> None:
+        """Close the connections still open and wait for their handlers to end."""
+        for writer in self.serving.values():
+            writer.close()
+        if self.serving:
+            await asyncio.wait(list(self.serving), timeout=10)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ssl_object = writer.get_extra_info("ssl_object")
         self.protocols.append(ssl_object.selected_alpn_protocol() if ssl_object else None)
         if self.protocols[-1] != "h2":
@@ -326,6 +353,9 @@ class H2Origin:
                         conn.acknowledge_received_data(
                             event.flow_controlled_length, event.stream_id
                         )
+                    elif isinstance(event, h2.events.StreamReset):
+                        self.resets.append(event.stream_id)
+                        self.reset.set()
                     elif isinstance(event, h2.events.StreamEnded):
                         sid = event.stream_id
                         self.requests.append((heads[sid], bytes(bodies[sid])))
@@ -340,10 +370,24 @@ class H2Origin:
             for task in tasks:
                 task.cancel()
             writer.close()
+            if tasks:
+                await asyncio.wait(tasks)
 
     async def _answer(
         self, conn: h2.connection.H2Connection, writer: asyncio.StreamWriter, stream_id: int
     ) -> None:
+        if self.status >= 400:
+            conn.send_headers(
+                stream_id,
+                [
+                    (":status", str(self.status)),
+                    ("content-type", "application/json"),
+                    ("retry-after", "7"),
+                ],
+            )
+            conn.send_data(stream_id, self.error_body, end_stream=True)
+            writer.write(conn.data_to_send())
+            return
         conn.send_headers(
             stream_id,
             [(":status", "200"), ("content-type", "text/event-stream"), ("x-request-id", "h2")],
@@ -353,18 +397,30 @@ class H2Origin:
             await asyncio.sleep(0.01)
             conn.send_data(stream_id, event)
             writer.write(conn.data_to_send())
+        if self.hold:
+            return
         conn.end_stream(stream_id)
         writer.write(conn.data_to_send())
 
 
 @asynccontextmanager
-async def h2_origin(events: list[bytes], tls: ssl.SSLContext) -> AsyncIterator[H2Origin]:
-    server_side = H2Origin(events)
+async def h2_origin(
+    events: list[bytes],
+    tls: ssl.SSLContext,
+    *,
+    status: int = 200,
+    error_body: bytes = b"",
+    hold: bool = False,
+) -> AsyncIterator[H2Origin]:
+    server_side = H2Origin(events, status, error_body, hold)
     server = await asyncio.start_server(server_side.serve, "127.0.0.1", 0, ssl=tls)
     server_side.url = f"https://localhost:{server.sockets[0].getsockname()[1]}"
     async with server:
-        yield server_side
-        server.close()
+        try:
+            yield server_side
+        finally:
+            server.close()
+            await server_side.stop()
 
 
 # -- Debian's tinyproxy -----------------------------------------------------------------------

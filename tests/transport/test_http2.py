@@ -4,13 +4,14 @@ through the gateway end to end, over a direct connection and through a CONNECT p
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
 import pytest
 
 from sluice.config import ProviderConfig
-from sluice.errors import UpstreamConnectError
+from sluice.errors import UpstreamConnectError, UpstreamStalled, UpstreamStatus
 from sluice.transports.httpx_client import HttpxUpstream
 from sluice.transports.network import Network, NetworkOptions
 from sluice.upstream import UpstreamClient
@@ -31,7 +32,7 @@ async def test_the_httpx_transport_streams_from_an_http2_only_server(certs: Cert
         flushes: list[int] = []
         await stream.start(pieces.append, lambda: flushes.append(len(pieces)))
         stream.release()
-    await upstream.close()
+        await upstream.close()
     assert (stream.status, stream.headers["x-request-id"]) == (200, "h2")
     assert pieces == EVENTS  # one DATA frame per event, in order
     assert flushes[-1] == len(pieces)
@@ -52,6 +53,58 @@ async def test_the_fast_transport_cannot_speak_to_an_http2_only_server(
             await upstream.open(server.url + "/v1/chat/completions", {}, b"{}")
     await upstream.close()
     assert server.protocols == [None] and not server.requests
+
+
+async def test_an_http2_error_status_raises_with_the_providers_message(
+    certs: Certificates,
+) -> None:
+    upstream = HttpxUpstream(5.0, None, Network(NetworkOptions(ca_bundle=str(certs.ca_bundle))))
+    body = b'{"error": {"message": "slow down", "type": "rate_limit_error"}}'
+    async with h2_origin([], certs.server_context(alpn=["h2"]), status=429, error_body=body) as (
+        server
+    ):
+        with pytest.raises(UpstreamStatus) as caught:
+            await upstream.open(server.url + "/v1/chat/completions", {}, b"{}")
+        await upstream.close()
+    assert (caught.value.status, caught.value.message) == (429, "slow down")
+    assert caught.value.retry_after == 7.0 and caught.value.type == "rate_limited"
+
+
+async def test_a_silent_http2_stream_is_upstream_stalled(certs: Certificates) -> None:
+    upstream = HttpxUpstream(5.0, 0.3, Network(NetworkOptions(ca_bundle=str(certs.ca_bundle))))
+    async with h2_origin(EVENTS[:1], certs.server_context(alpn=["h2"]), hold=True) as server:
+        stream = await upstream.open(server.url + "/v1/chat/completions", {}, b"{}")
+        pieces: list[bytes] = []
+        with pytest.raises(UpstreamStalled):
+            async with asyncio.timeout(30):
+                await stream.start(pieces.append)
+        stream.close()
+        await upstream.close()
+    assert pieces == EVENTS[:1]
+
+
+async def test_closing_an_http2_stream_resets_it_and_is_idempotent(certs: Certificates) -> None:
+    upstream = HttpxUpstream(5.0, None, Network(NetworkOptions(ca_bundle=str(certs.ca_bundle))))
+    async with h2_origin(EVENTS[:1], certs.server_context(alpn=["h2"]), hold=True) as server:
+        stream = await upstream.open(server.url + "/v1/chat/completions", {}, b"{}")
+        first = asyncio.Event()
+        done = stream.start(lambda _piece: first.set())
+        async with asyncio.timeout(30):
+            await first.wait()
+            stream.close()
+            stream.close()
+            stream.release()
+            await server.reset.wait()
+        second = await upstream.open(server.url + "/v1/chat/completions", {}, b"{}")
+        first.clear()
+        second.start(lambda _piece: first.set())
+        async with asyncio.timeout(30):
+            await first.wait()
+        second.close()
+        await upstream.close()
+    assert done.cancelled()
+    assert server.resets[0] == 1  # the stream's RST_STREAM (CANCEL): the provider stops
+    assert server.protocols == ["h2"] and len(server.requests) == 2  # on the same connection
 
 
 async def _chat_through_gateway(settings_path: Path, provider: ProviderConfig) -> tuple[str, str]:

@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
+import h2.errors
 import httpx
 
 from sluice.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, UpstreamStalled
@@ -116,10 +117,14 @@ class HttpxUpstream:
         if accepted is not None and not accepted.done():
             accepted.set_result(None)
 
+        ended = False
+
         async def chunks() -> AsyncIterator[bytes]:
+            nonlocal ended
             try:
                 async for chunk in response.aiter_raw():
                     yield chunk
+                ended = True
             except httpx.TimeoutException as exc:
                 raise UpstreamStalled(
                     "no byte from the upstream within the stall deadline"
@@ -130,7 +135,7 @@ class HttpxUpstream:
                 ) from exc
 
         def close() -> None:
-            self._closing(response.aclose())
+            self._closing(_abort(response) if not ended else response.aclose())
 
         return PulledStream(status, kept, chunks(), close, close)
 
@@ -168,3 +173,33 @@ async def _quietly(close: Coroutine[Any, Any, None]) -> None:
     to anyone, and must not be left in a task that nobody awaits."""
     with contextlib.suppress(httpx.HTTPError, OSError):
         await close
+
+
+async def _abort(response: httpx.Response) -> None:
+    """Close a response before its body's end. On HTTP/1.1 httpcore closes the connection,
+    which the provider sees. On HTTP/2 it only forgets the stream (encode/httpcore#943): the
+    provider would go on generating into a 16 MB window. The stream is reset here
+    (RST_STREAM, CANCEL) on httpcore's connection, as its unmerged fix (#944) does, when the
+    response is on one; the connection and its other streams go on."""
+    target = _h2_stream(response) if response.http_version == "HTTP/2" else None
+    if target is not None:
+        connection, stream_id, request = target
+        with contextlib.suppress(Exception):  # (the stream or the connection is gone already)
+            connection._h2_state.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.CANCEL)
+            await connection._write_outgoing_data(request)
+    await response.aclose()
+
+
+def _h2_stream(response: httpx.Response) -> tuple[Any, int, Any] | None:
+    """httpcore's HTTP/2 connection, stream id and request under ``response`` (httpx 0.28,
+    httpcore 1.0: ``BoundAsyncStream`` → ``AsyncResponseStream`` → ``PoolByteStream`` →
+    ``HTTP2ConnectionByteStream``); None where the layers are not these."""
+    layer: Any = response.stream
+    for name in ("_stream", "_httpcore_stream", "_stream"):
+        layer = getattr(layer, name, None)
+    connection = getattr(layer, "_connection", None)
+    stream_id = getattr(layer, "_stream_id", None)
+    request = getattr(layer, "_request", None)
+    if not hasattr(connection, "_h2_state") or not isinstance(stream_id, int) or request is None:
+        return None
+    return connection, stream_id, request

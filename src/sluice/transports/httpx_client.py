@@ -129,7 +129,7 @@ class HttpxUpstream:
                 raise UpstreamStalled(
                     "no byte from the upstream within the stall deadline"
                 ) from exc
-            except (httpx.HTTPError, OSError) as exc:
+            except (httpx.HTTPError, httpx.StreamError, OSError) as exc:
                 raise UpstreamBroken(
                     f"upstream connection broke mid-stream: {describe(exc)}"
                 ) from exc
@@ -147,7 +147,7 @@ class HttpxUpstream:
                     body.extend(chunk[: _MAX_ERROR_BODY - len(body)])
                     if len(body) >= _MAX_ERROR_BODY:
                         break
-        except (httpx.HTTPError, OSError, TimeoutError):
+        except (httpx.HTTPError, httpx.StreamError, OSError, TimeoutError):
             pass
         finally:
             self._closing(response.aclose())

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 
-from sluice.errors import UpstreamError
+from sluice.errors import UpstreamBroken, UpstreamError
+from sluice.transports.failures import describe
 from sluice.upstream import KEPT_HEADERS, Flush, Sink
 
 
@@ -72,28 +73,44 @@ class PulledStream:
         return self._done
 
     async def _pump(self, sink: Sink, flush: Flush | None, done: asyncio.Future[None]) -> None:
+        chunks = aiter(self._chunks)
         try:
-            async for chunk in self._chunks:
+            while True:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except UpstreamError as exc:  # mapped by the transport already
+                    self._fail(done, exc)
+                    return
+                except Exception as exc:  # noqa: BLE001 - what a transport left unmapped
+                    why = f"upstream connection broke mid-stream: {describe(exc)}"
+                    self._fail(done, UpstreamBroken(why))
+                    self._drop()
+                    return
                 if self._finished:
                     break
                 if chunk:
-                    sink(chunk)
-                    if flush is not None:
-                        flush()
+                    try:
+                        sink(chunk)
+                        if flush is not None:
+                            flush()
+                    except Exception as exc:  # noqa: BLE001 - the consumer's own failure
+                        self._fail(done, exc)
+                        self._drop()
+                        return
                 if self._resumed is not None:
                     await self._resumed
         except asyncio.CancelledError:
             if not done.done():
                 done.cancel()
             raise
-        except Exception as exc:  # noqa: BLE001 - an UpstreamError, or the sink's own failure
-            if not done.done() and not self._finished:
-                done.set_exception(exc)
-            if not isinstance(exc, UpstreamError):
-                self._drop()
-            return
         if not done.done():
             done.set_result(None)
+
+    def _fail(self, done: asyncio.Future[None], exc: Exception) -> None:
+        if not done.done() and not self._finished:
+            done.set_exception(exc)
 
     def pause(self) -> None:
         if self._resumed is None and not self._closed:

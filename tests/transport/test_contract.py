@@ -9,7 +9,17 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from sluice.errors import UpstreamBroken, UpstreamConnectError, UpstreamStalled, UpstreamStatus
+from sluice.errors import (
+    UpstreamBroken,
+    UpstreamConnectError,
+    UpstreamEncoded,
+    UpstreamError,
+    UpstreamNotEventStream,
+    UpstreamRedirect,
+    UpstreamStalled,
+    UpstreamStatus,
+    UpstreamTooLarge,
+)
 from sluice.transports.network import Network
 from sluice.transports.select import make_transport
 from sluice.upstream import Upstream, UpstreamStream
@@ -26,9 +36,13 @@ async def make(request: pytest.FixtureRequest) -> AsyncIterator[MakeUpstream]:
     direct (no proxy from the environment), closed after the test."""
     made: list[Upstream] = []
 
-    def factory(connect_timeout: float = 10.0, stall_timeout: float | None = None) -> Upstream:
+    def factory(
+        connect_timeout: float = 10.0,
+        stall_timeout: float | None = None,
+        max_body: int = 1024 * 1024,
+    ) -> Upstream:
         network = Network(environ={})
-        upstream = make_transport(request.param, network, connect_timeout, stall_timeout)
+        upstream = make_transport(request.param, network, connect_timeout, stall_timeout, max_body)
         made.append(upstream)
         return upstream
 
@@ -298,3 +312,84 @@ async def test_an_ipv6_literal_in_the_url_is_reached(make: MakeUpstream) -> None
         assert b"".join(await read_all(stream)).endswith(b"[DONE]\n\n")
         stream.release()
     assert f"host: [::1]:{server.port}\r\n".encode() in server.requests[0].lower()
+
+
+@pytest.mark.parametrize(
+    ("head", "refusal"),
+    [
+        (
+            b"HTTP/1.1 307 Temporary Redirect\r\nlocation: https://elsewhere.test/v1?key=k\r\n",
+            UpstreamRedirect,
+        ),
+        (b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\n", UpstreamNotEventStream),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n",
+            UpstreamEncoded,
+        ),
+    ],
+)
+async def test_an_answer_that_is_no_event_stream_is_refused_before_accepted(
+    make: MakeUpstream, head: bytes, refusal: type[UpstreamError]
+) -> None:
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _req: bytes) -> None:
+        w.write(head + b"content-length: 9\r\n\r\n<html/>\r\n")
+
+    upstream = make()
+    accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async with origin(answer) as server:
+        with pytest.raises(refusal) as caught:
+            await upstream.open(server.url, {}, b"{}", accepted=accepted)
+    assert not accepted.done() and not caught.value.retryable
+    assert "key=k" not in caught.value.message
+    assert len(server.requests) == 1  # no redirect followed
+
+
+async def test_comments_alone_do_not_hold_off_the_stall_deadline(make: MakeUpstream) -> None:
+    """Given the consumer's progress count, only content resets the deadline: a provider that
+    sends nothing but ``: ping`` comments stalls."""
+
+    async def answer(r: asyncio.StreamReader, w: asyncio.StreamWriter, _req: bytes) -> None:
+        w.write(OK_CHUNKED + chunk(b"data: 1\n\n"))
+        while True:
+            await asyncio.sleep(0.05)
+            w.write(chunk(b": ping\n\n"))
+            await w.drain()
+
+    upstream = make(stall_timeout=0.5)
+    content = 0
+    pieces: list[bytes] = []
+
+    def sink(piece: bytes) -> None:
+        nonlocal content
+        pieces.append(piece)
+        if not piece.startswith(b":"):
+            content += 1
+
+    async with origin(answer) as server:
+        stream = await upstream.open(server.url, {}, b"{}")
+        with pytest.raises(UpstreamStalled):
+            async with asyncio.timeout(30):
+                await stream.start(sink, None, lambda: content)
+        stream.close()
+    assert content == 1 and len(pieces) > 2  # pings came, and did not count
+
+
+async def test_a_body_over_its_bound_is_upstream_too_large(make: MakeUpstream) -> None:
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _req: bytes) -> None:
+        w.write(OK_CHUNKED)
+        for _ in range(400):
+            w.write(chunk(b"data: " + b"x" * 1000 + b"\n\n"))
+            await w.drain()
+        w.write(LAST_CHUNK)
+
+    upstream = make(max_body=16 * 1024)
+    received: list[bytes] = []
+    async with origin(answer) as server:
+        stream = await upstream.open(server.url, {}, b"{}")
+        with pytest.raises(UpstreamTooLarge):
+            async with asyncio.timeout(30):
+                await stream.start(received.append)
+        stream.close()
+    # what got through: the bound, and at most one read of the socket past it (the fast
+    # client checks the bound per read)
+    assert sum(map(len, received)) <= 16 * 1024 + 64 * 1024

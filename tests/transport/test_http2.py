@@ -23,7 +23,9 @@ EVENTS = [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"]
 
 
 async def test_the_httpx_transport_streams_from_an_http2_only_server(certs: Certificates) -> None:
-    upstream = HttpxUpstream(5.0, None, Network(NetworkOptions(ca_bundle=str(certs.ca_bundle))))
+    upstream = HttpxUpstream(
+        5.0, None, network=Network(NetworkOptions(ca_bundle=str(certs.ca_bundle)))
+    )
     async with h2_origin(EVENTS, certs.server_context(alpn=["h2"])) as server:
         stream = await upstream.open(
             server.url + "/v1/chat/completions", {"content-type": "application/json"}, b'{"a":1}'
@@ -47,7 +49,9 @@ async def test_the_fast_transport_cannot_speak_to_an_http2_only_server(
 ) -> None:
     """Why the setting exists: the fast client offers only HTTP/1.1, and this server speaks
     nothing else than h2."""
-    upstream = UpstreamClient(5.0, None, Network(NetworkOptions(ca_bundle=str(certs.ca_bundle))))
+    upstream = UpstreamClient(
+        5.0, None, network=Network(NetworkOptions(ca_bundle=str(certs.ca_bundle)))
+    )
     async with h2_origin(EVENTS, certs.server_context(alpn=["h2"])) as server:
         with pytest.raises(UpstreamConnectError):
             await upstream.open(server.url + "/v1/chat/completions", {}, b"{}")
@@ -58,7 +62,9 @@ async def test_the_fast_transport_cannot_speak_to_an_http2_only_server(
 async def test_an_http2_error_status_raises_with_the_providers_message(
     certs: Certificates,
 ) -> None:
-    upstream = HttpxUpstream(5.0, None, Network(NetworkOptions(ca_bundle=str(certs.ca_bundle))))
+    upstream = HttpxUpstream(
+        5.0, None, network=Network(NetworkOptions(ca_bundle=str(certs.ca_bundle)))
+    )
     body = b'{"error": {"message": "slow down", "type": "rate_limit_error"}}'
     async with h2_origin([], certs.server_context(alpn=["h2"]), status=429, error_body=body) as (
         server
@@ -71,7 +77,9 @@ async def test_an_http2_error_status_raises_with_the_providers_message(
 
 
 async def test_a_silent_http2_stream_is_upstream_stalled(certs: Certificates) -> None:
-    upstream = HttpxUpstream(5.0, 0.3, Network(NetworkOptions(ca_bundle=str(certs.ca_bundle))))
+    upstream = HttpxUpstream(
+        5.0, 0.3, network=Network(NetworkOptions(ca_bundle=str(certs.ca_bundle)))
+    )
     async with h2_origin(EVENTS[:1], certs.server_context(alpn=["h2"]), hold=True) as server:
         stream = await upstream.open(server.url + "/v1/chat/completions", {}, b"{}")
         pieces: list[bytes] = []
@@ -84,7 +92,9 @@ async def test_a_silent_http2_stream_is_upstream_stalled(certs: Certificates) ->
 
 
 async def test_closing_an_http2_stream_resets_it_and_is_idempotent(certs: Certificates) -> None:
-    upstream = HttpxUpstream(5.0, None, Network(NetworkOptions(ca_bundle=str(certs.ca_bundle))))
+    upstream = HttpxUpstream(
+        5.0, None, network=Network(NetworkOptions(ca_bundle=str(certs.ca_bundle)))
+    )
     async with h2_origin(EVENTS[:1], certs.server_context(alpn=["h2"]), hold=True) as server:
         stream = await upstream.open(server.url + "/v1/chat/completions", {}, b"{}")
         first = asyncio.Event()

@@ -32,9 +32,15 @@ def build_upstream(settings: Settings, environ: Mapping[str, str] | None = None)
     """The upstream for ``settings``' providers; ``ConfigError`` for a proxy in the environment
     that cannot be used, or a CA bundle or client certificate that does not load."""
     streams = settings.streams
-    connect, stall = streams.connect_timeout, streams.stall_timeout
+    connect, stall, max_body = (
+        streams.connect_timeout,
+        streams.stall_timeout,
+        streams.max_stream_bytes,
+    )
     from_env = _network(NetworkOptions(), environ, "environment")
-    default = UpstreamClient(connect, stall, None if from_env.direct else from_env)
+    default = UpstreamClient(
+        connect, stall, max_body=max_body, network=None if from_env.direct else from_env
+    )
     transports: dict[tuple[str, NetworkOptions], Upstream] = {}
     routes: list[tuple[str, Upstream]] = []
     claimed: dict[str, tuple[str, tuple[str, NetworkOptions]]] = {}
@@ -53,7 +59,7 @@ def build_upstream(settings: Settings, environ: Mapping[str, str] | None = None)
         transport = transports.get(key)
         if transport is None:
             network = _network(key[1], environ, f"providers.{provider.name}")
-            transports[key] = transport = make_transport(key[0], network, connect, stall)
+            transports[key] = transport = make_transport(key[0], network, connect, stall, max_body)
         routes.append((prefix, transport))
     if not routes:
         return default

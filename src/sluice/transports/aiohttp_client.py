@@ -22,8 +22,8 @@ from sluice.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, U
 from sluice.transports.failures import connect_failure, describe
 from sluice.transports.network import Network
 from sluice.transports.pulled import PulledStream, kept_headers
-from sluice.transports.status import status_error, unsupported_encoding
-from sluice.upstream import _MAX_ERROR_BODY, _origin
+from sluice.transports.status import refusal, status_error
+from sluice.upstream import _MAX_ERROR_BODY, MAX_BODY_BYTES, _origin
 
 
 class AiohttpUpstream:
@@ -33,9 +33,13 @@ class AiohttpUpstream:
         self,
         connect_timeout: float = 10.0,
         stall_timeout: float | None = None,
+        max_body: int = MAX_BODY_BYTES,
         network: Network | None = None,
     ) -> None:
         self._connect_timeout = connect_timeout
+        self._stall = stall_timeout or None
+        #: the most one response's body may take (``streams.max_stream_bytes``)
+        self._max_body = max_body or MAX_BODY_BYTES
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=stall_timeout or None
         )
@@ -97,10 +101,10 @@ class AiohttpUpstream:
         if status >= 400:
             raw = await self._error_body(response)
             raise status_error(status, raw, kept.get("retry-after"))
-        encoding = kept.get("content-encoding", "identity").strip().lower()
-        if encoding != "identity":
+        refused = refusal(status, kept)
+        if refused is not None:
             response.close()
-            raise unsupported_encoding(encoding)
+            raise refused
         if accepted is not None and not accepted.done():
             accepted.set_result(None)
 
@@ -117,7 +121,15 @@ class AiohttpUpstream:
                     f"upstream connection broke mid-stream: {describe(exc)}"
                 ) from exc
 
-        return PulledStream(status, kept, chunks(), response.close, response.release)
+        return PulledStream(
+            status,
+            kept,
+            chunks(),
+            response.close,
+            response.release,
+            stall=self._stall,
+            max_body=self._max_body,
+        )
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:

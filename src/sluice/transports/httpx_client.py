@@ -25,8 +25,8 @@ from sluice.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, U
 from sluice.transports.failures import connect_failure, describe
 from sluice.transports.network import Network, Proxy
 from sluice.transports.pulled import PulledStream, kept_headers
-from sluice.transports.status import status_error, unsupported_encoding
-from sluice.upstream import _MAX_ERROR_BODY, _origin
+from sluice.transports.status import refusal, status_error
+from sluice.upstream import _MAX_ERROR_BODY, MAX_BODY_BYTES, _origin
 
 
 class HttpxUpstream:
@@ -36,11 +36,15 @@ class HttpxUpstream:
         self,
         connect_timeout: float = 10.0,
         stall_timeout: float | None = None,
+        max_body: int = MAX_BODY_BYTES,
         network: Network | None = None,
         *,
         http2: bool = True,
     ) -> None:
         self._connect_timeout = connect_timeout
+        self._stall = stall_timeout or None
+        #: the most one response's body may take (``streams.max_stream_bytes``)
+        self._max_body = max_body or MAX_BODY_BYTES
         self._timeout = httpx.Timeout(None, connect=connect_timeout, read=stall_timeout or None)
         self._network = network or Network()
         self._http2 = http2
@@ -110,10 +114,10 @@ class HttpxUpstream:
         if status >= 400:
             raw = await self._error_body(response)
             raise status_error(status, raw, kept.get("retry-after"))
-        encoding = kept.get("content-encoding", "identity").strip().lower()
-        if encoding != "identity":
+        refused = refusal(status, kept)
+        if refused is not None:
             self._closing(response.aclose())
-            raise unsupported_encoding(encoding)
+            raise refused
         if accepted is not None and not accepted.done():
             accepted.set_result(None)
 
@@ -137,7 +141,9 @@ class HttpxUpstream:
         def close() -> None:
             self._closing(_abort(response) if not ended else response.aclose())
 
-        return PulledStream(status, kept, chunks(), close, close)
+        return PulledStream(
+            status, kept, chunks(), close, close, stall=self._stall, max_body=self._max_body
+        )
 
     async def _error_body(self, response: httpx.Response) -> bytes:
         body = bytearray()

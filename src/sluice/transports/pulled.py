@@ -2,8 +2,11 @@
 async iterator: a task of the stream's own pulls it and pushes each piece on.
 
 Shared by the maintained-client transports (``httpx``, ``aiohttp``): the library's errors are
-mapped to ``UpstreamError``s in the iterator they hand over (``chunks``), so that what reaches
-the consumer here is already the project's own.
+mapped to ``UpstreamError``s in the iterator they hand over (``chunks``), and whatever else it
+raises becomes ``UpstreamBroken`` here. The bounds of the fast client hold here too: the body's
+size (``UpstreamTooLarge`` past ``max_body``), and a stall deadline that, given the consumer's
+``progress`` count, only content resets, not comments or keep-alive bytes (the library's own
+read timeout, reset by any byte, stays as the outer bound).
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 
-from sluice.errors import UpstreamBroken, UpstreamError
+from sluice.errors import UpstreamBroken, UpstreamError, UpstreamStalled, UpstreamTooLarge
 from sluice.transports.failures import describe
-from sluice.upstream import KEPT_HEADERS, Flush, Sink
+from sluice.upstream import KEPT_HEADERS, MAX_BODY_BYTES, Flush, Progress, Sink
 
 
 def kept_headers(items: list[tuple[str, str]]) -> dict[str, str]:
@@ -37,8 +40,10 @@ class PulledStream:
         "_closed",
         "_done",
         "_finished",
+        "_max_body",
         "_release",
         "_resumed",
+        "_stall",
         "_task",
         "headers",
         "status",
@@ -51,35 +56,62 @@ class PulledStream:
         chunks: AsyncIterator[bytes],
         close: Callable[[], None],
         release: Callable[[], None],
+        *,
+        stall: float | None = None,
+        max_body: int = MAX_BODY_BYTES,
     ) -> None:
         self.status = status
         self.headers = headers
         self._chunks = chunks
         self._close = close
         self._release = release
+        self._stall = stall or None
+        self._max_body = max_body or MAX_BODY_BYTES
         self._task: asyncio.Task[None] | None = None
         self._done: asyncio.Future[None] | None = None
         self._resumed: asyncio.Future[None] | None = None
         self._finished = False
         self._closed = False
 
-    def start(self, sink: Sink, flush: Flush | None = None) -> asyncio.Future[None]:
+    def start(
+        self, sink: Sink, flush: Flush | None = None, progress: Progress | None = None
+    ) -> asyncio.Future[None]:
         if self._done is None:
-            self._done = asyncio.get_running_loop().create_future()
+            self._done = done = asyncio.get_running_loop().create_future()
             if self._closed:
-                self._done.cancel()
+                done.cancel()
             else:
-                self._task = asyncio.ensure_future(self._pump(sink, flush, self._done))
+                self._task = asyncio.ensure_future(self._pump(sink, flush, progress, done))
         return self._done
 
-    async def _pump(self, sink: Sink, flush: Flush | None, done: asyncio.Future[None]) -> None:
+    async def _pump(
+        self,
+        sink: Sink,
+        flush: Flush | None,
+        progress: Progress | None,
+        done: asyncio.Future[None],
+    ) -> None:
+        loop = asyncio.get_running_loop()
         chunks = aiter(self._chunks)
+        stall = self._stall
+        received = 0
+        seen = progress() if progress is not None else 0
+        #: when content last came (or the consumer last resumed): the stall deadline's start
+        content_at = loop.time()
         try:
             while True:
                 try:
-                    chunk = await anext(chunks)
+                    if stall is None:
+                        chunk = await anext(chunks)
+                    else:
+                        async with asyncio.timeout_at(content_at + stall):
+                            chunk = await anext(chunks)
                 except StopAsyncIteration:
                     break
+                except TimeoutError:
+                    self._fail(done, _stalled(stall, progress is not None))
+                    self._drop()
+                    return
                 except UpstreamError as exc:  # mapped by the transport already
                     self._fail(done, exc)
                     return
@@ -90,6 +122,12 @@ class PulledStream:
                     return
                 if self._finished:
                     break
+                received += len(chunk)
+                if received > self._max_body:
+                    too_large = f"upstream response too large: more than {self._max_body} bytes"
+                    self._fail(done, UpstreamTooLarge(too_large))
+                    self._drop()
+                    return
                 if chunk:
                     try:
                         sink(chunk)
@@ -99,8 +137,15 @@ class PulledStream:
                         self._fail(done, exc)
                         self._drop()
                         return
+                if progress is None:
+                    content_at = loop.time()
+                else:
+                    count = progress()
+                    if count != seen:
+                        seen, content_at = count, loop.time()
                 if self._resumed is not None:
                     await self._resumed
+                    content_at = loop.time()  # the silence was the consumer's, not the provider's
         except asyncio.CancelledError:
             if not done.done():
                 done.cancel()
@@ -157,3 +202,8 @@ def _current_task() -> asyncio.Task[object] | None:
         return asyncio.current_task()
     except RuntimeError:
         return None
+
+
+def _stalled(stall: float | None, by_content: bool) -> UpstreamStalled:
+    what = "content (comments and keep-alives aside)" if by_content else "byte"
+    return UpstreamStalled(f"no {what} from the upstream for {stall or 0:g} s (the stall deadline)")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from sluice.transports.aiohttp_client import AiohttpUpstream
 from sluice.transports.httpx_client import HttpxUpstream
 from sluice.transports.network import Network
-from sluice.upstream import Pending, Upstream, UpstreamClient
+from sluice.upstream import MAX_BODY_BYTES, Pending, Upstream, UpstreamClient
 
 
 class TransportRouter:
@@ -49,12 +49,14 @@ class TransportRouter:
 
 def make_transport(
     kind: str,
-    network: Network,
+    network: Network | None,
     connect_timeout: float,
     stall_timeout: float | None,
+    max_body: int = MAX_BODY_BYTES,
 ) -> Upstream:
+    """The transport ``kind`` (``fast``, ``httpx``, ``aiohttp``) with these settings."""
     if kind == "httpx":
-        return HttpxUpstream(connect_timeout, stall_timeout, network)
+        return HttpxUpstream(connect_timeout, stall_timeout, max_body=max_body, network=network)
     if kind == "aiohttp":
-        return AiohttpUpstream(connect_timeout, stall_timeout, network)
-    return UpstreamClient(connect_timeout, stall_timeout, network)
+        return AiohttpUpstream(connect_timeout, stall_timeout, max_body=max_body, network=network)
+    return UpstreamClient(connect_timeout, stall_timeout, max_body=max_body, network=network)

@@ -1,11 +1,13 @@
 """The errors every transport raises alike for an answer it refuses: an error status (with the
-provider's own message, its stable type and ``retry-after``), or a body in a content-encoding
-the gateway did not ask for."""
+provider's own message, its stable type and ``retry-after``), or an answer below 400 that is no
+stream (a redirect, not ``text/event-stream``, compressed): the fast client's own rules."""
 
 from __future__ import annotations
 
-from sluice.errors import UpstreamConnectError, UpstreamStatus, classify_status
-from sluice.upstream import _error_message, _retry_after
+from collections.abc import Mapping
+
+from sluice.errors import UpstreamError, UpstreamStatus, classify_status
+from sluice.upstream import _error_message, _refusal, _retry_after
 
 
 def status_error(status: int, raw: bytes, retry_after: str | None) -> UpstreamStatus:
@@ -19,7 +21,8 @@ def status_error(status: int, raw: bytes, retry_after: str | None) -> UpstreamSt
     )
 
 
-def unsupported_encoding(encoding: str) -> UpstreamConnectError:
-    return UpstreamConnectError(
-        f"unsupported content-encoding {encoding[:50]!r} (the gateway asks for identity)"
-    )
+def refusal(status: int, headers: Mapping[str, str]) -> UpstreamError | None:
+    """Why an answer below 400 is not a stream (``UpstreamRedirect``,
+    ``UpstreamNotEventStream``, ``UpstreamEncoded``), or None for an event stream."""
+    encoding = headers.get("content-encoding", "identity").strip().lower() or "identity"
+    return _refusal(status, headers, encoding)

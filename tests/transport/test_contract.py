@@ -12,6 +12,7 @@ import pytest
 from sluice.errors import (
     UpstreamBroken,
     UpstreamConnectError,
+    UpstreamDropped,
     UpstreamEncoded,
     UpstreamError,
     UpstreamNotEventStream,
@@ -393,3 +394,17 @@ async def test_a_body_over_its_bound_is_upstream_too_large(make: MakeUpstream) -
     # what got through: the bound, and at most one read of the socket past it (the fast
     # client checks the bound per read)
     assert sum(map(len, received)) <= 16 * 1024 + 64 * 1024
+
+
+async def test_a_connection_closed_after_the_request_is_an_attempt_never_resent(
+    make: MakeUpstream,
+) -> None:
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _req: bytes) -> None:
+        w.close()  # read the request, answer nothing
+
+    upstream = make()
+    async with origin(answer) as server:
+        with pytest.raises(UpstreamDropped) as caught:
+            await upstream.open(server.url, {}, b"{}")
+    assert caught.value.retryable and "secret" not in caught.value.message
+    assert len(server.requests) == 1 and server.connections == 1

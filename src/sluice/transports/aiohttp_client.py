@@ -22,7 +22,7 @@ from sluice.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, U
 from sluice.transports.failures import connect_failure, describe
 from sluice.transports.network import Network
 from sluice.transports.pulled import PulledStream, kept_headers
-from sluice.transports.status import refusal, status_error
+from sluice.transports.status import dropped, refusal, status_error
 from sluice.upstream import _MAX_ERROR_BODY, MAX_BODY_BYTES, _origin
 
 
@@ -94,6 +94,8 @@ class AiohttpUpstream:
             raise
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamConnectError(f"no answer from {_origin(url)} in time") from exc
+        except aiohttp.ServerDisconnectedError as exc:  # the request was written: not resent
+            raise dropped(url) from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise connect_failure(f"cannot reach {_origin(url)}", exc) from exc
         status = response.status

@@ -25,7 +25,7 @@ from sluice.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, U
 from sluice.transports.failures import connect_failure, describe
 from sluice.transports.network import Network, Proxy
 from sluice.transports.pulled import PulledStream, kept_headers
-from sluice.transports.status import refusal, status_error
+from sluice.transports.status import dropped, refusal, status_error
 from sluice.upstream import _MAX_ERROR_BODY, MAX_BODY_BYTES, _origin
 
 
@@ -107,6 +107,10 @@ class HttpxUpstream:
             raise
         except httpx.TimeoutException as exc:
             raise UpstreamConnectError(f"no answer from {_origin(url)} in time") from exc
+        except httpx.RemoteProtocolError as exc:
+            if "disconnected" in str(exc):  # the request was written: an attempt, not resent
+                raise dropped(url) from exc
+            raise connect_failure(f"cannot reach {_origin(url)}", exc) from exc
         except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
             raise connect_failure(f"cannot reach {_origin(url)}", exc) from exc
         status = response.status_code

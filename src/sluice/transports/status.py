@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sluice.errors import UpstreamError, UpstreamStatus, classify_status
-from sluice.upstream import _error_message, _refusal, _retry_after
+from sluice.errors import UpstreamDropped, UpstreamError, UpstreamStatus, classify_status
+from sluice.upstream import _error_message, _origin, _refusal, _retry_after
 
 
 def status_error(status: int, raw: bytes, retry_after: str | None) -> UpstreamStatus:
@@ -26,3 +26,11 @@ def refusal(status: int, headers: Mapping[str, str]) -> UpstreamError | None:
     ``UpstreamNotEventStream``, ``UpstreamEncoded``), or None for an event stream."""
     encoding = headers.get("content-encoding", "identity").strip().lower() or "identity"
     return _refusal(status, headers, encoding)
+
+
+def dropped(url: str) -> UpstreamDropped:
+    """The connection closed after the request was written and before any answer: the provider
+    may be working on it, so it is an attempt (the retry policy decides), never resent."""
+    return UpstreamDropped(
+        f"{_origin(url)} closed the connection after the request was written, before any answer"
+    )

@@ -27,8 +27,9 @@ typecheck: setup
 	$(BIN)/mypy
 
 # System programs the tests use for real, installed from Debian's packages when missing:
-# nginx, HAProxy and Caddy (the proxy proofs), Chromium (the browser tests, via Playwright).
-SYSTEM_PACKAGES := nginx=nginx-light haproxy=haproxy caddy=caddy chromium=chromium
+# nginx, HAProxy and Caddy (the proxy proofs), Chromium (the browser tests, via Playwright),
+# tinyproxy (a forward proxy the upstream transports go through).
+SYSTEM_PACKAGES := nginx=nginx-light haproxy=haproxy caddy=caddy chromium=chromium tinyproxy=tinyproxy
 
 system-deps:
 	bash scripts/ensure-packages.sh $(SYSTEM_PACKAGES) >/dev/null

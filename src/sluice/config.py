@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sluice.transports.network import ProxyError, parse_proxy
+
 PROVIDER_KINDS = ("openai", "anthropic", "sim")
 
 #: The upstream wire formats a provider kind can speak, primary first.
@@ -27,6 +29,10 @@ DEFAULT_BASE_URLS = {
 }
 
 DISCONNECT_POLICIES = ("cancel", "detach", "drain")
+
+#: The upstream transports a provider can use (``sluice.transports``): the gateway's own
+#: HTTP/1.1 client, or a maintained one (httpx, with HTTP/2; aiohttp).
+TRANSPORTS = ("fast", "httpx", "aiohttp")
 
 
 class ConfigError(Exception):
@@ -44,6 +50,23 @@ class ProviderConfig:
     wire: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
+    #: fast | httpx | aiohttp: the HTTP client that reaches the provider
+    transport: str = "fast"
+    #: ``None``: the environment's proxies (``HTTPS_PROXY``, ``NO_PROXY``...); ``""``: direct
+    proxy: str | None = None
+    #: PEM files: the CAs trusted for the provider (instead of the system's), and the client
+    #: certificate presented to it (its key in ``client_key``, or in the same file)
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @property
+    def sets_network(self) -> bool:
+        """Whether the provider sets a transport or network setting of its own."""
+        return self.transport != "fast" or any(
+            value is not None
+            for value in (self.proxy, self.ca_bundle, self.client_cert, self.client_key)
+        )
 
     @property
     def wires(self) -> tuple[str, ...]:
@@ -345,7 +368,7 @@ def _provider(name: str, raw: dict[str, Any]) -> ProviderConfig:
             "name the environment variable that holds it with api_key_env"
         )
     default_env = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}.get(kind)
-    return ProviderConfig(
+    provider = ProviderConfig(
         name=name,
         kind=kind,
         base_url=raw.get("base_url", DEFAULT_BASE_URLS.get(kind)),
@@ -354,3 +377,35 @@ def _provider(name: str, raw: dict[str, Any]) -> ProviderConfig:
         headers=dict(raw.get("headers", {})),
         models=list(raw.get("models", [])),
     )
+    _provider_network(provider, raw)
+    return provider
+
+
+def _provider_network(provider: ProviderConfig, raw: dict[str, Any]) -> None:
+    """The provider's transport and network settings (see docs/upstreams.md)."""
+    where = f"providers.{provider.name}"
+    for key in ("transport", "proxy", "ca_bundle", "client_cert", "client_key"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(f"{where}.{key} must be a string")
+    transport = raw.get("transport", "fast")
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"{where}.transport must be one of {', '.join(TRANSPORTS)}")
+    provider.transport = transport
+    proxy = raw.get("proxy")
+    if proxy:
+        try:
+            parse_proxy(proxy)
+        except ProxyError as exc:
+            raise ConfigError(f"{where}.proxy: {exc}") from None
+    provider.proxy = proxy
+    for key in ("ca_bundle", "client_cert", "client_key"):
+        path = raw.get(key)
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{where}.{key}: no such file {path!r}")
+        setattr(provider, key, path)
+    if provider.client_key is not None and provider.client_cert is None:
+        raise ConfigError(f"{where}.client_key needs client_cert")
+    if provider.sets_network and provider.base_url is None:
+        raise ConfigError(
+            f"{where}: transport and network settings apply to a provider with a base_url"
+        )

@@ -21,7 +21,8 @@
         ├── UpstreamStatus          the provider answered with an HTTP error status
         ├── UpstreamConnectError    no connection, or it broke before any byte
         │   ├── UpstreamDropped         a connection closed after the request was written
-        │   └── UpstreamHeaderInvalid   a provider header value cannot be sent (not latin-1)
+        │   ├── UpstreamHeaderInvalid   a provider header value cannot be sent (not latin-1)
+        │   └── UpstreamTLSError        the provider's certificate was refused (CA, hostname)
         ├── UpstreamRefused         an answer that is no stream: taken as a refusal
         │   ├── UpstreamRedirect        a 3xx (the gateway follows no redirect)
         │   ├── UpstreamNotEventStream  a 2xx that is not ``text/event-stream``
@@ -206,6 +207,14 @@ class UpstreamNotEventStream(UpstreamRefused):
 
 class UpstreamEncoded(UpstreamRefused):
     type = "upstream_encoded"
+
+
+class UpstreamTLSError(UpstreamConnectError):
+    """The TLS handshake failed: a certificate from a CA the gateway does not trust, one for
+    another hostname, or a client certificate refused. A retry meets the same certificate."""
+
+    type = "upstream_tls"
+    retryable = False
 
 
 class UpstreamBroken(UpstreamError):

@@ -36,6 +36,12 @@ Measured in ``docs/benchmarks.md``.
 
 Errors are mapped here to ``sluice.errors.UpstreamError``s; nothing above this module sees
 socket, ssl or parser exceptions.
+
+Proxies and TLS settings come from a ``sluice.transports.network.Network``: an https origin
+behind a proxy is reached through a ``CONNECT`` tunnel with TLS inside it, an http origin with
+the request in absolute form sent to the proxy (as curl and httpx do: proxies commonly allow
+``CONNECT`` to port 443 only). Only the connection's opening and the request's head change:
+the relayed bytes take the same way.
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ from sluice.errors import (
     UpstreamTooLarge,
     classify_status,
 )
+from sluice.transports.failures import connect_failure
+from sluice.transports.network import Network, Proxy
+from sluice.transports.tunnel import open_tunnel
 from sluice.wheel import wheel
 
 Sink = Callable[[bytes], None]
@@ -681,7 +690,7 @@ class Opening:
         self.error: UpstreamError | None = None
         self._sent: UpstreamResponse | None = None
         try:
-            self.key, self.head = _request_head(url, headers, len(body))
+            self.key, self.head = _request_head(url, headers, len(body), client._network)
         except UpstreamError as exc:  # raised where the caller awaits
             self.error = exc
             return
@@ -708,6 +717,7 @@ class UpstreamClient:
         connect_timeout: float = 10.0,
         stall_timeout: float | None = None,
         max_body: int = MAX_BODY_BYTES,
+        network: Network | None = None,
     ) -> None:
         self._connect_timeout = connect_timeout
         self._stall_timeout = stall_timeout or None
@@ -716,6 +726,8 @@ class UpstreamClient:
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._ssl: ssl.SSLContext | None = None
+        #: proxies and the TLS context; None: direct, with the system's CAs
+        self._network = network
 
     def open(
         self,
@@ -789,26 +801,41 @@ class UpstreamClient:
     async def _connect(self, key: tuple[str, str, int], url: str) -> _Connection:
         scheme, host, port = key
         loop = asyncio.get_running_loop()
+        network = self._network
         context = None
         if scheme == "https":
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            context = self._ssl
+            if network is not None:
+                context = network.ssl_context()
+            else:
+                if self._ssl is None:
+                    self._ssl = ssl.create_default_context()
+                context = self._ssl
+        proxy = network.proxy_for(scheme, host, port) if network is not None else None
+        via = f" through proxy {proxy.url}" if proxy is not None else ""
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self, key),
-                    host,
-                    port,
-                    ssl=context,
-                    server_hostname=host if context else None,
-                )
+                if proxy is None:
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(self, key),
+                        host,
+                        port,
+                        ssl=context,
+                        server_hostname=host if context else None,
+                    )
+                elif context is None:  # http: the request goes to the proxy in absolute form
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(self, key), proxy.host, proxy.port
+                    )
+                else:
+                    conn = await _tunnelled(self, key, proxy, context)
         except TimeoutError as exc:
-            raise UpstreamConnectError(f"timed out connecting to {_origin(url)}") from exc
+            raise UpstreamConnectError(f"timed out connecting to {_origin(url)}{via}") from exc
         except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
-            raise UpstreamConnectError(f"cannot reach {_origin(url)}: {_describe(exc)}") from exc
+            raise connect_failure(f"cannot reach {_origin(url)}{via}", exc) from exc
         except ValueError as exc:  # a host name IDNA cannot encode, a NUL in it
-            raise UpstreamConnectError(f"cannot reach {_origin(url)}: {_describe(exc)}") from exc
+            raise UpstreamConnectError(
+                f"cannot reach {_origin(url)}{via}: {_describe(exc)}"
+            ) from exc
         self._open.add(conn)
         return conn
 
@@ -828,8 +855,22 @@ class UpstreamClient:
         await asyncio.sleep(0)  # let the transports run their connection_lost
 
 
+async def _tunnelled(
+    client: UpstreamClient, key: tuple[str, str, int], proxy: Proxy, context: ssl.SSLContext
+) -> _Connection:
+    """A connection to an https origin through a CONNECT tunnel, TLS inside it."""
+    _, host, port = key
+    raw = await open_tunnel(proxy, host, port)
+    conn = _Connection(client, key)
+    transport = await asyncio.get_running_loop().start_tls(raw, conn, context, server_hostname=host)
+    if transport is None:  # (the loop closed the connection while it shook hands)
+        raise ConnectionError("the connection closed during the TLS handshake")
+    conn.connection_made(transport)
+    return conn
+
+
 def _request_head(
-    url: str, headers: Mapping[str, str], length: int
+    url: str, headers: Mapping[str, str], length: int, network: Network | None = None
 ) -> tuple[tuple[str, str, int], bytes]:
     try:
         parts = urlsplit(url)
@@ -845,6 +886,9 @@ def _request_head(
     if port != (443 if scheme == "https" else 80):
         authority = f"{authority}:{port}"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy = network.proxy_for(scheme, host, port) if network and scheme == "http" else None
+    if proxy is not None:  # the absolute form, to the proxy (RFC 9112 §3.2.2)
+        target = f"http://{authority}{target}"
     lines = [
         f"POST {target} HTTP/1.1",
         f"host: {authority}",
@@ -852,6 +896,8 @@ def _request_head(
         # a compressed stream would be held back by the provider's compressor
         "accept-encoding: identity",
     ]
+    if proxy is not None and proxy.authorization is not None:
+        lines.append(f"proxy-authorization: {proxy.authorization}")
     for name, value in headers.items():
         lowered = name.lower()
         if lowered in ("host", "content-length", "transfer-encoding", "accept-encoding"):

@@ -54,6 +54,7 @@ from sluice.gateway.presenters import (
 from sluice.gateway.responses import JSONResponse, error_response
 from sluice.gateway.resume import check_within, requested_resume_id
 from sluice.gateway.streaming import SessionStream, summary_of
+from sluice.gateway.upstreams import build_upstream
 from sluice.gateway.websocket import session_socket_endpoint
 from sluice.logs import kv
 from sluice.pricing import PriceBook
@@ -65,7 +66,7 @@ from sluice.session.session import Session, SessionSpec
 from sluice.session.store import SessionStore, open_store
 from sluice.sse import encode_event
 from sluice.turn import TurnRequest
-from sluice.upstream import Upstream, UpstreamClient
+from sluice.upstream import Upstream
 from sluice.wire.requests import (
     parse_chat_request,
     parse_messages_request,
@@ -136,11 +137,7 @@ class Gateway:
         self.settings = settings
         self.router = Router(settings)
         self.metrics = GatewayMetrics()
-        self.upstream: Upstream = upstream or UpstreamClient(
-            connect_timeout=settings.streams.connect_timeout,
-            stall_timeout=settings.streams.stall_timeout,
-            max_body=settings.streams.max_stream_bytes,
-        )
+        self.upstream: Upstream = upstream or build_upstream(settings)
         self.store = store or open_store(settings.store_url)
         self.keys = KeyRing(open_key_store(settings.store_url))
         self.guard = Guard(settings, self.keys)

@@ -1,0 +1,87 @@
+"""The backends every contract suite runs against: in-process, and the real Redis on loopback.
+
+Each test takes a key prefix of its own (``sluice-test-<pid>-<random>:``) and deletes its keys at
+the end (SCAN and DEL by prefix; never a flush of the database). A "process" is a backplane
+with connections of its own: in-process there is one, shared; on Redis each call opens another.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from sluice.config import BusSettings
+from sluice.distributed.backplane import Backplane, open_backplane
+
+REDIS_URL = os.environ.get("SLUICE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+OpenProcess = Callable[[], Awaitable[Backplane]]
+
+
+async def _delete_prefix(prefix: str) -> None:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=prefix + "*", count=500)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The real Redis this machine runs; a clear failure (not a skip) when it does not answer."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"these tests need Redis at {REDIS_URL} (set SLUICE_TEST_REDIS to another): {exc}"
+        )
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+def new_prefix() -> str:
+    return f"sluice-test-{os.getpid()}-{secrets.token_hex(4)}:"
+
+
+@pytest.fixture
+async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A key prefix of this test's own, its keys deleted at the end."""
+    prefix = new_prefix()
+    yield prefix
+    await _delete_prefix(prefix)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def open_process(request: pytest.FixtureRequest) -> AsyncIterator[OpenProcess]:
+    """Opens a "process" of the backend under test: its live log, control channel and bus."""
+    opened: list[Backplane] = []
+    shared: list[Backplane] = []
+    settings = BusSettings()
+    if request.param == "redis":
+        settings = BusSettings(url=request.getfixturevalue("redis_url"), prefix=new_prefix())
+
+    async def open_one() -> Backplane:
+        if settings.url is None and shared:
+            return shared[0]
+        plane = await open_backplane(settings)
+        opened.append(plane)
+        shared.append(plane)
+        return plane
+
+    try:
+        yield open_one
+    finally:
+        for plane in opened:
+            await plane.close()
+        if settings.url is not None:
+            await _delete_prefix(settings.prefix)

@@ -7,6 +7,7 @@ with connections of its own: in-process there is one, shared; on Redis each call
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +21,18 @@ from sluice.distributed.backplane import Backplane, open_backplane
 REDIS_URL = os.environ.get("SLUICE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 OpenProcess = Callable[[], Awaitable[Backplane]]
+
+#: a bounded wait for what must happen (a hang fails the test, a busy machine does not)
+WAIT = 20.0
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], step: float = 0.02) -> None:
+    """Wait until ``check()`` holds; fail the test if it has not within ``WAIT`` seconds."""
+    for _ in range(int(WAIT / step)):
+        if await check():
+            return
+        await asyncio.sleep(step)
+    pytest.fail("the awaited condition never held")
 
 
 async def _delete_prefix(prefix: str) -> None:

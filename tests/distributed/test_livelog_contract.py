@@ -6,10 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from sluice.distributed.livelog import DONE, LIVE, NONE, LiveLog, LoggedEvent, NewEvent
-from tests.distributed.conftest import OpenProcess
-
-#: a bounded wait for what must happen (a hang fails the test, a busy machine does not)
-WAIT = 20.0
+from tests.distributed.conftest import WAIT, OpenProcess, eventually
 
 
 def text(seq: int) -> NewEvent:
@@ -120,8 +117,11 @@ async def test_read_then_follow_resumes_exactly_after_a_sequence_number(
     try:
         async with asyncio.timeout(WAIT):
             await half_written.wait()
-            while not await reader.read("op-1"):
-                await asyncio.sleep(0.01)
+
+        async def some_stored() -> bool:
+            return bool(await reader.read("op-1", after=5))
+
+        await eventually(some_stored)
         stored = await reader.read("op-1", after=5)
         assert stored and seqs(stored) == list(range(6, stored[-1][0] + 1))
         followed = await collect(reader.follow("op-1", after=stored[-1][0]))
@@ -204,9 +204,11 @@ async def test_a_finished_log_goes_after_its_retention(open_process: OpenProcess
     await owner.finish("op-short", {"state": "complete"}, ttl=0.2)
     await owner.finish("op-long", {"state": "complete"}, ttl=600)
     assert (await elsewhere.lookup("op-short")).state == DONE
-    async with asyncio.timeout(WAIT):
-        while (await elsewhere.lookup("op-short")).state != NONE:
-            await asyncio.sleep(0.05)
+
+    async def gone() -> bool:
+        return (await elsewhere.lookup("op-short")).state == NONE
+
+    await eventually(gone)
     assert await elsewhere.read("op-short") == []
     assert await collect(elsewhere.follow("op-short")) == []
     assert (await elsewhere.lookup("op-long")).state == DONE

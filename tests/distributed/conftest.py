@@ -11,12 +11,14 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 import redis.asyncio as aioredis
 
 from sluice.config import BusSettings
 from sluice.distributed.backplane import Backplane, open_backplane
+from sluice.distributed.redis_backend import RedisLiveLog
 
 REDIS_URL = os.environ.get("SLUICE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -35,7 +37,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], step: float = 0.02) -
     pytest.fail("the awaited condition never held")
 
 
-async def _delete_prefix(prefix: str) -> None:
+async def delete_prefix(prefix: str) -> None:
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
         keys = [key async for key in client.scan_iter(match=prefix + "*", count=500)]
@@ -71,24 +73,27 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
     """A key prefix of this test's own, its keys deleted at the end."""
     prefix = new_prefix()
     yield prefix
-    await _delete_prefix(prefix)
+    await delete_prefix(prefix)
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def open_process(request: pytest.FixtureRequest) -> AsyncIterator[OpenProcess]:
-    """Opens a "process" of the backend under test: its live log, control channel and bus."""
+@asynccontextmanager
+async def processes(kind: str, redis_url: str | None) -> AsyncIterator[OpenProcess]:
+    """Opens "processes" of a backend: ``memory``, ``redis``, or ``redis-py`` (Redis, the live
+    log writing through redis-py's pipeline instead of its own connection)."""
     opened: list[Backplane] = []
-    shared: list[Backplane] = []
     settings = BusSettings()
-    if request.param == "redis":
-        settings = BusSettings(url=request.getfixturevalue("redis_url"), prefix=new_prefix())
+    if kind != "memory":
+        settings = BusSettings(url=redis_url, prefix=new_prefix())
 
     async def open_one() -> Backplane:
-        if settings.url is None and shared:
-            return shared[0]
+        if settings.url is None and opened:
+            return opened[0]
         plane = await open_backplane(settings)
+        if kind == "redis-py":
+            assert plane.link is not None
+            await plane.log.close()
+            plane.log = RedisLiveLog(plane.link, window=settings.append_window, direct=False)
         opened.append(plane)
-        shared.append(plane)
         return plane
 
     try:
@@ -97,4 +102,12 @@ async def open_process(request: pytest.FixtureRequest) -> AsyncIterator[OpenProc
         for plane in opened:
             await plane.close()
         if settings.url is not None:
-            await _delete_prefix(settings.prefix)
+            await delete_prefix(settings.prefix)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def open_process(request: pytest.FixtureRequest) -> AsyncIterator[OpenProcess]:
+    """Opens a "process" of the backend under test: its live log, control channel and bus."""
+    url = None if request.param == "memory" else request.getfixturevalue("redis_url")
+    async with processes(request.param, url) as open_one:
+        yield open_one

@@ -5,8 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import pytest
+
 from sluice.distributed.livelog import DONE, LIVE, NONE, LiveLog, LoggedEvent, NewEvent
-from tests.distributed.conftest import WAIT, OpenProcess, eventually
+from tests.distributed.conftest import WAIT, OpenProcess, eventually, processes
+
+
+@pytest.fixture(params=["memory", "redis", "redis-py"])
+async def open_process(request: pytest.FixtureRequest) -> AsyncIterator[OpenProcess]:
+    """The live log in-process, on Redis through its own connection, and through redis-py."""
+    url = None if request.param == "memory" else request.getfixturevalue("redis_url")
+    async with processes(request.param, url) as open_one:
+        yield open_one
 
 
 def text(seq: int) -> NewEvent:

@@ -43,6 +43,7 @@ from sluice.distributed.livelog import (
     Lookup,
     NewEvent,
 )
+from sluice.distributed.resp import RespConnection, RespError
 from sluice.logs import kv
 from sluice.session.bus import Message, Subscription
 
@@ -118,6 +119,8 @@ class RedisLink:
 
     def __init__(self, url: str, prefix: str) -> None:
         self.prefix = prefix
+        #: may hold a password: never logged
+        self.url = url
         common: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT}
         try:
             self.client = aioredis.Redis.from_url(url, socket_timeout=COMMAND_TIMEOUT, **common)
@@ -214,8 +217,20 @@ class RedisLiveLog:
     future, which is what ``start``, ``append`` and ``finish`` return.
     """
 
-    def __init__(self, link: RedisLink, *, window: float = 0.005, live_ttl: float = 86400.0):
+    def __init__(
+        self,
+        link: RedisLink,
+        *,
+        window: float = 0.005,
+        live_ttl: float = 86400.0,
+        direct: bool = True,
+    ) -> None:
         self.link = link
+        #: the writes' own pipelined connection (None: redis-py's pipeline, as for rediss://)
+        self._direct: RespConnection | None = None
+        if direct:
+            with contextlib.suppress(ValueError):
+                self._direct = RespConnection(link.url, CONNECT_TIMEOUT, COMMAND_TIMEOUT)
         self.window = window
         self._live_ttl = _ms(live_ttl)
         self._starts: list[tuple[str, str]] = []
@@ -231,6 +246,8 @@ class RedisLiveLog:
         self._owners: dict[str, str] = {}
         self._scripts: dict[str, str] = {}
         self._closed = False
+        #: write windows sent (each one round trip), for the benchmark
+        self.windows_written = 0
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -277,18 +294,25 @@ class RedisLiveLog:
         await future
 
     async def _write_windows(self) -> None:
+        """Group commit: what is queued goes at once when no write is in flight (after the
+        loop's current turn, so that its other reads join), else as soon as the write in
+        flight is answered; and never sooner than ``window`` after the previous write began.
+        A quiet stream's read is thus written in the turn that read it (no timer, no extra
+        wake-up), and under load a write carries everything of a window."""
+        loop = asyncio.get_running_loop()
+        began = -self.window
         while True:
             await self._wake.wait()
-            if self.window > 0:
-                await asyncio.sleep(self.window)
-            else:
-                await asyncio.sleep(0)
+            wait = began + self.window - loop.time()
+            await asyncio.sleep(wait if wait > 0 else 0)
+            began = loop.time()
             self._wake.clear()
             future, self._future = self._future, None
             starts, self._starts = self._starts, []
             appends, self._appends = self._appends, {}
             finishes, self._finishes = self._finishes, []
             self._pending = 0
+            self.windows_written += 1
             try:
                 await self._write(starts, appends, finishes)
             except BusError as exc:
@@ -314,31 +338,45 @@ class RedisLiveLog:
         if not self._scripts:
             await self._load_scripts()
         for attempt in range(2):
-            results = await self._pipeline(starts, appends, finishes)
-            errors = [r for r in results if isinstance(r, BaseException)]
+            results = await self._send(self._commands(starts, appends, finishes))
+            errors = [r for r in results if isinstance(r, Exception)]
             if not errors:
                 return
-            if attempt == 0 and any(isinstance(e, NoScriptError) for e in errors):
+            if attempt == 0 and any(_no_script(e) for e in errors):
                 await self._load_scripts()  # Redis restarted, or its scripts were flushed
                 continue
             raise BusError(f"redis: a live log write failed: {errors[0]}")
 
-    async def _pipeline(
+    async def _send(self, commands: list[list[Any]]) -> list[Any]:
+        """The commands' replies in order, errors among them as values: over the direct
+        connection, or redis-py's pipeline."""
+        if self._direct is not None:
+            return await self._direct.execute(commands)
+        pipe = self.link.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        with _mapped("writing the live log"):
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
+
+    def _commands(
         self,
         starts: list[tuple[str, str]],
         appends: dict[str, list[NewEvent]],
         finishes: list[tuple[str, str | None, bytes, int]],
-    ) -> list[Any]:
+    ) -> list[list[Any]]:
+        """A window's commands: its starts, one script call adding each session's events as
+        one stream entry (and renewing their TTL), then its finishes."""
         link, ttl = self.link, self._live_ttl
-        pipe = link.client.pipeline(transaction=False)
+        commands: list[list[Any]] = []
         for session_id, node_id in starts:
             state = link.state_key(session_id)
             sessions = link.sessions_key(node_id)
-            pipe.execute_command("HSET", state, "state", LIVE, "node", node_id)
-            pipe.execute_command("HDEL", state, "summary")
-            pipe.execute_command("PEXPIRE", state, ttl)
-            pipe.execute_command("SADD", sessions, session_id)
-            pipe.execute_command("PEXPIRE", sessions, ttl)
+            commands.append(["HSET", state, "state", LIVE, "node", node_id])
+            commands.append(["HDEL", state, "summary"])
+            commands.append(["PEXPIRE", state, ttl])
+            commands.append(["SADD", sessions, session_id])
+            commands.append(["PEXPIRE", sessions, ttl])
         if appends:
             keys: list[str] = []
             args: list[Any] = [MAX_ENTRIES, ttl]
@@ -347,22 +385,15 @@ class RedisLiveLog:
                 keys.append(link.state_key(session_id))
                 args.append(f"0-{events[-1][0]}")
                 args.append(orjson.dumps(events))
-            pipe.execute_command("EVALSHA", self._scripts["append"], len(keys), *keys, *args)
+            commands.append(["EVALSHA", self._scripts["append"], len(keys), *keys, *args])
         for session_id, owner, summary, finish_ttl in finishes:
-            pipe.execute_command(
-                "EVALSHA",
-                self._scripts["finish"],
-                2,
-                link.events_key(session_id),
-                link.state_key(session_id),
-                summary,
-                finish_ttl,
+            events_key, state = link.events_key(session_id), link.state_key(session_id)
+            commands.append(
+                ["EVALSHA", self._scripts["finish"], 2, events_key, state, summary, finish_ttl]
             )
             if owner is not None:
-                pipe.execute_command("SREM", link.sessions_key(owner), session_id)
-        with _mapped("writing the live log"):
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-        return results
+                commands.append(["SREM", link.sessions_key(owner), session_id])
+        return commands
 
     async def _load_scripts(self) -> None:
         for name, script in (("append", _APPEND), ("finish", _FINISH)):
@@ -458,6 +489,14 @@ class RedisLiveLog:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+        if self._direct is not None:
+            await self._direct.close()
+
+
+def _no_script(error: Exception) -> bool:
+    return isinstance(error, NoScriptError) or (
+        isinstance(error, RespError) and error.code == "NOSCRIPT"
+    )
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

@@ -4,7 +4,7 @@ Key layout (``P`` is the configured prefix, ``sluice:`` by default; see docs/dep
 
     P{<session>}:events     stream, one entry per session per write window: id 0-<last seq>,
                             field e = JSON [[seq, type, data], ...]; the end marker (id *,
-                            field end = summary) closes it
+                            field end = 1) closes it
     P{<session>}:state      hash: state (live | done), node, summary (JSON, once done)
     Pnode:{<node>}:sessions set of the node's live sessions
     Pnode:{<node>}:control  pub/sub channel of commands to the node
@@ -78,10 +78,11 @@ end
 return stored
 """
 
-# KEYS: stream, state; ARGV: summary, ttl (ms). The marker's id (Redis's clock) is above every
-# 0-<seq> entry, so followers wake and later appends are refused.
+# KEYS: stream, state; ARGV: summary, ttl (ms). The end marker's id (Redis's clock) is above
+# every 0-<seq> entry, so followers wake and later appends are refused; the summary is kept
+# once, in the state.
 _FINISH = """
-redis.call('XADD', KEYS[1], '*', 'end', ARGV[1])
+redis.call('XADD', KEYS[1], '*', 'end', '1')
 redis.call('HSET', KEYS[2], 'state', 'done', 'summary', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])

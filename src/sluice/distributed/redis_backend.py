@@ -25,11 +25,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from sluice.distributed import BusError
 from sluice.distributed.control import Command
@@ -43,7 +44,7 @@ from sluice.distributed.livelog import (
     Lookup,
     NewEvent,
 )
-from sluice.distributed.resp import RespConnection, RespError
+from sluice.distributed.resp import RespConnection
 from sluice.logs import kv
 from sluice.session.bus import Message, Subscription
 
@@ -213,9 +214,11 @@ async def _messages(pubsub: aioredis.client.PubSub) -> AsyncIterator[bytes]:
 class RedisLiveLog:
     """Session logs in Redis Streams; see the module's docstring for the layout.
 
-    Writes are queued and sent together once per ``window`` seconds (0: on the loop's next
-    turn) by one writer task, which this object owns: a write window's operations share one
-    future, which is what ``start``, ``append`` and ``finish`` return.
+    Writes are queued, and a window's writes share one future: what ``start``, ``append`` and
+    ``finish`` return. A window is sent once no write is in flight and ``window`` seconds have
+    passed since the previous one began (group commit). Over the direct connection the sending
+    is done in callbacks (the loop's turn after the append, and the reply's ``data_received``),
+    with no task; over redis-py's pipeline, by a writer task this object owns.
     """
 
     def __init__(
@@ -227,25 +230,31 @@ class RedisLiveLog:
         direct: bool = True,
     ) -> None:
         self.link = link
+        self.window = window
+        self._live_ttl = _ms(live_ttl)
         #: the writes' own pipelined connection (None: redis-py's pipeline, as for rediss://)
         self._direct: RespConnection | None = None
         if direct:
             with contextlib.suppress(ValueError):
                 self._direct = RespConnection(link.url, CONNECT_TIMEOUT, COMMAND_TIMEOUT)
-        self.window = window
-        self._live_ttl = _ms(live_ttl)
         self._starts: list[tuple[str, str]] = []
         self._appends: dict[str, list[NewEvent]] = {}
         self._finishes: list[tuple[str, str | None, bytes, int]] = []
         self._pending = 0
         self._future: asyncio.Future[None] | None = None
+        #: the loop time the last write began
+        self._began = -window
+        self._in_flight = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._kicked = False
+        self._connecting: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        #: set while nothing is queued or in flight
         self._idle = asyncio.Event()
         self._idle.set()
         #: the owning node of each session started here and not finished
         self._owners: dict[str, str] = {}
-        self._scripts: dict[str, str] = {}
         self._closed = False
         #: write windows sent (each one round trip), for the benchmark
         self.windows_written = 0
@@ -257,13 +266,17 @@ class RedisLiveLog:
         if future is None:
             if self._closed:
                 raise BusError("the live log is closed")
-            future = self._future = asyncio.get_running_loop().create_future()
-            # An append's caller need not await it: a failure is logged, never "unretrieved".
-            future.add_done_callback(_retrieve)
+            loop = asyncio.get_running_loop()
+            future = self._future = loop.create_future()
             self._idle.clear()
-            self._wake.set()
-            if self._writer is None:
-                self._writer = asyncio.get_running_loop().create_task(self._write_windows())
+            if self._direct is not None:
+                if not self._kicked:
+                    self._kicked = True
+                    loop.call_soon(self._kick)  # after this turn's other reads
+            else:
+                self._wake.set()
+                if self._writer is None:
+                    self._writer = loop.create_task(self._write_windows())
         return future
 
     def start(self, session_id: str, node_id: str) -> Awaitable[None]:
@@ -294,65 +307,105 @@ class RedisLiveLog:
         self._finishes.append((session_id, node, orjson.dumps(summary), _ms(ttl)))
         await future
 
-    async def _write_windows(self) -> None:
-        """Group commit: what is queued goes at once when no write is in flight (after the
-        loop's current turn, so that its other reads join), else as soon as the write in
-        flight is answered; and never sooner than ``window`` after the previous write began.
-        A quiet stream's read is thus written in the turn that read it (no timer, no extra
-        wake-up), and under load a write carries everything of a window."""
+    def _take(self) -> tuple[asyncio.Future[None] | None, list[list[Any]]]:
+        """The window's future and its commands; the queue starts afresh."""
+        future, self._future = self._future, None
+        commands = self._commands(self._starts, self._appends, self._finishes)
+        self._starts, self._appends, self._finishes = [], {}, []
+        self._pending = 0
+        return future, commands
+
+    def _settle(self, future: asyncio.Future[None] | None, outcome: list[Any] | BusError) -> None:
+        error = outcome if isinstance(outcome, BusError) else _first_error(outcome)
+        if error is not None:
+            log.warning("live log write failed %s", kv(error=error.message))
+        if future is not None and not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+                # An append's caller need not await it: the failure is logged above, and the
+                # future must not complain later that nobody retrieved it.
+                future.exception()
+
+    # the direct connection: no task
+
+    def _kick(self, due_now: bool = False) -> None:
+        self._kicked = False
+        if (
+            self._future is None
+            or self._in_flight
+            or self._timer is not None
+            or self._connecting is not None
+        ):
+            return
+        direct = self._direct
+        assert direct is not None
         loop = asyncio.get_running_loop()
-        began = -self.window
+        due = self._began + self.window
+        if not due_now and due > loop.time():
+            # (a timer may fire a little early by the loop's clock: it sends all the same)
+            self._timer = loop.call_at(due, self._timer_fired)
+            return
+        if not direct.ready:
+            self._connecting = loop.create_task(self._connect())
+            return
+        future, commands = self._take()
+        self._in_flight = True
+        self._began = loop.time()
+        self.windows_written += 1
+        direct.send(commands, partial(self._answered, future))
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._kick(due_now=True)
+
+    def _answered(self, future: asyncio.Future[None] | None, outcome: list[Any] | BusError) -> None:
+        self._in_flight = False
+        self._settle(future, outcome)
+        self._next()
+
+    def _next(self) -> None:
+        if self._future is not None:
+            self._kick()
+        elif not self._in_flight:
+            self._idle.set()
+
+    async def _connect(self) -> None:
+        assert self._direct is not None
+        try:
+            await self._direct.connect()
+        except BusError as exc:
+            future, _ = self._take()  # what waited for the connection fails with it
+            self._settle(future, exc)
+        finally:
+            self._connecting = None
+        self._next()
+
+    # redis-py's pipeline: a writer task
+
+    async def _write_windows(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
-            wait = began + self.window - loop.time()
+            wait = self._began + self.window - loop.time()
             await asyncio.sleep(wait if wait > 0 else 0)
-            began = loop.time()
+            self._began = loop.time()
             self._wake.clear()
-            future, self._future = self._future, None
-            starts, self._starts = self._starts, []
-            appends, self._appends = self._appends, {}
-            finishes, self._finishes = self._finishes, []
-            self._pending = 0
+            future, commands = self._take()
             self.windows_written += 1
             try:
-                await self._write(starts, appends, finishes)
+                outcome: list[Any] | BusError = await self._pipeline(commands)
             except BusError as exc:
-                log.warning("live log write failed %s", kv(error=exc.message))
-                if future is not None and not future.done():
-                    future.set_exception(exc)
-            except BaseException as exc:
-                if future is not None and not future.done():
-                    future.set_exception(BusError("the live log's writer stopped"))
-                raise exc
-            else:
-                if future is not None and not future.done():
-                    future.set_result(None)
+                outcome = exc
+            except BaseException:
+                self._settle(future, BusError("the live log's writer stopped"))
+                raise
+            self._settle(future, outcome)
             if self._future is None:
                 self._idle.set()
 
-    async def _write(
-        self,
-        starts: list[tuple[str, str]],
-        appends: dict[str, list[NewEvent]],
-        finishes: list[tuple[str, str | None, bytes, int]],
-    ) -> None:
-        if not self._scripts:
-            await self._load_scripts()
-        for attempt in range(2):
-            results = await self._send(self._commands(starts, appends, finishes))
-            errors = [r for r in results if isinstance(r, Exception)]
-            if not errors:
-                return
-            if attempt == 0 and any(_no_script(e) for e in errors):
-                await self._load_scripts()  # Redis restarted, or its scripts were flushed
-                continue
-            raise BusError(f"redis: a live log write failed: {errors[0]}")
-
-    async def _send(self, commands: list[list[Any]]) -> list[Any]:
-        """The commands' replies in order, errors among them as values: over the direct
-        connection, or redis-py's pipeline."""
-        if self._direct is not None:
-            return await self._direct.execute(commands)
+    async def _pipeline(self, commands: list[list[Any]]) -> list[Any]:
         pipe = self.link.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
@@ -367,7 +420,8 @@ class RedisLiveLog:
         finishes: list[tuple[str, str | None, bytes, int]],
     ) -> list[list[Any]]:
         """A window's commands: its starts, one script call adding each session's events as
-        one stream entry (and renewing their TTL), then its finishes."""
+        one stream entry (and renewing their TTL), then its finishes. The scripts go whole
+        (``EVAL``; Redis caches them compiled): nothing to reload after Redis restarts."""
         link, ttl = self.link, self._live_ttl
         commands: list[list[Any]] = []
         for session_id, node_id in starts:
@@ -386,20 +440,13 @@ class RedisLiveLog:
                 keys.append(link.state_key(session_id))
                 args.append(f"0-{events[-1][0]}")
                 args.append(orjson.dumps(events))
-            commands.append(["EVALSHA", self._scripts["append"], len(keys), *keys, *args])
+            commands.append(["EVAL", _APPEND, len(keys), *keys, *args])
         for session_id, owner, summary, finish_ttl in finishes:
             events_key, state = link.events_key(session_id), link.state_key(session_id)
-            commands.append(
-                ["EVALSHA", self._scripts["finish"], 2, events_key, state, summary, finish_ttl]
-            )
+            commands.append(["EVAL", _FINISH, 2, events_key, state, summary, finish_ttl])
             if owner is not None:
                 commands.append(["SREM", link.sessions_key(owner), session_id])
         return commands
-
-    async def _load_scripts(self) -> None:
-        for name, script in (("append", _APPEND), ("finish", _FINISH)):
-            sha = await self.link.run("SCRIPT", "LOAD", script)
-            self._scripts[name] = sha.decode() if isinstance(sha, bytes) else str(sha)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -483,8 +530,9 @@ class RedisLiveLog:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(BusError):
-            await self._idle.wait()
+        await self._idle.wait()
+        if self._timer is not None:
+            self._timer.cancel()
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.cancel()
@@ -494,15 +542,11 @@ class RedisLiveLog:
             await self._direct.close()
 
 
-def _no_script(error: Exception) -> bool:
-    return isinstance(error, NoScriptError) or (
-        isinstance(error, RespError) and error.code == "NOSCRIPT"
-    )
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
+def _first_error(replies: list[Any]) -> BusError | None:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            return BusError(f"redis: a live log write failed: {reply}")
+    return None
 
 
 def _done() -> asyncio.Future[None]:
@@ -514,7 +558,7 @@ def _done() -> asyncio.Future[None]:
 def _failed(error: BaseException) -> asyncio.Future[None]:
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     future.set_exception(error)
-    future.add_done_callback(_retrieve)
+    future.exception()  # retrieved: the caller need not await it
     return future
 
 

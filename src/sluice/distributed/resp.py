@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from redis.connection import parse_url
@@ -87,66 +87,97 @@ def parse_reply(buffer: bytes | bytearray, pos: int) -> tuple[Any, int]:
     raise ValueError(f"not a RESP reply: {bytes(kind)!r}")
 
 
+#: what a pipeline's sender is told: the replies in order, or why there are none
+Answer = Callable[["list[Any] | BusError"], None]
+
+
+class _Pending:
+    __slots__ = ("answer", "count", "got", "timer")
+
+    def __init__(self, count: int, answer: Answer) -> None:
+        self.count = count
+        self.answer = answer
+        self.got: list[Any] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, reply_timeout: float) -> None:
         self.transport: asyncio.Transport | None = None
+        self._reply_timeout = reply_timeout
         self._buffer = bytearray()
-        #: per pipeline sent and not yet answered: how many replies, its future, those so far
-        self._waiting: deque[tuple[int, asyncio.Future[list[Any]], list[Any]]] = deque()
+        #: the pipelines sent and not yet answered, oldest first
+        self._waiting: deque[_Pending] = deque()
         self.lost: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
-    def send(self, payload: bytes, replies: int) -> asyncio.Future[list[Any]]:
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        if self.lost is not None or self.transport is None or self.transport.is_closing():
-            future.set_exception(BusError(f"redis: connection lost: {self.lost}"))
-            return future
-        self._waiting.append((replies, future, []))
+    @property
+    def usable(self) -> bool:
+        return self.lost is None and self.transport is not None and not self.transport.is_closing()
+
+    def send(self, payload: bytes, count: int, answer: Answer) -> None:
+        if not self.usable or self.transport is None:
+            answer(BusError(f"redis: connection lost: {self.lost}"))
+            return
+        pending = _Pending(count, answer)
+        pending.timer = asyncio.get_running_loop().call_later(
+            self._reply_timeout, self._expire, pending
+        )
+        self._waiting.append(pending)
         self.transport.write(payload)
-        return future
+
+    def _expire(self, pending: _Pending) -> None:
+        if pending in self._waiting:
+            self._abort(BusError("redis: no reply in time"))
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
         pos = 0
+        waiting = self._waiting
         try:
-            while self._waiting:
+            while waiting:
                 reply, pos = parse_reply(buffer, pos)
-                count, future, got = self._waiting[0]
-                got.append(reply)
-                if len(got) == count:
-                    self._waiting.popleft()
-                    if not future.done():
-                        future.set_result(got)
+                pending = waiting[0]
+                pending.got.append(reply)
+                if len(pending.got) == pending.count:
+                    waiting.popleft()
+                    if pending.timer is not None:
+                        pending.timer.cancel()
+                    pending.answer(pending.got)
         except _Incomplete:
             pass
         except ValueError as exc:
-            self._fail(BusError(f"redis: unreadable reply: {exc}"))
-            if self.transport is not None:
-                self.transport.abort()
+            self._abort(BusError(f"redis: unreadable reply: {exc}"))
             return
         del buffer[:pos]
         if len(buffer) > MAX_REPLY:
-            self._fail(BusError("redis: reply too large"))
-            if self.transport is not None:
-                self.transport.abort()
+            self._abort(BusError("redis: reply too large"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc or ConnectionResetError("closed")
         self._fail(BusError(f"redis: connection lost: {self.lost}"))
 
+    def _abort(self, error: BusError) -> None:
+        self.lost = error
+        self._fail(error)
+        if self.transport is not None:
+            self.transport.abort()
+
     def _fail(self, error: BusError) -> None:
         waiting, self._waiting = self._waiting, deque()
-        for _, future, _ in waiting:
-            if not future.done():
-                future.set_exception(error)
+        for pending in waiting:
+            if pending.timer is not None:
+                pending.timer.cancel()
+            pending.answer(error)
 
 
 class RespConnection:
-    """One connection, opened on first use and again after it is lost. ``execute`` sends
-    commands in one write and returns their replies in order (errors as ``RespError``)."""
+    """One connection, opened by ``connect`` (again after it is lost). ``send`` writes commands
+    in one buffer at once and calls back with their replies, in order, errors among them as
+    ``RespError``; ``execute`` is the same, awaited."""
 
     def __init__(self, url: str, connect_timeout: float, reply_timeout: float) -> None:
         options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
@@ -156,59 +187,70 @@ class RespConnection:
         self._connect_timeout = connect_timeout
         self._reply_timeout = reply_timeout
         self._protocol: _Protocol | None = None
-        self._connecting: asyncio.Lock | None = None
 
-    async def _connect(self) -> _Protocol:
+    @property
+    def ready(self) -> bool:
+        return self._protocol is not None and self._protocol.usable
+
+    async def connect(self) -> None:
+        """Open the connection (AUTH and SELECT as the URL says); raises ``BusError``."""
         loop = asyncio.get_running_loop()
         options = self._options
+        timeout = self._reply_timeout
+
+        def protocol() -> _Protocol:
+            return _Protocol(timeout)
+
         try:
             async with asyncio.timeout(self._connect_timeout):
                 if "path" in options:
-                    _, protocol = await loop.create_unix_connection(_Protocol, options["path"])
+                    _, made = await loop.create_unix_connection(protocol, options["path"])
                 else:
-                    _, protocol = await loop.create_connection(
-                        _Protocol, options.get("host", "localhost"), options.get("port", 6379)
+                    _, made = await loop.create_connection(
+                        protocol, options.get("host", "localhost"), options.get("port", 6379)
                     )
         except OSError as exc:  # TimeoutError included
             raise BusError(
                 f"redis: connecting failed: {exc.strerror or type(exc).__name__}"
             ) from exc
+        old, self._protocol = self._protocol, made
+        if old is not None and old.transport is not None:
+            old.transport.close()
         hello: list[list[str | bytes | int]] = []
         if options.get("password"):
-            user = options.get("username")
-            hello.append(
-                ["AUTH", user, options["password"]] if user else ["AUTH", options["password"]]
-            )
+            user, password = options.get("username"), options["password"]
+            hello.append(["AUTH", user, password] if user else ["AUTH", password])
         if options.get("db"):
             hello.append(["SELECT", int(options["db"])])
         if hello:
-            replies = await self._wait(protocol.send(b"".join(map(pack, hello)), len(hello)))
-            for reply in replies:
+            for reply in await self.execute(hello):
                 if isinstance(reply, RespError):
-                    if protocol.transport is not None:
-                        protocol.transport.abort()
+                    await self.close()
                     raise BusError(f"redis: the connection was refused: {reply.code}")
-        return protocol
 
-    async def _wait(self, future: asyncio.Future[list[Any]]) -> list[Any]:
-        try:
-            async with asyncio.timeout(self._reply_timeout):
-                return await future
-        except TimeoutError as exc:
-            await self.close()
-            raise BusError("redis: no reply in time") from exc
+    def send(self, commands: Sequence[Sequence[str | bytes | int]], answer: Answer) -> None:
+        """Write ``commands`` now (the connection must be ``ready``)."""
+        protocol = self._protocol
+        if protocol is None:
+            answer(BusError("redis: not connected"))
+            return
+        protocol.send(b"".join(map(pack, commands)), len(commands), answer)
 
     async def execute(self, commands: Sequence[Sequence[str | bytes | int]]) -> list[Any]:
-        protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
-            if self._connecting is None:
-                self._connecting = asyncio.Lock()
-            async with self._connecting:
-                protocol = self._protocol
-                if protocol is None or protocol.lost is not None:
-                    protocol = self._protocol = await self._connect()
-        payload = b"".join(map(pack, commands))
-        return await self._wait(protocol.send(payload, len(commands)))
+        if not self.ready:
+            await self.connect()
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+
+        def answer(outcome: list[Any] | BusError) -> None:
+            if future.done():
+                return
+            if isinstance(outcome, BusError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        self.send(commands, answer)
+        return await future
 
     async def close(self) -> None:
         protocol, self._protocol = self._protocol, None

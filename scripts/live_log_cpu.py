@@ -9,7 +9,8 @@ Each of S sessions is a task that appends a batch of k text events (one upstream
 ``pace`` seconds, as a paced stream's reads come, for ``seconds``; every session starts and
 finishes as a session does. The process's CPU time (user and system, ``time.process_time``:
 this process only, not Redis's) is divided by the events appended. "added" is the figure minus
-the same run with no log (the tasks, their sleeps and the events' tuples cost that much alone).
+the same run with no log (the tasks, their sleeps and the events' tuples cost that much alone);
+"added/write" is the added CPU per write to Redis (one round trip).
 Wall-clock pacing on a shared machine: the figures move by some percent from run to run.
 """
 
@@ -71,14 +72,15 @@ async def main(args: argparse.Namespace) -> None:
     batches = [int(b) for b in args.batch.split(",")]
     windows = [float(w) for w in args.windows.split(",")]
     prefix = f"sluice-bench-{os.getpid()}:"
-    print(f"{'backend':<16}{'S':>5}{'k':>4}{'events':>9}{'µs/event':>10}{'added':>8}"
-          f"{'µs/batch':>10}{'writes':>8}")
+    print(
+        f"{'backend':<16}{'S':>5}{'k':>4}{'events':>9}{'µs/event':>10}{'added':>8}"
+        f"{'µs/batch':>10}{'writes':>8}{'added/write':>12}"
+    )
     for s in sessions:
         for k in batches:
             base_cpu, base_events, _ = await run(NoLog(), s, k, args.seconds, args.pace)
             base = base_cpu / base_events * 1e6
-            print(f"{'none':<16}{s:>5}{k:>4}{base_events:>9}{base:>10.2f}{'':>8}"
-                  f"{base * k:>10.2f}")
+            print(f"{'none':<16}{s:>5}{k:>4}{base_events:>9}{base:>10.2f}{'':>8}{base * k:>10.2f}")
             kinds: list[tuple[str, BusSettings]] = [("memory", BusSettings())]
             kinds += [
                 (f"redis w={w:g}", BusSettings(url=args.redis, prefix=prefix, append_window=w))
@@ -93,8 +95,12 @@ async def main(args: argparse.Namespace) -> None:
                     await plane.close()
                     await _clean(args.redis, prefix)
                 per_event = cpu / events * 1e6
-                print(f"{name:<16}{s:>5}{k:>4}{events:>9}{per_event:>10.2f}"
-                      f"{per_event - base:>8.2f}{cpu / reads * 1e6:>10.2f}{writes:>8}")
+                per_write = (per_event - base) * events / writes if writes else 0.0
+                print(
+                    f"{name:<16}{s:>5}{k:>4}{events:>9}{per_event:>10.2f}"
+                    f"{per_event - base:>8.2f}{cpu / reads * 1e6:>10.2f}{writes:>8}"
+                    f"{per_write:>12.0f}"
+                )
 
 
 async def _clean(url: str, prefix: str) -> None:

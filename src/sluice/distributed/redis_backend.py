@@ -11,11 +11,12 @@ Key layout (``P`` is the configured prefix, ``sluice:`` by default; see docs/dep
     Pnodes                  sorted set: node -> end of its lease (Redis's clock, ms)
     Pbus:<topic>            pub/sub channel of the operations bus
 
-A session's two keys share a hash tag, hence a cluster slot. Writes are queued and sent once per
-window (``append_window``): one pipeline carrying the window's starts, one script call that
-adds every session's new events (one stream entry each) and renews their TTL, and the
-finishes. Reads page through the stream; followers block on ``XREAD`` on connections of their
-own. Every error of redis-py or the socket below is raised as ``BusError``.
+A session's two keys share a hash tag, hence a cluster slot. Writes are queued and sent together
+(group commit, at most one write per ``append_window``): the window's starts, one script call
+that adds every session's new events (one stream entry each) and renews their TTL, and the
+finishes, over the live log's own pipelined connection (``resp.py``) or redis-py's pipeline.
+Reads page through the stream; followers block on ``XREAD`` on connections of their own. Every
+error of redis-py or the socket below is raised as ``BusError``.
 """
 
 from __future__ import annotations

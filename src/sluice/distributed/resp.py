@@ -2,8 +2,9 @@
 replies parsed in the protocol's ``data_received``, no task per command.
 
 redis-py runs each command through a connection pool, ``wait_for`` timeouts and a reader
-coroutine: some five turns of the event loop per command, about 250 µs of CPU per write on this
-machine against 80 µs for the socket itself (``scripts/live_log_cpu.py``). The live log writes
+coroutine: some five turns of the event loop per command. A live log write through it cost
+380 to 520 µs of CPU at one paced stream, through this connection 130 to 160 µs, most of it the
+wake-up the reply brings (``scripts/live_log_cpu.py``; docs/benchmarks.md). The live log writes
 once per upstream read of a quiet stream, so that cost is a relayed chunk's. This connection
 sits behind the same ``RedisLiveLog`` as redis-py's pipeline (``direct=False``), and the live
 log's contract suite runs against both.

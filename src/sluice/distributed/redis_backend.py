@@ -266,7 +266,7 @@ class RedisLiveLog:
         future = self._future
         if future is None:
             if self._closed:
-                raise BusError("the live log is closed")
+                return _failed(BusError("the live log is closed"))
             loop = asyncio.get_running_loop()
             future = self._future = loop.create_future()
             self._idle.clear()

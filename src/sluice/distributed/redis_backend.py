@@ -463,7 +463,7 @@ class RedisLiveLog:
                 batch = _fields(fields).get(b"e")
                 if batch is None:  # the end marker
                     return out[:limit]
-                after = _take(batch, after, out)
+                after = _add_events(batch, after, out)
                 start = b"(" + entry_id
             if len(entries) < PAGE:
                 break
@@ -492,7 +492,7 @@ class RedisLiveLog:
                 if batch is None:
                     ended = True
                     break
-                after = _take(batch, after, page)
+                after = _add_events(batch, after, page)
             if page:
                 yield page
             if ended:
@@ -577,7 +577,7 @@ def _stream_entries(reply: Any) -> list[tuple[bytes, Any]]:
     return list(reply[0][1])
 
 
-def _take(batch: bytes, after: int, out: list[LoggedEvent]) -> int:
+def _add_events(batch: bytes, after: int, out: list[LoggedEvent]) -> int:
     """Add the events of one stored entry numbered above ``after``; return the last number."""
     for seq, kind, data in orjson.loads(batch):
         if seq > after:

@@ -114,3 +114,38 @@ def test_the_client_bounds_are_read_from_the_server_table(tmp_path: Path) -> Non
         100,
     )
     assert isinstance(limits.header_timeout, float) and limits.idle_timeout == 75.0
+
+
+def test_the_bus_is_in_process_unless_a_redis_url_is_set(tmp_path: Path) -> None:
+    assert load_settings(None).bus.url is None
+    path = write(
+        tmp_path,
+        '[bus]\nurl = "redis://127.0.0.1:6379/0"\nprefix = "prod:"\nappend_window = 0.01\n',
+    )
+    bus = load_settings(path).bus
+    assert (bus.url, bus.prefix, bus.append_window) == ("redis://127.0.0.1:6379/0", "prod:", 0.01)
+    assert bus.live_ttl == 86400.0
+    assert load_settings(write(tmp_path, '[bus]\nurl = ""\n')).bus.url is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[bus]\nurl = "postgresql://x"', "must start with redis://"),
+        ('[bus]\nprefix = "{tag}:"', "without braces"),
+        ("[bus]\nprefix = 5", "must be a string"),
+        ("[bus]\nappend_window = 2", "at most 1 second"),
+        ("[bus]\nlive_ttl = 1", "at least 60 seconds"),
+        ("[bus]\nhost = 1", "not a setting"),
+    ],
+)
+def test_impossible_bus_settings_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write(tmp_path, text))
+
+
+def test_a_refused_bus_url_is_not_echoed(tmp_path: Path) -> None:
+    path = write(tmp_path, '[bus]\nurl = "redus://:hunter2@db:6379"')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "hunter2" not in str(info.value)

@@ -189,6 +189,26 @@ class AuthSettings:
     secure_cookies: bool = False
 
 
+#: URL schemes ``bus.url`` accepts (redis-py's)
+BUS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(slots=True)
+class BusSettings:
+    """What sessions share across processes and nodes (docs/deployment.md): unset, the
+    in-process bus, live log and control channel of one process."""
+
+    #: ``redis://host:port/db`` (``rediss://`` for TLS); None: in-process
+    url: str | None = None
+    #: put before every Redis key and channel, so that several deployments share one Redis
+    prefix: str = "sluice:"
+    #: seconds the live log gathers appends before writing them together (the most a crash
+    #: of the gateway can lose of what was relayed, beside the write in flight)
+    append_window: float = 0.005
+    #: seconds a live session's keys outlive its last write (a dead node's logs go away)
+    live_ttl: float = 86400.0
+
+
 @dataclass(slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -204,6 +224,7 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     auth: AuthSettings = field(default_factory=AuthSettings)
     store_url: str = "sqlite:///var/sluice.db"
+    bus: BusSettings = field(default_factory=BusSettings)
     log_level: str = "info"
     streams: StreamSettings = field(default_factory=StreamSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
@@ -258,6 +279,7 @@ def _from_dict(data: dict[str, Any]) -> Settings:
     s.auth = _auth(data.get("auth", {}))
     s.client_limits = _client_limits(server)
     s.store_url = data.get("store", {}).get("url", s.store_url)
+    s.bus = _bus(data.get("bus", {}))
     s.streams = _streams(data.get("streams", {}))
     s.ops = _ops(data.get("ops", {}))
 
@@ -285,6 +307,30 @@ def _auth(raw: dict[str, Any]) -> AuthSettings:
             raise ConfigError(f"auth.{key} must be true or false")
         setattr(auth, key, value)
     return auth
+
+
+def _bus(raw: dict[str, Any]) -> BusSettings:
+    bus = BusSettings()
+    for key, value in raw.items():
+        if key not in BusSettings.__dataclass_fields__:
+            raise ConfigError(f"bus.{key} is not a setting (see docs/configuration.md)")
+        if key in ("url", "prefix"):
+            if not isinstance(value, str):
+                raise ConfigError(f"bus.{key} must be a string")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"bus.{key} must be a non-negative number")
+        setattr(bus, key, value if key in ("url", "prefix") else float(value))
+    bus.url = bus.url or None
+    if bus.url is not None and not bus.url.startswith(BUS_SCHEMES):
+        # The URL itself is not repeated: it may hold a password.
+        raise ConfigError(f"bus.url must start with {', '.join(BUS_SCHEMES)}")
+    if len(bus.prefix) > 64 or any(c in bus.prefix for c in "{} \t\r\n"):
+        raise ConfigError("bus.prefix must be at most 64 characters, without braces or spaces")
+    if bus.append_window > 1.0:
+        raise ConfigError("bus.append_window must be at most 1 second")
+    if bus.live_ttl < 60:
+        raise ConfigError("bus.live_ttl must be at least 60 seconds")
+    return bus
 
 
 def _streams(raw: dict[str, Any]) -> StreamSettings:

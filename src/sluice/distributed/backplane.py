@@ -1,0 +1,54 @@
+"""The three shared interfaces built from ``[bus]``: in-process when no URL is set, else Redis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sluice.config import BusSettings
+from sluice.distributed.control import Control, MemoryControl
+from sluice.distributed.livelog import LiveLog, MemoryLiveLog
+from sluice.session.bus import Bus, MemoryBus
+
+if TYPE_CHECKING:
+    from sluice.distributed.redis_backend import RedisLink
+
+
+@dataclass(slots=True)
+class Backplane:
+    """The live log, the control channel and the operations bus of one process, and what
+    closes them."""
+
+    log: LiveLog
+    control: Control
+    bus: Bus
+    #: the connections to Redis, None in-process
+    link: RedisLink | None = None
+
+    @property
+    def kind(self) -> str:
+        return "memory" if self.link is None else "redis"
+
+    async def close(self) -> None:
+        """Write what the live log has queued, then close the connections. Idempotent."""
+        await self.log.close()
+        await self.control.close()
+        if self.link is not None:
+            await self.link.close()
+
+
+async def open_backplane(settings: BusSettings) -> Backplane:
+    """The backends ``settings`` name, ready to use; raises ``BusError`` when Redis does not
+    answer."""
+    if settings.url is None:
+        return Backplane(MemoryLiveLog(), MemoryControl(), MemoryBus())
+    from sluice.distributed.redis_backend import RedisBus, RedisControl, RedisLink, RedisLiveLog
+
+    link = RedisLink(settings.url, settings.prefix)
+    try:
+        await link.open()
+    except BaseException:
+        await link.close()
+        raise
+    live_log = RedisLiveLog(link, window=settings.append_window, live_ttl=settings.live_ttl)
+    return Backplane(live_log, RedisControl(link), RedisBus(link), link)

@@ -6,7 +6,9 @@
  * answer, no, costs a few instructions a byte:
  *
  * - a token is a maximal run of the characters [A-Za-z0-9_-] (what provider keys are made of)
- *   that begins with a known provider's prefix and is at least as long as SHAPES says;
+ *   that begins with a known provider's prefix, is at least as long as TOKEN_SHAPES says, and
+ *   holds a digit or a capital after the prefix (a random key does; an identifier such as
+ *   hf_hub_download_with_progress_bar does not);
  * - a run "bearer" (any case) followed by a space or a tab is reported too: redact.py decides
  *   whether a bearer token follows it.
  *
@@ -80,8 +82,12 @@ token_shaped(const unsigned char *run, Py_ssize_t n, unsigned char next)
     for (size_t i = 0; i < sizeof TOKEN_SHAPES / sizeof TOKEN_SHAPES[0]; i++) {
         const TokenShape *shape = &TOKEN_SHAPES[i];
         if (n >= shape->len + shape->rest && run[0] == (unsigned char)shape->prefix[0] &&
-            memcmp(run, shape->prefix, shape->len) == 0)
-            return 1;
+            memcmp(run, shape->prefix, shape->len) == 0) {
+            for (Py_ssize_t j = shape->len; j < n; j++)
+                if ((run[j] >= 'A' && run[j] <= 'Z') || (run[j] >= '0' && run[j] <= '9'))
+                    return 1;
+            return 0;
+        }
     }
     return 0;
 }

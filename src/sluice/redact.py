@@ -29,7 +29,8 @@ MIN_KEY_LENGTH = 8
 TOKEN_CHARS = "A-Za-z0-9_-"
 
 #: Known providers' token prefixes, and the fewest token characters after each (keep in step
-#: with ``_tokens.h``).
+#: with ``_tokens.h``). The characters after the prefix must also hold a digit or a capital: a
+#: random key does, an identifier such as ``hf_hub_download_with_progress_bar`` does not.
 SHAPES: tuple[tuple[str, int], ...] = (
     ("sk-", 20),  # OpenAI (sk-proj-, sk-svcacct-, sk-admin-), Anthropic (sk-ant-), Sluice
     ("AIza", 30),  # Google
@@ -53,7 +54,10 @@ _RUN_START = f"(?<![{TOKEN_CHARS}])"
 _TOKEN_PATTERN = (
     _RUN_START
     + "(?:"
-    + "|".join(f"{re.escape(prefix)}[{TOKEN_CHARS}]{{{rest},}}" for prefix, rest in SHAPES)
+    + "|".join(
+        f"{re.escape(prefix)}(?=[a-z_-]*[A-Z0-9])[{TOKEN_CHARS}]{{{rest},}}"
+        for prefix, rest in SHAPES
+    )
     + ")"
 )
 #: RFC 6750's b64token after the word ``Bearer`` (any case) and its space.
@@ -63,21 +67,18 @@ _PATTERN = f"(?P<bearer>{_BEARER_PATTERN})|(?P<token>{_TOKEN_PATTERN})"
 _TOKENS = re.compile(_PATTERN)
 _TOKENS_BYTES = re.compile(_PATTERN.encode())
 
-MARKER_BYTES = MARKER.encode()
-
 
 def _replace_token(match: re.Match[str]) -> str:
-    bearer = match.group(2)
-    if bearer is not None:
-        return bearer + MARKER
-    return _kept_prefix(match.group(0)) + MARKER
+    """``Bearer `` and a token's public prefix are kept, the rest is the marker."""
+    token = match.group(0)
+    bearer = match.group(2) or ""
+    return bearer + _kept_prefix(token[len(bearer) :]) + MARKER
 
 
 def _replace_token_bytes(match: re.Match[bytes]) -> bytes:
-    bearer = match.group(2)
-    if bearer is not None:
-        return bearer + MARKER_BYTES
-    return _kept_prefix(match.group(0).decode("ascii")).encode() + MARKER_BYTES
+    token = match.group(0).decode("ascii")
+    bearer = (match.group(2) or b"").decode("ascii")
+    return (bearer + _kept_prefix(token[len(bearer) :]) + MARKER).encode()
 
 
 def _kept_prefix(token: str) -> str:

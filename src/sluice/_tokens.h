@@ -45,7 +45,8 @@ static const TokenShape TOKEN_SHAPES[] = {
     {"github_pat_", 11, 20},
 };
 
-/* the shortest run any shape accepts ("AKIA" and 16) */
+/* the shortest run any shape accepts ("AKIA" and 16); a bearer token is longer still
+ * ("bearer", a space and 16): text shorter than this holds no secret of a known shape */
 #define TOKEN_SHORTEST 20
 
 #define T 1
@@ -96,6 +97,8 @@ token_shaped(const unsigned char *run, Py_ssize_t n, unsigned char next)
 static inline int
 holds_token(const unsigned char *p, Py_ssize_t len)
 {
+    if (len < TOKEN_SHORTEST)
+        return 0; /* most deltas: one token of text */
     const unsigned char *end = p + len;
     Py_ssize_t run = 0;
     for (; p < end; p++) {

@@ -196,3 +196,9 @@ class ProviderKeys:
             self._redactor = Redactor(values)
             self._seen = values
         return self._redactor
+
+    def latest(self) -> Redactor:
+        """The redactor of the last ``current()``, without reading the keys again: for the
+        log, whose lines would otherwise read the environment each. A key rotated since is
+        in no request yet, so nothing can echo it."""
+        return self._redactor

@@ -165,7 +165,7 @@ class Gateway:
         pruner = asyncio.ensure_future(self._prune_forever())
         feed = asyncio.ensure_future(self.ops.run())
         keys = asyncio.ensure_future(self._keep_keys())
-        stop_redacting = redact_logs(self.sessions.redaction.current)
+        stop_redacting = redact_logs(self.sessions.redaction.latest)
         try:
             yield
         finally:

@@ -129,9 +129,11 @@ def test_the_provider_keys_follow_rotation() -> None:
     first = ring.current()
     assert ring.current() is first  # unchanged values: the same redactor
     current[0] = "sk-" + "b" * 40
+    assert ring.latest() is first  # (the log's: the environment is not read again)
     rotated = ring.current()
     assert rotated is not first
     assert rotated.keys == (current[0].encode(),)
+    assert ring.latest() is rotated
 
 
 # -- the C first look against the expressions ------------------------------------------------

@@ -173,7 +173,8 @@ class EchoUpstream:
     """An upstream that tells the credential it received back, as the model names: ``status``
     (503 on a session's first attempt, then 401), ``frame`` (an in-stream error) or ``delta``
     (a text delta), in the wire format of the path it is called on; each frame is its own
-    chunk, so a lone delta reaches the relay's shortcut."""
+    chunk, so a lone delta reaches the relay's shortcut. ``split-frame`` and ``split-delta``
+    cut the frame that holds the credential into two chunks, in the middle of it."""
 
     def __init__(self) -> None:
         self.attempts: dict[bytes, int] = {}
@@ -204,8 +205,15 @@ class EchoUpstream:
             return
         start_headers = [(b"content-type", b"text/event-stream")]
         await send({"type": "http.response.start", "status": 200, "headers": start_headers})
-        for frame in FRAMES[scope["path"]](scenario, echo):
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        pieces = []
+        for frame in FRAMES[scope["path"]](scenario.removeprefix("split-"), echo):
+            cut = frame.find(credential.encode()) + len(credential) // 2
+            if scenario.startswith("split-") and cut > len(credential) // 2:
+                pieces += [frame[:cut], frame[cut:]]  # the secret cut across two chunks
+            else:
+                pieces.append(frame)
+        for piece in pieces:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
             await asyncio.sleep(0.005)
         await send({"type": "http.response.body", "body": b""})
 
@@ -410,3 +418,19 @@ async def test_an_answer_that_is_not_streamed_is_redacted_too(
     assert response.status_code == (200 if scenario == "delta" else 502), response.text
     assert "[redacted]" in response.text
     assert_clean(response.content, "the client")
+
+
+@pytest.mark.parametrize("scenario", ["split-frame", "split-delta"])
+@pytest.mark.parametrize(
+    ("endpoint", "upstream"),
+    [("chat", "echo-chat"), ("messages", "echo-messages"), ("native", "echo-responses")],
+)
+async def test_a_secret_cut_across_two_chunks_of_one_frame_is_redacted(
+    echoing: tuple[GatewayUnderTest, EchoUpstream], endpoint: str, upstream: str, scenario: str
+) -> None:
+    gw, _ = echoing
+    session_id, received = await ask(gw, endpoint, f"{upstream}/{scenario}")
+    assert b"[redacted]" in received
+    assert_clean(received, "the client")
+    record = await gw.final_record(session_id)
+    assert_clean(orjson.dumps(record), "the record")

@@ -8,7 +8,8 @@ token of a known shape keeps its provider's public prefix (``sk-ant-[redacted]``
 ``AKIA[redacted]``, ``Bearer [redacted]``), so that a reader can tell whose key it was.
 
 The cheap first look (:meth:`Redactor.seen`) is the C module ``sluice._redact`` (the rules of
-``_tokens.h``, which this module's expressions match exactly); without it, the expressions
+``_tokens.h``, which this module's expressions follow: the look may say yes where they then
+find nothing, never no where they would find something); without it, the expressions
 themselves.
 """
 

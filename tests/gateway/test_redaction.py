@@ -2,7 +2,8 @@
 sent (and other token-shaped secrets) in an error status before the stream, in an in-stream
 error frame, and in a text delta, in each wire format; through each client endpoint, relayed
 as it is (passthrough) or translated, the secrets reach none of: the client, the record, the
-stored events, the log, the operations feeds and the session page."""
+stored events, the session list, the session's WebSocket, the log, the operations feeds, the
+session page and the chat page's stream."""
 
 from __future__ import annotations
 
@@ -366,6 +367,18 @@ async def test_an_echoed_secret_reaches_nothing_the_gateway_relays_stores_or_sho
     stored_events = await gw.gateway.store.get_events(session_id, 0)
     assert stored_events
     assert_clean(b"".join(data for _seq, _kind, data in stored_events), "the stored events")
+
+    listed = await gw.http.get("/api/sessions")
+    assert session_id in listed.text
+    assert_clean(listed.content, "the session list")
+    ws_url = gw.url.replace("http://", "ws://") + f"/api/sessions/{session_id}/ws"
+    async with connect(ws_url) as socket:
+        frames = [str(message) async for message in socket]
+    assert frames and orjson.loads(frames[-1])["type"] == "end"
+    assert_clean("\n".join(frames), "the session's WebSocket")
+    chat = await gw.http.get(f"/chat/sessions/{session_id}/stream")
+    assert chat.status_code == 200
+    assert_clean(chat.content, "the chat page's stream")
 
     page = await gw.http.get(f"/ops/sessions/{session_id}")
     assert page.status_code == 200

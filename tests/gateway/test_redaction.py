@@ -194,6 +194,15 @@ class EchoUpstream:
         self.credentials.append(credential)
         echo = echo_text(credential)
         scenario = body["model"]
+        if scenario == "status-html":
+            # A proxy's page, longer than the part of it that becomes the message, the
+            # credential across the cut.
+            head = (b"<html><body><p>" + b"Unauthorized. " * 40)[:474] + b" Key:"
+            page = head + credential.encode() + b" rejected.</p></body></html>"
+            start_headers = [(b"content-type", b"text/html")]
+            await send({"type": "http.response.start", "status": 401, "headers": start_headers})
+            await send({"type": "http.response.body", "body": page})
+            return
         if scenario == "status":
             session = headers.get(b"x-sluice-session-id", b"")
             attempt = self.attempts[session] = self.attempts.get(session, 0) + 1
@@ -447,3 +456,20 @@ async def test_a_secret_cut_across_two_chunks_of_one_frame_is_redacted(
     assert_clean(received, "the client")
     record = await gw.final_record(session_id)
     assert_clean(orjson.dumps(record), "the record")
+
+
+@pytest.mark.parametrize("upstream", UPSTREAMS)
+async def test_a_secret_across_the_cut_of_a_long_error_page_is_not_half_shown(
+    echoing: tuple[GatewayUnderTest, EchoUpstream], upstream: str
+) -> None:
+    gw, _ = echoing
+    session_id, received = await ask(gw, "native", f"{upstream}/status-html")
+    record = await gw.final_record(session_id)
+    assert record["error"]["type"] == "upstream_auth"
+    assert record["error"]["message"].startswith("<html><body><p>Unauthorized.")
+    assert_clean(received, "the client")
+    assert_clean(orjson.dumps(record), "the record")
+    message = record["error"]["message"]
+    assert 400 < len(message) < 500  # the page, up to the space before the word cut in two
+    for secret in (OPENAI_KEY, ANTHROPIC_KEY, PROXY_KEY):
+        assert secret[:10] not in message

@@ -262,3 +262,17 @@ def test_log_lines_of_the_sluice_loggers_are_redacted(caplog: pytest.LogCaptureF
     assert "upstream said bad key [redacted] and sk-proj-[redacted]" in text
     assert "RuntimeError: boom [redacted]" in text
     assert odd not in text and OPENAI_KEY not in text
+
+
+# -- an upstream's error page ------------------------------------------------------------------
+
+
+def test_a_long_error_page_is_cut_at_a_space_never_inside_a_secret() -> None:
+    from sluice.upstream import _error_message
+
+    page = b"<p>" + b"Denied. " * 60 + b"key=" + OPENAI_KEY.encode() + b" end</p>"
+    assert 480 < page.index(b"key=") < 500 < page.index(b"key=") + len(OPENAI_KEY)
+    message = _error_message(page)
+    assert message.endswith("Denied.") and "key=" not in message
+    assert _error_message(b"x" * 490 + OPENAI_KEY.encode()) == ""  # no space: nothing
+    assert _error_message(b"short page, " + OPENAI_KEY.encode()).endswith(OPENAI_KEY)

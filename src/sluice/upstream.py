@@ -976,7 +976,8 @@ def _error_message(raw: bytes) -> str:
         if len(raw) > _ERROR_TEXT:
             # Cut at a space, not inside a word: half of a key the upstream echoed would be
             # too short for the session's redactor to know it (sluice.redact).
-            text = text[: max(text.rfind(space) for space in b" \t\r\n")]
+            cut = max(text.rfind(space) for space in b" \t\r\n")
+            text = text[:cut] if cut >= 0 else b""
         return text.decode("utf-8", "replace").strip()
     if isinstance(body, dict):
         err = body.get("error")

@@ -68,6 +68,18 @@ _PATTERN = f"(?P<bearer>{_BEARER_PATTERN})|(?P<token>{_TOKEN_PATTERN})"
 _TOKENS = re.compile(_PATTERN)
 _TOKENS_BYTES = re.compile(_PATTERN.encode())
 
+#: The beginning of a secret at the very end of a text that was cut short: a run that starts
+#: with a known prefix, however short, or a bearer token's first characters.
+_TAIL = re.compile(
+    _RUN_START
+    + "(?:(?:"
+    + "|".join(re.escape(prefix) for prefix, _rest in SHAPES)
+    + rf")[{TOKEN_CHARS}]*|((?i:bearer)[ \t]+)[A-Za-z0-9._~+/-]+=*)\Z"
+)
+
+#: The fewest characters of a configured key's beginning that ``Redactor.tail`` replaces.
+MIN_KEY_TAIL = 4
+
 
 def _replace_token(match: re.Match[str]) -> str:
     """``Bearer `` and a token's public prefix are kept, the rest is the marker."""
@@ -161,6 +173,22 @@ class Redactor:
             markers = self._markers
             data = self._key_bytes.sub(lambda m: markers[m.group(0).decode()].encode(), data)
         return _TOKENS_BYTES.sub(_replace_token_bytes, data)
+
+    def tail(self, text: str) -> str:
+        """``text`` redacted, when it may have been cut short (an error body's first bytes):
+        a secret's beginning at its very end, too short to be known by its shape, or the
+        first characters of a configured key, is replaced as well."""
+        text = self.text(text)
+        match = _TAIL.search(text)
+        if match is not None:
+            bearer = match.group(1) or ""
+            rest = match.group(0)[len(bearer) :]
+            return text[: match.start()] + bearer + _kept_prefix(rest) + MARKER
+        for key in self._markers:
+            for n in range(min(len(key) - 1, len(text)), MIN_KEY_TAIL - 1, -1):
+                if text.endswith(key[:n]):
+                    return text[:-n] + MARKER
+        return text
 
     def value(self, value: Any) -> Any:
         """A JSON-like value (dicts, lists, strings, numbers) with its strings redacted; the

@@ -963,22 +963,12 @@ def _broken(response: UpstreamResponse, message: str) -> UpstreamError:
     return UpstreamConnectError(message)
 
 
-#: how much of an error body that is not JSON becomes the error's message
-_ERROR_TEXT = 500
-
-
 def _error_message(raw: bytes) -> str:
     """The provider's own error message, from either provider's error body."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        text = raw[:_ERROR_TEXT]
-        if len(raw) > _ERROR_TEXT:
-            # Cut at a space, not inside a word: half of a key the upstream echoed would be
-            # too short for the session's redactor to know it (sluice.redact).
-            cut = max(text.rfind(space) for space in b" \t\r\n")
-            text = text[:cut] if cut >= 0 else b""
-        return text.decode("utf-8", "replace").strip()
+        return raw[:500].decode("utf-8", "replace").strip()
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict) and isinstance(err.get("message"), str):

@@ -470,6 +470,6 @@ async def test_a_secret_across_the_cut_of_a_long_error_page_is_not_half_shown(
     assert_clean(received, "the client")
     assert_clean(orjson.dumps(record), "the record")
     message = record["error"]["message"]
-    assert 400 < len(message) < 500  # the page, up to the space before the word cut in two
+    assert message.endswith("[redacted]")  # the secret's beginning, before the cut
     for secret in (OPENAI_KEY, ANTHROPIC_KEY, PROXY_KEY):
         assert secret[:10] not in message

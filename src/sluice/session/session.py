@@ -491,7 +491,8 @@ class Session:
                 upstream = await opening
             except UpstreamError as exc:
                 exc.__traceback__ = None  # (no cycle through this frame: see ``_relay``)
-                exc.message = self.redactor.text(exc.message)  # the provider's error body
+                # the provider's error body, whose message may be its first bytes only
+                exc.message = self.redactor.tail(exc.message)
                 refused += 1
                 delay = self._backoff(refused, getattr(exc, "retry_after", None))
                 if (

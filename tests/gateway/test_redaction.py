@@ -216,7 +216,8 @@ class EchoUpstream:
         start_headers = [(b"content-type", b"text/event-stream")]
         await send({"type": "http.response.start", "status": 200, "headers": start_headers})
         pieces = []
-        for frame in FRAMES[scope["path"]](scenario.removeprefix("split-"), echo):
+        path = scope["path"][scope["path"].index("/v1/") :]  # (past a transport's prefix)
+        for frame in FRAMES[path](scenario.removeprefix("split-"), echo):
             cut = frame.find(credential.encode()) + len(credential) // 2
             if scenario.startswith("split-") and cut > len(credential) // 2:
                 pieces += [frame[:cut], frame[cut:]]  # the secret cut across two chunks
@@ -251,6 +252,17 @@ async def echoing(
                 "echo-messages": ProviderConfig(
                     "echo-messages", "anthropic", base, "SLUICE_TEST_ANTHROPIC_KEY"
                 ),
+                **{
+                    f"echo-{transport}": ProviderConfig(
+                        f"echo-{transport}",
+                        "openai",
+                        f"{server.url}/{transport}/v1",  # (an origin's providers share one)
+                        "SLUICE_TEST_OPENAI_KEY",
+                        wire="chat",
+                        transport=transport,
+                    )
+                    for transport in ("httpx", "aiohttp")
+                },
             }
         )
         async with running_gateway(settings) as gw:
@@ -473,3 +485,16 @@ async def test_a_secret_across_the_cut_of_a_long_error_page_is_not_half_shown(
     assert message.endswith("[redacted]")  # the secret's beginning, before the cut
     for secret in (OPENAI_KEY, ANTHROPIC_KEY, PROXY_KEY):
         assert secret[:10] not in message
+
+
+@pytest.mark.parametrize("scenario", [*SCENARIOS, "split-delta"])
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_the_other_transports_are_redacted_alike(
+    echoing: tuple[GatewayUnderTest, EchoUpstream], transport: str, scenario: str
+) -> None:
+    gw, echo = echoing
+    session_id, received = await ask(gw, "chat", f"echo-{transport}/{scenario}")
+    assert echo.credentials[-1] == f"Bearer {OPENAI_KEY}"
+    assert b"[redacted]" in received
+    assert_clean(received, "the client")
+    assert_clean(orjson.dumps(await gw.final_record(session_id)), "the record")

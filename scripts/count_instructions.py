@@ -6,7 +6,7 @@ more from one run to the next); the count of instructions does not. It is the in
 a change to the hot path whose effect is smaller than that noise.
 
     .venv/bin/python scripts/count_instructions.py [--streams 100] [--concurrency 10]
-        [--model mock/paced] [--out var/bench/instructions]
+        [--model mock/paced] [--provider-key KEY] [--out var/bench/instructions]
 
 Starts the benchmark's mock, and ``sluice serve`` on the benchmark's configuration under
 callgrind; sends warm-up streams, then counts from the first of ``--streams`` streams (a
@@ -17,6 +17,10 @@ readers' notification to the end of the read, also its way on to the client's so
 the paced model each chunk arrives on its own, so that part is the same from run to run
 within about 1.5%; the whole varies more, as the timers' and the store's work follows the
 clock, and valgrind slows the gateway some fifty times.
+
+``--provider-key`` gives the gateway that value as the mock provider's key instead of the
+benchmark's ``bench`` (too short to be a secret, so nothing is looked for); a realistic key
+counts the redactor's look for it in each delta (docs/security.md).
 
 Needs valgrind (``callgrind_control``, ``callgrind_annotate``).
 """
@@ -35,15 +39,22 @@ from pathlib import Path
 
 from sluice.bench.client import kept_alive_request, stream_kept_alive
 from sluice.bench.proc import cpu_layout
-from sluice.bench.targets import HOST, GatewayProcess, MockProcess
+from sluice.bench.targets import BENCH_KEY_ENV, HOST, GatewayProcess, MockProcess
 
 WARM_UP_STREAMS = 20
 
 
 class _CountedGateway(GatewayProcess):
-    def __init__(self, workdir: Path, cpus: set[int], mock_url: str) -> None:
+    def __init__(self, workdir: Path, cpus: set[int], mock_url: str, key: str | None) -> None:
         super().__init__(workdir, cpus, mock_url, "chat")
         self.counts = workdir / "callgrind.out"
+        self.key = key
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        if self.key is not None:
+            env[BENCH_KEY_ENV] = self.key
+        return env
 
     def argv(self) -> list[str]:
         return [
@@ -106,7 +117,7 @@ async def main(args: argparse.Namespace) -> None:
     target_cpus, harness_cpus = cpu_layout()  # as the benchmark pins them
     mock = MockProcess(workdir, harness_cpus)
     await mock.start()
-    gateway = _CountedGateway(workdir, target_cpus, mock.url)
+    gateway = _CountedGateway(workdir, target_cpus, mock.url, args.provider_key)
     try:
         await gateway.start(within=120.0)
         pid = str(gateway.pids()[0])
@@ -142,5 +153,8 @@ if __name__ == "__main__":
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--model", default="mock/paced")
+    parser.add_argument(
+        "--provider-key", default=None, help="the mock provider's key (default: 'bench')"
+    )
     parser.add_argument("--out", default="", help="where the counts go (default: a temp dir)")
     asyncio.run(main(parser.parse_args()))

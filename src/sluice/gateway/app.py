@@ -56,9 +56,10 @@ from sluice.gateway.resume import check_within, requested_resume_id
 from sluice.gateway.streaming import SessionStream, summary_of
 from sluice.gateway.upstreams import build_upstream
 from sluice.gateway.websocket import session_socket_endpoint
-from sluice.logs import kv
+from sluice.logs import kv, redact_logs
 from sluice.pricing import PriceBook
 from sluice.providers import SIM_HEADER_PREFIX, Router, build_body
+from sluice.redact import ProviderKeys
 from sluice.session.bus import Bus, MemoryBus
 from sluice.session.manager import SessionManager, new_session_id
 from sluice.session.opsfeed import OpsFeed
@@ -153,6 +154,7 @@ class Gateway:
             on_start=self.metrics.session_started,
             on_end=self._session_finished,
             feed=self.ops,
+            redaction=ProviderKeys(lambda: [p.api_key() for p in settings.providers.values()]),
         )
 
     @asynccontextmanager
@@ -163,6 +165,7 @@ class Gateway:
         pruner = asyncio.ensure_future(self._prune_forever())
         feed = asyncio.ensure_future(self.ops.run())
         keys = asyncio.ensure_future(self._keep_keys())
+        stop_redacting = redact_logs(self.sessions.redaction.latest)
         try:
             yield
         finally:
@@ -174,6 +177,7 @@ class Gateway:
             await self.keys.close()
             await self.upstream.close()
             await self.store.close()
+            stop_redacting()
 
     async def _keep_keys(self) -> None:
         """Keys added or revoked elsewhere are seen within a second; spend is written."""

@@ -17,6 +17,7 @@ from sluice.config import StreamSettings
 from sluice.errors import UnknownSession
 from sluice.logs import kv
 from sluice.pricing import PriceBook
+from sluice.redact import ProviderKeys
 from sluice.session.bus import Bus
 from sluice.session.opsfeed import OpsFeed
 from sluice.session.session import FINALIZING, TERMINAL_STATES, Session, SessionSpec
@@ -69,6 +70,7 @@ class SessionManager:
         on_start: Callable[[Session], None] | None = None,
         on_end: Callable[[Session], None] | None = None,
         feed: OpsFeed | None = None,
+        redaction: ProviderKeys | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -96,6 +98,9 @@ class SessionManager:
         #: the operations feed: told of state changes, first tokens and ends; it publishes
         #: coalesced derived state on the bus
         self.feed = feed if feed is not None else OpsFeed(bus)
+        #: the secrets each new session redacts: the configured provider keys as they are
+        #: when it starts (keys rotate without a restart), and token shapes
+        self.redaction = redaction if redaction is not None else ProviderKeys()
 
     def start(self, session_id: str, spec: SessionSpec) -> Session:
         """Create the session and start its pump; the record is written as it starts."""

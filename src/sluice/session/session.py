@@ -28,6 +28,7 @@ from sluice.config import StreamSettings
 from sluice.errors import SluiceError, UpstreamError, UpstreamStatus, UpstreamTooLarge
 from sluice.logs import kv
 from sluice.providers import Route
+from sluice.redact import Redactor, scan
 from sluice.session.eventlog import EventLog
 from sluice.session.flag import Flag
 from sluice.session.store import NewEvent
@@ -111,7 +112,12 @@ class _Pump:
     the read's last piece is in (the log's ``notify`` is the upstream's ``flush``). A piece
     that is one plain text or reasoning delta (most of them) goes past the decoder and the
     adapter's fold by the adapter's ``quick``, with the same outcome. (An object rather than
-    a closure: one small block per open stream instead of a cell for each captured name.)"""
+    a closure: one small block per open stream instead of a cell for each captured name.)
+
+    Secrets are redacted here, before anything reads the stream: the shortcut refuses a
+    delta whose text holds a configured key or a token's shape, and every frame of the
+    general path (its data, and its raw bytes, which a passthrough client receives) is
+    looked at whole and redacted (``sluice.redact``, docs/security.md)."""
 
     __slots__ = (
         "adapter",
@@ -129,6 +135,7 @@ class _Pump:
         self.session = session
         self.upstream = upstream
         self.adapter = ADAPTERS[session.route.wire]()
+        self.adapter.keys = session.redactor.keys
         self.decoder = SSEDecoder(
             keep_raw=spec.passthrough,
             max_line=settings.max_line_bytes,
@@ -159,7 +166,11 @@ class _Pump:
                 raise UpstreamTooLarge(
                     f"{exc} (streams.max_line_bytes, streams.max_event_bytes)"
                 ) from None
+            keys = session.redactor.keys
             for event, data, raw in frames:
+                if scan(raw or data, keys):
+                    redactor = session.redactor
+                    data, raw = redactor.text(data), redactor.bytes(raw)
                 produced = adapter.feed(event, data)
                 if self.drop_usage_frame and adapter.last_was_usage_only:
                     raw = b""
@@ -236,6 +247,7 @@ class Session:
         "owner",
         "readers",
         "ready",
+        "redactor",
         "route",
         "settings",
         "settled",
@@ -268,6 +280,9 @@ class Session:
         #: errors of earlier attempts (retried before the stream, or whole-turn retries)
         self.attempt_errors: tuple[dict[str, Any], ...] = ()
         self.settings: StreamSettings = owner.settings
+        #: what is redacted from the stream, errors and record: the configured keys as they
+        #: are now (the one this session's request carries among them) and token shapes
+        self.redactor: Redactor = owner.redaction.current()
         #: since when the upstream read is paused for a reader that is too far behind
         self._held_since: float | None = None
         self._grace: asyncio.TimerHandle | None = None
@@ -451,7 +466,8 @@ class Session:
             raise
         except Exception as exc:  # a bug must still end in a record, never a silent hang
             log.exception("session failed %s", kv(session_id=self.id))
-            self._end_with(ev.Error("internal_error", f"{type(exc).__name__}: {exc}"))
+            message = self.redactor.text(f"{type(exc).__name__}: {exc}")
+            self._end_with(ev.Error("internal_error", message))
             await asyncio.shield(self._finish(ERRORED))
         else:
             await asyncio.shield(self._finish(ERRORED if self.error else COMPLETE))
@@ -475,6 +491,8 @@ class Session:
                 upstream = await opening
             except UpstreamError as exc:
                 exc.__traceback__ = None  # (no cycle through this frame: see ``_relay``)
+                # the provider's error body, whose message may be its first bytes only
+                exc.message = self.redactor.tail(exc.message)
                 refused += 1
                 delay = self._backoff(refused, getattr(exc, "retry_after", None))
                 if (
@@ -518,6 +536,7 @@ class Session:
         return max(delay, retry_after) if retry_after is not None else delay
 
     def _note_attempt_error(self, kind: str, message: str, delay: float) -> None:
+        message = self.redactor.text(message)
         self.attempt_errors += ({"type": kind, "message": message, "retry_in": delay},)
         log.warning(
             "upstream attempt failed, retrying %s",
@@ -563,7 +582,8 @@ class Session:
             # in a cycle until a full collection, which the gateway runs only when quiet.)
             exc.__traceback__ = None
             tail = [e for e in adapter.close() if type(e) is not ev.Error]
-            tail.append(ev.Error(exc.type, exc.message, exc.retryable, exc.status))
+            message = self.redactor.text(exc.message)
+            tail.append(ev.Error(exc.type, message, exc.retryable, exc.status))
             self._on_events(tail, b"", time.monotonic())
         except asyncio.CancelledError:
             # Stop: a tool call in progress is kept, "incomplete" with its raw arguments; the
@@ -633,6 +653,10 @@ class Session:
 
     def _end_with(self, error: ev.Error) -> None:
         """The session's terminal error: into the record, the accumulator and the log."""
+        redactor = self.redactor
+        message, detail = redactor.text(error.message), redactor.value(error.detail)
+        if message is not error.message or detail is not error.detail:
+            error = ev.Error(error.type, message, error.retryable, error.status, detail)
         self._record_error(error)
         self.acc.apply(error)
         self.log.append(error)
@@ -820,7 +844,7 @@ class Session:
             "tenant": self.spec.tenant,
             "api_key": self.spec.api_key,
             "max_tokens": self.spec.turn.max_tokens,
-            "prompt_preview": self.spec.turn.prompt_preview(),
+            "prompt_preview": self.redactor.text(self.spec.turn.prompt_preview()),
             "response_id": acc.response_id,
             "upstream_model": acc.model,
             "text": acc.text,

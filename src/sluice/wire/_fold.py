@@ -24,11 +24,14 @@ from sluice.events import Error, Event, ReasoningDelta, TextDelta
 from ._toolargs import ToolArgs
 
 #: A format's shortcut for its commonest piece (``_scan.c``): the piece, the text delta's
-#: class and the reasoning delta's; the event, or None for the general path.
-Shortcut = Callable[[bytes, Callable[..., Event], Callable[..., Event]], Event | None]
+#: class and the reasoning delta's, the keys its text must not hold; the event, or None for
+#: the general path.
+Shortcut = Callable[
+    [bytes, Callable[..., Event], Callable[..., Event], tuple[bytes, ...]], Event | None
+]
 
 
-def _general_path(piece: bytes, text_cls: Any, reasoning_cls: Any) -> None:
+def _general_path(piece: bytes, text_cls: Any, reasoning_cls: Any, keys: Any = ()) -> None:
     return None
 
 
@@ -124,7 +127,7 @@ def _http_status(code: Any) -> int | None:
 class WireFold:
     """The format-independent half of a stream adapter (see the module docstring)."""
 
-    __slots__ = ("_calls", "_started", "done", "last_was_usage_only")
+    __slots__ = ("_calls", "_started", "done", "keys", "last_was_usage_only")
 
     #: the format's name in messages (``malformed JSON in a <FORMAT> stream frame``).
     FORMAT: ClassVar[str] = ""
@@ -139,6 +142,10 @@ class WireFold:
         self._calls: dict[int, ToolArgs] = {}
         #: the response has started (the format's first frame made the ``Start`` event)
         self._started = False
+        #: secrets (the configured provider keys, as bytes) that a delta the shortcut takes
+        #: must not hold: a piece whose text holds one takes the general path, where the
+        #: session redacts it (the shortcut also refuses token-shaped text of its own accord)
+        self.keys: tuple[bytes, ...] = ()
 
     def feed(self, event: str, data: str) -> list[Event]:
         self.last_was_usage_only = False
@@ -155,7 +162,7 @@ class WireFold:
     def quick(self, piece: bytes) -> Event | None:
         if self.done or not self._started:
             return None  # the general path starts the response, and ignores what follows it
-        event = type(self).SHORTCUT(piece, TextDelta, ReasoningDelta)
+        event = type(self).SHORTCUT(piece, TextDelta, ReasoningDelta, self.keys)
         if event is not None:
             self.last_was_usage_only = False  # as ``feed`` leaves it after a delta
         return event

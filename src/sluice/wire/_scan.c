@@ -18,7 +18,11 @@
  *   the keys of the objects whose fields are read, without escapes (a key written
  *   "cont\u0065nt" is refused, not unescaped);
  * - the fields the adapter reads, each present at most once and of the one type that makes
- *   the frame a plain delta (a finish reason, usage, an error or a tool call is refused).
+ *   the frame a plain delta (a finish reason, usage, an error or a tool call is refused);
+ * - no secret in the delta's text: a text that holds one of the keys given as the optional
+ *   fourth argument (the configured provider keys), or may hold a token of a known provider
+ *   (../_tokens.h), is refused, so that the general path redacts it (sluice.redact). The
+ *   piece's other fields are not looked at here (docs/security.md says why).
  *
  * No I/O, no state: each call looks at one bytes object.
  */
@@ -27,6 +31,8 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "../_tokens.h"
 
 typedef const unsigned char *cursor;
 
@@ -569,10 +575,18 @@ decode_text(const Span *span)
     return text;
 }
 
-/* cls(text) or cls(text, index) */
+/* cls(text) or cls(text, index); None when the text holds one of keys (a tuple of bytes, or
+ * NULL) or may hold a token (../_tokens.h) */
 static PyObject *
-make_event(PyObject *cls, const Span *span, int with_index, long long index)
+make_event(PyObject *cls, const Span *span, int with_index, long long index, PyObject *keys)
 {
+    if (keys != NULL) {
+        int keyed = holds_key(span->start, span->len, keys);
+        if (keyed)
+            return keyed < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    if (holds_token(span->start, span->len))
+        Py_RETURN_NONE;
     PyObject *args[2];
     args[0] = decode_text(span);
     if (args[0] == NULL)
@@ -601,8 +615,9 @@ static int
 begin(PyObject *const *args, Py_ssize_t nargs, const char *function, Scan *s, cursor *name,
       Py_ssize_t *name_len)
 {
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "%s() takes 3 arguments (%zd given)", function, nargs);
+    if (nargs != 3 && nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "%s() takes 3 or 4 arguments (%zd given)", function,
+                     nargs);
         return ERROR;
     }
     if (!PyBytes_CheckExact(args[0])) {
@@ -631,6 +646,9 @@ begin(PyObject *const *args, Py_ssize_t nargs, const char *function, Scan *s, cu
         if (begun == NO)                                                                    \
             Py_RETURN_NONE;                                                                 \
     } while (0)
+
+/* the optional fourth argument: the keys no accepted text may hold */
+#define KEYS (nargs == 4 ? args[3] : NULL)
 
 /* -- OpenAI Chat Completions --------------------------------------------------------------- */
 
@@ -736,9 +754,9 @@ chat_delta(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (reasoning->len && delta.content.len)
         Py_RETURN_NONE; /* two events */
     if (delta.content.len)
-        return make_event(args[1], &delta.content, 0, 0);
+        return make_event(args[1], &delta.content, 0, 0, KEYS);
     if (reasoning->len)
-        return make_event(args[2], reasoning, 0, 0);
+        return make_event(args[2], reasoning, 0, 0, KEYS);
     Py_RETURN_NONE;
 }
 
@@ -800,9 +818,9 @@ messages_delta(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (more < 0 || !type || !has_index || !has_delta || at_end(&s) < 0)
         Py_RETURN_NONE;
     if (kind == 1 && text.len)
-        return make_event(args[1], &text, 1, index);
+        return make_event(args[1], &text, 1, index, KEYS);
     if (kind == 2 && thinking.len)
-        return make_event(args[2], &thinking, 1, index);
+        return make_event(args[2], &thinking, 1, index, KEYS);
     Py_RETURN_NONE;
 }
 
@@ -845,20 +863,20 @@ responses_delta(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (more < 0 || !type || !delta.len || at_end(&s) < 0)
         Py_RETURN_NONE;
-    return make_event(kind == 1 ? args[1] : args[2], &delta, 1, index);
+    return make_event(kind == 1 ? args[1] : args[2], &delta, 1, index, KEYS);
 }
 
 /* -- the module ---------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
     {"chat_delta", (PyCFunction)(void (*)(void))chat_delta, METH_FASTCALL,
-     "chat_delta(chunk, text_cls, reasoning_cls, /)\n--\n\n"
+     "chat_delta(chunk, text_cls, reasoning_cls, keys=(), /)\n--\n\n"
      "The text or reasoning delta of a Chat Completions piece holding just that, else None."},
     {"messages_delta", (PyCFunction)(void (*)(void))messages_delta, METH_FASTCALL,
-     "messages_delta(chunk, text_cls, reasoning_cls, /)\n--\n\n"
+     "messages_delta(chunk, text_cls, reasoning_cls, keys=(), /)\n--\n\n"
      "The text or thinking delta of an Anthropic content_block_delta piece, else None."},
     {"responses_delta", (PyCFunction)(void (*)(void))responses_delta, METH_FASTCALL,
-     "responses_delta(chunk, text_cls, reasoning_cls, /)\n--\n\n"
+     "responses_delta(chunk, text_cls, reasoning_cls, keys=(), /)\n--\n\n"
      "The text or reasoning delta of a Responses delta piece holding just that, else None."},
     {NULL, NULL, 0, NULL},
 };

@@ -24,6 +24,9 @@ class StreamAdapter(Protocol):
     #: true when the frame just fed held only usage (Chat's ``choices: []`` chunk): a client
     #: that did not ask for usage must not receive it
     last_was_usage_only: bool
+    #: secrets (as bytes) that no delta ``quick`` takes may hold in its text: a piece whose
+    #: text holds one takes the general path, where the session redacts it
+    keys: tuple[bytes, ...]
 
     def feed(self, event: str, data: str) -> list[Event]: ...
 

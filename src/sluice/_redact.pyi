@@ -1,0 +1,3 @@
+"""Types of the C module ``_redact.c``: whether a piece of text may hold a secret."""
+
+def scan(data: bytes | str, keys: tuple[bytes, ...], /) -> bool: ...

@@ -53,6 +53,7 @@ from sluice.gateway.presenters import (
 )
 from sluice.gateway.responses import JSONResponse, error_response
 from sluice.gateway.resume import check_within, requested_resume_id
+from sluice.gateway.siblings import left_before
 from sluice.gateway.streaming import SessionStream, summary_of
 from sluice.gateway.upstreams import build_upstream
 from sluice.gateway.websocket import session_socket_endpoint
@@ -361,7 +362,11 @@ class Gateway:
                 else TranslatingPresenter(encoder())
             )
             return SessionStream(session, presenter)  # type: ignore[return-value]
-        await session.settled.wait()
+        if await left_before(request.scope, request.receive, session.settled.wait()):
+            # The client left a non-streaming turn: the disconnect policy applies to it as to
+            # a stream (cancel by default closes the upstream); nobody reads this response.
+            session.detach(session.attach(0), "client_disconnected")
+            return Response(status_code=499)
         if session.error is not None:
             return self._session_error(session, fmt, headers)
         result = session.acc.result()

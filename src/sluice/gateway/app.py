@@ -433,7 +433,10 @@ class Gateway:
             return self._reject("native", "events", exc)
         stored = await self.store.get_events(session_id, after)
         frames = [encode_event(data, event=kind, id=str(seq)) for seq, kind, data in stored]
-        frames.append(encode_event(orjson.dumps(summary_of(record)), event="end"))
+        end_id = _stored_end_id(record, stored, after)
+        if after < end_id:  # else the client resumed after the end itself: nothing more
+            end = orjson.dumps(summary_of(record))
+            frames.append(encode_event(end, event="end", id=str(end_id)))
         return Response(
             b"".join(frames),
             media_type="text/event-stream",
@@ -531,6 +534,14 @@ def _area(path: str) -> str:
     if path.startswith(("/ops", "/api/admin/", "/metrics", "/login")):
         return path.split("/", 2)[1] if path.count("/") > 1 else path.strip("/")
     return "native" if path.startswith("/api/") else "pages"
+
+
+def _stored_end_id(record: dict[str, Any], stored: list[Any], after: int) -> int:
+    """The ``end`` event's id of a stored session: the one after its last event's."""
+    count = record.get("events")
+    if isinstance(count, int):
+        return count + 1
+    return (stored[-1][0] if stored else after) + 1  # a record stored before it kept a count
 
 
 def _response_id(endpoint: str, session_id: str) -> str:

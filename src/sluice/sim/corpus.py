@@ -90,24 +90,25 @@ within one business day.
         ),
         "## Resetting your API key\n\n",
         """Thanks for reaching out! If your requests started failing with `401 Unauthorized`, the \
-most likely cause is a key that was rotated or revoked. Nothing is wrong with your code, and \
-no requests were billed while they failed. Here is how to get back on track:
-
-1. Open the **Dashboard** and go to *Settings → API keys*.
-2. Click **Create key**, give it a name you will recognise later, and copy it right away.
-3. Replace the old key wherever it is stored: environment files, CI secrets, the vault.
-4. Revoke the old key once traffic has moved over.
-
-To check the new key from a terminal, ask for the account it belongs to:
+most likely cause is a key that was rotated or revoked. First, check the key from a terminal \
+by asking for the account it belongs to:
 
 ```bash
 curl -s https://api.example.com/v1/account \\
   -H "Authorization: Bearer $EXAMPLE_API_KEY" | jq .status
 ```
 
-If this prints `"active"`, you are all set. If it still answers `401`, the variable probably \
-holds the old value: print its first few characters and compare them with the prefix shown on \
-the keys page.
+If this prints `"active"`, the key is fine and the problem is elsewhere: reply with the full \
+error and we will look. If it answers `401`, here is how to get back on track:
+
+1. Open the **Dashboard** and go to *Settings → API keys*.
+2. Click **Create key**, give it a name you will recognise later, and copy it right away.
+3. Replace the old key wherever it is stored: environment files, CI secrets, the vault.
+4. Revoke the old key once traffic has moved over.
+
+Nothing is wrong with your code, and no requests were billed while they failed. If the new \
+key still gets `401`, the variable probably holds the old value: print its first few \
+characters and compare them with the prefix shown on the keys page.
 
 A few habits keep this from happening again. Give every service its own key, so that revoking \
 one does not stop the others. Keep keys in a secret store rather than in code, chat or email, \

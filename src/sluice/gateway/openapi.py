@@ -355,6 +355,7 @@ _RECORD = {
         "endpoint": {"type": "string"},
         "provider": {"type": "string"},
         "model": {"type": "string"},
+        "prompt": {"type": "string", "description": "the last user message's text"},
         "text": {"type": "string"},
         "reasoning": {"type": "string"},
         "tool_calls": {"type": "array", "items": {"type": "object"}},

@@ -404,14 +404,18 @@ class OpsFeed:
 
     async def _load_recorded(self, store: RecordSource) -> None:
         limit = self.settings.recent_sessions
-        records = await store.query(limit, None, None) if limit else []
+        records: list[dict[str, Any]] = []
+        if limit:
+            # Finished ones only: a record stored while its session ran, by a process that
+            # stopped since, is not a session anyone can follow or stop.
+            for state in sorted(TERMINAL_STATES):
+                records += await store.query(limit, state, None)
+        records.sort(key=lambda record: record.get("created_at", 0.0))
         older: dict[str, None] = {}
-        for record in reversed(records):  # oldest first, as ``_finished`` is kept
+        for record in records[-limit:] if limit else ():  # oldest first, as ``_finished``
             session_id = record["id"]
             if session_id in self._rows or session_id in self._sessions:
                 continue  # this process ran it: its own row is better
-            if record.get("state") not in TERMINAL_STATES:
-                continue  # stored while it ran, by a process that stopped: not finished
             self._rows[session_id] = recorded_row(record)
             older[session_id] = None
         self._finished = older | self._finished

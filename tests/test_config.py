@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from sluice.config import ConfigError, OpsSettings, StreamSettings, load_settings
+from sluice.config import (
+    AuthSettings,
+    ConfigError,
+    OpsSettings,
+    StreamSettings,
+    load_settings,
+)
 from sluice.sim import SimSettings
 
 
@@ -171,8 +177,17 @@ def test_the_example_file_has_every_section_and_key() -> None:
     data = tomllib.loads(EXAMPLE.read_text())
     assert set(data["streams"]) == set(StreamSettings.__dataclass_fields__)
     assert set(data["ops"]) == set(OpsSettings.__dataclass_fields__)
-    assert set(data["server"]) == {"host", "port", "max_body_bytes", "log_level"}
-    assert set(data) == {"server", "store", "streams", "ops", "sim", "prices"}
+    assert set(data["server"]) == {
+        "host",
+        "port",
+        "max_body_bytes",
+        "log_level",
+        "allowed_hosts",
+        "allowed_origins",
+        "cors_origins",
+    }
+    assert set(data["auth"]) == set(AuthSettings.__dataclass_fields__)
+    assert set(data) == {"server", "auth", "store", "streams", "ops", "sim", "prices"}
 
 
 def test_the_example_providers_load_once_uncommented(tmp_path: Path) -> None:

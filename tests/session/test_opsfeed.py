@@ -504,3 +504,28 @@ async def test_with_nobody_watching_a_finished_session_is_let_go_of_at_once(
     message = harness.feed.collect()
     assert message is not None and message["sessions"][session.id]["state"] == COMPLETE
     assert harness.feed.snapshot()["sessions"][session.id]["tokens"] == 1
+
+
+class FailingStore(MemoryStore):
+    """A store whose first read fails, as a locked or missing database file would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def query(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        self.reads += 1
+        if self.reads == 1:
+            raise OSError("database is locked")
+        return await super().query(*args, **kwargs)
+
+
+async def test_a_failed_read_of_the_records_is_tried_again_by_the_next_view(
+    harness: Harness,
+) -> None:
+    store = FailingStore()
+    await store.put(stored("op-old0", 1000.0))
+    with pytest.raises(OSError):
+        await harness.feed.load_recorded(store)
+    await harness.feed.load_recorded(store)
+    assert "op-old0" in harness.feed.snapshot()["sessions"]

@@ -398,9 +398,11 @@ class OpsFeed:
         """Show the finished sessions the store holds (those of earlier processes included),
         the newest ``recent_sessions`` of them, as if they had finished here: the operations
         center then counts what the records count. Read once, before the first view."""
-        if self._recorded is None:
-            self._recorded = asyncio.ensure_future(self._load_recorded(store))
-        await asyncio.shield(self._recorded)
+        loading = self._recorded
+        if loading is None or (loading.done() and (loading.cancelled() or loading.exception())):
+            # not read yet, or the read failed: (again) now
+            loading = self._recorded = asyncio.ensure_future(self._load_recorded(store))
+        await asyncio.shield(loading)
 
     async def _load_recorded(self, store: RecordSource) -> None:
         limit = self.settings.recent_sessions

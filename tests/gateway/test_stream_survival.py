@@ -174,21 +174,22 @@ async def leave_a_non_streaming_request(gw: GatewayUnderTest, headers: dict[str,
     """Send a non-streaming Chat Completions request, wait until the simulator generates for
     it, then close the connection without reading an answer; the session's id."""
     body = orjson.dumps({"model": "sim/support", "messages": MSG})
+    host, port = gw.url.removeprefix("http://").split(":")
     lines = [
         "POST /v1/chat/completions HTTP/1.1",
-        "host: gateway",
+        f"host: {host}:{port}",
         "content-type: application/json",
         f"content-length: {len(body)}",
         *(f"{name}: {value}" for name, value in headers.items()),
     ]
-    host, port = gw.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
         writer.write("\r\n".join(lines).encode() + b"\r\n\r\n" + body)
         for _ in range(3000):  # at most 30 s for the session to start
-            if gw.gateway.sessions.live:
+            if gw.gateway.sessions.live or reader.at_eof():
                 break
             await asyncio.sleep(0.01)
+        assert not reader.at_eof(), await reader.read()  # refused: the answer says why
         [session_id] = gw.gateway.sessions.live
         await tokens_when_running(gw, session_id)
         assert not reader.at_eof()  # no answer yet: the turn is still generating

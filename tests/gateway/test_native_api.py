@@ -82,14 +82,14 @@ async def test_the_end_has_the_next_id_and_resuming_after_it_gives_nothing_more(
     assert [e.id for e in await read_events(gateway, path)] == [e.id for e in full]
 
 
-async def test_a_live_stream_resumed_after_its_end_id_ends_at_once(
-    gateway: GatewayUnderTest,
-) -> None:
+async def test_an_id_past_the_ends_is_beyond_the_log(gateway: GatewayUnderTest) -> None:
     session_id = await start(gateway)
     path = f"/api/sessions/{session_id}/events"
     end_id = int((await read_events(gateway, path))[-1].id)
     assert gateway.gateway.sessions.get(session_id) is not None  # still in memory
-    assert await read_events(gateway, path, **{"last-event-id": str(end_id + 5)}) == []
+    response = await gateway.http.get(path, headers={"last-event-id": str(end_id + 1)})
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "resume_beyond_log"
 
 
 async def test_a_finished_session_replays_from_the_store(gateway: GatewayUnderTest) -> None:

@@ -419,7 +419,10 @@ class Gateway:
             after = requested_resume_id(request.headers, request.query_params)
             session = self.sessions.get(session_id)
             if session is not None and principal.may_see(session.spec.tenant):
-                check_within(after, len(session.log), session_id)
+                # once the record is final, the ``end`` event's id (one past the last) is
+                # an id this stream has sent too: resuming after it is allowed, and empty
+                ended = 1 if session.settled.is_set() else 0
+                check_within(after, len(session.log) + ended, session_id)
                 return SessionStream(  # type: ignore[return-value]
                     session,
                     NativePresenter(),
@@ -428,7 +431,8 @@ class Gateway:
             record = None if session is not None else await self.store.get(session_id)
             if record is None or not principal.may_see(record.get("tenant")):
                 raise UnknownSession(f"no session {session_id!r}")
-            check_within(after, record.get("events"), session_id)
+            events = record.get("events")
+            check_within(after, events + 1 if isinstance(events, int) else None, session_id)
         except SluiceError as exc:
             return self._reject("native", "events", exc)
         stored = await self.store.get_events(session_id, after)

@@ -10,6 +10,7 @@ import pytest
 
 from sluice.config import (
     AuthSettings,
+    ClientLimits,
     ConfigError,
     OpsSettings,
     StreamSettings,
@@ -185,6 +186,7 @@ def test_the_example_file_has_every_section_and_key() -> None:
         "allowed_hosts",
         "allowed_origins",
         "cors_origins",
+        *ClientLimits.__dataclass_fields__,
     }
     assert set(data["auth"]) == set(AuthSettings.__dataclass_fields__)
     assert set(data) == {"server", "auth", "store", "streams", "ops", "sim", "prices"}

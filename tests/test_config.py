@@ -10,6 +10,7 @@ import pytest
 
 from sluice.config import (
     AuthSettings,
+    BusSettings,
     ClientLimits,
     ConfigError,
     OpsSettings,
@@ -189,7 +190,8 @@ def test_the_example_file_has_every_section_and_key() -> None:
         *ClientLimits.__dataclass_fields__,
     }
     assert set(data["auth"]) == set(AuthSettings.__dataclass_fields__)
-    assert set(data) == {"server", "auth", "store", "streams", "ops", "sim", "prices"}
+    assert set(data["bus"]) == set(BusSettings.__dataclass_fields__)
+    assert set(data) == {"server", "auth", "store", "bus", "streams", "ops", "sim", "prices"}
 
 
 def test_the_example_providers_load_once_uncommented(tmp_path: Path) -> None:

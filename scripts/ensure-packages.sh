@@ -14,29 +14,46 @@ find_command() {
 }
 
 missing=()
+programs=()
 for pair in "$@"; do
     cmd=${pair%%=*}
     pkg=${pair#*=}
-    find_command "$cmd" >/dev/null || missing+=("$pkg")
+    if ! find_command "$cmd" >/dev/null; then
+        missing+=("$pkg")
+        programs+=("$cmd")
+    fi
 done
+
+# One line that names what is missing and what to do, then a non-zero exit.
+give_up() {
+    echo "ensure-packages: ${programs[*]} not found (the tests run them for real) and $1;" \
+        "install the Debian packages ${missing[*]} (or the same programs by other means)" \
+        "and run it again" >&2
+    exit 1
+}
 
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
-        echo "ensure-packages: missing ${missing[*]} and apt-get is not available; install them" >&2
-        exit 1
+        give_up "apt-get is not available here"
     fi
     SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    if [ "$(id -u)" -ne 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1 || ! sudo -n true 2>/dev/null; then
+            give_up "installing them needs root (apt-get), which this user cannot get without a password"
+        fi
+        SUDO="sudo -n"
+    fi
     export DEBIAN_FRONTEND=noninteractive
     for pkg in "${missing[@]}"; do
         if ! apt-cache show "$pkg" >/dev/null 2>&1; then
-            $SUDO apt-get update -qq
+            $SUDO apt-get update -qq || give_up "apt-get update failed"
             break
         fi
     done
     # The packaged services (nginx, haproxy, caddy) are never used: tests run their own
     # instances with generated configurations on free ports.
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+        || give_up "apt-get install failed"
 fi
 
 for pair in "$@"; do

@@ -31,12 +31,21 @@ from sluice.gateway.app import create_app
 from sluice.gateway.server import RunningServer
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-VIEWPORT = {"width": 1440, "height": 900}
+#: the smallest screen the pages are made to fit (tests/browser/test_ops_center.py checks it)
+VIEWPORT = {"width": 1280, "height": 800}
 WAIT_MS = 60_000
 LOAD = 200
 #: live sessions under load: slow enough to stay live while the page is captured
 LOAD_HEADERS = {"x-sim-token-rate": "12", "x-sim-output-tokens": "600", "x-sim-jitter": "0.5"}
 PROMPT = "Our nightly deploy fails with 'permission denied' on the release step. How do I fix it?"
+#: what the sessions under load ask, in turn
+QUESTIONS = (
+    "Every request now gets 401 Unauthorized. Was my API key revoked?",
+    "My order A-1042 has not arrived and the tracking page has not changed for a week.",
+    "We keep hitting 429 Too Many Requests when the nightly batch job starts.",
+    "Why was my card charged twice on this month's invoice?",
+    PROMPT,
+)
 
 
 def chromium_path() -> str:
@@ -82,16 +91,22 @@ async def ops_under_load(page: Page, url: str, http: httpx.AsyncClient) -> None:
     await page.goto(f"{url}/ops")
     await asyncio.gather(
         *(
-            start(http, "sim/support", f"question {i}", headers=LOAD_HEADERS, max_tokens=600)
+            start(
+                http,
+                "sim/support",
+                QUESTIONS[i % len(QUESTIONS)],
+                headers=LOAD_HEADERS,
+                max_tokens=600,
+            )
             for i in range(LOAD)
         )
     )
     streaming = page.locator('#ops-rows tr[data-state="streaming"]')
     await expect(streaming).to_have_count(LOAD, timeout=WAIT_MS)
     # The newest rows come first: a few that end otherwise, to show every kind of row.
-    errored = await start(http, "sim/error-mid-stream", "this one breaks")
-    other = await start(http, "simchat/support", "another provider", max_tokens=60)
-    stopped = await start(http, "sim/support", "stopped by an operator", headers=LOAD_HEADERS)
+    errored = await start(http, "sim/error-mid-stream", "How do I rotate the deploy token?")
+    other = await start(http, "simchat/support", "Can I get a refund?", max_tokens=60)
+    stopped = await start(http, "sim/support", "Where is my parcel?", headers=LOAD_HEADERS)
     await expect(page.locator(f'tr[data-id="{stopped}"]')).to_have_attribute(
         "data-state", "streaming", timeout=WAIT_MS
     )

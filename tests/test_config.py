@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from sluice.config import ConfigError, load_settings
+from sluice.config import (
+    AuthSettings,
+    BusSettings,
+    ClientLimits,
+    ConfigError,
+    OpsSettings,
+    StreamSettings,
+    load_settings,
+)
+from sluice.sim import SimSettings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -149,3 +160,43 @@ def test_a_refused_bus_url_is_not_echoed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert "hunter2" not in str(info.value)
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "sluice.example.toml"
+
+
+def test_the_example_file_loads_and_says_every_default() -> None:
+    example = load_settings(EXAMPLE)
+    defaults = load_settings(None)
+    sim = example.sim
+    example.sim = defaults.sim = {}
+    assert example == defaults
+    simulator = SimSettings()
+    assert {key: getattr(simulator, key) for key in sim} == sim
+
+
+def test_the_example_file_has_every_section_and_key() -> None:
+    data = tomllib.loads(EXAMPLE.read_text())
+    assert set(data["streams"]) == set(StreamSettings.__dataclass_fields__)
+    assert set(data["ops"]) == set(OpsSettings.__dataclass_fields__)
+    assert set(data["server"]) == {
+        "host",
+        "port",
+        "max_body_bytes",
+        "log_level",
+        "allowed_hosts",
+        "allowed_origins",
+        "cors_origins",
+        *ClientLimits.__dataclass_fields__,
+    }
+    assert set(data["auth"]) == set(AuthSettings.__dataclass_fields__)
+    assert set(data["bus"]) == set(BusSettings.__dataclass_fields__)
+    assert set(data) == {"server", "auth", "store", "bus", "streams", "ops", "sim", "prices"}
+
+
+def test_the_example_providers_load_once_uncommented(tmp_path: Path) -> None:
+    text = re.sub(r"(?m)^# (?=\[|\w+ = )", "", EXAMPLE.read_text())
+    settings = load_settings(write(tmp_path, text))
+    assert settings.providers["vllm"].models == ["meta-llama/Llama-3.1-8B-Instruct"]
+    assert settings.providers["openai"].wires == ("chat",)
+    assert settings.prices["vllm/*"].output == 0.0

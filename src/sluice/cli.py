@@ -7,7 +7,8 @@ import asyncio
 import ipaddress
 import sys
 
-from sluice.config import ConfigError, Settings, load_settings
+from sluice.config import ConfigError, Settings, default_providers, load_settings
+from sluice.listen import ListenError, listening_sockets
 from sluice.logs import setup_logging
 
 
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             if exposed is not None:
                 print(f"sluice: {exposed}", file=sys.stderr)
                 return 2
+            require_keys(settings)
             setup_logging(settings.log_level)
             from sluice.gateway.server import serve_forever
 
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                 }.items()
                 if v is not None
             }
+            for sock in listening_sockets(args.host, args.port, 1):  # a port in use: one line
+                sock.close()
             print(f"sluice simulator listening on http://{args.host}:{args.port}", flush=True)
             asyncio.run(serve_sim(args.host, args.port, SimSettings(**overrides)))
         else:
@@ -138,9 +142,28 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 2
+    except ListenError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def require_keys(settings: Settings) -> None:
+    """Refuse to start when a provider the configuration declares has no key in the
+    environment: every request to it would fail. The key is still read on every request (a
+    rotated key needs no restart); the default ``openai`` and ``anthropic`` providers, left as
+    they are, need none at start."""
+    defaults = default_providers()
+    for name, provider in settings.providers.items():
+        if not provider.needs_key or provider == defaults.get(name):
+            continue
+        if provider.api_key() is None:
+            raise ConfigError(
+                f"provider {name} has no key: the environment variable {provider.api_key_env} "
+                f"is not set; export it before starting (or remove [providers.{name}])"
+            )
 
 
 if __name__ == "__main__":

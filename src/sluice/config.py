@@ -254,7 +254,12 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
         except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot read config file {path}: {exc.strerror} "
+                "(sluice.example.toml is one to start from)"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text: {exc.reason}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     settings = _from_dict(data)

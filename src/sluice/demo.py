@@ -1,6 +1,8 @@
 """``sluice demo``: the gateway with its simulator, one support answer streamed end to end.
 
-Prints the answer as it arrives, then structured lines with the figures measured for it.
+Prints the question, the answer as it arrives, then structured lines with the figures measured
+for it: how the turn ended, how the stream flowed, what it used and cost, and that the
+operations center heard of its end.
 """
 
 from __future__ import annotations
@@ -20,29 +22,42 @@ from sluice.session.manager import SESSIONS_TOPIC
 from sluice.sse import SSEDecoder
 
 PROMPT = "Our nightly deploy fails with 'permission denied' on the release step. How do I fix it?"
+MODEL = "sim/support"
 
 
 async def run_demo(settings: Settings, once: bool, out: Any = sys.stdout) -> int:
     app = create_app(settings)
     gateway = app.state.gateway
     async with RunningServer(app, settings.host, settings.port) as server:
+        print(
+            f"sluice demo: a gateway on {server.url} with its built-in provider simulator",
+            file=out,
+        )
+        print(f"prompt: {PROMPT}", file=out, flush=True)
         async with gateway.bus.subscribe(SESSIONS_TOPIC) as updates:
             broadcast = asyncio.ensure_future(_terminal_broadcast(updates))
             try:
-                state = await _stream_one(server.url, gateway, out)
+                state = await _stream_one(server.url, out)
                 final = await asyncio.wait_for(broadcast, timeout=10)
             finally:
                 broadcast.cancel()
-            print(kv(ui_broadcast=final["state"]), file=out, flush=True)
+            # What the operations center's live views were told: the session's final state.
+            print("ops center notified " + kv(state=final["state"]), file=out, flush=True)
         if state != "complete":
             return 1
+        if once:
+            print(
+                "\ndemo done; the gateway stops with it (without --once it keeps serving).",
+                file=out,
+                flush=True,
+            )
+            return 0
         print(
-            f"\nsluice is serving on {server.url}  (records: {server.url}/api/sessions)",
+            f"\nsluice is serving on {server.url}  (records: {server.url}/api/sessions, "
+            f"operations center: {server.url}/ops)",
             file=out,
             flush=True,
         )
-        if once:
-            return 0
         print("Ctrl-C to stop.", file=out, flush=True)
         await asyncio.Event().wait()
     return 0
@@ -55,11 +70,11 @@ async def _terminal_broadcast(updates: Any) -> dict[str, Any]:
     raise RuntimeError("bus closed")
 
 
-async def _stream_one(base_url: str, gateway: Any, out: Any) -> str:
-    body = {"model": "sim/support", "prompt": PROMPT, "max_tokens": 1024}
+async def _stream_one(base_url: str, out: Any) -> str:
+    body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 1024}
     decoder = SSEDecoder()
-    session_id = ""
     end: dict[str, Any] = {}
+    finish: dict[str, Any] = {}
     async with (
         aiohttp.ClientSession() as client,
         client.post(
@@ -69,31 +84,32 @@ async def _stream_one(base_url: str, gateway: Any, out: Any) -> str:
         if response.status != 200:
             raise RuntimeError(f"gateway answered {response.status}: {await response.text()}")
         session_id = response.headers["x-sluice-session-id"]
-        session = gateway.sessions.get(session_id)
-        print(
-            kv(session_id=session_id, state="streaming", provider=session.route.label),
-            file=out,
-            flush=True,
-        )
+        print(kv(session_id=session_id, model=MODEL) + "\n", file=out, flush=True)
         async for chunk in response.content.iter_any():
             for event in decoder.decode(chunk):
                 if event.event == "text":
                     out.write(orjson.loads(event.data)["text"])
                     out.flush()
+                elif event.event == "finish":
+                    finish = orjson.loads(event.data)
                 elif event.event == "end":
                     end = orjson.loads(event.data)
     telemetry, usage, cost = end["telemetry"], end["usage"] or {}, end["cost"] or {}
     print("\n", file=out)
-    print(_stats_line(telemetry), file=out)
+    # state: the session's final state in its stored record (complete, errored, cancelled);
+    # finish_reason: why the model stopped (stop: on its own; length: max_tokens cut it).
     print(
-        kv(
-            stream_status="finalized" if end["state"] == "complete" else end["state"],
+        "session ended "
+        + kv(
+            state=end["state"],
+            finish_reason=finish.get("reason"),
             duration_ms=round(telemetry["duration_ms"]),
             ttft_ms=round(telemetry["ttft_ms"] or 0),
             finalization_ms=telemetry["finalization_ms"],
         ),
         file=out,
     )
+    print("stream " + _stats_line(telemetry), file=out)
     total = cost.get("total")
     print(
         "usage "

@@ -28,7 +28,8 @@ class Route:
 
     @property
     def label(self) -> str:
-        return f"{self.provider.name}:{self.model}"
+        """The model as clients write it: ``provider/model``."""
+        return f"{self.provider.name}/{self.model}"
 
 
 class Router:

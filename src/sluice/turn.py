@@ -69,13 +69,17 @@ class TurnRequest:
     include_usage: bool = False
     user: str | None = None
 
-    def prompt_preview(self, limit: int = 200) -> str:
+    def prompt_text(self) -> str:
+        """The prompt: the text of the last user message (its first text part), whole."""
         for message in reversed(self.messages):
             if message.role == "user":
                 for part in message.parts:
                     if isinstance(part, TextPart):
-                        return part.text[:limit]
+                        return part.text
         return ""
+
+    def prompt_preview(self, limit: int = 200) -> str:
+        return self.prompt_text()[:limit]
 
 
 @dataclass(slots=True)

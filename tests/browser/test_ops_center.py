@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from playwright.async_api import Page, WebSocket, expect
+from playwright.async_api import Browser, Page, WebSocket, expect
 
 from tests.conftest import GatewayUnderTest, running_gateway
 from tests.conftest import test_settings as gateway_settings
@@ -188,3 +188,132 @@ async def test_filters_show_the_sessions_of_one_state_or_provider(
         ) == sorted(complete)
         totals = page.locator('[data-total="error_rate"]')
         await expect(totals).to_have_text("25.0 %")
+
+
+#: a prompt whose first line is longer than its column, and that has more lines
+LONG_PROMPT = (
+    "Our nightly deploy to the production cluster in eu-west fails with 'permission denied' "
+    "on the release step since Tuesday's change to the service account roles. How do I fix it?"
+    "\nThe log of the failing job follows.\n$ example-cli release --env production"
+)
+
+
+async def test_the_table_fits_1280_by_800_with_every_button_in_view(
+    tmp_path: Path, browser: Browser
+) -> None:
+    settings = gateway_settings(tmp_path, token_rate=10.0, ttft=0.2, output_tokens=400)
+    async with running_gateway(settings) as gw:
+        # Rows of every kind, the widest texts each column can get.
+        errored = await start_sessions(gw, 1, model="sim/error-mid-stream")
+        other = await start_sessions(gw, 1, model="simchat/parallel-tools")
+        for session_id in errored + other:
+            await gw.final_record(session_id)
+        live = await start_sessions(gw, 3, max_tokens=400)
+        response = await gw.http.post(
+            "/api/sessions", json={"model": "sim/support", "prompt": LONG_PROMPT}
+        )
+        long_one = str(response.json()["id"])
+        context = await browser.new_context(viewport={"width": 1280, "height": 800})
+        try:
+            page = await context.new_page()
+            await page.goto(f"{gw.url}/ops")
+            rows = page.locator("#ops-rows tr[data-id]")
+            await expect(rows).to_have_count(6, timeout=WAIT_MS)
+            row = page.locator(f'#ops-rows tr[data-id="{live[0]}"]')
+            await expect(row).to_have_attribute("data-state", "streaming", timeout=WAIT_MS)
+            await gw.http.post(f"/api/sessions/{live[1]}/cancel")
+            cancelled = page.locator(f'#ops-rows tr[data-id="{live[1]}"]')
+            await expect(cancelled).to_have_attribute("data-state", "cancelled", timeout=WAIT_MS)
+
+            # No sideways scroll, for the page or the table.
+            widths = await page.evaluate(
+                """() => ({
+                    page: document.documentElement.scrollWidth,
+                    table: document.getElementById("ops-table").scrollWidth,
+                    card: document.querySelector(".ops-table-card").clientWidth,
+                })"""
+            )
+            assert widths["page"] <= 1280, widths
+            assert widths["table"] <= widths["card"], widths
+
+            # Every button of every row lies inside the table's card, in full, and is the
+            # element found at its centre (nothing covers or clips it).
+            card = await page.locator(".ops-table-card").bounding_box()
+            assert card is not None
+            buttons = page.locator("#ops-rows tr[data-id] button[data-action]")
+            assert await buttons.count() == 12
+            for index in range(12):
+                button = buttons.nth(index)
+                box = await button.bounding_box()
+                assert box is not None
+                assert (
+                    card["x"] <= box["x"] and box["x"] + box["width"] <= card["x"] + card["width"]
+                ), (index, box, card)
+                assert box["x"] + box["width"] <= 1280 and box["y"] >= 0
+                found = await button.evaluate(
+                    """b => {
+                        const r = b.getBoundingClientRect();
+                        const x = r.x + r.width / 2, y = r.y + r.height / 2;
+                        return document.elementFromPoint(x, y) === b;
+                    }"""
+                )
+                assert found or box["y"] + box["height"] > 800, index  # below the fold is fine
+
+            # Every column is there, with its header in view.
+            headers = page.locator("#ops-table thead th")
+            for index in range(await headers.count()):
+                box = await headers.nth(index).bounding_box()
+                assert box is not None and box["width"] > 40
+                assert box["x"] + box["width"] <= card["x"] + card["width"] + 1
+
+            # The prompt column: the first line, cut to the column, whole in the title.
+            prompt = page.locator(f'#ops-rows tr[data-id="{long_one}"] [data-field="prompt"]')
+            first_line = LONG_PROMPT.splitlines()[0]
+            title = await prompt.get_attribute("title")
+            assert title is not None and first_line.startswith(title.rstrip("\u2026")[:100])
+            clipped = await prompt.evaluate("td => td.scrollWidth > td.clientWidth")
+            assert clipped  # cut by the column, with an ellipsis, not wrapping the row
+            await expect(
+                page.locator(f'#ops-rows tr[data-id="{live[0]}"] [data-field="prompt"]')
+            ).to_have_text("question 0")
+        finally:
+            await context.close()
+            await stop_all(gw)
+
+
+async def test_the_count_says_one_session_in_the_singular(tmp_path: Path, page: Page) -> None:
+    async with running_gateway(gateway_settings(tmp_path, output_tokens=20)) as gw:
+        await page.goto(f"{gw.url}/ops")
+        await expect(page.locator("#ops-count")).to_have_text("0 sessions")
+        [session_id] = await start_sessions(gw, 1)
+        await expect(page.locator("#ops-count")).to_have_text("1 session", timeout=WAIT_MS)
+        await gw.final_record(session_id)
+        await start_sessions(gw, 1)
+        await expect(page.locator("#ops-count")).to_have_text("2 sessions", timeout=WAIT_MS)
+        await page.select_option("#filter-state", "errored")
+        await expect(page.locator("#ops-count")).to_have_text("0 of 2 sessions")
+
+
+async def test_the_sessions_shown_are_those_the_records_hold_across_restarts(
+    tmp_path: Path, page: Page
+) -> None:
+    settings = gateway_settings(tmp_path, output_tokens=20)
+    async with running_gateway(settings) as first:  # an earlier run of the gateway
+        earlier = await start_sessions(first, 2)
+        for session_id in earlier:
+            await first.final_record(session_id)
+    async with running_gateway(settings) as gw:
+        [now] = await start_sessions(gw, 1)
+        await gw.final_record(now)
+        records = (await gw.http.get("/api/sessions")).json()["sessions"]
+        assert len(records) == 3
+        await page.goto(f"{gw.url}/ops")
+        shown = page.locator("#ops-rows tr[data-id]")
+        await expect(shown).to_have_count(3, timeout=WAIT_MS)
+        await expect(page.locator("#ops-count")).to_have_text("3 sessions")
+        ids = await shown.evaluate_all("rows => rows.map(r => r.dataset.id)")
+        assert sorted(ids) == sorted(r["id"] for r in records)
+        old = page.locator(f'#ops-rows tr[data-id="{earlier[0]}"]')
+        await expect(old).to_have_attribute("data-state", "complete")
+        await expect(old.locator('[data-field="prompt"]')).to_have_text("question 0")
+        await expect(old.locator('[data-field="tokens"]')).to_have_text("20")

@@ -112,3 +112,29 @@ async def test_an_unknown_session_is_a_not_found_page(tmp_path: Path, page: Page
         response = await page.goto(f"{gw.url}/ops/sessions/op-000000000000")
         assert response is not None and response.status == 404
         await expect(page.locator("h1")).to_have_text("No such session")
+
+
+async def test_the_attempts_count_agrees_with_the_earlier_attempts_listed(
+    tmp_path: Path, page: Page
+) -> None:
+    settings = gateway_settings(tmp_path, output_tokens=20)
+    settings.streams.retry_base_delay = 0.01
+    async with running_gateway(settings) as gw:
+        # Refused twice before the stream (429, retried), then answered.
+        response = await gw.http.post(
+            "/api/sessions",
+            json={"model": "sim/rate-limit", "prompt": "first line\nsecond line"},
+            headers={"x-sim-fail-count": "2", "x-sim-retry-after": "0"},
+        )
+        session_id = str(response.json()["id"])
+        record = await gw.final_record(session_id)
+        assert record["state"] == "complete" and len(record["attempt_errors"]) == 2
+        await page.goto(f"{gw.url}/ops/sessions/{session_id}")
+        summary = page.locator("#summary")
+        await expect(summary.locator('[data-summary="attempts"]')).to_have_text("3")
+        await expect(summary.locator("ol.attempts li")).to_have_count(2)
+        await expect(summary.locator("h3")).to_have_text("Earlier attempts (2)")
+        # The page shows the whole prompt, every line of it.
+        await expect(page.locator('[data-field="prompt"] .prompt-text')).to_have_text(
+            "first line\nsecond line"
+        )

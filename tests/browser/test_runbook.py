@@ -53,3 +53,23 @@ async def test_the_runbooks_code_blocks_are_highlighted(
             })"""
         )
         assert coloured
+
+
+async def test_the_code_blocks_wrap_so_every_comment_is_in_view_at_1280(
+    gateway: GatewayUnderTest, page: Page
+) -> None:
+    await page.set_viewport_size({"width": 1280, "height": 800})
+    await page.goto(gateway.url + "/runbook")
+    blocks = page.locator(".runbook pre.code")
+    assert await blocks.count() > 0
+    overflowing = await page.evaluate(
+        """() => [...document.querySelectorAll(".runbook pre.code")]
+            .filter(pre => pre.scrollWidth > pre.clientWidth)
+            .map(pre => pre.textContent.slice(0, 80))"""
+    )
+    assert overflowing == []
+    # A long command with its "# →" comment: the comment is on the page, inside its block.
+    arrow = page.locator(".runbook pre.code", has_text="# \u2192").first
+    box = await arrow.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 1280
+    assert await page.evaluate("() => document.documentElement.scrollWidth") <= 1280

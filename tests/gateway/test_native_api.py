@@ -64,6 +64,34 @@ async def test_resuming_after_an_id_gives_exactly_the_later_events(
     assert [(e.id, e.data) for e in by_query if e.event != "end"] == expected
 
 
+async def test_the_end_has_the_next_id_and_resuming_after_it_gives_nothing_more(
+    gateway: GatewayUnderTest,
+) -> None:
+    session_id = await start(gateway)
+    path = f"/api/sessions/{session_id}/events"
+    full = await read_events(gateway, path)
+    *events, end = full
+    assert end.event == "end" and int(end.id) == int(events[-1].id) + 1
+    assert [e.event for e in await read_events(gateway, path, **{"last-event-id": end.id})] == []
+    after_last = await read_events(gateway, path, **{"last-event-id": events[-1].id})
+    assert [(e.id, e.event, e.data) for e in after_last] == [(end.id, end.event, end.data)]
+    gateway.gateway.sessions.recent.clear()  # the same from the store alone
+    assert [e.event for e in await read_events(gateway, f"{path}?after={end.id}")] == []
+    stored = await read_events(gateway, f"{path}?after={events[-1].id}")
+    assert [(e.id, e.event) for e in stored] == [(end.id, "end")]
+    assert [e.id for e in await read_events(gateway, path)] == [e.id for e in full]
+
+
+async def test_an_id_past_the_ends_is_beyond_the_log(gateway: GatewayUnderTest) -> None:
+    session_id = await start(gateway)
+    path = f"/api/sessions/{session_id}/events"
+    end_id = int((await read_events(gateway, path))[-1].id)
+    assert gateway.gateway.sessions.get(session_id) is not None  # still in memory
+    response = await gateway.http.get(path, headers={"last-event-id": str(end_id + 1)})
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "resume_beyond_log"
+
+
 async def test_a_finished_session_replays_from_the_store(gateway: GatewayUnderTest) -> None:
     session_id = await start(gateway)
     live = await read_events(gateway, f"/api/sessions/{session_id}/events")

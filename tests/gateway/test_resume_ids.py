@@ -93,8 +93,9 @@ async def test_sse_refuses_an_id_beyond_a_finished_sessions_log(
     gateway: GatewayUnderTest,
 ) -> None:
     session_id, last = await _finished(gateway)
+    # The end event's id is one past the last event's: beyond that is beyond the log.
     beyond = await gateway.http.get(
-        f"/api/sessions/{session_id}/events", headers={"last-event-id": str(last + 1)}
+        f"/api/sessions/{session_id}/events", headers={"last-event-id": str(last + 2)}
     )
     assert beyond.status_code == 400
     assert beyond.json()["error"]["type"] == "resume_beyond_log"
@@ -102,8 +103,12 @@ async def test_sse_refuses_an_id_beyond_a_finished_sessions_log(
         f"/api/sessions/{session_id}/events", headers={"last-event-id": str(last)}
     )
     assert at_the_end.status_code == 200
-    assert _ids(at_the_end.content) == []  # nothing it has, only the end
+    assert _ids(at_the_end.content) == [last + 1]  # nothing it has, only the end
     assert b"event: end" in at_the_end.content
+    after_the_end = await gateway.http.get(
+        f"/api/sessions/{session_id}/events", headers={"last-event-id": str(last + 1)}
+    )
+    assert after_the_end.status_code == 200 and after_the_end.content == b""
 
 
 async def test_sse_refuses_an_id_beyond_a_live_sessions_log_and_replays_nothing(

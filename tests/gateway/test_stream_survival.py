@@ -170,6 +170,68 @@ async def test_policy_drain_finishes_the_turn_after_the_client_goes(
     assert record["usage"]["source"] == "provider"
 
 
+async def leave_a_non_streaming_request(gw: GatewayUnderTest, headers: dict[str, str]) -> str:
+    """Send a non-streaming Chat Completions request, wait until the simulator generates for
+    it, then close the connection without reading an answer; the session's id."""
+    body = orjson.dumps({"model": "sim/support", "messages": MSG})
+    host, port = gw.url.removeprefix("http://").split(":")
+    lines = [
+        "POST /v1/chat/completions HTTP/1.1",
+        f"host: {host}:{port}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write("\r\n".join(lines).encode() + b"\r\n\r\n" + body)
+        for _ in range(3000):  # at most 30 s for the session to start
+            if gw.gateway.sessions.live or reader.at_eof():
+                break
+            await asyncio.sleep(0.01)
+        assert not reader.at_eof(), await reader.read()  # refused: the answer says why
+        [session_id] = gw.gateway.sessions.live
+        await tokens_when_running(gw, session_id)
+        assert not reader.at_eof()  # no answer yet: the turn is still generating
+    finally:
+        writer.close()
+    return session_id
+
+
+async def test_policy_cancel_stops_the_provider_when_a_non_streaming_client_goes(
+    gateway: GatewayUnderTest,
+) -> None:
+    session_id = await leave_a_non_streaming_request(gateway, LONG)
+    record = await gateway.final_record(session_id)
+    assert record["state"] == "cancelled" and record["cancel_reason"] == "client_disconnected"
+    assert [d["reason"] for d in record["disconnects"]] == ["client_disconnected"]
+    sent = await assert_generation_stopped(gateway, session_id)
+    assert sent["tokens_produced"] < 5000
+
+
+async def test_a_non_streaming_client_going_is_noticed_without_the_disconnect_hook(
+    tmp_path: Path,
+) -> None:
+    async with running_gateway(settings_for(tmp_path), http="httptools") as gw:
+        session_id = await leave_a_non_streaming_request(gw, LONG)
+        record = await gw.final_record(session_id)
+        assert record["cancel_reason"] == "client_disconnected"
+        await assert_generation_stopped(gw, session_id)
+
+
+async def test_policy_drain_finishes_a_non_streaming_turn_after_its_client_goes(
+    gateway_with: Any,
+) -> None:
+    async with gateway_with(disconnect_policy="drain") as gw:
+        headers = {"x-sim-token-rate": "300", "x-sim-output-tokens": "300"}
+        session_id = await leave_a_non_streaming_request(gw, headers)
+        record = await gw.final_record(session_id)
+        sent = await gw.sim_request(session_id)
+        assert record["state"] == "complete" and record["disconnect_policy"] == "drain"
+        assert [d["reason"] for d in record["disconnects"]] == ["client_disconnected"]
+        assert sent["state"] == "completed" and sent["tokens_produced"] == 300
+
+
 async def test_a_bad_policy_is_refused(gateway: GatewayUnderTest) -> None:
     response = await gateway.http.post(
         "/api/sessions", json={"model": "sim/support", "prompt": "x", "disconnect_policy": "hope"}

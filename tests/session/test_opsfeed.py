@@ -18,7 +18,14 @@ from sluice.pricing import PriceBook
 from sluice.providers import Route
 from sluice.session.bus import MemoryBus, Message
 from sluice.session.manager import SessionManager
-from sluice.session.opsfeed import GAP_TAIL, OpsFeed, SessionTrail, follow_session
+from sluice.session.opsfeed import (
+    GAP_TAIL,
+    PROMPT_LINE,
+    OpsFeed,
+    SessionTrail,
+    follow_session,
+    prompt_line,
+)
 from sluice.session.session import COMPLETE, ERRORED, STREAMING, Session, SessionSpec
 from sluice.session.store import MemoryStore
 from sluice.turn import Message as TurnMessage
@@ -179,6 +186,62 @@ async def test_finished_sessions_past_the_limit_are_removed(harness: Harness) ->
     assert message is not None
     assert message["removed"] == [sessions[0].id]
     assert set(harness.feed.snapshot()["sessions"]) == {s.id for s in sessions[1:]}
+
+
+def stored(session_id: str, created: float, state: str = COMPLETE, **extra: Any) -> dict[str, Any]:
+    """A record as an earlier run of the gateway stored it."""
+    return {
+        "id": session_id,
+        "state": state,
+        "created_at": created,
+        "provider": "sim",
+        "model": "support",
+        "prompt": "Where is my order?\nIt was due on Monday.",
+        "usage": {"output_tokens": 42},
+        "telemetry": {"ttft_ms": 310.0, "token_rate": 39.5, "backpressure": "low"},
+        "cost": {"total": 0.00002, "source": "config"},
+        "attempts": 1,
+        **extra,
+    }
+
+
+async def test_the_records_of_earlier_runs_are_rows_once_and_within_the_limit(
+    harness: Harness,
+) -> None:
+    harness.feed.settings = OpsSettings(flush_interval=0.1, recent_sessions=3)
+    store = MemoryStore()
+    for index in range(4):
+        await store.put(stored(f"op-old{index}", 1000.0 + index))
+    await store.put(stored("op-gone", 1010.0, state=STREAMING))  # a run that stopped mid-way
+    mine = harness.session()
+    harness.finish(mine)
+    await store.put(mine.record())
+    harness.feed.collect()
+
+    await harness.feed.load_recorded(store)
+    await harness.feed.load_recorded(store)  # read once
+    rows = harness.feed.snapshot()["sessions"]
+    # The newest three records, this run's own session among them (its own row, not the record's).
+    assert set(rows) == {mine.id, "op-old3", "op-old2"}
+    old = rows["op-old3"]
+    assert (old["state"], old["tokens"], old["ttft_ms"], old["cost"]) == (
+        "complete",
+        42,
+        310.0,
+        0.00002,
+    )
+    assert old["prompt"] == "Where is my order?\u2026"
+    assert rows[mine.id]["prompt"] == "hello"
+    harness.feed.collect()
+    assert harness.feed.snapshot()["totals"]["sessions"] == 3
+
+
+def test_a_rows_prompt_is_its_first_line_cut_to_the_column_budget() -> None:
+    assert prompt_line("  \n  Where is my order?  \nmore") == "Where is my order?\u2026"
+    assert prompt_line("one line") == "one line"
+    assert prompt_line("") == ""
+    long = prompt_line("x" * 500)
+    assert len(long) == PROMPT_LINE and long.endswith("\u2026")
 
 
 # -- cadence ----------------------------------------------------------------------------------
@@ -441,3 +504,28 @@ async def test_with_nobody_watching_a_finished_session_is_let_go_of_at_once(
     message = harness.feed.collect()
     assert message is not None and message["sessions"][session.id]["state"] == COMPLETE
     assert harness.feed.snapshot()["sessions"][session.id]["tokens"] == 1
+
+
+class FailingStore(MemoryStore):
+    """A store whose first read fails, as a locked or missing database file would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def query(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        self.reads += 1
+        if self.reads == 1:
+            raise OSError("database is locked")
+        return await super().query(*args, **kwargs)
+
+
+async def test_a_failed_read_of_the_records_is_tried_again_by_the_next_view(
+    harness: Harness,
+) -> None:
+    store = FailingStore()
+    await store.put(stored("op-old0", 1000.0))
+    with pytest.raises(OSError):
+        await harness.feed.load_recorded(store)
+    await harness.feed.load_recorded(store)
+    assert "op-old0" in harness.feed.snapshot()["sessions"]

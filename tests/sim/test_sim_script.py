@@ -11,7 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sluice.sim import SimSettings, create_sim_app, route_path
-from sluice.sim.corpus import answer, cut_fragments, split_pieces
+from sluice.sim.corpus import (
+    SIGN_OFFS,
+    TOPICS,
+    answer,
+    cut_fragments,
+    sentence_ends,
+    sign_off,
+    split_pieces,
+    topic_for,
+)
 from sluice.sim.formats import FORMATS_BY_PATH, Exchange
 from sluice.sim.recorder import Recorder
 from sluice.sim.scenarios import Scenario, lookup, prompt_digest, script
@@ -56,9 +65,61 @@ def test_fragments_join_back_to_the_arguments(text: str, seed: int) -> None:
 
 
 def test_a_long_answer_goes_on_past_the_corpus() -> None:
-    pieces = list(answer(DIGEST, 5000))
+    pieces = list(answer("hello", DIGEST, 5000))
     assert len(pieces) == 5000
-    assert pieces[:300] == list(answer(DIGEST, 300))
+    assert pieces[:250] == list(answer("hello", DIGEST, 300))[:250]
+
+
+def ends_with_a_whole_sentence(text: str) -> bool:
+    return text.rstrip().rstrip("*_)\"'")[-1:] in (".", "!", "?")
+
+
+@given(st.integers(min_value=1, max_value=1500), st.binary(min_size=16, max_size=16))
+def test_an_answer_has_its_length_and_ends_with_a_whole_sentence(
+    tokens: int, digest: bytes
+) -> None:
+    pieces = list(answer("", digest, tokens))
+    assert len(pieces) == tokens
+    text = "".join(pieces)
+    assert ends_with_a_whole_sentence(text)
+    assert text.count("```") % 2 == 0  # never inside a code block
+
+
+def test_the_prompt_chooses_the_topic() -> None:
+    asked = {
+        "Our deploy fails with 'permission denied' on the release step.": "deploy-permissions",
+        "Every request now gets 401 Unauthorized, was my key revoked?": "api-keys",
+        "My order A-1042 has not arrived, the tracking page shows nothing.": "delayed-order",
+        "We keep hitting 429 errors when the batch job runs.": "rate-limits",
+        "Why was my card charged twice on this invoice?": "billing",
+    }
+    for prompt, name in asked.items():
+        topic = topic_for(prompt, DIGEST)
+        assert topic.name == name, prompt
+        assert "".join(answer(prompt, DIGEST, 300)).startswith(topic.heading)
+
+
+def test_a_prompt_about_nothing_known_still_gets_one_topic_by_its_digest() -> None:
+    chosen = {topic_for("hello", bytes([n]) * 16).name for n in range(len(TOPICS))}
+    assert chosen == {topic.name for topic in TOPICS}
+
+
+def test_sign_offs_have_the_length_their_key_says() -> None:
+    assert all(len(split_pieces(text)) == size for size, text in SIGN_OFFS.items())
+    for count in range(1, 200):
+        closing = sign_off(count)
+        assert len(closing) == count and ends_with_a_whole_sentence("".join(closing))
+
+
+def test_no_sentence_of_the_corpus_is_longer_than_the_sign_offs_can_replace() -> None:
+    for topic in TOPICS:
+        ends = sentence_ends(split_pieces(topic.text))
+        gaps = [b - a for a, b in zip([-1, *ends_at(ends)], ends_at(ends), strict=False)]
+        assert max(gaps) <= sum(SIGN_OFFS), topic.name
+
+
+def ends_at(ends: list[bool]) -> list[int]:
+    return [index for index, end in enumerate(ends) if end]
 
 
 def test_lookup_knows_names_and_aliases() -> None:
@@ -73,6 +134,15 @@ def test_support_script_says_output_tokens_then_stops() -> None:
     )
     assert transcript.tokens == 25
     assert (transcript.finish_reason, transcript.ending) == ("stop", "finished")
+    assert ends_with_a_whole_sentence(transcript.text)
+
+
+def test_an_answer_cut_by_the_budget_ends_with_length_mid_sentence() -> None:
+    steps = script(Scenario.SUPPORT, params(), digest=DIGEST, max_tokens=7, prompt="deploy")
+    transcript = fold(steps)
+    assert transcript.tokens == 7
+    assert (transcript.finish_reason, transcript.ending) == ("length", "finished")
+    assert transcript.text == "".join(split_pieces(TOPICS[0].text)[:7])
 
 
 def test_the_cap_counts_every_kind_of_token() -> None:

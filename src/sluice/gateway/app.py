@@ -53,6 +53,7 @@ from sluice.gateway.presenters import (
 )
 from sluice.gateway.responses import JSONResponse, error_response
 from sluice.gateway.resume import check_within, requested_resume_id
+from sluice.gateway.siblings import left_before
 from sluice.gateway.streaming import SessionStream, summary_of
 from sluice.gateway.upstreams import build_upstream
 from sluice.gateway.websocket import session_socket_endpoint
@@ -361,7 +362,11 @@ class Gateway:
                 else TranslatingPresenter(encoder())
             )
             return SessionStream(session, presenter)  # type: ignore[return-value]
-        await session.settled.wait()
+        if await left_before(request.scope, request.receive, session.settled.wait()):
+            # The client left a non-streaming turn: the disconnect policy applies to it as to
+            # a stream (cancel by default closes the upstream); nobody reads this response.
+            session.detach(session.attach(0), "client_disconnected")
+            return Response(status_code=499)
         if session.error is not None:
             return self._session_error(session, fmt, headers)
         result = session.acc.result()
@@ -414,7 +419,10 @@ class Gateway:
             after = requested_resume_id(request.headers, request.query_params)
             session = self.sessions.get(session_id)
             if session is not None and principal.may_see(session.spec.tenant):
-                check_within(after, len(session.log), session_id)
+                # once the record is final, the ``end`` event's id (one past the last) is
+                # an id this stream has sent too: resuming after it is allowed, and empty
+                ended = 1 if session.settled.is_set() else 0
+                check_within(after, len(session.log) + ended, session_id)
                 return SessionStream(  # type: ignore[return-value]
                     session,
                     NativePresenter(),
@@ -423,12 +431,16 @@ class Gateway:
             record = None if session is not None else await self.store.get(session_id)
             if record is None or not principal.may_see(record.get("tenant")):
                 raise UnknownSession(f"no session {session_id!r}")
-            check_within(after, record.get("events"), session_id)
+            events = record.get("events")
+            check_within(after, events + 1 if isinstance(events, int) else None, session_id)
         except SluiceError as exc:
             return self._reject("native", "events", exc)
         stored = await self.store.get_events(session_id, after)
         frames = [encode_event(data, event=kind, id=str(seq)) for seq, kind, data in stored]
-        frames.append(encode_event(orjson.dumps(summary_of(record)), event="end"))
+        end_id = _stored_end_id(record, stored, after)
+        if after < end_id:  # else the client resumed after the end itself: nothing more
+            end = orjson.dumps(summary_of(record))
+            frames.append(encode_event(end, event="end", id=str(end_id)))
         return Response(
             b"".join(frames),
             media_type="text/event-stream",
@@ -526,6 +538,14 @@ def _area(path: str) -> str:
     if path.startswith(("/ops", "/api/admin/", "/metrics", "/login")):
         return path.split("/", 2)[1] if path.count("/") > 1 else path.strip("/")
     return "native" if path.startswith("/api/") else "pages"
+
+
+def _stored_end_id(record: dict[str, Any], stored: list[Any], after: int) -> int:
+    """The ``end`` event's id of a stored session: the one after its last event's."""
+    count = record.get("events")
+    if isinstance(count, int):
+        return count + 1
+    return (stored[-1][0] if stored else after) + 1  # a record stored before it kept a count
 
 
 def _response_id(endpoint: str, session_id: str) -> str:

@@ -5,7 +5,9 @@ shapes, narrowed to what the gateway accepts (text, tool calls and tool results;
 parts are refused with 400 because they cannot be translated between formats). Every error
 response names the body it carries: OpenAI's on ``/v1/chat/completions``, Anthropic's on
 ``/v1/messages``, the native ``{"error": {"type", "message"}}`` on ``/api/…``. The WebSocket
-transport (``/api/sessions/{id}/ws``), the pages and the embedded simulator are not described.
+transport (``/api/sessions/{id}/ws``) is described by its handshake, with its frames in the
+operation's description (OpenAPI has no words for them); the HTML pages and the embedded
+simulator are not described.
 """
 
 from __future__ import annotations
@@ -353,6 +355,7 @@ _RECORD = {
         "endpoint": {"type": "string"},
         "provider": {"type": "string"},
         "model": {"type": "string"},
+        "prompt": {"type": "string", "description": "the last user message's text"},
         "text": {"type": "string"},
         "reasoning": {"type": "string"},
         "tool_calls": {"type": "array", "items": {"type": "object"}},
@@ -446,6 +449,57 @@ def _provider_operation(
             },
             **_errors(error, {**_PROVIDER_ERRORS, **extra}),
         },
+    }
+
+
+_WEBSOCKET = """The native events over a WebSocket (OpenAPI describes only the handshake).
+
+Server → client, JSON text frames: `{"id": <seq>, "type": "<event type>", "data": {...}}` for
+every event after `after`, ids rising (the same ids, types and data as the SSE stream);
+`{"type": "ping"}` after a heartbeat interval without a frame; `{"type": "end", "data":
+{...}}` once the record is final, then a normal close (1000).
+
+Client → server: `{"ack": <seq>}`, cumulative. The server never has more than `window` events
+sent and not acknowledged. Reconnecting with `?after=<last acknowledged id>` resumes with no
+gap and no duplicate.
+
+A refusal is one `NativeError` text frame, then a close: 1008 for a bad parameter or a broken
+protocol, 4404 for an unknown session, 1011 when the store cannot be read."""
+
+_MODELS = {
+    "type": "object",
+    "required": ["providers"],
+    "properties": {
+        "providers": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "kind", "available", "reason", "any_model", "models"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "kind": {"enum": ["openai", "anthropic", "sim"]},
+                    "available": {"type": "boolean", "description": "its key is set"},
+                    "reason": {"type": ["string", "null"]},
+                    "any_model": {
+                        "type": "boolean",
+                        "description": "no list: any model name the provider serves",
+                    },
+                    "models": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        }
+    },
+}
+
+
+def _query_number(
+    name: str, kind: str, default: float, low: float, high: float, what: str
+) -> JSONSchema:
+    return {
+        "name": name,
+        "in": "query",
+        "schema": {"type": kind, "default": default, "minimum": low, "maximum": high},
+        "description": what,
     }
 
 
@@ -625,6 +679,74 @@ def openapi_document() -> JSONSchema:
                                 "409": "the session is not errored or cancelled",
                             },
                         ),
+                    },
+                }
+            },
+            "/api/sessions/{session_id}/ws": {
+                "get": {
+                    "summary": "The session's events over a WebSocket, with an acknowledged "
+                    "flow-control window; resumable",
+                    "description": _WEBSOCKET,
+                    "parameters": [
+                        _SESSION_ID,
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "default": 0},
+                            "description": "the last event id the client already has",
+                        },
+                        {
+                            "name": "window",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 1024,
+                                "default": 64,
+                            },
+                            "description": "events that may be sent and not yet acknowledged",
+                        },
+                        {
+                            "name": "Upgrade",
+                            "in": "header",
+                            "required": True,
+                            "schema": {"const": "websocket"},
+                        },
+                    ],
+                    "responses": {
+                        "101": {
+                            "description": "the WebSocket handshake: then the frames described "
+                            "above (a refusal is one NativeError text frame, then a close)",
+                        }
+                    },
+                }
+            },
+            "/api/models": {
+                "get": {
+                    "summary": "The providers and models the chat page offers (never a key, a "
+                    "key's name or a base URL)",
+                    "responses": {"200": _json(_MODELS, "the configured providers")},
+                }
+            },
+            "/api/diagnostics/stream": {
+                "get": {
+                    "summary": "A timestamped test stream for `sluice doctor` (no session, no "
+                    "upstream): `hello`, then `events` ticks, `idle` seconds of heartbeats, "
+                    "`done`",
+                    "parameters": [
+                        _query_number("events", "integer", 20, 0, 1000, "tick events"),
+                        _query_number("interval", "number", 0.25, 0, 10, "seconds between ticks"),
+                        _query_number("idle", "number", 0, 0, 900, "seconds of heartbeats only"),
+                        _query_number("pad", "integer", 0, 0, 65536, "bytes of padding per event"),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "`hello`, `tick` and `done` events, each `data` a "
+                            "JSON object with `seq` and `sent_at` (the gateway's clock, in "
+                            "seconds), and `: ping` heartbeats",
+                            "content": _SSE,
+                        },
+                        **_errors("NativeError", {"400": "a parameter out of its bounds"}),
                     },
                 }
             },

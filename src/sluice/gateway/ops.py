@@ -1,7 +1,8 @@
 """The operations center's HTTP side: the ``/ops`` and session pages, and their two feeds.
 
-- ``GET /ops``: every live and recent session (rows rendered on the server from the feed's
-  snapshot, then kept current by ``ops.js``);
+- ``GET /ops``: every live and recent session, those the store holds from earlier runs
+  included (rows rendered on the server from the feed's snapshot, then kept current by
+  ``ops.js``);
 - ``GET /ops/sessions/{id}``: one session's answer, event timeline and final telemetry;
   ``GET /ops/sessions/{id}/summary`` is that page's final part alone (fetched when it ends);
 - ``WS /ops/feed``: the operations feed (``sluice.session.opsfeed``): a snapshot, then one
@@ -51,7 +52,7 @@ CLOSE_UNKNOWN_SESSION = 4404
 STATE_FILTERS = ("live", "starting", "streaming", "complete", "errored", "cancelled")
 
 #: the sparkline's view box (ops.js draws with the same numbers)
-SPARK_WIDTH, SPARK_HEIGHT = 90, 22
+SPARK_WIDTH, SPARK_HEIGHT = 64, 22
 
 #: a row with every field and no session, for the template the script clones
 BLANK_ROW: dict[str, Any] = {
@@ -59,6 +60,7 @@ BLANK_ROW: dict[str, Any] = {
     "state": "",
     "provider": "",
     "model": "",
+    "prompt": "",
     "tokens": 0,
     "limit": None,
     "limit_source": None,
@@ -143,7 +145,12 @@ def fmt_unpriced(count: int) -> str:
     return f"+ {count} at unknown price" if count else "since the gateway started"
 
 
+def fmt_count(count: int) -> str:
+    return f"{count} session" if count == 1 else f"{count} sessions"
+
+
 FORMATTERS: dict[str, Any] = {
+    "fmt_count": fmt_count,
     "spark_points": spark_points,
     "spark_width": SPARK_WIDTH,
     "spark_height": SPARK_HEIGHT,
@@ -177,6 +184,7 @@ class OpsPages:
 
     async def ops_page(self, request: Request) -> Response:
         feed = self.gateway.ops
+        await feed.load_recorded(self.gateway.store)
         snapshot = feed.snapshot()
         rows = sorted(snapshot["sessions"].values(), key=lambda r: r["created"], reverse=True)
         providers = sorted(self.gateway.settings.providers)
@@ -258,6 +266,7 @@ class OpsPages:
 
     async def ops_feed(self, websocket: WebSocket) -> None:
         await websocket.accept()
+        await self.gateway.ops.load_recorded(self.gateway.store)
         async with self.gateway.ops.follow() as messages:
             await self._relay(websocket, messages)
 

@@ -3,7 +3,8 @@
 - ``PassthroughPresenter``: the upstream's own bytes, unchanged (client and upstream speak the
   same format); errors Sluice itself detects are rendered in that format.
 - ``TranslatingPresenter``: the events re-encoded in the client's format.
-- ``NativePresenter``: Sluice's own event format, every event with an SSE ``id``.
+- ``NativePresenter``: Sluice's own event format, every event with an SSE ``id``, ``end``
+  included.
 """
 
 from __future__ import annotations
@@ -86,14 +87,15 @@ class TranslatingPresenter:
 
 class NativePresenter:
     """Every event as ``id: <seq>`` / ``event: <type>`` / ``data: <json>``; after the record is
-    final, one ``end`` event carrying the record's summary."""
+    final, one ``end`` event carrying the record's summary, with the id after the last
+    event's: a client that resumes after that id has everything, and gets nothing more."""
 
-    __slots__ = ("end_payload", "finished")
+    __slots__ = ("end_frame", "finished")
     follows_finalization = True
 
     def __init__(self) -> None:
         self.finished = False
-        self.end_payload: bytes | None = None
+        self.end_frame = b""
 
     def render(self, seq: int, event: ev.Event | None, raw: bytes) -> bytes:
         if event is None:
@@ -101,7 +103,9 @@ class NativePresenter:
         kind, data = ev.payload(event)
         return encode_event(orjson.dumps(data), event=kind, id=str(seq))
 
+    def end(self, summary: bytes, end_id: int) -> None:
+        """The ``end`` event ``close`` writes: the record's ``summary`` under ``end_id``."""
+        self.end_frame = encode_event(summary, event="end", id=str(end_id))
+
     def close(self) -> bytes:
-        if self.end_payload is None:
-            return b""
-        return encode_event(self.end_payload, event="end")
+        return self.end_frame

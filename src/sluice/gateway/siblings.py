@@ -10,7 +10,7 @@ no task where the server offers a ``ConnectionHook``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.types import Receive
@@ -76,3 +76,35 @@ async def wait_disconnect(receive: Receive) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
+
+
+async def left_before(scope: Any, receive: Receive, done: Awaitable[Any]) -> bool:
+    """Wait for ``done`` or for the HTTP client to leave, whichever comes first; True if the
+    client left first. For a response that waits before it sends anything (a non-streaming
+    turn): the server's ``ConnectionHook`` says when the client leaves where it offers one,
+    a watcher of ``receive`` where it does not (the request's body must have been read)."""
+    left: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def client_left() -> None:
+        if not left.done():
+            left.set_result(None)
+
+    hook = scope.get(CONNECTION_HOOK)
+    watcher: asyncio.Task[None] | None = None
+    if isinstance(hook, ConnectionHook):
+        hook.callback = client_left
+        if hook.lost:
+            client_left()
+    else:
+        watcher = asyncio.ensure_future(wait_disconnect(receive))
+        watcher.add_done_callback(lambda _: client_left())
+    waiting = asyncio.ensure_future(done)
+    try:
+        finished = await first_to_finish(waiting, left)
+    finally:
+        if isinstance(hook, ConnectionHook):
+            hook.callback = None
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+    return waiting not in finished

@@ -265,7 +265,9 @@ class SessionStream:
                 entries.unlisten(self._push)
         if isinstance(presenter, NativePresenter):
             await self.session.settled.wait()
-            presenter.end_payload = orjson.dumps(end_summary(self.session))
+            end_id = len(entries) + 1
+            if self.after < end_id:  # else the client resumed after the end itself
+                presenter.end(orjson.dumps(end_summary(self.session)), end_id)
         self._sending_since = loop.time()
         await send({"type": "http.response.body", "body": presenter.close(), "more_body": False})
         self._sending_since = None

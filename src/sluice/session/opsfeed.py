@@ -33,13 +33,22 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from sluice import events as ev
 from sluice.config import OpsSettings
 from sluice.session.bus import Bus, Message
 from sluice.session.eventlog import Entry
 from sluice.session.session import CANCELLED, ERRORED, TERMINAL_STATES, Session
+
+
+class RecordSource(Protocol):
+    """Where finished sessions' records are read from (the session store)."""
+
+    async def query(
+        self, limit: int, state: str | None, provider: str | None
+    ) -> list[dict[str, Any]]: ...
+
 
 OPS_TOPIC = "ops"
 
@@ -53,6 +62,19 @@ RATE_SPAN = 1.0
 URGENT_SPACING = 0.25
 
 Row = dict[str, Any]
+
+#: characters of the prompt's first line a row carries
+PROMPT_LINE = 120
+
+
+def prompt_line(prompt: str) -> str:
+    """The prompt's first non-blank line, cut to ``PROMPT_LINE`` characters (with an ellipsis
+    where it was cut, or where more lines follow)."""
+    lines = [line.strip() for line in prompt.strip().splitlines()] or [""]
+    first = lines[0]
+    if len(first) > PROMPT_LINE:
+        return first[: PROMPT_LINE - 1].rstrip() + "\u2026"
+    return first + ("\u2026" if len(lines) > 1 else "")
 
 
 def derive(session: Session, typical: dict[str, float] | None = None) -> Row:
@@ -89,6 +111,7 @@ def derive(session: Session, typical: dict[str, float] | None = None) -> Row:
         "state": state,
         "provider": route.provider.name,
         "model": route.model,
+        "prompt": prompt_line(session.redactor.text(session.spec.turn.prompt_preview())),
         "created": round(session.created_at, 3),
         "tokens": tokens,
         "limit": limit,
@@ -107,6 +130,35 @@ def derive(session: Session, typical: dict[str, float] | None = None) -> Row:
         "reason": reason,
         "message": (error.get("message") or "")[:200] or None,
         "attempts": session.attempts,
+    }
+
+
+def recorded_row(record: dict[str, Any]) -> Row:
+    """The row of a finished session known only from its stored record (one that a previous
+    process of the gateway ran): the same fields as ``derive``, without the gaps."""
+    telemetry = record.get("telemetry") or {}
+    cost = record.get("cost") or {}
+    error = record.get("error") or {}
+    return {
+        "id": record["id"],
+        "state": record["state"],
+        "provider": record.get("provider", ""),
+        "model": record.get("model", ""),
+        "prompt": prompt_line(record.get("prompt") or record.get("prompt_preview") or ""),
+        "created": round(record.get("created_at", 0.0), 3),
+        "tokens": (record.get("usage") or {}).get("output_tokens", 0),
+        "limit": None,
+        "limit_source": None,
+        "ttft_ms": telemetry.get("ttft_ms"),
+        "rate": telemetry.get("token_rate"),
+        "backpressure": telemetry.get("backpressure") or "",
+        "gap_count": 0,
+        "gaps": [],
+        "cost": cost.get("total"),
+        "cost_source": cost.get("source"),
+        "reason": error.get("type") or record.get("cancel_reason"),
+        "message": (error.get("message") or "")[:200] or None,
+        "attempts": record.get("attempts", 1),
     }
 
 
@@ -174,6 +226,8 @@ class OpsFeed:
         #: readers following the feed; with none, nothing is derived at all
         self.followers = 0
         self.published = 0
+        #: whether the rows of sessions stored by earlier processes were read (``load_recorded``)
+        self._recorded: asyncio.Future[None] | None = None
 
     # -- hooks (called by the session manager) ------------------------------------------------
 
@@ -337,6 +391,38 @@ class OpsFeed:
             "spend": round(self._spend, 6),
             "unpriced": self._unpriced,
         }
+
+    # -- sessions from the store ---------------------------------------------------------------
+
+    async def load_recorded(self, store: RecordSource) -> None:
+        """Show the finished sessions the store holds (those of earlier processes included),
+        the newest ``recent_sessions`` of them, as if they had finished here: the operations
+        center then counts what the records count. Read once, before the first view."""
+        loading = self._recorded
+        if loading is None or (loading.done() and (loading.cancelled() or loading.exception())):
+            # not read yet, or the read failed: (again) now
+            loading = self._recorded = asyncio.ensure_future(self._load_recorded(store))
+        await asyncio.shield(loading)
+
+    async def _load_recorded(self, store: RecordSource) -> None:
+        limit = self.settings.recent_sessions
+        records: list[dict[str, Any]] = []
+        if limit:
+            # Finished ones only: a record stored while its session ran, by a process that
+            # stopped since, is not a session anyone can follow or stop.
+            for state in sorted(TERMINAL_STATES):
+                records += await store.query(limit, state, None)
+        records.sort(key=lambda record: record.get("created_at", 0.0))
+        older: dict[str, None] = {}
+        for record in records[-limit:] if limit else ():  # oldest first, as ``_finished``
+            session_id = record["id"]
+            if session_id in self._rows or session_id in self._sessions:
+                continue  # this process ran it: its own row is better
+            self._rows[session_id] = recorded_row(record)
+            older[session_id] = None
+        self._finished = older | self._finished
+        self._forget_oldest()
+        self._totals["sessions"] = len(self._rows)
 
     # -- readers ------------------------------------------------------------------------------
 

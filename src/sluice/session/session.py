@@ -845,6 +845,7 @@ class Session:
             "api_key": self.spec.api_key,
             "max_tokens": self.spec.turn.max_tokens,
             "prompt_preview": self.redactor.text(self.spec.turn.prompt_preview()),
+            "prompt": self.redactor.text(self.spec.turn.prompt_text()),
             "response_id": acc.response_id,
             "upstream_model": acc.model,
             "text": acc.text,

@@ -7,7 +7,8 @@ Failure scenarios fail while ``fail_count`` allows (always, by default); after t
 ==================  ==========================================================================
 scenario            what the client sees
 ==================  ==========================================================================
-support (steady)    a markdown support answer (heading, list, code fence), one word per frame
+support (steady)    a markdown support answer (heading, list, code fence) to the question the
+                    prompt asks, one word per frame
 bursty              the same answer, 3 to 8 tokens per write, then a pause
 slow-start          reasoning for ``ttft`` seconds (default 12), then the answer
 tools               a short sentence, then one ``lookup_order`` call (arguments cut anywhere)
@@ -22,9 +23,11 @@ truncated           ``fail_after`` tokens, then a clean end of body without the 
 echo                the prompt's text said back, one piece per frame (for rendering tests)
 ==================  ==========================================================================
 
-``output_tokens`` sets the answer's length (tool scenarios and ``echo`` ignore it); the request's
-``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` caps every token, reasoning
-and tool arguments included, and ends the turn with the format's length reason.
+``output_tokens`` sets the answer's length: it ends on its own at the first end of a sentence at
+or after that many tokens, with the format's stop reason (tool scenarios and ``echo`` ignore it).
+The request's ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` is its token
+budget: it caps every token, reasoning and tool arguments included, and an answer it cuts ends
+with the format's length reason (``length``, ``max_tokens``, ``incomplete``).
 """
 
 from __future__ import annotations
@@ -147,7 +150,7 @@ def _output(
         case Scenario.SLOW_START:
             thinking = max(1, round(params.ttft * params.token_rate))
             yield from map(ReasoningDelta, corpus.reasoning(thinking))
-            yield from map(TextDelta, corpus.answer(digest, params.output_tokens))
+            yield from map(TextDelta, corpus.answer(prompt, digest, params.output_tokens))
         case Scenario.TOOLS:
             yield from map(TextDelta, corpus.preamble())
             yield from _tool_call(0, *corpus.LOOKUP_ORDER, rng)
@@ -157,7 +160,7 @@ def _output(
         case Scenario.ECHO:
             yield from map(TextDelta, corpus.split_pieces(prompt))
         case _:
-            yield from map(TextDelta, corpus.answer(digest, params.output_tokens))
+            yield from map(TextDelta, corpus.answer(prompt, digest, params.output_tokens))
 
 
 def _tool_call(index: int, name: str, arguments: str, rng: Random) -> Iterator[Event]:

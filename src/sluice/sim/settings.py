@@ -19,7 +19,7 @@ class SimSettings:
     ``ttft``                      ``x-sim-ttft``             seconds before the first token
     ``slow_start_ttft``           (``x-sim-ttft``)           ``ttft`` of ``slow-start``
     ``jitter``                    ``x-sim-jitter``           0..1, share of the interval
-    ``output_tokens``             ``x-sim-output-tokens``    length of the answer
+    ``output_tokens``             ``x-sim-output-tokens``    answer's length (ends a sentence)
     ``fail_after``                ``x-sim-fail-after``       tokens before an injected fault
     ``stall_after``               ``x-sim-stall-after``      tokens before ``stall`` stalls
     ``stall_seconds``             ``x-sim-stall-seconds``    how long ``stall`` stalls

@@ -9,7 +9,7 @@
 const $ = (id) => document.getElementById(id);
 
 const GAP_TAIL = 30;
-const SPARK_WIDTH = 90;
+const SPARK_WIDTH = 64;
 const SPARK_HEIGHT = 22;
 const LIVE_STATES = new Set(["starting", "streaming", "finalizing"]);
 const TERMINAL_STATES = new Set(["complete", "errored", "cancelled"]);
@@ -33,6 +33,7 @@ const fmtRate = (v) => (v == null ? NONE : `${v.toFixed(0)} t/s`);
 const fmtPercent = (v) => (v == null ? NONE : `${(v * 100).toFixed(1)} %`);
 const fmtSpend = (v) => `$${(v || 0).toFixed(6)}`;
 const fmtOver = (n) => (n ? `of the last ${n} finished` : "no session finished yet");
+const fmtCount = (n) => (n === 1 ? "1 session" : `${n} sessions`);
 const fmtUnpriced = (n) => (n ? `+ ${n} at unknown price` : "since the gateway started");
 
 function fmtTokens(row) {
@@ -185,6 +186,9 @@ function opsCenter(table) {
     cells.state.className = `badge state state-${data.state}`;
     setText(cells.provider, data.provider);
     setText(cells.model, data.model);
+    cells.model.parentElement.title = `${data.provider}/${data.model}`;
+    setText(cells.prompt, data.prompt || "");
+    cells.prompt.title = data.prompt || "";
     const progress = cells.progress;
     if (data.limit) {
       progress.max = data.limit;
@@ -264,7 +268,8 @@ function opsCenter(table) {
   function updateCount() {
     let shown = 0;
     for (const entry of rows.values()) if (!entry.tr.hidden) shown += 1;
-    setText(count, shown === rows.size ? `${rows.size} sessions` : `${shown} of ${rows.size} sessions`);
+    const total = fmtCount(rows.size);
+    setText(count, shown === rows.size ? total : `${shown} of ${total}`);
     empty.hidden = rows.size > 0;
   }
 

@@ -24,16 +24,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from ttft_pairs import first_text  # scripts/: the same client, stream for stream
+
 from sluice.access.control import KeyRing
 from sluice.access.keys import ApiKey, MemoryKeyStore, SQLiteKeyStore, make_key
 from sluice.bench.client import kept_alive_request
 from sluice.bench.proc import cpu_layout
-from sluice.bench.targets import HOST, GatewayProcess, MockProcess
+from sluice.bench.targets import GatewayProcess, MockProcess
 from sluice.config import Settings
 from sluice.gateway.guard import Guard
 
 WARM_UP_STREAMS = 30
-FIRST_TEXT = b'"delta":{"content":"'
 
 
 def _percentiles(values: list[float]) -> str:
@@ -95,24 +96,6 @@ async def _require_auth(gateway: GatewayProcess, workdir: Path, key: ApiKey) -> 
     await store.close()
 
 
-async def _first_text(port: int, request: bytes) -> float | None:
-    started = time.perf_counter()
-    reader, writer = await asyncio.open_connection(HOST, port)
-    writer.write(request)
-    received, first = b"", None
-    try:
-        while not received.endswith(b"0\r\n\r\n"):
-            piece = await reader.read(65536)
-            if not piece:
-                break
-            received += piece
-            if first is None and FIRST_TEXT in received:
-                first = time.perf_counter() - started
-    finally:
-        writer.close()
-    return first
-
-
 async def end_to_end(streams: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="sluice-auth-"))
     target_cpus, harness_cpus = cpu_layout()
@@ -138,11 +121,11 @@ async def end_to_end(streams: int) -> None:
             gateways[name] = (gateway, request)
         for _ in range(WARM_UP_STREAMS):
             for gateway, request in gateways.values():
-                assert await _first_text(gateway.port, request) is not None, "no text"
+                assert await first_text(gateway.port, request) is not None, "no text"
         order = list(gateways.items())
         for index in range(streams):
             for name, (gateway, request) in order if index % 2 else order[::-1]:
-                took = await _first_text(gateway.port, request)
+                took = await first_text(gateway.port, request)
                 if took is not None:
                     times[name].append(took * 1e6)
                 await asyncio.sleep(0.002)

@@ -48,7 +48,7 @@ class _Checkout(GatewayProcess):
         return env
 
 
-async def _first_text(port: int, request: bytes) -> float | None:
+async def first_text(port: int, request: bytes) -> float | None:
     """Seconds from the connect to the first text delta; the stream is read to its end."""
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection(HOST, port)
@@ -96,11 +96,11 @@ async def main(args: argparse.Namespace) -> None:
             gateways[name] = gateway
         for _ in range(WARM_UP_STREAMS):
             for gateway in gateways.values():
-                await _first_text(gateway.port, request)
+                await first_text(gateway.port, request)
         order = list(gateways.items())
         for index in range(args.streams):
             for name, gateway in order if index % 2 else order[::-1]:
-                took = await _first_text(gateway.port, request)
+                took = await first_text(gateway.port, request)
                 if took is not None:
                     times[name].append(took)
                 await asyncio.sleep(0.002)  # each gateway's core idle between its streams

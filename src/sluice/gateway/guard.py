@@ -102,30 +102,16 @@ class Guard:
 
     def http(self, scope: Any) -> Principal | Response:
         """The request's principal, or the response that refuses it."""
-        host = origin = authorization = api_key = cookie = ctype = fetch_site = None
-        preflight = False
-        has_body = False
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value
-            elif name == b"authorization":
-                authorization = value
-            elif name == b"x-api-key":
-                api_key = value
-            elif name == b"origin":
-                origin = value
-            elif name == b"cookie":
-                cookie = value
-            elif name == b"content-type":
-                ctype = value
-            elif name == b"content-length":
-                has_body = value.strip() not in (b"", b"0")
-            elif name == b"transfer-encoding":
-                has_body = True
-            elif name == b"sec-fetch-site":
-                fetch_site = value
-            elif name == b"access-control-request-method":
-                preflight = True
+        headers = _wanted_headers(scope)
+        get = headers.get
+        host, origin, cookie = get(b"host"), get(b"origin"), get(b"cookie")
+        authorization, api_key = get(b"authorization"), get(b"x-api-key")
+        ctype, fetch_site = get(b"content-type"), get(b"sec-fetch-site")
+        preflight = b"access-control-request-method" in headers
+        length = get(b"content-length")
+        has_body = b"transfer-encoding" in headers or (
+            length is not None and length.strip() not in (b"", b"0")
+        )
         path: str = scope["path"]
         method: str = scope["method"]
         if host is not None and not self.any_host and _host_name(host) not in self.hosts:
@@ -195,18 +181,10 @@ class Guard:
     # -- WebSocket -----------------------------------------------------------------------------
 
     def websocket(self, scope: Any) -> Principal | SluiceError:
-        host = origin = authorization = api_key = cookie = None
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value
-            elif name == b"origin":
-                origin = value
-            elif name == b"authorization":
-                authorization = value
-            elif name == b"x-api-key":
-                api_key = value
-            elif name == b"cookie":
-                cookie = value
+        headers = _wanted_headers(scope)
+        get = headers.get
+        host, origin, cookie = get(b"host"), get(b"origin"), get(b"cookie")
+        authorization, api_key = get(b"authorization"), get(b"x-api-key")
         if host is not None and not self.any_host and _host_name(host) not in self.hosts:
             return Forbidden("this gateway does not answer to that Host")
         if not self._same_or_allowed(origin, host, None):
@@ -295,6 +273,28 @@ class Guard:
                 "vary": "origin",
             },
         )
+
+
+#: the request headers the guard reads
+_WANTED = frozenset(
+    (
+        b"host",
+        b"origin",
+        b"cookie",
+        b"authorization",
+        b"x-api-key",
+        b"content-type",
+        b"content-length",
+        b"transfer-encoding",
+        b"sec-fetch-site",
+        b"access-control-request-method",
+    )
+)
+
+
+def _wanted_headers(scope: Any) -> dict[bytes, bytes]:
+    """The headers the guard reads, in one pass (a repeated one: its last value)."""
+    return {name: value for name, value in scope["headers"] if name in _WANTED}
 
 
 def _follows_session(path: str) -> bool:

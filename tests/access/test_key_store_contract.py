@@ -4,10 +4,12 @@ processes share (SQLite, Postgres) must do when they are used at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from sluice.access.control import KeyRing
@@ -213,3 +215,25 @@ async def test_postgres_a_server_that_does_not_answer_is_a_key_error_without_the
     assert "hunter2" not in caught.value.message and "127.0.0.1" in caught.value.message
     with pytest.raises(KeyError_, match="not open"):
         await store.all()
+
+
+async def test_postgres_a_key_store_whose_connections_are_killed_reconnects(pg_url: str) -> None:
+    store = PostgresKeyStore(pg_url)
+    await store.open()
+    try:
+        await store.add(make_key("alice")[1])
+        killer = await asyncpg.connect(pg_url)
+        try:
+            await killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await killer.close()
+        # the first call may meet the dead connection: a KeyError_, never asyncpg's own
+        with contextlib.suppress(KeyError_):
+            await store.version()
+        await store.add_spend({"alice": (1.0, 0)})
+        assert [(k.name, k.spend) for k in await store.all()] == [("alice", 1.0)]
+    finally:
+        await store.close()

@@ -350,3 +350,26 @@ async def _scalar(url: str, sql: str) -> object:
         return await connection.fetchval(sql)
     finally:
         await connection.close()
+
+
+async def test_postgres_a_store_whose_connections_are_killed_reconnects(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        await store.put(_record("op-1", 1.0))
+        killed = await _scalar(
+            pg_url,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        assert isinstance(killed, int) and killed >= 1
+        outcomes = await asyncio.gather(
+            store.put(_record("op-2", 2.0)), store.get("op-1"), return_exceptions=True
+        )
+        # a call on a dead connection fails as a StoreError, never as asyncpg's own
+        assert all(o is None or isinstance(o, StoreError | dict) for o in outcomes), outcomes
+        await store.put(_record("op-3", 3.0))
+        assert "op-3" in [r["id"] for r in await store.query()]
+        assert await store.get("op-1") is not None
+    finally:
+        await store.close()

@@ -48,12 +48,19 @@ def redact(url: str) -> str:
 
 def errors() -> tuple[type[BaseException], ...]:
     """What a call into asyncpg may raise, short of cancellation: the server's errors
-    (``PostgresError``), the client's (``InterfaceError``, a closed or broken connection
-    among them), the socket's (``OSError``) and a deadline (``TimeoutError``). The stores
-    catch exactly these and raise their own."""
+    (``PostgresError``), the client's (``InterfaceError``, a closed pool among them;
+    ``InternalClientError``, which a call on a connection the server has just closed can
+    meet), the socket's (``OSError``) and a deadline (``TimeoutError``). The stores catch
+    exactly these and raise their own."""
     import asyncpg
 
-    return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+    return (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        OSError,
+        TimeoutError,
+    )
 
 
 def refusals() -> tuple[type[BaseException], ...]:

@@ -141,6 +141,9 @@ class PostgresStore:
                 await self._write_batch(batch)
         finally:
             self._writer = None
+            if self._queue and self._timer is None:  # the writer failed: the rest goes on
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self.commit_interval, self._start_writer)
 
     async def _write_batch(self, batch: list[_RecordWrite]) -> None:
         rows: list[_RecordWrite] = []
@@ -158,10 +161,9 @@ class PostgresStore:
         try:
             async with self._lock:
                 await self._upsert(rows)
-        except asyncio.CancelledError:
+        except StoreError as exc:
             for write in rows:
-                write.settle(StoreError("the session store closed before the write"))
-            raise
+                write.settle(exc)
         except self._errors as exc:
             if len(rows) > 1 and isinstance(exc, self._refused):
                 for write in rows:  # one row refused: the others are written, one by one
@@ -169,6 +171,10 @@ class PostgresStore:
                 return
             for write in rows:
                 write.settle(self._fail(exc))
+        except BaseException:  # cancelled (the loop is ending), or a bug: no caller waits on
+            for write in rows:  # forever
+                write.settle(StoreError("session record not stored"))
+            raise
         else:
             for write in rows:
                 write.settle(None)

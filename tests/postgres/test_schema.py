@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from sluice import postgres
 from sluice.access.pgkeys import PostgresKeyStore
@@ -118,3 +119,18 @@ def test_sluice_db_upgrade_makes_the_tables_of_a_sqlite_store(tmp_path: Path) ->
         r[0] for r in sqlite3.connect(tmp_path / "s.db").execute("SELECT name FROM sqlite_master")
     }
     assert {"sessions", "api_keys"} <= tables
+
+
+async def test_a_database_that_does_not_exist_is_each_store_s_own_error(pg_url: str) -> None:
+    from sluice.access.keys import KeyError_
+    from sluice.session.store import StoreError
+
+    missing = pg_url.rsplit("/", 1)[0] + "/sluice_no_such_database"
+    store = PostgresStore(missing)
+    with pytest.raises(StoreError, match="sluice_no_such_database"):
+        await store.open()
+    keys = PostgresKeyStore(missing)
+    with pytest.raises(KeyError_, match="sluice_no_such_database"):
+        await keys.open()
+    await store.close()
+    await keys.close()

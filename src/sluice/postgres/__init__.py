@@ -33,6 +33,11 @@ CONNECT_TIMEOUT = 10.0
 MIGRATE_TIMEOUT = 60.0
 
 
+class MigrationError(Exception):
+    """The schema could not be brought to its head (SQLAlchemy's and Alembic's errors, mapped
+    here so that no caller sees them)."""
+
+
 def is_postgres_url(url: str) -> bool:
     return url.startswith(SCHEMES)
 
@@ -50,8 +55,8 @@ def errors() -> tuple[type[BaseException], ...]:
     """What a call into asyncpg may raise, short of cancellation: the server's errors
     (``PostgresError``), the client's (``InterfaceError``, a closed pool among them;
     ``InternalClientError``, which a call on a connection the server has just closed can
-    meet), the socket's (``OSError``) and a deadline (``TimeoutError``). The stores catch
-    exactly these and raise their own."""
+    meet), the socket's (``OSError``), a deadline (``TimeoutError``) and a failed migration.
+    The stores catch exactly these and raise their own."""
     import asyncpg
 
     return (
@@ -60,6 +65,7 @@ def errors() -> tuple[type[BaseException], ...]:
         asyncpg.InternalClientError,
         OSError,
         TimeoutError,
+        MigrationError,
     )
 
 
@@ -80,6 +86,8 @@ async def migrate(url: str) -> tuple[str | None, str | None]:
     Alembic runs on SQLAlchemy's asyncpg dialect with one connection that asyncpg opens from
     ``url`` as given (so the url means the same to the migration as to the pools)."""
     import asyncpg
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
@@ -91,6 +99,12 @@ async def migrate(url: str) -> tuple[str | None, str | None]:
         async with asyncio.timeout(MIGRATE_TIMEOUT), engine.connect() as connection:
             revisions: tuple[str | None, str | None] = await connection.run_sync(_upgrade)
             return revisions
+    except SQLAlchemyError as exc:  # the driver's error, without SQLAlchemy's wrapping
+        orig = getattr(exc, "orig", None)  # SQLAlchemy's adapter, then asyncpg's own
+        cause = getattr(orig, "__cause__", None) or orig or exc
+        raise MigrationError(f"{type(cause).__name__}: {cause}") from exc
+    except CommandError as exc:  # a revision the files do not know, and the like
+        raise MigrationError(str(exc)) from exc
     finally:
         await engine.dispose()
 

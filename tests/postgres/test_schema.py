@@ -134,3 +134,18 @@ async def test_a_database_that_does_not_exist_is_each_store_s_own_error(pg_url: 
         await keys.open()
     await store.close()
     await keys.close()
+
+
+async def test_a_schema_newer_than_this_release_is_refused(fresh_pg_url: str) -> None:
+    from sluice.session.store import StoreError
+
+    await postgres.migrate(fresh_pg_url)
+    connection = await asyncpg.connect(fresh_pg_url)
+    try:
+        await connection.execute(f"UPDATE {postgres.VERSION_TABLE} SET version_num = '9999'")
+    finally:
+        await connection.close()
+    store = PostgresStore(fresh_pg_url)
+    with pytest.raises(StoreError, match="9999"):
+        await store.open()
+    await store.close()

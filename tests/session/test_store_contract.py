@@ -281,6 +281,7 @@ async def test_sqlite_a_put_before_open_fails_and_leaves_nothing_queued(tmp_path
 
 async def test_postgres_writes_made_together_are_one_statement(pg_url: str) -> None:
     store = PostgresStore(pg_url)
+    store.SLICE = 10.0  # however long their encoding takes on this machine
     await store.open()
     try:
         await asyncio.gather(*(store.put(_record(f"op-{i}", float(i))) for i in range(300)))
@@ -288,6 +289,18 @@ async def test_postgres_writes_made_together_are_one_statement(pg_url: str) -> N
         transactions = await _scalar(pg_url, "SELECT count(DISTINCT xmin::text) FROM sessions")
         assert transactions == 1
         assert len(await store.query(limit=1000)) == 300
+    finally:
+        await store.close()
+
+
+async def test_postgres_a_long_queue_is_written_in_slices_of_encoding(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    store.SLICE = 0.0  # one session per statement
+    await store.open()
+    try:
+        await asyncio.gather(*(store.put(_record(f"op-{i}", float(i))) for i in range(5)))
+        assert await _scalar(pg_url, "SELECT count(DISTINCT xmin::text) FROM sessions") == 5
+        assert [r["id"] for r in await store.query()] == [f"op-{i}" for i in range(4, -1, -1)]
     finally:
         await store.close()
 

@@ -7,6 +7,7 @@ and written together (group commit), reads take a connection of the pool each.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,10 +51,11 @@ class PostgresStore:
     it.
 
     Writes are queued and written together: the first ``put`` of an idle store starts a
-    window of ``commit_interval`` seconds, then one statement writes every queued session
-    (at most ``MAX_BATCH``) and commits. While that statement is at the server, new writes
-    queue again, and are written as soon as it returns: the number of round trips follows
-    the server's pace, not the number of sessions. One writer at a time, so writes keep their
+    window of ``commit_interval`` seconds, then one statement writes the queued sessions (as
+    many as ``SLICE`` seconds of encoding take, at most ``MAX_BATCH``) and commits. While
+    that statement is at the server, new writes queue again, and are written as soon as it
+    returns: the number of round trips follows the server's pace, not the number of
+    sessions. One writer at a time, so writes keep their
     call order; a ``put`` of a session still queued replaces its record and log there (one
     write for a stream shorter than the window). Encoding a record or a log that cannot be
     encoded fails that write alone, and so does a row the server refuses (the batch is then
@@ -62,6 +64,10 @@ class PostgresStore:
 
     #: write at once when this many sessions are waiting, and at most so many per statement
     MAX_BATCH = 512
+    #: seconds of encoding one statement's rows may take on the loop (as the SQLite store's
+    #: slices: the sessions of a burst end together, and encoding all of them at once would
+    #: land in the time to first token of every stream starting meanwhile)
+    SLICE = 0.0003
     #: connections: one writes, the others serve reads (the API's lists, a record, a replay)
     POOL_MIN = 2
     POOL_MAX = 8
@@ -135,19 +141,25 @@ class PostgresStore:
     async def _write_queue(self) -> None:
         try:
             while self._queue:
-                batch = []
-                for session_id in list(self._queue)[: self.MAX_BATCH]:
-                    batch.append(self._queue.pop(session_id))
-                await self._write_batch(batch)
+                rows = self._take()
+                if rows:
+                    await self._write_rows(rows)
         finally:
             self._writer = None
             if self._queue and self._timer is None:  # the writer failed: the rest goes on
                 loop = asyncio.get_running_loop()
                 self._timer = loop.call_later(self.commit_interval, self._start_writer)
 
-    async def _write_batch(self, batch: list[_RecordWrite]) -> None:
+    def _take(self) -> list[_RecordWrite]:
+        """The oldest queued writes, encoded: at most ``MAX_BATCH``, and no more than
+        ``SLICE`` seconds of encoding (the rest waits for the next statement, while the loop
+        serves the streams). A write that does not encode fails here, alone."""
+        queue = self._queue
         rows: list[_RecordWrite] = []
-        for write in batch:
+        clock = time.perf_counter
+        stop_at = clock() + self.SLICE
+        while queue and len(rows) < self.MAX_BATCH and (not rows or clock() < stop_at):
+            write = queue.pop(next(iter(queue)))
             try:
                 write.encode()
             except StoreError as exc:
@@ -156,8 +168,10 @@ class PostgresStore:
                 write.settle(StoreError(f"session record not stored: {exc!r}"))
             else:
                 rows.append(write)
-        if not rows:
-            return
+        return rows
+
+    async def _write_rows(self, rows: list[_RecordWrite]) -> None:
+        """One statement for ``rows``; each write's future gets the outcome."""
         try:
             async with self._lock:
                 await self._upsert(rows)
@@ -167,7 +181,7 @@ class PostgresStore:
         except self._errors as exc:
             if len(rows) > 1 and isinstance(exc, self._refused):
                 for write in rows:  # one row refused: the others are written, one by one
-                    await self._write_batch([write])
+                    await self._write_rows([write])
                 return
             for write in rows:
                 write.settle(self._fail(exc))

@@ -16,6 +16,9 @@ from sluice.config import ProviderConfig, Settings, load_settings
 from sluice.gateway.app import Gateway, create_app
 from sluice.gateway.server import RunningServer
 
+#: the run's own Postgres database (``pg_url``, ``fresh_pg_url``)
+pytest_plugins = ["tests.pgdb"]
+
 #: Fast, steady simulator pacing for tests; scenarios still decide what is sent.
 FAST_SIM = {"token_rate": 2000.0, "ttft": 0.01, "jitter": 0.0, "output_tokens": 60}
 

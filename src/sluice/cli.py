@@ -1,4 +1,5 @@
-"""The ``sluice`` command: ``serve``, ``keys``, ``sim``, ``demo``, ``bench`` and ``doctor``."""
+"""The ``sluice`` command: ``serve``, ``keys``, ``db``, ``sim``, ``demo``, ``bench`` and
+``doctor``."""
 
 from __future__ import annotations
 
@@ -75,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("key", metavar="NAME|PREFIX")
     revoke.add_argument("--config", help="TOML configuration file")
 
+    db = commands.add_parser("db", help="the store's schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="migrate the store's schema to its head")
+    upgrade.add_argument("--config", help="TOML configuration file")
+
     sim = commands.add_parser("sim", help="run the provider simulator on its own")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8090)
@@ -105,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             from sluice.access.cli import run_keys
 
             return run_keys(args, load_settings(args.config))
+        if args.command == "db":
+            from sluice.dbcli import run_db
+
+            return run_db(args, load_settings(args.config))
         if args.command == "serve":
             settings = load_settings(args.config, host=args.host, port=args.port)
             exposed = exposure_refusal(settings, args.insecure_no_auth)

@@ -1,10 +1,9 @@
-"""Keys, their stores, the key ring's checks and the login cookies, without a server."""
+"""Keys, the key ring's checks and the login cookies, without a server (the stores have their
+contract suite in test_key_store_contract.py)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -12,25 +11,12 @@ from sluice.access.control import KeyRing
 from sluice.access.keys import (
     KEY_PREFIX,
     KeyError_,
-    KeyNotFound,
-    KeyStore,
     MemoryKeyStore,
-    SQLiteKeyStore,
     digest,
     make_key,
 )
 from sluice.access.limits import RateWindow
 from sluice.errors import BudgetExceeded, Forbidden, RateLimited, Unauthorized
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyStore]:
-    made: KeyStore = (
-        MemoryKeyStore() if request.param == "memory" else SQLiteKeyStore(str(tmp_path / "k.db"))
-    )
-    await made.open()
-    yield made
-    await made.close()
 
 
 def test_a_key_is_192_random_bits_and_only_its_hash_and_prefix_are_kept() -> None:
@@ -63,42 +49,6 @@ def test_impossible_keys_are_refused(name: str, options: dict[str, float]) -> No
 def test_a_role_outside_the_three_is_refused() -> None:
     with pytest.raises(KeyError_):
         make_key("x", "admin")
-
-
-async def test_stores_keep_keys_refuse_duplicate_names_and_revoke_by_name_or_prefix(
-    store: KeyStore,
-) -> None:
-    raw_a, a = make_key("alice", models=["sim/*"], budget=1.5, rpm=10)
-    _, b = make_key("bob", "viewer", tenant="team")
-    before = await store.version()
-    await store.add(a)
-    await store.add(b)
-    assert await store.version() > before
-    with pytest.raises(KeyError_):
-        await store.add(make_key("alice")[1])
-    listed = {k.name: k for k in await store.all()}
-    assert listed["alice"].models == ["sim/*"] and listed["alice"].budget == 1.5
-    assert listed["alice"].hash == digest(raw_a)
-    assert listed["bob"].tenant == "team" and listed["bob"].role == "viewer"
-    version = await store.version()
-    revoked = await store.revoke(raw_a[:14], time.time())  # a prefix of the prefix
-    assert revoked.name == "alice" and revoked.status() == "revoked"
-    assert await store.version() > version
-    with pytest.raises(KeyNotFound):
-        await store.revoke("nobody", time.time())
-    await store.add_spend({"bob": (0.25, 1)})
-    bob = {k.name: k for k in await store.all()}["bob"]
-    assert bob.spend == 0.25 and bob.unpriced_sessions == 1
-
-
-async def test_the_sqlite_store_is_shared_between_connections(tmp_path: Path) -> None:
-    path = str(tmp_path / "k.db")
-    one, two = SQLiteKeyStore(path), SQLiteKeyStore(path)
-    await one.open()
-    await two.open()
-    await one.add(make_key("alice")[1])
-    assert [k.name for k in await two.all()] == ["alice"]
-    assert await one.secret() == await two.secret() and len(await one.secret()) == 32
 
 
 async def test_the_ring_tells_malformed_unknown_revoked_and_expired_keys_apart() -> None:
@@ -164,22 +114,6 @@ async def test_tpm_counts_the_tokens_of_the_sessions_that_ended() -> None:
     with pytest.raises(RateLimited, match="tokens"):
         ring.admit(principal, live=0, now=510.0)
     ring.admit(principal, live=0, now=561.0)
-
-
-async def test_spend_is_written_on_flush_and_kept_across_a_reload(tmp_path: Path) -> None:
-    path = str(tmp_path / "k.db")
-    ring = KeyRing(SQLiteKeyStore(path))
-    await ring.open()
-    await ring.create("a")
-    ring.session_ended("a", 0.5, 1)
-    await ring.create("b")  # a reload before the flush keeps the unwritten spend
-    key = ring.get("a")
-    assert key is not None and key.spend == 0.5
-    await ring.flush()
-    other = KeyRing(SQLiteKeyStore(path))
-    await other.open()
-    stored = other.get("a")
-    assert stored is not None and stored.spend == 0.5
 
 
 async def test_a_login_cookie_is_good_for_its_key_until_it_expires_or_the_key_is_revoked() -> None:

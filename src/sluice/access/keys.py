@@ -1,5 +1,6 @@
 """API keys: how they are made, how they are kept (a hash beside a short visible prefix), and
-the two stores that keep them (in memory, and a table in the SQLite file of the session store).
+the stores that keep them (in memory, and a table in the SQLite file of the session store;
+the Postgres one is ``sluice.access.pgkeys``).
 
 A key is ``sk-sluice-`` followed by 32 URL-safe characters from ``secrets.token_urlsafe(24)``:
 192 random bits. Only its SHA-256 is kept, with its first 18 characters (``sk-sluice-`` and
@@ -429,9 +430,14 @@ def _key_of(row: tuple[Any, ...]) -> ApiKey:
 
 
 def open_key_store(store_url: str) -> KeyStore:
-    """The key store beside the session store: the same SQLite file, or memory."""
+    """The key store beside the session store: the same SQLite file or Postgres database,
+    or memory."""
     if store_url == "memory://":
         return MemoryKeyStore()
     if store_url.startswith("sqlite:///"):
         return SQLiteKeyStore(store_url[len("sqlite:///") :] or ":memory:")
+    if store_url.startswith(("postgresql://", "postgres://")):
+        from sluice.access.pgkeys import PostgresKeyStore
+
+        return PostgresKeyStore(store_url)
     raise KeyError_(f"unsupported store url {store_url!r} for keys")

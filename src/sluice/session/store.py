@@ -1,4 +1,5 @@
-"""Where session records and their event logs are kept: a protocol and two backends.
+"""Where session records and their event logs are kept: a protocol and two embedded backends
+(the Postgres one is ``sluice.session.pgstore``).
 
 ``MemoryStore`` keeps everything in dictionaries (tests, ``store.url = "memory://"``).
 ``SQLiteStore`` keeps records in one SQLite file (WAL): writes are committed together on the
@@ -509,9 +510,16 @@ def _decode_events(blob: bytes) -> list[StoredEvent]:
 
 
 def open_store(url: str) -> SessionStore:
-    """``memory://`` or ``sqlite:///relative/path.db`` / ``sqlite:////absolute/path.db``."""
+    """``memory://``, ``sqlite:///relative/path.db`` / ``sqlite:////absolute/path.db``, or
+    ``postgresql://user@host:port/database`` (asyncpg is loaded only then)."""
     if url == "memory://":
         return MemoryStore()
     if url.startswith("sqlite:///"):
         return SQLiteStore(url[len("sqlite:///") :] or ":memory:")
-    raise StoreError(f"unsupported store url {url!r} (use memory:// or sqlite:///PATH)")
+    if url.startswith(("postgresql://", "postgres://")):
+        from sluice.session.pgstore import PostgresStore
+
+        return PostgresStore(url)
+    raise StoreError(
+        f"unsupported store url {url!r} (use memory://, sqlite:///PATH or postgresql://…)"
+    )

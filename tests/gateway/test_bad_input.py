@@ -193,3 +193,14 @@ async def test_a_rejected_request_starts_no_session(gateway: GatewayUnderTest) -
 async def test_a_non_ascii_digit_resume_position_is_400_not_500(gateway: GatewayUnderTest) -> None:
     response = await gateway.http.get("/api/sessions/op-x/events?after=²")
     assert response.status_code == 400
+
+
+async def test_a_store_that_fails_under_a_read_is_a_json_error_not_a_traceback(
+    gateway: GatewayUnderTest,
+) -> None:
+    await gateway.gateway.store.close()  # every read now fails with StoreError
+    for path in ("/api/sessions", "/api/sessions/op-000000000000"):
+        response = await gateway.http.get(path)
+        assert response.status_code == 500, path
+        assert response.json()["error"]["type"] == "store_error"
+        assert "Traceback" not in response.text

@@ -51,7 +51,7 @@ from sluice.gateway.presenters import (
     TranslatingPresenter,
     client_encoder,
 )
-from sluice.gateway.responses import JSONResponse, error_response
+from sluice.gateway.responses import JSONResponse, error_response, format_of
 from sluice.gateway.resume import check_within, requested_resume_id
 from sluice.gateway.siblings import left_before
 from sluice.gateway.streaming import SessionStream, summary_of
@@ -104,6 +104,14 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
     type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
     headers = dict(exc.headers) if exc.headers else None
     return error_response(fmt, exc.status_code, type_, exc.detail, headers)
+
+
+async def _unhandled_sluice_error(request: Request, exc: Exception) -> Response:
+    """A typed error no handler answered (the store failing under a read): the endpoint's
+    own error format, its status, and a log line; never a traceback to the client."""
+    assert isinstance(exc, SluiceError)
+    log.error("request failed %s", kv(path=request.url.path, type=exc.type, message=exc.message))
+    return error_response(format_of(request.url.path), exc.status, exc.type, exc.message)
 
 
 def _upstream_error_status(error: dict[str, Any], fmt: str) -> int:
@@ -648,7 +656,7 @@ def create_app(
         guard=gateway.guard,
         routes=routes,
         lifespan=gateway.lifespan,
-        exception_handlers={HTTPException: _routing_error},
+        exception_handlers={HTTPException: _routing_error, SluiceError: _unhandled_sluice_error},
     )
     app.state.gateway = gateway
     return app

@@ -18,7 +18,7 @@ import hashlib
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -319,7 +319,7 @@ class SQLiteKeyStore:
 
     def _all(self) -> list[ApiKey]:
         rows = self._connect().execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at")
-        return [_key_of(row) for row in rows]
+        return [key_of(row) for row in rows]
 
     async def all(self) -> list[ApiKey]:
         return await self._run(self._all)
@@ -392,7 +392,9 @@ def _bump(db: sqlite3.Connection) -> None:
     db.execute("UPDATE sluice_meta SET value = value + 1 WHERE name = 'keys_version'")
 
 
-def _key_of(row: tuple[Any, ...]) -> ApiKey:
+def key_of(row: Sequence[Any]) -> ApiKey:
+    """A key from a row of the ``api_keys`` columns in their order (its models a list, or
+    the comma-joined text SQLite keeps)."""
     (
         name,
         prefix,
@@ -416,7 +418,7 @@ def _key_of(row: tuple[Any, ...]) -> ApiKey:
         hash=hash_,
         role=role,
         tenant=tenant,
-        models=[m for m in models.split(",") if m],
+        models=list(models) if isinstance(models, list) else [m for m in models.split(",") if m],
         budget=budget,
         rpm=rpm,
         tpm=tpm,

@@ -11,11 +11,10 @@ whichever process comes first, and every other reads that one.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sluice import postgres
-from sluice.access.keys import ApiKey, KeyError_, _find
+from sluice.access.keys import ApiKey, KeyError_, _find, key_of
 
 if TYPE_CHECKING:
     import asyncpg
@@ -92,7 +91,7 @@ class PostgresKeyStore:
                 )
         except self._errors as exc:
             raise self._fail(exc) from exc
-        return [_key_of(row) for row in rows]
+        return [key_of(row) for row in rows]
 
     async def revoke(self, name_or_prefix: str, at: float) -> ApiKey:
         key = _find(await self.all(), name_or_prefix)
@@ -200,41 +199,4 @@ def _row_of(key: ApiKey) -> tuple[Any, ...]:
         key.revoked_at,
         key.spend,
         key.unpriced_sessions,
-    )
-
-
-def _key_of(row: Sequence[Any]) -> ApiKey:
-    (
-        name,
-        prefix,
-        hash_,
-        role,
-        tenant,
-        models,
-        budget,
-        rpm,
-        tpm,
-        max_streams,
-        created_at,
-        expires_at,
-        revoked_at,
-        spend,
-        unpriced,
-    ) = row
-    return ApiKey(
-        name=name,
-        prefix=prefix,
-        hash=hash_,
-        role=role,
-        tenant=tenant,
-        models=list(models),
-        budget=budget,
-        rpm=rpm,
-        tpm=tpm,
-        max_streams=max_streams,
-        created_at=created_at,
-        expires_at=expires_at,
-        revoked_at=revoked_at,
-        spend=spend,
-        unpriced_sessions=unpriced,
     )

@@ -34,7 +34,7 @@ def finished(owner: SessionManager, name: str, events: int, raw: bytes = b"") ->
         passthrough=bool(raw),
         disconnect_policy="cancel",
     )
-    session = Session(name, spec, owner)
+    session = Session(name, spec, owner.deps())
     for _ in range(events):
         session.log.append(ev.TextDelta("word "), raw)
     session.state = COMPLETE

@@ -61,7 +61,7 @@ class Harness:
             passthrough=False,
             disconnect_policy="cancel",
         )
-        session = Session(f"op-test{self.count:04d}", spec, self.manager)
+        session = Session(f"op-test{self.count:04d}", spec, self.manager.deps())
         self.manager.on_state(session)  # as the manager's launch does
         return session
 

@@ -20,7 +20,13 @@ from sluice.pricing import PriceBook
 from sluice.redact import ProviderKeys
 from sluice.session.bus import Bus
 from sluice.session.opsfeed import OpsFeed
-from sluice.session.session import FINALIZING, TERMINAL_STATES, Session, SessionSpec
+from sluice.session.session import (
+    FINALIZING,
+    TERMINAL_STATES,
+    Session,
+    SessionDeps,
+    SessionSpec,
+)
 from sluice.session.store import SessionStore
 from sluice.upstream import Upstream
 
@@ -104,9 +110,16 @@ class SessionManager:
 
     def start(self, session_id: str, spec: SessionSpec) -> Session:
         """Create the session and start its pump; the record is written as it starts."""
-        session = Session(session_id, spec, self)
+        session = Session(session_id, spec, self.deps())
         self._launch(session)
         return session
+
+    def deps(self) -> SessionDeps:
+        """What a new session works with: this manager's upstream, store, prices, settings
+        and redaction as they are now, and the manager as its observer."""
+        return SessionDeps(
+            self.upstream, self.store, self.prices, self.settings, self.redaction, self
+        )
 
     async def retry(self, session_id: str) -> Session:
         """The recover button: a new attempt of an errored or cancelled session, same id.

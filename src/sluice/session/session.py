@@ -21,28 +21,26 @@ import random
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sluice import events as ev
 from sluice.config import StreamSettings
 from sluice.errors import SluiceError, UpstreamError, UpstreamStatus, UpstreamTooLarge
 from sluice.logs import kv
+from sluice.pricing import PriceBook
 from sluice.providers import Route
-from sluice.redact import Redactor, scan
+from sluice.redact import ProviderKeys, Redactor, scan
 from sluice.session.eventlog import EventLog
 from sluice.session.flag import Flag
-from sluice.session.store import NewEvent
+from sluice.session.store import NewEvent, SessionStore
 from sluice.session.telemetry import StreamClock
 from sluice.sse import FrameTooLarge, SSEDecoder
 from sluice.turn import TurnAccumulator, TurnRequest
-from sluice.upstream import Pending, UpstreamStream
+from sluice.upstream import Pending, Upstream, UpstreamStream
 from sluice.wire.anthropic_messages import MessagesStreamAdapter
 from sluice.wire.base import StreamAdapter
 from sluice.wire.openai_chat import ChatStreamAdapter
 from sluice.wire.openai_responses import ResponsesStreamAdapter
-
-if TYPE_CHECKING:
-    from sluice.session.manager import SessionManager
 
 log = logging.getLogger("sluice.session")
 
@@ -87,6 +85,35 @@ class SessionSpec:
     #: the cost already counted in that key's spend (a retried session's next end adds
     #: only what the new attempt cost)
     billed: float = 0.0
+
+
+class SessionObserver(Protocol):
+    """What a session tells as it goes: the manager implements it (and passes each to the
+    metrics, the operations feed and its own books)."""
+
+    def on_state(self, session: Session) -> None:
+        """The session's state changed."""
+
+    def on_first_token(self, session: Session) -> None:
+        """An attempt's first answer token is being relayed (in the pump's callback, before
+        the token is written: defer anything slow)."""
+
+    async def on_finished(self, session: Session) -> None:
+        """The session's record is final and stored."""
+
+
+@dataclass(slots=True, frozen=True)
+class SessionDeps:
+    """What a session works with, given to it rather than reached for: where its request
+    goes, where its record is kept, what its tokens cost, its settings, the secrets it
+    redacts, and who is told of its changes."""
+
+    upstream: Upstream
+    store: SessionStore
+    prices: PriceBook
+    settings: StreamSettings
+    redaction: ProviderKeys
+    observer: SessionObserver
 
 
 class Reader:
@@ -244,7 +271,7 @@ class Session:
         "finished",
         "id",
         "log",
-        "owner",
+        "deps",
         "readers",
         "ready",
         "redactor",
@@ -258,11 +285,11 @@ class Session:
         "usage_source",
     )
 
-    def __init__(self, session_id: str, spec: SessionSpec, owner: SessionManager) -> None:
+    def __init__(self, session_id: str, spec: SessionSpec, deps: SessionDeps) -> None:
         self.id = session_id
         self.spec = spec
         self.route = spec.route
-        self.owner = owner
+        self.deps = deps
         self.created_at = time.time()
         self.updated_at = self.created_at
         self.state = STARTING
@@ -279,10 +306,10 @@ class Session:
         self.disconnects: tuple[dict[str, Any], ...] = ()
         #: errors of earlier attempts (retried before the stream, or whole-turn retries)
         self.attempt_errors: tuple[dict[str, Any], ...] = ()
-        self.settings: StreamSettings = owner.settings
+        self.settings: StreamSettings = deps.settings
         #: what is redacted from the stream, errors and record: the configured keys as they
         #: are now (the one this session's request carries among them) and token shapes
-        self.redactor: Redactor = owner.redaction.current()
+        self.redactor: Redactor = deps.redaction.current()
         #: since when the upstream read is paused for a reader that is too far behind
         self._held_since: float | None = None
         self._grace: asyncio.TimerHandle | None = None
@@ -445,7 +472,7 @@ class Session:
 
     def _open(self) -> Pending:
         spec = self.spec
-        return self.owner.upstream.open(spec.url, spec.headers, spec.body, accepted=self.ready)
+        return self.deps.upstream.open(spec.url, spec.headers, spec.body, accepted=self.ready)
 
     async def run(self) -> None:
         """Owned by the manager's task; finalisation is shielded so a Stop still ends with a
@@ -457,7 +484,7 @@ class Session:
                 opening.close()
             await asyncio.shield(self._finish(CANCELLED))
             return
-        self._stored_initial = asyncio.ensure_future(self.owner.store.put(self.record()))
+        self._stored_initial = asyncio.ensure_future(self.deps.store.put(self.record()))
         self._stored_initial.add_done_callback(self._initial_stored)
         try:
             await self._attempts()
@@ -641,7 +668,7 @@ class Session:
         first = clock.first_token is None
         clock.delta(now, True)
         if first:
-            self.owner.on_first_token(self)
+            self.deps.observer.on_first_token(self)
         if type(event) is ev.TextDelta:
             self._answering = True
         self.acc.apply(event)
@@ -735,7 +762,7 @@ class Session:
             self.log.notify()
         self._set_state(FINALIZING)
         self.final_usage = usage = self._final_usage()
-        self.cost = self.owner.prices.cost(
+        self.cost = self.deps.prices.cost(
             self.route.provider.name,
             self.route.provider.kind,
             self.route.model,
@@ -750,7 +777,7 @@ class Session:
         # group commit must not delay them.
         self.log.close()
         self.settled.set()
-        store = self.owner.store
+        store = self.deps.store
         # The record and the log, one write. The first record's write was queued when this
         # session's task first ran; while it waits for its commit, this one replaces it
         # there (the store keeps a later put of an id after an earlier).
@@ -766,7 +793,7 @@ class Session:
                 raise outcome
         self.updated_at = time.time()
         self.finished.set()
-        await self.owner.on_finished(self)
+        await self.deps.observer.on_finished(self)
 
     def _final_usage(self) -> ev.Usage:
         """This attempt's usage, plus what earlier attempts that reached the stream were
@@ -804,7 +831,7 @@ class Session:
                     wire=self.route.wire,
                 ),
             )
-        self.owner.on_state(self)
+        self.deps.observer.on_state(self)
 
     @property
     def failed_before_stream(self) -> bool:

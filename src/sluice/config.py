@@ -224,6 +224,9 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     auth: AuthSettings = field(default_factory=AuthSettings)
     store_url: str = "sqlite:///var/sluice.db"
+    #: seconds between two writes of live sessions' new events to the store: a ``kill -9``
+    #: loses at most this much of a live session (and the store's commit, a few ms more)
+    journal_window: float = 0.1
     bus: BusSettings = field(default_factory=BusSettings)
     log_level: str = "info"
     streams: StreamSettings = field(default_factory=StreamSettings)
@@ -283,7 +286,15 @@ def _from_dict(data: dict[str, Any]) -> Settings:
         setattr(s, name, [v.lower().rstrip("/") for v in value])
     s.auth = _auth(data.get("auth", {}))
     s.client_limits = _client_limits(server)
-    s.store_url = data.get("store", {}).get("url", s.store_url)
+    store = data.get("store", {})
+    for key in store:
+        if key not in ("url", "journal_window"):
+            raise ConfigError(f"store.{key} is not a setting (see docs/configuration.md)")
+    s.store_url = store.get("url", s.store_url)
+    window = store.get("journal_window", s.journal_window)
+    if isinstance(window, bool) or not isinstance(window, int | float) or not 0.01 <= window <= 5:
+        raise ConfigError("store.journal_window must be a number of seconds from 0.01 to 5")
+    s.journal_window = float(window)
     s.bus = _bus(data.get("bus", {}))
     s.streams = _streams(data.get("streams", {}))
     s.ops = _ops(data.get("ops", {}))

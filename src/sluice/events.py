@@ -215,3 +215,43 @@ def payload(event: Event) -> tuple[str, dict[str, Any]]:
                 "status": event.status,
             }
     raise TypeError(f"not an event: {event!r}")
+
+
+def from_payload(kind: str, data: dict[str, Any]) -> Event | None:
+    """The event that ``payload`` gave ``kind`` and ``data`` for (a stored or shared log read
+    back); None for a type or fields it did not write. Never raises."""
+    try:
+        match kind:
+            case "text":
+                return TextDelta(data["text"])
+            case "reasoning":
+                return ReasoningDelta(data["text"])
+            case "tool_call.delta":
+                return ToolCallDelta(data["index"], data["fragment"])
+            case "tool_call.start":
+                return ToolCallStart(data["index"], data["id"], data["name"])
+            case "tool_call.done":
+                return ToolCallDone(
+                    data["index"],
+                    data["id"],
+                    data["name"],
+                    data["raw_arguments"],
+                    data["arguments"],
+                    data["status"],
+                    data["error"],
+                )
+            case "usage":
+                return Usage(**data)
+            case "start":
+                return Start(data["response_id"], data["model"])
+            case "finish":
+                return Finish(data["reason"], data["raw"])
+            case "status":
+                return Status(data["phase"], data["detail"])
+            case "retry":
+                return Retry(data["attempt"], data["reason"], data["delay"])
+            case "error":
+                return Error(data["type"], data["message"], data["retryable"], data["status"])
+    except (KeyError, TypeError):
+        return None
+    return None

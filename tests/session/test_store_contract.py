@@ -166,6 +166,64 @@ async def test_query_filters_by_tenant(store: SessionStore) -> None:
     assert [r["id"] for r in await store.query(tenant="acme", state="errored")] == []
 
 
+async def test_a_live_sessions_journal_reads_back_in_order(store: SessionStore) -> None:
+    await store.put(_record("op-1", 1.0, state="streaming"))
+    await store.append_events("op-1", [(1, "status", {"phase": "waiting"}), (2, "start", {})])
+    await store.append_events("op-1", [(3, "text", {"text": "a"}), (5, "text", {"text": "b"})])
+    assert [(seq, kind) for seq, kind, _ in await store.get_events("op-1")] == [
+        (1, "status"),
+        (2, "start"),
+        (3, "text"),
+        (5, "text"),
+    ]
+    assert await store.get_events("op-1", after=3) == [(5, "text", b'{"text":"b"}')]
+
+
+async def test_the_whole_log_stored_at_the_end_replaces_the_journal(store: SessionStore) -> None:
+    await store.put(_record("op-1", 1.0, state="streaming"))
+    await store.append_events("op-1", [(1, "text", {"text": "journaled"})])
+    await store.put(_record("op-1", 1.0), [(1, "text", {"text": "final"}), (2, "finish", {})])
+    assert await store.get_events("op-1") == [
+        (1, "text", b'{"text":"final"}'),
+        (2, "finish", b"{}"),
+    ]
+    # a batch that arrives after the end (written late) is not kept
+    await store.append_events("op-1", [(3, "text", {"text": "late"})])
+    assert len(await store.get_events("op-1")) == 2
+
+
+async def test_a_journal_for_an_unknown_or_ended_session_is_ignored(store: SessionStore) -> None:
+    await store.append_events("op-none", [(1, "text", {"text": "a"})])
+    await store.put(_record("op-2", 1.0, state="errored"))
+    await store.append_events("op-2", [(1, "text", {"text": "a"})])
+    assert await store.get_events("op-none") == []
+    assert await store.get_events("op-2") == []
+
+
+async def test_a_retried_session_journals_past_its_earlier_log(store: SessionStore) -> None:
+    await store.put(_record("op-1", 1.0, state="errored"), [(1, "text", {"text": "a"})])
+    await store.put(_record("op-1", 1.0, state="starting"))  # the retry's first record
+    await store.append_events("op-1", [(2, "retry", {}), (3, "text", {"text": "b"})])
+    assert [seq for seq, _, _ in await store.get_events("op-1")] == [1, 2, 3]
+
+
+async def test_unfinished_lists_the_records_left_live_oldest_first(store: SessionStore) -> None:
+    await store.put(_record("op-3", 3.0, state="finalizing"))
+    await store.put(_record("op-1", 1.0, state="streaming"))
+    await store.put(_record("op-2", 2.0, state="complete"))
+    await store.put(_record("op-4", 4.0, state="starting"))
+    assert [r["id"] for r in await store.unfinished()] == ["op-1", "op-3", "op-4"]
+    assert [r["id"] for r in await store.unfinished(limit=1)] == ["op-1"]
+
+
+async def test_deleting_old_sessions_deletes_their_journals(store: SessionStore) -> None:
+    await store.put(_record("op-old", 1.0, state="streaming"))
+    await store.append_events("op-old", [(1, "text", {"text": "a"})])
+    assert await store.delete_before(2.0) == 1
+    await store.put(_record("op-old", 3.0, state="streaming"))
+    assert await store.get_events("op-old") == []
+
+
 async def test_sqlite_a_file_with_the_old_table_of_logs_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)

@@ -64,6 +64,7 @@ from sluice.redact import ProviderKeys
 from sluice.session.bus import Bus, MemoryBus
 from sluice.session.manager import SessionManager, new_session_id
 from sluice.session.opsfeed import OpsFeed
+from sluice.session.recovery import close_interrupted
 from sluice.session.session import Session, SessionSpec
 from sluice.session.store import SessionStore, open_store
 from sluice.sse import encode_event
@@ -164,6 +165,7 @@ class Gateway:
             on_end=self._session_finished,
             feed=self.ops,
             redaction=ProviderKeys(lambda: [p.api_key() for p in settings.providers.values()]),
+            journal_window=settings.journal_window,
         )
 
     @asynccontextmanager
@@ -171,9 +173,11 @@ class Gateway:
         self.sessions.prices.warm()  # before the server accepts: a 170 ms stall otherwise
         await self.store.open()
         await self.keys.open()
+        await self._close_interrupted()
         pruner = asyncio.ensure_future(self._prune_forever())
         feed = asyncio.ensure_future(self.ops.run())
         keys = asyncio.ensure_future(self._keep_keys())
+        journal = asyncio.ensure_future(self.sessions.journal_forever())
         stop_redacting = redact_logs(self.sessions.redaction.latest)
         try:
             yield
@@ -183,10 +187,27 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.sessions.shutdown()
+            journal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await journal
             await self.keys.close()
             await self.upstream.close()
             await self.store.close()
             stop_redacting()
+
+    async def _close_interrupted(self) -> None:
+        """Sessions a dead process left live are closed ``interrupted`` before any request:
+        on its own store (one process), every record left live is one."""
+        node = self.sessions.node
+
+        async def gone(owner: str | None) -> bool:
+            return owner != node
+
+        closed = await close_interrupted(self.store, self.sessions.prices, gone)
+        for record in closed:
+            self.metrics.session_interrupted(record["provider"], record["error"]["type"])
+        if closed:
+            log.warning("sessions interrupted at start %s", kv(count=len(closed)))
 
     async def _keep_keys(self) -> None:
         """Keys added or revoked elsewhere are seen within a second; spend is written."""

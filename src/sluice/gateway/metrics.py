@@ -101,5 +101,10 @@ class GatewayMetrics:
             self.cost.labels(provider).inc(total)
         self.events.labels(provider).inc(len(session.log))
 
+    def session_interrupted(self, provider: str, error: str) -> None:
+        """A session a dead process left live, closed ``interrupted`` at start."""
+        self.sessions.labels(provider, "interrupted").inc()
+        self.errors.labels(provider, error).inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

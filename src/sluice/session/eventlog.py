@@ -23,11 +23,14 @@ Listener = Callable[[], bool]
 
 
 class EventLog:
-    __slots__ = ("_listeners", "_waiters", "closed", "entries")
+    __slots__ = ("_listeners", "_waiters", "closed", "entries", "held")
 
     def __init__(self) -> None:
         self.entries: list[Entry] = []
         self.closed = False
+        #: while set, ``notify()`` wakes nobody: the session's end is held back from its
+        #: readers until its record is durable (``close()`` ends the hold)
+        self.held = False
         #: one future per waiting reader: a reader that is cancelled takes only its own
         #: (a shared ``()`` while none waits, as for a stream whose relay listens)
         self._waiters: list[asyncio.Future[None]] | tuple[()] = ()
@@ -41,6 +44,8 @@ class EventLog:
         self.entries.append((event, raw))
 
     def notify(self) -> None:
+        if self.held:
+            return
         listeners = self._listeners
         if listeners:
             self._listeners = []  # a listener registered meanwhile waits for the next notify
@@ -70,6 +75,7 @@ class EventLog:
     def close(self) -> None:
         """No more entries will come; readers drain what is left and stop. Idempotent."""
         self.closed = True
+        self.held = False
         self.notify()
 
     async def wait_beyond(self, position: int) -> None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import socket
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from sluice.config import StreamSettings
 from sluice.errors import UnknownSession
@@ -27,7 +29,7 @@ from sluice.session.session import (
     SessionDeps,
     SessionSpec,
 )
-from sluice.session.store import SessionStore
+from sluice.session.store import NewEvent, SessionStore
 from sluice.upstream import Upstream
 
 log = logging.getLogger("sluice.session")
@@ -37,6 +39,18 @@ SESSIONS_TOPIC = "sessions"
 
 def new_session_id() -> str:
     return "op-" + secrets.token_hex(6)
+
+
+def new_node_id() -> str:
+    """A name for this gateway process, unique across restarts: host, pid and a random part."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class JournalSink(Protocol):
+    """Where the journal writes live sessions' new events: the store (durability), and the
+    shared live log when sessions span processes."""
+
+    def append_events(self, session_id: str, events: Sequence[NewEvent]) -> Awaitable[None]: ...
 
 
 #: what one log entry holds besides its upstream bytes: the entry's tuple, the event (a
@@ -77,6 +91,8 @@ class SessionManager:
         on_end: Callable[[Session], None] | None = None,
         feed: OpsFeed | None = None,
         redaction: ProviderKeys | None = None,
+        node: str | None = None,
+        journal_window: float = 0.1,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -107,6 +123,14 @@ class SessionManager:
         #: the secrets each new session redacts: the configured provider keys as they are
         #: when it starts (keys rotate without a restart), and token shapes
         self.redaction = redaction if redaction is not None else ProviderKeys()
+        #: this process's name in records, leases and the operations view
+        self.node = node or new_node_id()
+        #: seconds between two journal writes: what a ``kill -9`` may lose of a live
+        #: session's events is at most this and the store's commit (docs/deployment.md)
+        self.journal_window = journal_window
+        #: where each window's new events go: the store, and the shared live log if any
+        self.journal_sinks: list[JournalSink] = [store]
+        self._journal_failures = 0
 
     def start(self, session_id: str, spec: SessionSpec) -> Session:
         """Create the session and start its pump; the record is written as it starts."""
@@ -118,7 +142,7 @@ class SessionManager:
         """What a new session works with: this manager's upstream, store, prices, settings
         and redaction as they are now, and the manager as its observer."""
         return SessionDeps(
-            self.upstream, self.store, self.prices, self.settings, self.redaction, self
+            self.upstream, self.store, self.prices, self.settings, self.redaction, self, self.node
         )
 
     async def retry(self, session_id: str) -> Session:
@@ -254,6 +278,51 @@ class SessionManager:
         for session_id in [k for k, s in self.recent.items() if s.created_at < cutoff]:
             self._forget_finished(session_id)
         return await self.store.delete_before(cutoff)
+
+    # -- the journal ------------------------------------------------------------------------
+
+    async def journal_forever(self) -> None:
+        """Every ``journal_window``, write what live sessions relayed since the last time.
+        Run by the gateway's lifespan as one task; cancelled, it writes once more."""
+        try:
+            while True:
+                await asyncio.sleep(self.journal_window)
+                self.journal()
+        finally:
+            self.journal()
+
+    def journal(self) -> int:
+        """Queue each live session's events not yet journaled, one batch per session and
+        sink (off the hot path: the relay never waits on it). Returns how many events. A
+        session whose end is being stored is left alone: its final write has its whole log."""
+        queued = 0
+        for session in self.live.values():
+            end = len(session.log.entries)
+            start = session.journaled
+            if end <= start or session.state == FINALIZING or session.state in TERMINAL_STATES:
+                continue
+            session.journaled = end
+            batch = session.stored_events(start, end)
+            if not batch:
+                continue
+            queued += len(batch)
+            for sink in self.journal_sinks:
+                written = sink.append_events(session.id, batch)
+                if isinstance(written, asyncio.Future):
+                    written.add_done_callback(self._journal_written)
+                else:
+                    asyncio.ensure_future(written).add_done_callback(self._journal_written)
+        return queued
+
+    def _journal_written(self, written: asyncio.Future[None]) -> None:
+        if written.cancelled() or written.exception() is None:
+            return
+        self._journal_failures += 1
+        if self._journal_failures == 1 or self._journal_failures % 1000 == 0:
+            log.error(
+                "session journal not stored %s",
+                kv(error=str(written.exception()), failures=self._journal_failures),
+            )
 
     async def shutdown(self) -> None:
         for session in list(self.live.values()):

@@ -15,12 +15,14 @@ import orjson
 
 from sluice import postgres
 from sluice.session.store import (
+    LIVE_STATES,
     NewEvent,
     Record,
     StoredEvent,
     StoreError,
     _decode_events,
     _encode_events,
+    _with_journal,
 )
 
 if TYPE_CHECKING:
@@ -38,6 +40,18 @@ ON CONFLICT (id) DO UPDATE SET
     state = excluded.state, provider = excluded.provider, tenant = excluded.tenant,
     record = excluded.record, events = coalesce(excluded.events, sessions.events)
 """
+
+
+#: a journal batch is kept only while its session's record is live (see the SQLite store's)
+_JOURNAL = """
+INSERT INTO session_journal (session_id, first_seq, events)
+SELECT $1, $2, $3 WHERE EXISTS (
+    SELECT 1 FROM sessions WHERE id = $1 AND state IN ('starting', 'streaming', 'finalizing'))
+ON CONFLICT DO NOTHING
+"""
+
+#: the sessions whose whole log a batch stored: their journals have served
+_DROP_JOURNALS = "DELETE FROM session_journal WHERE session_id = ANY($1::text[])"
 
 
 class PostgresStore:
@@ -73,6 +87,9 @@ class PostgresStore:
     POOL_MAX = 8
     #: seconds any one statement, or the wait for a connection, may take
     TIMEOUT = 10.0
+    #: seconds a session's final record waits for its statement at most (its clients are
+    #: told of its end once it is durable)
+    FINAL_WAIT = 0.003
 
     def __init__(self, url: str, commit_interval: float = 0.05) -> None:
         self.url = url
@@ -82,6 +99,8 @@ class PostgresStore:
         self._refused: tuple[type[BaseException], ...] = ()
         #: the queued writes by session id, in call order
         self._queue: dict[str, _RecordWrite] = {}
+        #: journal batches waiting for the writer: (session id, first seq, events), futures
+        self._journal: list[tuple[tuple[str, int, bytes], asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
         #: the task writing batches, while there are any to write
         self._writer: asyncio.Task[None] | None = None
@@ -125,28 +144,58 @@ class PostgresStore:
             queued = self._queue[session_id] = _RecordWrite(record, events)
         queued.futures.append(future)
         if self._writer is None:  # a running writer takes the queue when its batch is done
+            # a final record (with its log) is waited for by its clients: written sooner
+            within = self.commit_interval if events is None else self.FINAL_WAIT
+            timer = self._timer
             if len(self._queue) >= self.MAX_BATCH:
                 self._start_writer()
-            elif self._timer is None:
-                self._timer = loop.call_later(self.commit_interval, self._start_writer)
+            elif timer is None or timer.when() > loop.time() + within:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_later(within, self._start_writer)
+        return future
+
+    def append_events(self, session_id: str, events: Sequence[NewEvent]) -> Awaitable[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if self._pool is None:
+            future.set_exception(StoreError("the session store is not open"))
+            return future
+        if not events:
+            future.set_result(None)
+            return future
+        try:
+            row = (session_id, events[0][0], _encode_events(events))
+        except StoreError as exc:
+            future.set_exception(exc)
+            return future
+        self._journal.append((row, future))
+        if self._writer is None and self._timer is None:
+            self._timer = loop.call_later(self.commit_interval, self._start_writer)
         return future
 
     def _start_writer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._writer is None and self._queue:
+        if self._writer is None and (self._queue or self._journal):
             self._writer = asyncio.get_running_loop().create_task(self._write_queue())
 
     async def _write_queue(self) -> None:
         try:
-            while self._queue:
+            while self._queue or self._journal:
+                # Records first: a journal batch needs its session's first record, and one
+                # that follows the session's final record is not needed (it is ignored).
                 rows = self._take()
                 if rows:
                     await self._write_rows(rows)
+                if self._journal:
+                    await self._write_journal()
         finally:
             self._writer = None
-            if self._queue and self._timer is None:  # the writer failed: the rest goes on
+            if (
+                self._queue or self._journal
+            ) and self._timer is None:  # the writer failed: the rest goes on
                 loop = asyncio.get_running_loop()
                 self._timer = loop.call_later(self.commit_interval, self._start_writer)
 
@@ -169,6 +218,35 @@ class PostgresStore:
             else:
                 rows.append(write)
         return rows
+
+    async def _write_journal(self) -> None:
+        """The queued journal batches, in one round trip; each caller learns the outcome."""
+        batch, self._journal = self._journal, []
+        pool = self._pool
+        outcome: StoreError | None = None
+        try:
+            if pool is None:
+                raise StoreError("the session store is closed")
+            async with self._lock, pool.acquire(timeout=self.TIMEOUT) as connection:
+                await connection.executemany(
+                    _JOURNAL, [row for row, _ in batch], timeout=self.TIMEOUT
+                )
+        except StoreError as exc:
+            outcome = exc
+        except self._errors as exc:
+            outcome = self._fail(exc)
+        except BaseException:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreError("journal not stored"))
+            raise
+        for _, future in batch:
+            if future.done():
+                continue
+            if outcome is None:
+                future.set_result(None)
+            else:
+                future.set_exception(outcome)
 
     async def _write_rows(self, rows: list[_RecordWrite]) -> None:
         """One statement for ``rows``; each write's future gets the outcome."""
@@ -198,13 +276,26 @@ class PostgresStore:
         if pool is None:
             raise StoreError("the session store is closed")
         columns = [list(column) for column in zip(*(write.row for write in rows), strict=True)]
-        async with pool.acquire(timeout=self.TIMEOUT) as connection:
+        logged = [write.row[0] for write in rows if write.events is not None]
+        async with pool.acquire(timeout=self.TIMEOUT) as connection, connection.transaction():
             await connection.execute(_UPSERT, *columns, timeout=self.TIMEOUT)
+            if logged:
+                await connection.execute(_DROP_JOURNALS, logged, timeout=self.TIMEOUT)
 
     async def delete_before(self, cutoff: float) -> int:
         pool = self._require()
         try:
-            async with self._lock, pool.acquire(timeout=self.TIMEOUT) as connection:
+            async with (
+                self._lock,
+                pool.acquire(timeout=self.TIMEOUT) as connection,
+                connection.transaction(),
+            ):
+                await connection.execute(
+                    "DELETE FROM session_journal WHERE session_id IN "
+                    "(SELECT id FROM sessions WHERE created_at < $1)",
+                    cutoff,
+                    timeout=self.TIMEOUT,
+                )
                 status = await connection.execute(
                     "DELETE FROM sessions WHERE created_at < $1", cutoff, timeout=self.TIMEOUT
                 )
@@ -251,11 +342,28 @@ class PostgresStore:
         sql += f" ORDER BY created_at DESC LIMIT ${len(args)}"
         return [orjson.loads(row[0]) for row in await self._fetch(sql, *args)]
 
+    async def unfinished(self, limit: int = 1000) -> list[Record]:
+        rows = await self._fetch(
+            "SELECT record FROM sessions WHERE state IN ('starting', 'streaming', 'finalizing') "
+            "ORDER BY created_at LIMIT $1",
+            limit,
+        )
+        return [orjson.loads(row[0]) for row in rows]
+
     async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]:
-        rows = await self._fetch("SELECT events FROM sessions WHERE id = $1", session_id)
-        if not rows or rows[0][0] is None:
+        rows = await self._fetch("SELECT state, events FROM sessions WHERE id = $1", session_id)
+        if not rows:
             return []
-        return [e for e in _decode_events(rows[0][0]) if e[0] > after]
+        state, blob = rows[0]
+        stored = [] if blob is None else _decode_events(blob)
+        if state in LIVE_STATES:
+            parts = await self._fetch(
+                "SELECT events FROM session_journal WHERE session_id = $1 ORDER BY first_seq",
+                session_id,
+            )
+            journal = [e for part in parts for e in _decode_events(part[0])]
+            stored = _with_journal(stored, journal)
+        return [e for e in stored if e[0] > after]
 
     async def close(self) -> None:
         """Write what is queued, then close the pool."""

@@ -52,7 +52,10 @@ class SessionNotRetryable(SluiceError):
 
 STARTING, STREAMING, FINALIZING = "starting", "streaming", "finalizing"
 COMPLETE, ERRORED, CANCELLED = "complete", "errored", "cancelled"
-TERMINAL_STATES = (COMPLETE, ERRORED, CANCELLED)
+#: the state of a record whose gateway process died while relaying it, given when the next
+#: one starts (``sluice.session.recovery``): a session in memory never has it
+INTERRUPTED = "interrupted"
+TERMINAL_STATES = (COMPLETE, ERRORED, CANCELLED, INTERRUPTED)
 
 ADAPTERS: dict[str, type[StreamAdapter]] = {
     "chat": ChatStreamAdapter,
@@ -114,6 +117,9 @@ class SessionDeps:
     settings: StreamSettings
     redaction: ProviderKeys
     observer: SessionObserver
+    #: the process that relays the session, named in its record (the recovery at start
+    #: closes the records of processes that are gone)
+    node: str = "local"
 
 
 class Reader:
@@ -206,6 +212,8 @@ class _Pump:
                 elif raw:
                     entries.append(None, raw)
         if adapter.done:
+            # the stream's end reaches the clients once the record is durable (``_finish``)
+            entries.held = True
             self.upstream.finish()
         else:
             # (the lag counts this read's pieces before the readers have heard of them: a
@@ -265,13 +273,14 @@ class Session:
         "clock",
         "cost",
         "created_at",
+        "deps",
         "disconnects",
         "error",
         "final_usage",
         "finished",
         "id",
+        "journaled",
         "log",
-        "deps",
         "readers",
         "ready",
         "redactor",
@@ -299,6 +308,8 @@ class Session:
         self.error: dict[str, Any] | None = None
         self.cancel_reason: str | None = None
         self.attempts = 1
+        #: how many of the log's entries the manager has journaled to the store
+        self.journaled = 0
         #: client connections currently following this session's log
         self.readers: list[Reader] = []
         #: how readers left early (client_disconnected, client_too_slow), for the record;
@@ -541,6 +552,7 @@ class Session:
                 return
             delay = self._backoff(self.attempts, error.detail.get("retry_after"))
             self._note_attempt_error(error.type, error.message, delay)
+            self.log.held = False
             self._begin_attempt(error.type, delay)
             await asyncio.sleep(delay)
             refused = 0
@@ -627,7 +639,9 @@ class Session:
             else:
                 upstream.close()
             self._upstream = None
-            entries.notify()
+            # What this response's last read added reaches the readers with the session's
+            # end, once its record is durable; or with the next attempt's ``retry`` event.
+            entries.held = True
         return self._pending_error
 
     def _on_events(self, produced: list[ev.Event], raw: bytes, now: float) -> None:
@@ -686,8 +700,8 @@ class Session:
             error = ev.Error(error.type, message, error.retryable, error.status, detail)
         self._record_error(error)
         self.acc.apply(error)
+        self.log.held = True  # told with the end, once the record is durable
         self.log.append(error)
-        self.log.notify()
 
     def _log_tool_call(self, done: ev.ToolCallDone) -> None:
         log.info(
@@ -709,9 +723,7 @@ class Session:
         error = ev.Error(exc.type, exc.message, exc.retryable, exc.status)
         if isinstance(exc, UpstreamStatus) and exc.retry_after is not None:
             error.detail["retry_after"] = exc.retry_after
-        self._end_with(error)
-        if not self.ready.done():
-            self.ready.set_result(None)
+        self._end_with(error)  # (``ready`` is resolved once the record is durable)
 
     def _record_error(self, error: ev.Error) -> None:
         detail = dict(error.detail)
@@ -747,8 +759,9 @@ class Session:
             self._grace = None
         if self._upstream is not None:
             self._upstream.close()  # harmless after release; closes the socket on Stop
-        if not self.ready.done():
-            self.ready.set_result(None)
+        # Nothing more reaches the readers until the record is durable: a client is never
+        # told of an end that a crash could take back.
+        self.log.held = True
         if state == CANCELLED:
             log.info(
                 "session cancelled %s",
@@ -759,7 +772,6 @@ class Session:
                 ),
             )
             self.log.append(ev.Error("cancelled", f"stopped: {self.cancel_reason}"))
-            self.log.notify()
         self._set_state(FINALIZING)
         self.final_usage = usage = self._final_usage()
         self.cost = self.deps.prices.cost(
@@ -773,10 +785,6 @@ class Session:
         self.clock.finalized = time.monotonic()
         self._final_telemetry = self.clock.summary(self.output_tokens())
         record = self.record()
-        # The clients' streams end now: everything they are sent is final. The store's
-        # group commit must not delay them.
-        self.log.close()
-        self.settled.set()
         store = self.deps.store
         # The record and the log, one write. The first record's write was queued when this
         # session's task first ran; while it waits for its commit, this one replaces it
@@ -791,6 +799,13 @@ class Session:
                 )
             elif isinstance(outcome, BaseException):
                 raise outcome
+        # The record is durable (or its failure logged): the clients' streams end now, with
+        # everything they are sent final. (The store commits a final record within a few
+        # milliseconds: ``SQLiteStore.FINAL_WAIT``.)
+        self.log.close()
+        self.settled.set()
+        if not self.ready.done():
+            self.ready.set_result(None)
         self.updated_at = time.time()
         self.finished.set()
         await self.deps.observer.on_finished(self)
@@ -870,6 +885,7 @@ class Session:
             "disconnect_policy": self.spec.disconnect_policy,
             "tenant": self.spec.tenant,
             "api_key": self.spec.api_key,
+            "node": self.deps.node,
             "max_tokens": self.spec.turn.max_tokens,
             "prompt_preview": self.redactor.text(self.spec.turn.prompt_preview()),
             "prompt": self.redactor.text(self.spec.turn.prompt_text()),
@@ -890,13 +906,15 @@ class Session:
             "events": len(self.log),
         }
 
-    def stored_events(self) -> list[NewEvent]:
-        """The log's events as the store takes them, JSON-ready; encoded by the store in one
-        call. Text deltas, most of any log, are written out here rather than dispatched."""
+    def stored_events(self, start: int = 0, end: int | None = None) -> list[NewEvent]:
+        """The log's events (from list index ``start`` to ``end``) as the store takes them,
+        JSON-ready; encoded by the store in one call. Text deltas, most of any log, are
+        written out here rather than dispatched."""
         out: list[NewEvent] = []
         append, payload, text_delta = out.append, ev.payload, ev.TextDelta
-        seq = 0
-        for event, _raw in self.log.entries:
+        seq = start
+        entries = self.log.entries
+        for event, _raw in entries[start:end] if start or end is not None else entries:
             seq += 1
             if event is None:
                 continue

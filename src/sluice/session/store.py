@@ -41,6 +41,11 @@ StoredEvent = tuple[int, str, bytes]
 NewEvent = tuple[int, str, Mapping[str, Any]]
 
 
+#: the states of a session that has not ended: a record left in one of them by a process that
+#: died is closed ``interrupted`` when the gateway starts (``sluice.session.recovery``)
+LIVE_STATES = ("starting", "streaming", "finalizing")
+
+
 class StoreError(SluiceError):
     type = "store_error"
 
@@ -54,6 +59,15 @@ class SessionStore(Protocol):
         when it ends, again after a retry). The write is queued now; the awaitable ends once
         it is stored, or raises ``StoreError``."""
 
+    def append_events(self, session_id: str, events: Sequence[NewEvent]) -> Awaitable[None]:
+        """Journal a live session's newest events (numbered above those journaled before), so
+        that a crash of the process loses only what was not yet written. Ignored unless the
+        session's record is stored in a live state; the ``put`` that stores its whole log
+        replaces what was journaled."""
+
+    async def unfinished(self, limit: int = 1000) -> list[Record]:
+        """Records still in a live state (``LIVE_STATES``), oldest first."""
+
     async def get(self, session_id: str) -> Record | None: ...
 
     async def query(
@@ -65,7 +79,9 @@ class SessionStore(Protocol):
     ) -> list[Record]:
         """Newest first; with ``tenant``, only that tenant's sessions."""
 
-    async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]: ...
+    async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]:
+        """The session's stored log after sequence number ``after``; for a session still
+        live in the store, what its journal holds so far."""
 
     async def delete_before(self, cutoff: float) -> int:
         """Remove records (and their events) created before ``cutoff``; return how many."""
@@ -77,6 +93,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, Record] = {}
         self._events: dict[str, list[StoredEvent]] = {}
+        self._journal: dict[str, list[StoredEvent]] = {}
 
     async def open(self) -> None:
         return None
@@ -92,8 +109,27 @@ class MemoryStore:
         self._records[record["id"]] = copy
         if log is not None:
             self._events[record["id"]] = log
+            self._journal.pop(record["id"], None)
         done.set_result(None)
         return done
+
+    def append_events(self, session_id: str, events: Sequence[NewEvent]) -> Awaitable[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        record = self._records.get(session_id)
+        if record is not None and record["state"] in LIVE_STATES:
+            try:
+                batch = _decode_events(_encode_events(events))
+            except StoreError as exc:
+                done.set_exception(exc)
+                return done
+            self._journal.setdefault(session_id, []).extend(batch)
+        done.set_result(None)
+        return done
+
+    async def unfinished(self, limit: int = 1000) -> list[Record]:
+        rows = [r for r in self._records.values() if r["state"] in LIVE_STATES]
+        rows.sort(key=lambda r: r["created_at"])
+        return rows[:limit]
 
     async def get(self, session_id: str) -> Record | None:
         return self._records.get(session_id)
@@ -116,13 +152,18 @@ class MemoryStore:
         return rows[:limit]
 
     async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]:
-        return [e for e in self._events.get(session_id, []) if e[0] > after]
+        stored = self._events.get(session_id, [])
+        record = self._records.get(session_id)
+        if record is not None and record["state"] in LIVE_STATES:
+            stored = _with_journal(stored, self._journal.get(session_id, []))
+        return [e for e in stored if e[0] > after]
 
     async def delete_before(self, cutoff: float) -> int:
         old = [k for k, r in self._records.items() if r["created_at"] < cutoff]
         for session_id in old:
             del self._records[session_id]
             self._events.pop(session_id, None)
+            self._journal.pop(session_id, None)
         return len(old)
 
     async def close(self) -> None:
@@ -140,7 +181,21 @@ CREATE TABLE IF NOT EXISTS sessions (
     tenant TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at);
+CREATE TABLE IF NOT EXISTS session_journal (
+    session_id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    events BLOB NOT NULL,
+    PRIMARY KEY (session_id, first_seq)
+) WITHOUT ROWID;
 """
+
+#: a journal batch is kept only for a session whose record is live (the final ``put``, which
+#: deletes the journal, may have been merged into a write queued before the batch)
+_JOURNAL = (
+    "INSERT OR IGNORE INTO session_journal (session_id, first_seq, events) "
+    "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ? "
+    "AND state IN ('starting', 'streaming', 'finalizing'))"
+)
 
 #: made after the migration, which may have had to add the column first
 _TENANT_INDEX = "CREATE INDEX IF NOT EXISTS sessions_tenant ON sessions (tenant, created_at)"
@@ -209,6 +264,10 @@ class SQLiteStore:
     #: the few turns of the loop it needs to reach its first token (unless ``MAX_BATCH``
     #: writes are waiting: then the next follows at once)
     SLICE_PAUSE = 0.002
+    #: seconds a session's final record (the one with its log) waits for its commit at
+    #: most: its clients are told of its end only once it is durable, so it does not wait
+    #: out the whole ``commit_interval`` (the ends of a burst still commit together)
+    FINAL_WAIT = 0.003
 
     def __init__(self, path: str, commit_interval: float = 0.05) -> None:
         self.path = path
@@ -264,9 +323,11 @@ class SQLiteStore:
         self,
         op: _Op,
         futures: list[asyncio.Future[Any]] | None = None,
+        within: float | None = None,
     ) -> asyncio.Future[Any]:
         """Queue ``op``; the future it returns (and any added to ``futures``) has its
-        outcome once its transaction ends."""
+        outcome once its transaction ends, which begins within ``within`` seconds (default:
+        the commit interval)."""
         self.db  # noqa: B018 - raises StoreError when the store is not open
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -280,8 +341,18 @@ class SQLiteStore:
                 self._flush_handle.cancel()
             self._flush_handle = loop.call_soon(self._flush)
         elif self._flush_handle is None:
-            self._flush_handle = loop.call_later(self.commit_interval, self._flush)
+            self._flush_handle = loop.call_later(within or self.commit_interval, self._flush)
+        elif within is not None:
+            self._hurry(within)
         return future
+
+    def _hurry(self, within: float) -> None:
+        """The next transaction begins within ``within`` seconds."""
+        handle = self._flush_handle
+        loop = asyncio.get_running_loop()
+        if isinstance(handle, asyncio.TimerHandle) and handle.when() > loop.time() + within:
+            handle.cancel()
+            self._flush_handle = loop.call_later(within, self._flush)
 
     def _flush(self) -> None:
         """Commit what is queued, oldest first, in one transaction of at most ``SLICE``
@@ -358,10 +429,12 @@ class SQLiteStore:
                 queued.events = events
             future: asyncio.Future[None] = loop.create_future()
             queued.futures.append(future)
+            if events is not None:
+                self._hurry(self.FINAL_WAIT)
             return future
         write = _RecordWrite(session_id, record, events)
         try:
-            written = self._write(write, write.futures)
+            written = self._write(write, write.futures, None if events is None else self.FINAL_WAIT)
         except StoreError as exc:  # not open: the caller's await says so
             failed: asyncio.Future[None] = loop.create_future()
             failed.set_exception(exc)
@@ -369,8 +442,30 @@ class SQLiteStore:
         self._queued_records[session_id] = write
         return written
 
+    def append_events(self, session_id: str, events: Sequence[NewEvent]) -> Awaitable[None]:
+        if not events:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        first = events[0][0]
+
+        def journal(db: sqlite3.Connection) -> None:
+            db.execute(_JOURNAL, (session_id, first, _encode_events(events), session_id))
+
+        try:
+            return self._write(journal)
+        except StoreError as exc:
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+
     async def delete_before(self, cutoff: float) -> int:
         def delete(db: sqlite3.Connection) -> int:
+            db.execute(
+                "DELETE FROM session_journal WHERE session_id IN "
+                "(SELECT id FROM sessions WHERE created_at < ?)",
+                (cutoff,),
+            )
             removed: int = db.execute(
                 "DELETE FROM sessions WHERE created_at < ?", (cutoff,)
             ).rowcount
@@ -426,13 +521,44 @@ class SQLiteStore:
 
         return [orjson.loads(blob) for blob in await self._read(query)]
 
-    async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]:
-        def get_events(db: sqlite3.Connection) -> bytes | None:
-            row = db.execute("SELECT events FROM sessions WHERE id = ?", (session_id,)).fetchone()
-            return None if row is None or row[0] is None else bytes(row[0])
+    async def unfinished(self, limit: int = 1000) -> list[Record]:
+        def unfinished(db: sqlite3.Connection) -> list[bytes]:
+            rows = db.execute(
+                "SELECT record FROM sessions WHERE state IN "
+                "('starting', 'streaming', 'finalizing') ORDER BY created_at LIMIT ?",
+                (limit,),
+            )
+            return [bytes(r[0]) for r in rows]
 
-        blob = await self._read(get_events)
-        return [] if blob is None else [e for e in _decode_events(blob) if e[0] > after]
+        return [orjson.loads(blob) for blob in await self._read(unfinished)]
+
+    async def get_events(self, session_id: str, after: int = 0) -> list[StoredEvent]:
+        def get_events(db: sqlite3.Connection) -> tuple[str, bytes | None, list[bytes]] | None:
+            row = db.execute(
+                "SELECT state, events FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            journal: list[bytes] = []
+            if row[0] in LIVE_STATES:
+                journal = [
+                    bytes(r[0])
+                    for r in db.execute(
+                        "SELECT events FROM session_journal WHERE session_id = ? "
+                        "ORDER BY first_seq",
+                        (session_id,),
+                    )
+                ]
+            return row[0], None if row[1] is None else bytes(row[1]), journal
+
+        found = await self._read(get_events)
+        if found is None:
+            return []
+        _, blob, journal = found
+        stored = [] if blob is None else _decode_events(blob)
+        if journal:
+            stored = _with_journal(stored, [e for part in journal for e in _decode_events(part)])
+        return [e for e in stored if e[0] > after]
 
     async def close(self) -> None:
         while self._queue:  # every slice now, with no pause between them
@@ -487,6 +613,15 @@ class _RecordWrite:
                 record.get("tenant"),
             ),
         )
+        if events is not None:  # the whole log is stored: its journal has served
+            db.execute("DELETE FROM session_journal WHERE session_id = ?", (self.session_id,))
+
+
+def _with_journal(stored: list[StoredEvent], journal: list[StoredEvent]) -> list[StoredEvent]:
+    """A live session's stored log (an earlier attempt's, if any) followed by the journaled
+    events numbered past it."""
+    last = stored[-1][0] if stored else 0
+    return stored + [e for e in journal if e[0] > last]
 
 
 def _lower_priority() -> None:

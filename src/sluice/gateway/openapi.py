@@ -340,7 +340,15 @@ _NATIVE_REQUEST = {
     },
 }
 
-_SESSION_STATES = ["starting", "streaming", "finalizing", "complete", "errored", "cancelled"]
+_SESSION_STATES = [
+    "starting",
+    "streaming",
+    "finalizing",
+    "complete",
+    "errored",
+    "cancelled",
+    "interrupted",
+]
 
 _RECORD = {
     "type": "object",

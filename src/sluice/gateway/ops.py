@@ -49,7 +49,15 @@ CLOSE_LOGIN_ENDED = 4401
 CLOSE_UNKNOWN_SESSION = 4404
 
 #: the states the operations center filters on, in the order of the filter
-STATE_FILTERS = ("live", "starting", "streaming", "complete", "errored", "cancelled")
+STATE_FILTERS = (
+    "live",
+    "starting",
+    "streaming",
+    "complete",
+    "errored",
+    "cancelled",
+    "interrupted",
+)
 
 #: the sparkline's view box (ops.js draws with the same numbers)
 SPARK_WIDTH, SPARK_HEIGHT = 64, 22

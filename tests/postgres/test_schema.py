@@ -35,7 +35,13 @@ async def test_a_fresh_database_migrates_to_the_head_and_a_second_run_does_nothi
     tables = await _names(
         fresh_pg_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
     )
-    assert tables == {"sessions", "api_keys", "sluice_meta", postgres.VERSION_TABLE}
+    assert tables == {
+        "sessions",
+        "session_journal",
+        "api_keys",
+        "sluice_meta",
+        postgres.VERSION_TABLE,
+    }
     indexes = await _names(
         fresh_pg_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'sessions'"
     )

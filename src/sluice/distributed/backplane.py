@@ -1,12 +1,14 @@
-"""The three shared interfaces built from ``[bus]``: in-process when no URL is set, else Redis."""
+"""The shared interfaces built from ``[bus]`` (live log, control, bus, limits): in-process when no
+URL is set, else Redis."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sluice.config import BusSettings
 from sluice.distributed.control import Control, MemoryControl
+from sluice.distributed.limits import Limits, MemoryLimits
 from sluice.distributed.livelog import LiveLog, MemoryLiveLog
 from sluice.session.bus import Bus, MemoryBus
 
@@ -24,6 +26,8 @@ class Backplane:
     bus: Bus
     #: the connections to Redis, None in-process
     link: RedisLink | None = None
+    #: the admission limits counted across processes
+    limits: Limits = field(default_factory=MemoryLimits)
 
     @property
     def kind(self) -> str:
@@ -33,6 +37,7 @@ class Backplane:
         """Write what the live log has queued, then close the connections. Idempotent."""
         await self.log.close()
         await self.control.close()
+        await self.limits.close()
         if self.link is not None:
             await self.link.close()
 
@@ -43,6 +48,7 @@ async def open_backplane(settings: BusSettings) -> Backplane:
     if settings.url is None:
         return Backplane(MemoryLiveLog(), MemoryControl(), MemoryBus())
     from sluice.distributed.redis_backend import RedisBus, RedisControl, RedisLink, RedisLiveLog
+    from sluice.distributed.redis_limits import RedisLimits
 
     link = RedisLink(settings.url, settings.prefix)
     try:
@@ -51,4 +57,4 @@ async def open_backplane(settings: BusSettings) -> Backplane:
         await link.close()
         raise
     live_log = RedisLiveLog(link, window=settings.append_window, live_ttl=settings.live_ttl)
-    return Backplane(live_log, RedisControl(link), RedisBus(link), link)
+    return Backplane(live_log, RedisControl(link), RedisBus(link), link, RedisLimits(link))

@@ -25,6 +25,7 @@ from sluice.access.keys import (
 )
 from sluice.access.pgkeys import PostgresKeyStore
 from sluice.bench.proc import free_port
+from sluice.errors import BudgetExceeded
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -130,6 +131,13 @@ async def test_spend_adds_up_and_ignores_unknown_names(store: KeyStore) -> None:
     assert spend == {"a": (0.625, 1), "b": (0.25, 2)}
 
 
+async def test_spends_read_every_keys_stored_totals(store: KeyStore) -> None:
+    await store.add(make_key("a")[1])
+    await store.add(make_key("b")[1])
+    await store.add_spend({"a": (0.5, 0), "b": (0.25, 2)})
+    assert await store.spends() == {"a": (0.5, 0), "b": (0.25, 2)}
+
+
 async def test_spend_does_not_change_the_version(store: KeyStore) -> None:
     await store.add(make_key("a")[1])
     version = await store.version()
@@ -206,6 +214,26 @@ async def test_spend_is_written_on_flush_and_kept_across_a_reload(shared: StoreM
     await other.open()
     stored = other.get("a")
     assert stored is not None and stored.spend == 0.5
+
+
+async def test_a_budget_counts_what_other_processes_spent_within_a_poll(
+    shared: StoreMaker,
+) -> None:
+    here, there = KeyRing(shared()), KeyRing(shared())
+    await here.open()
+    await there.open()
+    raw, _ = await here.create("a", budget=1.0)
+    await there.tick()  # the new key, seen through the version
+    there.session_ended("a", 0.75, 10)
+    there.session_ended("a", 0.5, 10)
+    await there.tick()  # written
+    here.session_ended("a", 0.125, 1)  # counted here, not written yet
+    await here.tick()
+    key = here.get("a")
+    assert key is not None and key.spend == 1.375
+    principal = here.authenticate(raw)
+    with pytest.raises(BudgetExceeded):
+        here.admit(principal, live=0)
 
 
 async def test_postgres_a_server_that_does_not_answer_is_a_key_error_without_the_password() -> None:

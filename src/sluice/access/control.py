@@ -169,12 +169,27 @@ class KeyRing:
             log.warning("key spend not written %s", kv(error=exc.message))
 
     async def tick(self) -> None:
-        """One poll: spend written, keys reloaded if changed."""
+        """One poll: spend written, keys reloaded if changed, else their spend re-read (what
+        other processes and nodes added: a budget holds across all of them, a second late at
+        most)."""
         await self.flush()
         try:
-            await self.refresh()
+            if not await self.refresh():
+                await self.refresh_spend()
         except KeyError_ as exc:
             log.warning("keys not reloaded %s", kv(error=exc.message))
+
+    async def refresh_spend(self) -> None:
+        """Each key's spend as stored (every process's flushes), plus what this ring counted
+        and has not written yet."""
+        stored = await self.store.spends()
+        for name, state in self._by_name.items():
+            totals = stored.get(name)
+            if totals is None:
+                continue
+            pending = self._pending.get(name, (0.0, 0))
+            state.key.spend = totals[0] + pending[0]
+            state.key.unpriced_sessions = totals[1] + pending[1]
 
     async def close(self) -> None:
         await self.flush()

@@ -171,6 +171,9 @@ class KeyStore(Protocol):
     async def add_spend(self, amounts: dict[str, tuple[float, int]]) -> None:
         """Add (cost, unpriced sessions) to each named key's totals, in one transaction."""
 
+    async def spends(self) -> dict[str, tuple[float, int]]:
+        """Every key's stored (spend, unpriced sessions): what every process has added."""
+
     async def version(self) -> int:
         """A number that changes whenever a key is added or revoked."""
 
@@ -224,6 +227,9 @@ class MemoryKeyStore:
             if key is not None:
                 key.spend += cost
                 key.unpriced_sessions += unpriced
+
+    async def spends(self) -> dict[str, tuple[float, int]]:
+        return {k.name: (k.spend, k.unpriced_sessions) for k in self._keys.values()}
 
     async def version(self) -> int:
         return self._version
@@ -348,6 +354,13 @@ class SQLiteKeyStore:
                 )
 
         await self._run(add_spend)
+
+    async def spends(self) -> dict[str, tuple[float, int]]:
+        def spends() -> dict[str, tuple[float, int]]:
+            rows = self._connect().execute("SELECT name, spend, unpriced_sessions FROM api_keys")
+            return {name: (float(spend), int(unpriced)) for name, spend, unpriced in rows}
+
+        return await self._run(spends)
 
     async def version(self) -> int:
         def version() -> int:

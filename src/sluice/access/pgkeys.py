@@ -144,6 +144,17 @@ class PostgresKeyStore:
         except self._errors as exc:
             raise self._fail(exc) from exc
 
+    async def spends(self) -> dict[str, tuple[float, int]]:
+        pool = self._require()
+        try:
+            async with pool.acquire(timeout=self.TIMEOUT) as db:
+                rows = await db.fetch(
+                    "SELECT name, spend, unpriced_sessions FROM api_keys", timeout=self.TIMEOUT
+                )
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+        return {row[0]: (float(row[1]), int(row[2])) for row in rows}
+
     async def version(self) -> int:
         pool = self._require()
         try:

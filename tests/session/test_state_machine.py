@@ -636,6 +636,44 @@ async def test_the_last_reader_leaving_under_the_drain_policy_lets_the_turn_comp
     assert [d["reason"] for d in record["disconnects"]] == ["client_disconnected"]
 
 
+async def test_a_stop_in_the_turn_the_stream_ends_is_refused_or_honoured_never_half_done(
+    client: UpstreamClient,
+) -> None:
+    """A Stop that arrives after the pump's last read but before finalisation has begun: the
+    session ends as a whole, either cancelled (the Stop won) or complete with no cancel
+    reason (the Stop came too late, and ``cancel`` says so)."""
+    store = MemoryStore()
+    async with ScriptedUpstream([Reply(chunks=answer("done"))]) as upstream:
+        observer = Recorder()
+        session = harness(store, client, upstream).session(observer)
+        stops: list[bool] = []
+        loop = asyncio.get_running_loop()
+
+        def stop_once_the_pump_has_ended() -> None:
+            # checked in every turn of the loop: the Stop lands in the first turn after the
+            # pump's task has left the upstream (a client's Stop request handled then, say)
+            if session.clock.ended is not None:
+                stops.append(session.cancel("client_stop"))
+            elif not session.finished.is_set():
+                loop.call_soon(stop_once_the_pump_has_ended)
+
+        loop.call_soon(stop_once_the_pump_has_ended)
+        outcome = await ended(launch(session))
+
+    assert stops in ([True], [False])
+    check_over(session)
+    record = await check_stored(store, session)
+    if stops == [True]:
+        assert record["state"] == CANCELLED and record["cancel_reason"] == "client_stop"
+        assert isinstance(outcome, asyncio.CancelledError)
+        assert types(session)[-1] == "error"
+    else:
+        assert record["state"] == COMPLETE and record["cancel_reason"] is None
+        assert outcome is None
+        assert types(session)[-1] == "finish"
+    assert observer.finished == [record["state"]]
+
+
 # -- refused transitions ----------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ are on events and flags, bounded by a timeout that only a hang reaches.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 from sluice import events as ev
 from sluice.config import Price, ProviderConfig, StreamSettings
 from sluice.pricing import PriceBook
-from sluice.providers import Route
+from sluice.providers import Route, build_body
 from sluice.redact import ProviderKeys
 from sluice.session.session import (
     CANCELLED,
@@ -34,6 +35,7 @@ from sluice.session.session import (
     SessionSpec,
 )
 from sluice.session.store import MemoryStore, SessionStore, SQLiteStore
+from sluice.sim import SimSettings, sim_server
 from sluice.turn import Message, TextPart, TurnRequest
 from sluice.upstream import UpstreamClient
 
@@ -467,6 +469,72 @@ async def test_whole_turn_retries_stop_at_turn_attempts(client: UpstreamClient) 
     assert types(session) == ["status", "start", "text", "retry", "start", "text", "error"]
     record = await check_stored(store, session)
     assert record["attempts"] == 2 and record["text"] == "try1"
+
+
+async def test_the_simulators_error_mid_stream_retries_the_turn_on_the_messages_wire(
+    client: UpstreamClient,
+) -> None:
+    """The same transition against the simulator (the independent oracle): its in-stream
+    error frame on the first attempt, its whole answer on the second."""
+    store = MemoryStore()
+    # a socket listening before the server runs: requests wait in its backlog, no polling
+    listening = socket.create_server(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{listening.getsockname()[1]}"
+    server = sim_server("127.0.0.1", 0, SimSettings(), graceful_seconds=1)
+    running = asyncio.ensure_future(server.serve(sockets=[listening]))
+    try:
+        route = Route(ProviderConfig("sim", "sim"), "error-mid-stream", "messages")
+        turn = TurnRequest(
+            model="sim/error-mid-stream", messages=[Message("user", [TextPart("hi")])]
+        )
+        spec = SessionSpec(
+            route=route,
+            turn=turn,
+            body=build_body(route, turn, None),
+            url=f"{base}/v1/messages",
+            headers={
+                "content-type": "application/json",
+                "anthropic-version": "2023-06-01",
+                "x-sluice-session-id": "op-sim1",
+                "x-sim-fail-after": "3",
+                "x-sim-fail-count": "1",
+                "x-sim-output-tokens": "12",
+                "x-sim-token-rate": "5000",
+                "x-sim-ttft": "0",
+                "x-sim-jitter": "0",
+            },
+            endpoint="native",
+            passthrough=False,
+            disconnect_policy="cancel",
+        )
+        observer = Recorder()
+        settings = StreamSettings(
+            retry_base_delay=0.001, retry_max_delay=0.002, mid_stream_failure="retry"
+        )
+        deps = SessionDeps(client, store, PRICES, settings, ProviderKeys(), observer)
+        session = Session("op-sim1", spec, deps)
+        assert await ended(launch(session)) is None
+    finally:
+        server.should_exit = True
+        await running
+        listening.close()
+
+    assert observer.states == ["streaming", "streaming", "finalizing"]
+    assert observer.finished == [COMPLETE]
+    check_over(session)
+    kinds = types(session)
+    retry_at = kinds.index("retry")
+    # three tokens (``x-sim-fail-after``), the error held back for the retry, then the answer
+    assert kinds[retry_at - 3 : retry_at] == ["text"] * 3
+    assert kinds[:2] == ["status", "start"] and kinds[retry_at + 1] == "start"
+    assert "error" not in kinds and kinds[-2:] == ["usage", "finish"]
+    record = await check_stored(store, session)
+    assert record["state"] == COMPLETE and record["attempts"] == 2 and record["text"]
+    # what the simulator sent the second time, and only that: its attempt's text alone
+    assert record["text"].startswith("## ") and record["text"].count("## ") == 1
+    assert [(e["type"], e["message"]) for e in record["attempt_errors"]] == [
+        ("overloaded", "Overloaded")
+    ]
 
 
 # -- cancellation -----------------------------------------------------------------------------

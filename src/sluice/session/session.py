@@ -504,10 +504,15 @@ class Session:
             raise
         except Exception as exc:  # a bug must still end in a record, never a silent hang
             log.exception("session failed %s", kv(session_id=self.id))
+            self.state = FINALIZING  # (its end is decided: a Stop from now on is too late)
             message = self.redactor.text(f"{type(exc).__name__}: {exc}")
             self._end_with(ev.Error("internal_error", message))
             await asyncio.shield(self._finish(ERRORED))
         else:
+            # The end is decided before ``_finish`` first runs (a turn of the loop later): a
+            # Stop in between is refused, rather than cancelling this task with a reason that
+            # a complete or errored record would then carry.
+            self.state = FINALIZING
             await asyncio.shield(self._finish(ERRORED if self.error else COMPLETE))
 
     def _initial_stored(self, stored: asyncio.Future[None]) -> None:

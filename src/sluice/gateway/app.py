@@ -38,6 +38,7 @@ from sluice.errors import (
     UnknownSession,
 )
 from sluice.gateway.admin import admin_routes
+from sluice.gateway.admission import SharedAdmission
 from sluice.gateway.diagnostics import DiagnosticStream
 from sluice.gateway.guard import CORS_ORIGIN, PRINCIPAL, Guard, cors_send
 from sluice.gateway.metrics import GatewayMetrics
@@ -155,13 +156,15 @@ class Gateway:
         self.guard.refused = self._refused
         self.bus = bus or MemoryBus()
         self.ops = OpsFeed(self.bus, settings.ops)
+        #: admission counted across processes (``[bus] url`` set), else None
+        self.shared: SharedAdmission | None = None
         self.sessions = SessionManager(
             self.store,
             self.bus,
             self.upstream,
             PriceBook(settings.prices),
             settings.streams,
-            on_start=self.metrics.session_started,
+            on_start=self._session_started,
             on_end=self._session_finished,
             feed=self.ops,
             redaction=ProviderKeys(lambda: [p.api_key() for p in settings.providers.values()]),
@@ -178,11 +181,14 @@ class Gateway:
         feed = asyncio.ensure_future(self.ops.run())
         keys = asyncio.ensure_future(self._keep_keys())
         journal = asyncio.ensure_future(self.sessions.journal_forever())
+        admissions = None
+        if self.shared is not None:
+            admissions = asyncio.ensure_future(self.shared.keep(self.sessions.live.keys))
         stop_redacting = redact_logs(self.sessions.redaction.latest)
         try:
             yield
         finally:
-            for task in (keys, feed, pruner):
+            for task in (keys, feed, pruner, *([admissions] if admissions else [])):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -215,14 +221,21 @@ class Gateway:
             await asyncio.sleep(self.keys.POLL_INTERVAL)
             await self.keys.tick()
 
+    def _session_started(self, session: Session) -> None:
+        self.metrics.session_started(session)
+        if self.shared is not None:
+            self.shared.restarted(session.id, session.spec.admission_key)
+
     def _session_finished(self, session: Session) -> None:
         self.metrics.session_finished(session)
         spec = session.spec
+        usage = session.final_usage
+        tokens = 0 if usage is None else (usage.input_tokens or 0) + (usage.output_tokens or 0)
+        if self.shared is not None:
+            self.shared.ended(session.id, spec.api_key, tokens)
         if spec.api_key is None:
             return
         total = (session.cost or {}).get("total")
-        usage = session.final_usage
-        tokens = 0 if usage is None else (usage.input_tokens or 0) + (usage.output_tokens or 0)
         if total is None:
             self.keys.session_ended(spec.api_key, None, tokens)
         else:
@@ -275,7 +288,7 @@ class Gateway:
             raise BadRequest("request body must be a JSON object")
         return data
 
-    def _start(
+    async def _start(
         self,
         request: Request,
         turn: TurnRequest,
@@ -303,6 +316,8 @@ class Gateway:
         host = f"[{server[0]}]" if ":" in str(server[0]) else server[0]
         sim_headers = {k: v for k, v in request.headers.items() if k.startswith(SIM_HEADER_PREFIX)}
         session_id = new_session_id()
+        if self.shared is not None:
+            await self.shared.admit(principal, admission_key, session_id)
         spec = SessionSpec(
             route=route,
             turn=turn,
@@ -370,7 +385,7 @@ class Gateway:
         try:
             body = await self.read_json(request)
             turn: TurnRequest = parse(body)
-            session = self._start(request, turn, body, endpoint, endpoint)
+            session = await self._start(request, turn, body, endpoint, endpoint)
         except SluiceError as exc:
             return self._reject(fmt, endpoint, exc)
         await session.ready
@@ -422,7 +437,7 @@ class Gateway:
         try:
             body = await self.read_json(request)
             turn = parse_native_request(body)
-            session = self._start(request, turn, body, "native", None)
+            session = await self._start(request, turn, body, "native", None)
         except SluiceError as exc:
             return self._reject("native", "native", exc)
         if "text/event-stream" in request.headers.get("accept", ""):

@@ -130,6 +130,7 @@ def derive(session: Session, typical: dict[str, float] | None = None) -> Row:
         "reason": reason,
         "message": (error.get("message") or "")[:200] or None,
         "attempts": session.attempts,
+        "node": session.deps.node,
     }
 
 
@@ -159,6 +160,7 @@ def recorded_row(record: dict[str, Any]) -> Row:
         "reason": error.get("type") or record.get("cancel_reason"),
         "message": (error.get("message") or "")[:200] or None,
         "attempts": record.get("attempts", 1),
+        "node": record.get("node"),
     }
 
 
@@ -200,6 +202,12 @@ class OpsFeed:
             else urgent_spacing
         )
         self.topic = topic
+        #: this process's name on a bus several processes share (``clusterfeed``): every
+        #: message it publishes says so; None for a feed of its own
+        self.node: str | None = None
+        #: while someone on another process watches (``time.monotonic()``), the feed
+        #: publishes as if it had a follower here
+        self.watched_until = 0.0
         self.seq = 0
         #: every session shown, in the order they started
         self._sessions: dict[str, Session] = {}
@@ -228,6 +236,11 @@ class OpsFeed:
         self.published = 0
         #: whether the rows of sessions stored by earlier processes were read (``load_recorded``)
         self._recorded: asyncio.Future[None] | None = None
+
+    @property
+    def watched(self) -> bool:
+        """Whether anyone follows the feed, here or on another process."""
+        return self.followers > 0 or time.monotonic() < self.watched_until
 
     # -- hooks (called by the session manager) ------------------------------------------------
 
@@ -260,7 +273,7 @@ class OpsFeed:
             tokens = session.output_tokens()
             previous = self._typical.get(label)
             self._typical[label] = tokens if previous is None else 0.8 * previous + 0.2 * tokens
-        if not self.followers:
+        if not self.watched:
             self._settle(session)
         self._urgent.set()
 
@@ -295,7 +308,7 @@ class OpsFeed:
                 await asyncio.sleep(early)
             self._urgent.clear()
             last = time.monotonic()
-            if self.followers:
+            if self.watched:
                 await self.flush()
             else:
                 # Nobody watches: rows are brought up to date when a reader arrives.
@@ -347,6 +360,8 @@ class OpsFeed:
         self.seq += 1
         self.published += 1
         message: Message = {"type": "diff", "seq": self.seq, "sessions": changes}
+        if self.node is not None:
+            message["node"] = self.node
         if removed:
             message["removed"] = removed
         if changed_totals:

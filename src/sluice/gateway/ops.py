@@ -80,6 +80,7 @@ BLANK_ROW: dict[str, Any] = {
     "cost_source": None,
     "reason": None,
     "message": None,
+    "node": None,
 }
 
 BLANK_TOTALS: dict[str, Any] = {
@@ -209,6 +210,8 @@ class OpsPages:
                 "gap_tail": GAP_TAIL,
                 "flush_interval": feed.settings.flush_interval,
                 "who": who_of(request),
+                # several processes share the bus: a column says which relays each session
+                "cluster": self.gateway.settings.bus.url is not None,
             },
         )
 

@@ -184,6 +184,7 @@ function opsCenter(table) {
     cells.link.href = `/ops/sessions/${encodeURIComponent(data.id)}`;
     setText(cells.state, data.state);
     cells.state.className = `badge state state-${data.state}`;
+    if (cells.node) setText(cells.node, data.node || "");
     setText(cells.provider, data.provider);
     setText(cells.model, data.model);
     cells.model.parentElement.title = `${data.provider}/${data.model}`;

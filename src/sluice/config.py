@@ -207,6 +207,9 @@ class BusSettings:
     append_window: float = 0.005
     #: seconds a live session's keys outlive its last write (a dead node's logs go away)
     live_ttl: float = 86400.0
+    #: seconds a node's lease lasts; renewed every third of it. A node silent this long is
+    #: lost: a survivor closes its live sessions (``errored``, ``node_lost``)
+    lease_ttl: float = 3.0
 
 
 @dataclass(slots=True)
@@ -346,6 +349,8 @@ def _bus(raw: dict[str, Any]) -> BusSettings:
         raise ConfigError("bus.append_window must be at most 1 second")
     if bus.live_ttl < 60:
         raise ConfigError("bus.live_ttl must be at least 60 seconds")
+    if not 0.5 <= bus.lease_ttl <= 300:
+        raise ConfigError("bus.lease_ttl must be a number of seconds from 0.5 to 300")
     return bus
 
 

@@ -33,6 +33,11 @@ class Backplane:
     def kind(self) -> str:
         return "memory" if self.link is None else "redis"
 
+    async def open(self) -> None:
+        """Check that the shared backend answers; raises ``BusError`` when Redis does not."""
+        if self.link is not None:
+            await self.link.open()
+
     async def close(self) -> None:
         """Write what the live log has queued, then close the connections. Idempotent."""
         await self.log.close()
@@ -42,19 +47,26 @@ class Backplane:
             await self.link.close()
 
 
-async def open_backplane(settings: BusSettings) -> Backplane:
-    """The backends ``settings`` name, ready to use; raises ``BusError`` when Redis does not
-    answer."""
+def build_backplane(settings: BusSettings) -> Backplane:
+    """The backends ``settings`` name, not yet connected (Redis is reached at the first
+    command, or by ``Backplane.open``): what a gateway builds before its event loop runs."""
     if settings.url is None:
         return Backplane(MemoryLiveLog(), MemoryControl(), MemoryBus())
     from sluice.distributed.redis_backend import RedisBus, RedisControl, RedisLink, RedisLiveLog
     from sluice.distributed.redis_limits import RedisLimits
 
     link = RedisLink(settings.url, settings.prefix)
-    try:
-        await link.open()
-    except BaseException:
-        await link.close()
-        raise
     live_log = RedisLiveLog(link, window=settings.append_window, live_ttl=settings.live_ttl)
     return Backplane(live_log, RedisControl(link), RedisBus(link), link, RedisLimits(link))
+
+
+async def open_backplane(settings: BusSettings) -> Backplane:
+    """The backends ``settings`` name, ready to use; raises ``BusError`` when Redis does not
+    answer."""
+    backplane = build_backplane(settings)
+    try:
+        await backplane.open()
+    except BaseException:
+        await backplane.close()
+        raise
+    return backplane

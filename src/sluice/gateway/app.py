@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 from sluice.access.control import ANONYMOUS, KeyRing, Principal
 from sluice.access.keys import open_key_store
 from sluice.config import Settings
+from sluice.distributed.backplane import build_backplane
 from sluice.errors import (
     BadRequest,
     Forbidden,
@@ -42,6 +43,7 @@ from sluice.gateway.admission import SharedAdmission
 from sluice.gateway.diagnostics import DiagnosticStream
 from sluice.gateway.guard import CORS_ORIGIN, PRINCIPAL, Guard, cors_send
 from sluice.gateway.metrics import GatewayMetrics
+from sluice.gateway.nodes import NodeLink, RemoteFollow
 from sluice.gateway.openapi import openapi_endpoint
 from sluice.gateway.ops import ops_routes
 from sluice.gateway.pages import page_routes
@@ -63,11 +65,11 @@ from sluice.pricing import PriceBook
 from sluice.providers import SIM_HEADER_PREFIX, Router, build_body
 from sluice.redact import ProviderKeys
 from sluice.session.bus import Bus, MemoryBus
-from sluice.session.manager import SessionManager, new_session_id
-from sluice.session.opsfeed import OpsFeed
+from sluice.session.manager import SessionManager, new_node_id, new_session_id
+from sluice.session.opsfeed import OPS_TOPIC, OpsFeed
 from sluice.session.recovery import close_interrupted
-from sluice.session.session import Session, SessionSpec
-from sluice.session.store import SessionStore, open_store
+from sluice.session.session import Session, SessionNotRetryable, SessionSpec
+from sluice.session.store import LIVE_STATES, Record, SessionStore, open_store
 from sluice.sse import encode_event
 from sluice.turn import TurnRequest
 from sluice.upstream import Upstream
@@ -154,8 +156,13 @@ class Gateway:
         self.keys = KeyRing(open_key_store(settings.store_url))
         self.guard = Guard(settings, self.keys)
         self.guard.refused = self._refused
-        self.bus = bus or MemoryBus()
-        self.ops = OpsFeed(self.bus, settings.ops)
+        node = new_node_id()
+        # With ``[bus] url``, this process is a node on the shared backplane (its Redis
+        # reached in the lifespan); its operations feed is its own topic there.
+        backplane = build_backplane(settings.bus) if settings.bus.url is not None else None
+        self.bus = bus or (backplane.bus if backplane is not None else MemoryBus())
+        topic = OPS_TOPIC if backplane is None else f"{OPS_TOPIC}:{node}"
+        self.ops = OpsFeed(self.bus, settings.ops, topic=topic)
         #: admission counted across processes (``[bus] url`` set), else None
         self.shared: SharedAdmission | None = None
         self.sessions = SessionManager(
@@ -168,14 +175,21 @@ class Gateway:
             on_end=self._session_finished,
             feed=self.ops,
             redaction=ProviderKeys(lambda: [p.api_key() for p in settings.providers.values()]),
+            node=node,
             journal_window=settings.journal_window,
         )
+        #: this process as a node among others (None: one process on its own)
+        self.nodes: NodeLink | None = None
+        if backplane is not None:
+            self.nodes = NodeLink(backplane, self.sessions, settings.bus, self._nodes_lost)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.sessions.prices.warm()  # before the server accepts: a 170 ms stall otherwise
         await self.store.open()
         await self.keys.open()
+        if self.nodes is not None:
+            await self.nodes.start()
         await self._close_interrupted()
         pruner = asyncio.ensure_future(self._prune_forever())
         feed = asyncio.ensure_future(self.ops.run())
@@ -196,6 +210,8 @@ class Gateway:
             journal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await journal
+            if self.nodes is not None:
+                await self.nodes.close()
             await self.keys.close()
             await self.upstream.close()
             await self.store.close()
@@ -203,17 +219,24 @@ class Gateway:
 
     async def _close_interrupted(self) -> None:
         """Sessions a dead process left live are closed ``interrupted`` before any request:
-        on its own store (one process), every record left live is one."""
+        on its own store (one process), every record left live is one; among nodes, those
+        of the nodes that hold no lease."""
         node = self.sessions.node
+        nodes = self.nodes
 
         async def gone(owner: str | None) -> bool:
-            return owner != node
+            if owner == node:
+                return False
+            return nodes is None or owner is None or not await nodes.alive(owner)
 
         closed = await close_interrupted(self.store, self.sessions.prices, gone)
-        for record in closed:
-            self.metrics.session_interrupted(record["provider"], record["error"]["type"])
+        self._nodes_lost(closed)
         if closed:
             log.warning("sessions interrupted at start %s", kv(count=len(closed)))
+
+    def _nodes_lost(self, closed: list[Record]) -> None:
+        for record in closed:
+            self.metrics.session_interrupted(record["provider"], record["error"]["type"])
 
     async def _keep_keys(self) -> None:
         """Keys added or revoked elsewhere are seen within a second; spend is written."""
@@ -225,9 +248,13 @@ class Gateway:
         self.metrics.session_started(session)
         if self.shared is not None:
             self.shared.restarted(session.id, session.spec.admission_key)
+        if self.nodes is not None:
+            self.nodes.session_started(session)
 
     def _session_finished(self, session: Session) -> None:
         self.metrics.session_finished(session)
+        if self.nodes is not None:
+            self.nodes.session_ended(session)
         spec = session.spec
         usage = session.final_usage
         tokens = 0 if usage is None else (usage.input_tokens or 0) + (usage.output_tokens or 0)
@@ -456,6 +483,12 @@ class Gateway:
             headers={"x-sluice-session-id": session.id, "location": f"/api/sessions/{session.id}"},
         )
 
+    async def _stored_record(self, session_id: str) -> Record | None:
+        """The store's record; among nodes, also that of a session just launched elsewhere."""
+        if self.nodes is None:
+            return await self.store.get(session_id)
+        return await self.nodes.record(session_id)
+
     async def session_events(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         principal = _principal(request)
@@ -472,9 +505,20 @@ class Gateway:
                     NativePresenter(),
                     after,
                 )
-            record = None if session is not None else await self.store.get(session_id)
+            record = None if session is not None else await self._stored_record(session_id)
             if record is None or not principal.may_see(record.get("tenant")):
                 raise UnknownSession(f"no session {session_id!r}")
+            if self.nodes is not None and await self.nodes.owner(record) is not None:
+                # live on another node: its live log, as the owner's own follow sends it
+                streams = self.settings.streams
+                return RemoteFollow(  # type: ignore[return-value]
+                    self.nodes,
+                    session_id,
+                    after,
+                    heartbeat=streams.heartbeat_interval,
+                    send_timeout=streams.client_send_timeout,
+                    buffering_header=streams.accel_buffering_header,
+                )
             events = record.get("events")
             check_within(after, events + 1 if isinstance(events, int) else None, session_id)
         except SluiceError as exc:
@@ -494,7 +538,7 @@ class Gateway:
     async def get_session(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         session = self.sessions.get(session_id)
-        record = session.record() if session is not None else await self.store.get(session_id)
+        record = session.record() if session is not None else await self._stored_record(session_id)
         if record is None or not _principal(request).may_see(record.get("tenant")):
             return self._reject("native", "records", UnknownSession(f"no session {session_id!r}"))
         return JSONResponse(record)
@@ -526,13 +570,28 @@ class Gateway:
         session = self.sessions.get(session_id)
         if session is None or not principal.may_see(session.spec.tenant):
             raise UnknownSession(f"no live session {session_id!r}")
-        if not (principal.controls_all or principal.role == "client"):
-            raise Forbidden("Stop and Retry need an operator's credential")
+        _check_controls(principal)
         return session
+
+    async def _remote_controlled(self, request: Request, session_id: str) -> tuple[Record, str]:
+        """A session another node relays (or kept, for Retry) that the request's principal
+        may Stop or Retry, and that node; the same refusals as ``_controlled``."""
+        principal = _principal(request)
+        nodes = self.nodes
+        record = None if nodes is None else await nodes.record(session_id)
+        if nodes is None or record is None or not principal.may_see(record.get("tenant")):
+            raise UnknownSession(f"no live session {session_id!r}")
+        _check_controls(principal)
+        found = await nodes.lookup(session_id)
+        if found.node is None or found.node == self.sessions.node:
+            raise UnknownSession(f"no live session {session_id!r}")
+        return record, found.node
 
     async def cancel_session(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         try:
+            if self.sessions.get(session_id) is None and self.nodes is not None:
+                return await self._cancel_remote(request, session_id)
             session = self._controlled(request, session_id)
         except SluiceError as exc:
             return self._reject("native", "cancel", exc)
@@ -543,10 +602,47 @@ class Gateway:
             {"id": session.id, "cancelled": cancelled, "state": session.state}, status_code=200
         )
 
+    async def _cancel_remote(self, request: Request, session_id: str) -> Response:
+        """Stop a session another node relays: the command goes to that node, which closes
+        the upstream; the answer waits for the session's end, as a local Stop does."""
+        assert self.nodes is not None
+        record, owner = await self._remote_controlled(request, session_id)
+        if record.get("state") not in LIVE_STATES:
+            cancelled, state = False, record.get("state")
+        else:
+            cancelled, state = await self.nodes.cancel(owner, session_id, "client_stop")
+        if state is None:  # the owner did not answer: what the store says
+            state = ((await self.store.get(session_id)) or record).get("state")
+        return JSONResponse({"id": session_id, "cancelled": cancelled, "state": state})
+
+    async def _retry_remote(self, request: Request, session_id: str) -> Response:
+        """Retry a session another node kept: the command goes to that node."""
+        assert self.nodes is not None
+        record, owner = await self._remote_controlled(request, session_id)
+        state = record.get("state")
+        if state not in ("errored", "cancelled"):
+            raise SessionNotRetryable(
+                f"session {session_id} is {state}; only errored or cancelled sessions can be "
+                "retried"
+            )
+        if not await self.nodes.retry(owner, session_id):
+            raise UnknownSession(f"no live session {session_id!r}")
+        return JSONResponse(
+            {
+                "id": session_id,
+                "state": "starting",
+                "attempt": int(record.get("attempts") or 1) + 1,
+                "events_url": f"/api/sessions/{session_id}/events",
+            },
+            status_code=202,
+        )
+
     async def retry_session(self, request: Request) -> Response:
         """The recover button: a new attempt of an errored or cancelled session."""
         session_id = request.path_params["session_id"]
         try:
+            if self.sessions.get(session_id) is None and self.nodes is not None:
+                return await self._retry_remote(request, session_id)
             self._controlled(request, session_id)
             session = await self.sessions.retry(session_id)
         except SluiceError as exc:
@@ -568,6 +664,11 @@ class Gateway:
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _check_controls(principal: Principal) -> None:
+    if not (principal.controls_all or principal.role == "client"):
+        raise Forbidden("Stop and Retry need an operator's credential")
 
 
 def _principal(request: Request) -> Principal:

@@ -5,7 +5,9 @@ as its own, ending in the ``gateway_lost`` error. Resuming one replays what was 
 ends with that state.
 
 Which processes are gone is the caller's answer (``gone``): in one process on its own store,
-every other one; across processes, those whose lease ran out.
+every other one; across processes, those whose lease ran out. A node lost while its peers run
+(``NODE_LOST``) is closed by one of them as ``errored``: ``interrupted`` stays the state of what
+a gateway finds left over as it starts.
 """
 
 from __future__ import annotations
@@ -28,15 +30,22 @@ from sluice.turn import TurnAccumulator
 log = logging.getLogger("sluice.session")
 
 GATEWAY_LOST = "gateway_lost"
+#: the error of a session whose node's lease ran out while other nodes ran
+NODE_LOST = "node_lost"
 #: records read per query while recovering
 PAGE = 500
 
 
 def interrupted(
-    record: Record, stored: list[tuple[int, str, bytes]], prices: PriceBook, reason: str
+    record: Record,
+    stored: list[tuple[int, str, bytes]],
+    prices: PriceBook,
+    reason: str,
+    state: str = INTERRUPTED,
 ) -> tuple[Record, list[NewEvent]]:
     """The record and log of a session whose relaying process died: its journaled events
-    folded into its answer, then the terminal error ``reason``."""
+    folded into its answer, then the terminal error ``reason``; the record ends in
+    ``state``."""
     acc = TurnAccumulator()
     events: list[NewEvent] = []
     for seq, kind, raw in stored:
@@ -72,7 +81,7 @@ def interrupted(
     ).as_dict()
     out: dict[str, Any] = dict(record)
     out.update(
-        state=INTERRUPTED,
+        state=state,
         updated_at=time.time(),
         response_id=acc.response_id or record.get("response_id"),
         upstream_model=acc.model or record.get("upstream_model"),
@@ -100,9 +109,11 @@ async def close_interrupted(
     prices: PriceBook,
     gone: Callable[[str | None], Awaitable[bool]],
     reason: str = GATEWAY_LOST,
+    state: str = INTERRUPTED,
 ) -> list[Record]:
-    """Close every record left live by a process that is ``gone``; return their closed
-    records. A record that fails to store is logged and left for the next start."""
+    """Close every record left live by a process that is ``gone`` (in ``state``, with the
+    error ``reason``); return their closed records. A record that fails to store is logged
+    and left for the next start."""
     closed: list[Record] = []
     skipped: set[str] = set()
     while True:
@@ -115,7 +126,7 @@ async def close_interrupted(
                 skipped.add(session_id)
                 continue
             stored = await store.get_events(session_id)
-            final, events = interrupted(record, stored, prices, reason)
+            final, events = interrupted(record, stored, prices, reason, state)
             try:
                 await store.put(final, events)
             except StoreError as exc:

@@ -35,9 +35,10 @@ LEASE_TTL = 1.0
 SIM = {"token_rate": 40, "ttft": 0.05, "jitter": 0, "output_tokens": 400}
 
 
-def node_config(port: int, pg_url: str, redis_url: str, prefix: str) -> str:
+def node_config(port: int, pg_url: str, redis_url: str, prefix: str, extra: str = "") -> str:
     sim = "\n".join(f"{key} = {value}" for key, value in SIM.items())
     return f"""\
+{extra}
 [server]
 host = "{HOST}"
 port = {port}
@@ -52,6 +53,7 @@ prefix = "{prefix}"
 lease_ttl = {LEASE_TTL}
 
 [sim]
+embedded = true
 {sim}
 """
 
@@ -143,9 +145,9 @@ def spawn_node(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
-@pytest.fixture
-async def cluster(
-    tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str
+@asynccontextmanager
+async def three_nodes(
+    tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str, extra: str = ""
 ) -> AsyncIterator[Cluster]:
     ports = [free_port(HOST) for _ in range(3)]
     async with AsyncExitStack() as stack:
@@ -153,7 +155,10 @@ async def cluster(
             *(
                 stack.enter_async_context(
                     gateway_node(
-                        tmp_path, f"node{i}", node_config(p, pg_url, redis_url, redis_prefix), p
+                        tmp_path,
+                        f"node{i}",
+                        node_config(p, pg_url, redis_url, redis_prefix, extra),
+                        p,
                     )
                 )
                 for i, p in enumerate(ports)
@@ -166,6 +171,14 @@ async def cluster(
         )
         client = await stack.enter_async_context(httpx.AsyncClient(base_url=proxy.url, timeout=30))
         yield Cluster(list(nodes), client)
+
+
+@pytest.fixture
+async def cluster(
+    tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str
+) -> AsyncIterator[Cluster]:
+    async with three_nodes(tmp_path, pg_url, redis_url, redis_prefix) as nodes:
+        yield nodes
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -339,3 +352,108 @@ async def test_a_killed_node_s_sessions_end_node_lost_and_resume_through_the_pro
     assert text_of(first + rest) == record["text"]
     # resuming once more after the end's id has nothing more to send
     assert await read_events(cluster.proxy, session_id, end[0]) == []
+
+
+# -- limits and the operations view across nodes -------------------------------------------------
+
+#: client keys on, a ceiling of three live streams for the whole deployment
+LIMITED = """\
+[auth]
+required = true
+[streams]
+max_concurrent = 3
+"""
+
+
+def _make_key(config: Path, name: str, *options: str) -> str:
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sluice.cli",
+            "keys",
+            "create",
+            "--name",
+            name,
+            *options,
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    assert made.returncode == 0, made.stderr
+    return made.stdout.splitlines()[-1]
+
+
+async def _start_as(http: httpx.AsyncClient, key: str) -> httpx.Response:
+    return await http.post(
+        "/api/sessions",
+        json={"model": "sim/support", "prompt": "refunds?", "disconnect_policy": "detach"},
+        headers={"authorization": f"Bearer {key}"},
+    )
+
+
+async def test_a_keys_ceiling_and_the_deployments_hold_across_nodes(
+    tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    config = tmp_path / "keys.toml"
+    config.write_text(f'[store]\nurl = "{pg_url}"\n')
+    capped = _make_key(config, "capped", "--max-streams", "1")
+    other = _make_key(config, "other")
+    operator = _make_key(config, "ops", "--role", "operator")
+    async with three_nodes(tmp_path, pg_url, redis_url, redis_prefix, LIMITED) as cluster:
+        a, b, c = cluster.nodes
+        first = await _start_as(a.http, capped)
+        assert first.status_code == 201, first.text
+        # the key's one stream is on node A: node B refuses a second
+        refused = await _start_as(b.http, capped)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["type"] == "rate_limited"
+        # another key is not held back by it
+        assert (await _start_as(b.http, other)).status_code == 201
+        assert (await _start_as(c.http, other)).status_code == 201
+        # three live across the nodes: the deployment's ceiling, whichever node is asked
+        for node in cluster.nodes:
+            full = await _start_as(node.http, other)
+            assert full.status_code == 503, full.text
+            assert full.json()["error"]["type"] == "gateway_overloaded"
+        # the key's stream ends (stopped from node C): its slot frees for every node
+        stop = await c.http.post(
+            f"/api/sessions/{first.json()['id']}/cancel",
+            headers={"authorization": f"Bearer {operator}"},
+        )
+        assert stop.status_code == 200, stop.text
+
+        async def admitted_again() -> bool:
+            response = await _start_as(b.http, capped)
+            return response.status_code == 201
+
+        await eventually(admitted_again)
+
+
+async def test_the_operations_view_of_one_node_shows_every_nodes_sessions(
+    cluster: Cluster,
+) -> None:
+    from websockets.asyncio.client import connect
+
+    a, b, c = cluster.nodes
+    started = {await start(node.http): node for node in (b, c)}
+    url = a.url.replace("http://", "ws://") + "/ops/feed"
+    rows: dict[str, dict[str, Any]] = {}
+    async with asyncio.timeout(WAIT), connect(url) as socket:
+        while not all(sid in rows and rows[sid].get("node") for sid in started):
+            message = orjson.loads(await socket.recv())
+            if message["type"] == "snapshot":
+                rows = dict(message["sessions"])
+            for sid, change in message.get("sessions", {}).items():
+                rows.setdefault(sid, {}).update(change)
+            for sid in message.get("removed", ()):
+                rows.pop(sid, None)
+    for sid, node in started.items():
+        assert node.owns(rows[sid]), rows[sid]
+    for sid in started:
+        await cluster.proxy.post(f"/api/sessions/{sid}/cancel")

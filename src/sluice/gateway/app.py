@@ -65,8 +65,9 @@ from sluice.pricing import PriceBook
 from sluice.providers import SIM_HEADER_PREFIX, Router, build_body
 from sluice.redact import ProviderKeys
 from sluice.session.bus import Bus, MemoryBus
+from sluice.session.clusterfeed import answer_watchers
 from sluice.session.manager import SessionManager, new_node_id, new_session_id
-from sluice.session.opsfeed import OPS_TOPIC, OpsFeed
+from sluice.session.opsfeed import OpsFeed
 from sluice.session.recovery import close_interrupted
 from sluice.session.session import Session, SessionNotRetryable, SessionSpec
 from sluice.session.store import LIVE_STATES, Record, SessionStore, open_store
@@ -158,13 +159,17 @@ class Gateway:
         self.guard.refused = self._refused
         node = new_node_id()
         # With ``[bus] url``, this process is a node on the shared backplane (its Redis
-        # reached in the lifespan); its operations feed is its own topic there.
+        # reached in the lifespan): its operations feed is tagged with its name, and its
+        # operations center merges every node's (``session.clusterfeed``); admission counts
+        # the sessions of every node.
         backplane = build_backplane(settings.bus) if settings.bus.url is not None else None
         self.bus = bus or (backplane.bus if backplane is not None else MemoryBus())
-        topic = OPS_TOPIC if backplane is None else f"{OPS_TOPIC}:{node}"
-        self.ops = OpsFeed(self.bus, settings.ops, topic=topic)
+        self.ops = OpsFeed(self.bus, settings.ops)
         #: admission counted across processes (``[bus] url`` set), else None
         self.shared: SharedAdmission | None = None
+        if backplane is not None:
+            self.ops.node = node
+            self.shared = SharedAdmission(backplane.limits, settings.streams)
         self.sessions = SessionManager(
             self.store,
             self.bus,
@@ -195,14 +200,16 @@ class Gateway:
         feed = asyncio.ensure_future(self.ops.run())
         keys = asyncio.ensure_future(self._keep_keys())
         journal = asyncio.ensure_future(self.sessions.journal_forever())
-        admissions = None
+        shared: list[asyncio.Future[None]] = []
         if self.shared is not None:
-            admissions = asyncio.ensure_future(self.shared.keep(self.sessions.live.keys))
+            shared.append(asyncio.ensure_future(self.shared.keep(self.sessions.live.keys)))
+        if self.ops.node is not None:
+            shared.append(asyncio.ensure_future(answer_watchers(self.ops)))
         stop_redacting = redact_logs(self.sessions.redaction.latest)
         try:
             yield
         finally:
-            for task in (keys, feed, pruner, *([admissions] if admissions else [])):
+            for task in (keys, feed, pruner, *shared):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

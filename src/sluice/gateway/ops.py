@@ -35,6 +35,7 @@ from sluice.gateway.markdown import render_markdown
 from sluice.gateway.pages import PAGE_HEADERS, not_found_page, render_page, templates, who_of
 from sluice.gateway.siblings import first_to_finish
 from sluice.logs import kv
+from sluice.session.clusterfeed import follow_cluster
 from sluice.session.opsfeed import GAP_TAIL, SessionTrail, derive, follow_session
 from sluice.session.session import TERMINAL_STATES
 
@@ -277,8 +278,10 @@ class OpsPages:
 
     async def ops_feed(self, websocket: WebSocket) -> None:
         await websocket.accept()
-        await self.gateway.ops.load_recorded(self.gateway.store)
-        async with self.gateway.ops.follow() as messages:
+        feed = self.gateway.ops
+        await feed.load_recorded(self.gateway.store)
+        follow = feed.follow() if feed.node is None else follow_cluster(feed)
+        async with follow as messages:
             await self._relay(websocket, messages)
 
     async def session_feed(self, websocket: WebSocket) -> None:

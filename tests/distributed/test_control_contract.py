@@ -93,3 +93,25 @@ def test_a_command_round_trips_through_json_and_junk_is_refused() -> None:
     assert Command.from_json({"kind": "explode", "session_id": "op-1"}) is None
     assert Command.from_json({"kind": "cancel", "session_id": 3}) is None
     assert Command.from_json(["cancel"]) is None
+
+
+async def test_a_handed_over_request_is_taken_once_by_any_process(
+    open_process: OpenProcess,
+) -> None:
+    owner = (await open_process()).control
+    survivors = [(await open_process()).control for _ in range(2)]
+    await owner.hand_over("op-1", b'{"prompt": "hi"}', ttl=60)
+    taken = await asyncio.gather(*(s.take("op-1") for s in survivors))
+    assert sorted(taken, key=lambda t: t is None) == [b'{"prompt": "hi"}', None]
+    assert await owner.take("op-1") is None
+
+
+async def test_a_withdrawn_or_expired_request_is_not_taken(open_process: OpenProcess) -> None:
+    control = (await open_process()).control
+    other = (await open_process()).control
+    await control.hand_over("op-1", b"a", ttl=60)
+    await control.withdraw("op-1")
+    assert await other.take("op-1") is None
+    await control.hand_over("op-2", b"b", ttl=0.1)
+    await asyncio.sleep(0.3)
+    assert await other.take("op-2") is None

@@ -6,6 +6,10 @@ that relays it (``LiveLog.lookup`` says which): every listener of that node rece
 and ``send`` says whether any did. Commands are not stored: one sent to a node that does not
 listen is gone, and the sender learns so from the answer.
 
+A session that may be run again elsewhere (a whole-turn retry after its node died) leaves its
+request with ``hand_over``: whoever closes its dead node's sessions ``take``s it, once, and
+runs the turn again; the owner ``withdraw``s it when the session ends.
+
 A node proves it is alive by renewing its lease (``heartbeat`` with a ``ttl``, several times
 per ``ttl``); a node whose lease ran out is listed by ``expired_nodes`` until one survivor
 ``forget``s it, which only one caller wins: that caller closes the dead node's sessions.
@@ -70,6 +74,15 @@ class Control(Protocol):
     async def forget(self, node_id: str) -> bool:
         """Drop ``node_id``'s lease; True for the one caller that removed it."""
 
+    async def hand_over(self, session_id: str, request: bytes, ttl: float) -> None:
+        """Keep what it takes to run ``session_id``'s turn again, for ``ttl`` seconds."""
+
+    async def take(self, session_id: str) -> bytes | None:
+        """The request ``hand_over`` kept, removed: only one caller gets it."""
+
+    async def withdraw(self, session_id: str) -> None:
+        """The session ended: its request is not needed any more."""
+
     async def close(self) -> None: ...
 
 
@@ -80,6 +93,8 @@ class MemoryControl:
         self._listeners: dict[str, set[asyncio.Queue[Command]]] = {}
         #: node id -> monotonic time its lease ends
         self._leases: dict[str, float] = {}
+        #: session id -> (request, monotonic time it expires)
+        self._handed: dict[str, tuple[bytes, float]] = {}
 
     async def send(self, node_id: str, command: Command) -> bool:
         queues = self._listeners.get(node_id, ())
@@ -119,6 +134,18 @@ class MemoryControl:
 
     async def forget(self, node_id: str) -> bool:
         return self._leases.pop(node_id, None) is not None
+
+    async def hand_over(self, session_id: str, request: bytes, ttl: float) -> None:
+        self._handed[session_id] = (request, time.monotonic() + ttl)
+
+    async def take(self, session_id: str) -> bytes | None:
+        kept = self._handed.pop(session_id, None)
+        if kept is None or kept[1] <= time.monotonic():
+            return None
+        return kept[0]
+
+    async def withdraw(self, session_id: str) -> None:
+        self._handed.pop(session_id, None)
 
     async def close(self) -> None:
         return None

@@ -142,6 +142,9 @@ class RedisLink:
     def state_key(self, session_id: str) -> str:
         return f"{self.prefix}{{{session_id}}}:state"
 
+    def handover_key(self, session_id: str) -> str:
+        return f"{self.prefix}{{{session_id}}}:handover"
+
     def sessions_key(self, node_id: str) -> str:
         return f"{self.prefix}node:{{{node_id}}}:sessions"
 
@@ -625,6 +628,16 @@ class RedisControl:
 
     async def forget(self, node_id: str) -> bool:
         return bool(await self.link.run("ZREM", self.link.nodes_key, node_id))
+
+    async def hand_over(self, session_id: str, request: bytes, ttl: float) -> None:
+        await self.link.run("SET", self.link.handover_key(session_id), request, "PX", _ms(ttl))
+
+    async def take(self, session_id: str) -> bytes | None:
+        taken = await self.link.run("GETDEL", self.link.handover_key(session_id))
+        return None if taken is None else bytes(taken)
+
+    async def withdraw(self, session_id: str) -> None:
+        await self.link.run("DEL", self.link.handover_key(session_id))
 
     async def close(self) -> None:
         return None

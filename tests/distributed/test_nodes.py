@@ -457,3 +457,43 @@ async def test_the_operations_view_of_one_node_shows_every_nodes_sessions(
         assert node.owns(rows[sid]), rows[sid]
     for sid in started:
         await cluster.proxy.post(f"/api/sessions/{sid}/cancel")
+
+
+#: native sessions retried whole after a failure mid-stream, a lost node's included
+RETRYING = """\
+[streams]
+mid_stream_failure = "retry"
+turn_attempts = 2
+"""
+
+
+async def test_a_lost_nodes_session_is_retried_whole_on_a_survivor(
+    tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    async with three_nodes(tmp_path, pg_url, redis_url, redis_prefix, RETRYING) as cluster:
+        a = cluster.nodes[0]
+        session_id = await start(a.http)
+        first = await read_events(cluster.proxy, session_id, stop_after=8)
+        assert first[-1][1] != "end"
+        os.kill(a.process.pid, signal.SIGKILL)
+        await asyncio.to_thread(a.process.wait, 10)
+        # the client reconnects through nginx with the last id it had
+        rest = await read_events(cluster.proxy, session_id, first[-1][0])
+        frames = first + rest
+        ids = [seq for seq, _, _ in frames]
+        assert ids == sorted(set(ids))  # nothing twice, in order
+        kinds = [kind for _, kind, _ in frames]
+        assert kinds.count("retry") == 1
+        retry_at = kinds.index("retry")
+        assert frames[retry_at][2]["reason"] == "node_lost"
+        assert frames[retry_at][2]["attempt"] == 2
+        end = frames[-1]
+        assert end[1] == "end" and end[2]["state"] == "complete", end
+        record = await record_of(cluster.proxy, session_id)
+        assert record["state"] == "complete" and record["attempts"] == 2
+        assert [e["type"] for e in record["attempt_errors"]] == ["node_lost"]
+        assert not a.owns(record)  # a survivor ran the second attempt
+        # the answer after the retry is the whole answer, as the record has it
+        assert text_of(frames[retry_at:]) == record["text"] and record["text"]
+        # and the client missed nothing: the stored log is what it was sent
+        assert await read_events(cluster.proxy, session_id) == frames

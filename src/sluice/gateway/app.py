@@ -186,7 +186,9 @@ class Gateway:
         #: this process as a node among others (None: one process on its own)
         self.nodes: NodeLink | None = None
         if backplane is not None:
-            self.nodes = NodeLink(backplane, self.sessions, settings.bus, self._nodes_lost)
+            self.nodes = NodeLink(
+                backplane, self.sessions, settings.bus, self._nodes_lost, self._take_over
+            )
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -365,7 +367,53 @@ class Gateway:
             tenant=principal.tenant,
             api_key=None if key is None else key.name,
         )
+        if (
+            self.nodes is not None
+            and endpoint == "native"
+            and self.settings.streams.mid_stream_failure == "retry"
+        ):
+            spec.handover = orjson.dumps(
+                {
+                    "body": body,
+                    "policy": policy,
+                    "admission_key": admission_key,
+                    "tenant": spec.tenant,
+                    "api_key": spec.api_key,
+                    "sim_headers": sim_headers,
+                }
+            )
         return self.sessions.start(session_id, spec)
+
+    async def _take_over(
+        self, request: bytes, record: Record, stored: list[tuple[int, str, dict[str, Any]]]
+    ) -> bool:
+        """A whole-turn retry, here, of a session whose node was lost: its request as that
+        node handed it over, its log as stored. False when its attempts are spent."""
+        if int(record.get("attempts") or 1) >= self.settings.streams.turn_attempts:
+            return False
+        kept = orjson.loads(request)
+        body = kept["body"]
+        turn = parse_native_request(body)
+        route = self.router.resolve(turn.model, None)
+        session_id = str(record["id"])
+        host = self.settings.host
+        host = f"[{host}]" if ":" in host else host
+        spec = SessionSpec(
+            route=route,
+            turn=turn,
+            body=build_body(route, turn, None),
+            url=self.router.url(route, f"http://{host}:{self.settings.port}"),
+            headers=self.router.headers(route, session_id, kept["sim_headers"]),
+            endpoint="native",
+            passthrough=False,
+            disconnect_policy=kept["policy"],
+            admission_key=kept["admission_key"],
+            tenant=kept["tenant"],
+            api_key=kept["api_key"],
+            handover=request,
+        )
+        self.sessions.take_over(session_id, spec, record, stored, "node_lost")
+        return True
 
     def _admit(self, principal: Principal, admission_key: str | None) -> None:
         """Admission control: a ceiling of live streams overall; per client key (or, while

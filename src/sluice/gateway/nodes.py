@@ -78,6 +78,11 @@ def end_summary(record: Record, events: int) -> dict[str, Any]:
     return summary_of(record) | {"events": events}
 
 
+#: runs a lost node's session again here from its handed-over request, its stored record and
+#: log; False when it cannot (the request no longer parses, the model is gone)
+TakeOver = Callable[[bytes, Record, list[LoggedEvent]], Awaitable[bool]]
+
+
 class NodeLink:
     """One gateway process on the backplane. Owns the backplane, its background tasks and its
     writes in flight; ``start`` before serving, ``close`` after the sessions ended."""
@@ -88,12 +93,17 @@ class NodeLink:
         sessions: SessionManager,
         settings: BusSettings,
         on_lost: Callable[[list[Record]], None] | None = None,
+        take_over: TakeOver | None = None,
     ) -> None:
         self.backplane = backplane
         self.sessions = sessions
         self.node = sessions.node
         self.lease_ttl = settings.lease_ttl
+        self.handover_ttl = settings.live_ttl
         self._on_lost = on_lost
+        self._take_over = take_over
+        #: this node's sessions whose request is handed over, to withdraw at their end
+        self._handed: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         #: ends and retries under way (one task each, awaited by ``close``)
         self._writes: set[asyncio.Task[None]] = set()
@@ -199,24 +209,59 @@ class NodeLink:
             if node == self.node or not await control.forget(node):
                 continue
 
+            taken: set[str] = set()
             for session_id in await self.backplane.log.owned_by(node):
                 await self._catch_up(session_id)
+                if await self._run_again(session_id):
+                    taken.add(session_id)
 
             async def gone(owner: str | None, lost: str = node) -> bool:
                 return owner == lost
 
-            records = await close_interrupted(self.store, self.prices, gone, NODE_LOST, ERRORED)
+            records = await close_interrupted(
+                self.store, self.prices, gone, NODE_LOST, ERRORED, keep=taken
+            )
             for record in records:
                 events = await self.store.get_events(record["id"], max(0, record["events"] - 1))
                 tail = [(seq, kind, orjson.loads(raw)) for seq, kind, raw in events]
                 self.backplane.log.append(record["id"], tail)
                 summary = end_summary(record, record["events"])
                 await self.backplane.log.finish(record["id"], summary, DONE_TTL)
-            log.warning("node lost %s", kv(node=node, sessions=len(records)))
+            log.warning("node lost %s", kv(node=node, sessions=len(records), retried=len(taken)))
             closed += records
         if closed and self._on_lost is not None:
             self._on_lost(closed)
         return closed
+
+    async def _run_again(self, session_id: str) -> bool:
+        """A whole-turn retry here of a lost node's session that handed its request over (a
+        native session under ``mid_stream_failure = "retry"`` with attempts left)."""
+        if self._take_over is None:
+            return False
+        request = await self.backplane.control.take(session_id)
+        if request is None:
+            return False
+        record = await self.store.get(session_id)
+        if record is None or record.get("state") not in LIVE_STATES:
+            return False
+        stored = [
+            (seq, kind, orjson.loads(raw))
+            for seq, kind, raw in await self.store.get_events(session_id)
+        ]
+        # the live log gets what the store has beyond it (an append at or below its last
+        # number is ignored), so its followers miss nothing before the retry
+        await self.backplane.log.append(session_id, stored)
+        try:
+            return await self._take_over(request, record, stored)
+        except SluiceError as exc:
+            log.warning("lost session not run again %s", kv(session_id=session_id, type=exc.type))
+            return False
+
+    def hand_over(self, session: Session, request: bytes) -> None:
+        """Leave what it takes to run ``session``'s turn again on another node, should this
+        one die before it ends."""
+        self._handed.add(session.id)
+        self._track(self.backplane.control.hand_over(session.id, request, self.handover_ttl))
 
     async def _catch_up(self, session_id: str) -> None:
         """Journal to the store what a lost node's live log holds beyond it (the two are
@@ -247,8 +292,11 @@ class NodeLink:
             log.error("live log not written %s", kv(error=str(error)))
 
     def session_started(self, session: Session) -> None:
-        """The session is launched (or retried) here: its live log names this node."""
+        """The session is launched (or retried) here: its live log names this node, and its
+        request is handed over if it has one to hand."""
         self._track(self.backplane.log.start(session.id, self.node))
+        if session.spec.handover is not None:
+            self.hand_over(session, session.spec.handover)
 
     def session_ended(self, session: Session) -> None:
         """The session's record is stored: the rest of its log, then its end, to the live log
@@ -258,6 +306,9 @@ class NodeLink:
         appended = live_log.append(session.id, rest) if rest else None
         summary = end_summary(session.record(), len(session.log))
         self._track(_in_order(appended, live_log.finish(session.id, summary, DONE_TTL)))
+        if session.id in self._handed:
+            self._handed.discard(session.id)
+            self._track(self.backplane.control.withdraw(session.id))
 
     # -- sessions other nodes relay -------------------------------------------------------------
 

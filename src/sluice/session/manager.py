@@ -145,6 +145,21 @@ class SessionManager:
             self.upstream, self.store, self.prices, self.settings, self.redaction, self, self.node
         )
 
+    def take_over(
+        self,
+        session_id: str,
+        spec: SessionSpec,
+        record: dict[str, Any],
+        stored: list[tuple[int, str, dict[str, Any]]],
+        reason: str,
+    ) -> Session:
+        """Run again, here, the turn of a session whose process died: same id, its stored
+        log continued by a ``retry`` event and the new attempt."""
+        session = Session(session_id, spec, self.deps())
+        session.take_over(record, stored, reason)
+        self._launch(session)
+        return session
+
     async def retry(self, session_id: str) -> Session:
         """The recover button: a new attempt of an errored or cancelled session, same id.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import orjson
@@ -110,12 +110,13 @@ async def close_interrupted(
     gone: Callable[[str | None], Awaitable[bool]],
     reason: str = GATEWAY_LOST,
     state: str = INTERRUPTED,
+    keep: Collection[str] = (),
 ) -> list[Record]:
     """Close every record left live by a process that is ``gone`` (in ``state``, with the
-    error ``reason``); return their closed records. A record that fails to store is logged
-    and left for the next start."""
+    error ``reason``) but those in ``keep``; return their closed records. A record that fails
+    to store is logged and left for the next start."""
     closed: list[Record] = []
-    skipped: set[str] = set()
+    skipped: set[str] = set(keep)
     while True:
         page = [r for r in await store.unfinished(PAGE + len(skipped)) if r["id"] not in skipped]
         if not page:

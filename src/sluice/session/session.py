@@ -88,6 +88,9 @@ class SessionSpec:
     #: the cost already counted in that key's spend (a retried session's next end adds
     #: only what the new attempt cost)
     billed: float = 0.0
+    #: what another process needs to run this turn again should this one die (set where
+    #: processes share a bus and the turn may be retried whole)
+    handover: bytes | None = None
 
 
 class SessionObserver(Protocol):
@@ -363,6 +366,30 @@ class Session:
             # else the task has not begun: cancelling it would skip ``run()`` and the record;
             # ``run()`` sees the reason as it begins and ends the session at once
         return True
+
+    def take_over(
+        self, record: dict[str, Any], stored: list[tuple[int, str, dict[str, Any]]], reason: str
+    ) -> None:
+        """This session was relayed by a process that died (``reason``): its log so far, as
+        stored, becomes this one's (same sequence numbers), and a whole-turn retry begins,
+        which ``run`` carries out. Called before the session is launched."""
+        entries = self.log.entries
+        for seq, kind, data in stored:
+            while len(entries) < seq - 1:  # a frame that made no event
+                entries.append((None, b""))
+            event = ev.from_payload(kind, data)
+            entries.append((event, b""))
+            if type(event) is ev.Retry:
+                self.acc = TurnAccumulator()
+            elif event is not None:
+                self.acc.apply(event)
+        self.journaled = len(entries)
+        self.created_at = float(record.get("created_at", self.created_at))
+        self.attempts = int(record.get("attempts") or 1)
+        self.attempt_errors = tuple(record.get("attempt_errors") or ())
+        self._note_attempt_error(reason, "the gateway process relaying it was lost", 0.0)
+        self._begin_attempt(reason, 0.0)
+        self.clock = StreamClock(time.monotonic())
 
     def prepare_retry(self) -> None:
         """Make an errored or cancelled session live again for a new attempt (the recover

@@ -3,17 +3,13 @@ the terminal error appended, only the processes that are gone, on every store ba
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import orjson
 import pytest
 
 from sluice import events as ev
 from sluice.pricing import PriceBook
-from sluice.session.pgstore import PostgresStore
 from sluice.session.recovery import close_interrupted, interrupted
-from sluice.session.store import MemoryStore, SessionStore, SQLiteStore
+from sluice.session.store import SessionStore
 
 EVERY_EVENT: list[ev.Event] = [
     ev.Status("waiting"),
@@ -109,20 +105,6 @@ def test_a_session_with_nothing_journaled_ends_in_the_error_alone() -> None:
     record, events = interrupted(LIVE | {"state": "starting"}, [], PriceBook({}), "gateway_lost")
     assert record["text"] == "" and [e[1] for e in events] == ["error"]
     assert record["events"] == 1
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
-    backend: SessionStore
-    if request.param == "memory":
-        backend = MemoryStore()
-    elif request.param == "sqlite":
-        backend = SQLiteStore(str(tmp_path / "s.db"))
-    else:
-        backend = PostgresStore(request.getfixturevalue("pg_url"))
-    await backend.open()
-    yield backend
-    await backend.close()
 
 
 async def test_only_the_records_of_processes_that_are_gone_are_closed(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -15,20 +14,6 @@ import pytest
 from sluice.bench.proc import free_port
 from sluice.session.pgstore import PostgresStore
 from sluice.session.store import MemoryStore, SessionStore, SQLiteStore, StoreError, open_store
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
-    backend: SessionStore
-    if request.param == "memory":
-        backend = MemoryStore()
-    elif request.param == "sqlite":
-        backend = SQLiteStore(str(tmp_path / "s.db"))
-    else:  # the run's database, emptied for this test
-        backend = PostgresStore(request.getfixturevalue("pg_url"))
-    await backend.open()
-    yield backend
-    await backend.close()
 
 
 def _record(sid: str, created: float, state: str = "complete", provider: str = "sim") -> dict:

@@ -37,7 +37,7 @@ from sluice.distributed.backplane import Backplane
 from sluice.distributed.control import CANCEL, RETRY, Command
 from sluice.distributed.livelog import DONE, LIVE, LoggedEvent, Lookup
 from sluice.errors import ClientTooSlow, SluiceError
-from sluice.gateway.siblings import first_to_finish, wait_disconnect
+from sluice.gateway.siblings import first_to_finish, send_body, wait_disconnect
 from sluice.gateway.streaming import PING, sse_headers, summary_of
 from sluice.logs import kv
 from sluice.pricing import PriceBook
@@ -430,13 +430,7 @@ class RemoteFollow:
                 )
 
     async def _send(self, send: Send, body: bytes, more: bool = True) -> None:
-        try:
-            async with asyncio.timeout(self.send_timeout):
-                await send({"type": "http.response.body", "body": body, "more_body": more})
-        except TimeoutError:
-            raise ClientTooSlow(
-                f"a write to the client stayed blocked over {self.send_timeout:g} s"
-            ) from None
+        await send_body(send, body, more, self.send_timeout, "client")
 
     async def _write(self, send: Send) -> None:
         link, session_id = self.link, self.session_id

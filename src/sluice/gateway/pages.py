@@ -34,7 +34,7 @@ from sluice.gateway.chatview import ChatUpdates, ChatView
 from sluice.gateway.guard import PRINCIPAL
 from sluice.gateway.markdown import highlight_css, page_headings, render_markdown
 from sluice.gateway.resume import check_within, requested_resume_id
-from sluice.gateway.siblings import first_to_finish, wait_disconnect
+from sluice.gateway.siblings import first_to_finish, send_body, wait_disconnect
 from sluice.gateway.streaming import PING, sse_headers
 from sluice.session.session import Reader, Session
 from sluice.sse import encode_event
@@ -236,13 +236,7 @@ class ChatStream:
                 raise error
 
     async def _send(self, send: Send, body: bytes, more: bool = True) -> None:
-        try:
-            async with asyncio.timeout(self.send_timeout):
-                await send({"type": "http.response.body", "body": body, "more_body": more})
-        except TimeoutError:
-            raise ClientTooSlow(
-                f"a write to the page stayed blocked over {self.send_timeout:g} s"
-            ) from None
+        await send_body(send, body, more, self.send_timeout, "page")
 
     async def _write(
         self, send: Send, reader: Reader, view: ChatView, updates: ChatUpdates

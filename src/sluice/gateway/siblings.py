@@ -13,7 +13,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.types import Receive
+from starlette.types import Receive, Send
+
+from sluice.errors import ClientTooSlow
 
 
 async def first_to_finish(*tasks: asyncio.Future[Any]) -> set[asyncio.Future[Any]]:
@@ -108,3 +110,13 @@ async def left_before(scope: Any, receive: Receive, done: Awaitable[Any]) -> boo
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
     return waiting not in finished
+
+
+async def send_body(send: Send, body: bytes, more: bool, within: float, peer: str) -> None:
+    """One piece of a streaming response's body, within ``within`` seconds; a write still
+    blocked then ends the response as ``ClientTooSlow`` (``peer`` names who reads it)."""
+    try:
+        async with asyncio.timeout(within):
+            await send({"type": "http.response.body", "body": body, "more_body": more})
+    except TimeoutError:
+        raise ClientTooSlow(f"a write to the {peer} stayed blocked over {within:g} s") from None

@@ -199,6 +199,25 @@ async def test_appends_after_finish_are_not_stored(open_process: OpenProcess) ->
     assert seqs(await log.read("op-1")) == [1, 2]
 
 
+async def test_a_finished_log_started_again_takes_the_new_attempts_events(
+    open_process: OpenProcess,
+) -> None:
+    owner = (await open_process()).log
+    elsewhere = (await open_process()).log
+    await owner.start("op-1", "node-a")
+    await owner.append("op-1", texts(1, 3))
+    await owner.finish("op-1", {"state": "errored"}, ttl=60)
+    await owner.start("op-1", "node-a")  # the Retry button: the same log, live again
+    assert (await elsewhere.lookup("op-1")).state == LIVE
+    follower = asyncio.create_task(collect(elsewhere.follow("op-1", after=2)))
+    await owner.append("op-1", [(4, "retry", {"attempt": 2, "reason": "recover"})])
+    await owner.append("op-1", texts(5, 6))
+    await owner.finish("op-1", {"state": "complete"}, ttl=60)
+    assert seqs(await follower) == [3, 4, 5, 6]
+    found = await elsewhere.lookup("op-1")
+    assert found.state == DONE and found.summary == {"state": "complete"}
+
+
 async def test_following_an_unknown_session_ends_at_once(open_process: OpenProcess) -> None:
     log = (await open_process()).log
     assert await collect(log.follow("op-nobody")) == []

@@ -497,3 +497,29 @@ async def test_a_lost_nodes_session_is_retried_whole_on_a_survivor(
         assert text_of(frames[retry_at:]) == record["text"] and record["text"]
         # and the client missed nothing: the stored log is what it was sent
         assert await read_events(cluster.proxy, session_id) == frames
+
+
+async def test_retry_sent_to_another_node_runs_the_turn_again_on_its_owner(
+    cluster: Cluster,
+) -> None:
+    a, b, _ = cluster.nodes
+    created = await a.http.post(
+        "/api/sessions",
+        json={"model": "sim/error-mid-stream", "prompt": "refunds?", "disconnect_policy": "detach"},
+        headers={"x-sim-fail-after": "5", "x-sim-fail-count": "1"},
+    )
+    assert created.status_code == 201, created.text
+    session_id = created.json()["id"]
+
+    async def errored() -> bool:
+        return (await record_of(b.http, session_id))["state"] == "errored"
+
+    await eventually(errored)
+    retried = await b.http.post(f"/api/sessions/{session_id}/retry")
+    assert retried.status_code == 202, retried.text
+    frames = await read_events(b.http, session_id)
+    assert frames[-1][1] == "end" and frames[-1][2]["state"] == "complete"
+    assert [kind for _, kind, _ in frames].count("retry") == 1
+    record = await record_of(b.http, session_id)
+    assert record["state"] == "complete" and record["attempts"] == 2
+    assert a.owns(record)  # the node that kept the session ran the new attempt

@@ -91,6 +91,19 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 
+# KEYS: stream. A log started again after its end (a retry): the end marker goes, and the
+# stream's last id goes back to its last event's, so that the new attempt's events (0-<seq>)
+# are taken again.
+_REOPEN = """
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top == 1 and top[1][2][1] == 'end' then
+  redis.call('XDEL', KEYS[1], top[1][1])
+  local events = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  redis.call('XSETID', KEYS[1], #events == 1 and events[1][1] or '0-0')
+end
+return 1
+"""
+
 # Leases on Redis's clock, so that nodes' clocks need not agree.
 _NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
 _HEARTBEAT = _NOW + "redis.call('ZADD', KEYS[1], now + ARGV[2], ARGV[1]) return 1"
@@ -431,6 +444,7 @@ class RedisLiveLog:
         for session_id, node_id in starts:
             state = link.state_key(session_id)
             sessions = link.sessions_key(node_id)
+            commands.append(["EVAL", _REOPEN, 1, link.events_key(session_id)])
             commands.append(["HSET", state, "state", LIVE, "node", node_id])
             commands.append(["HDEL", state, "summary"])
             commands.append(["PEXPIRE", state, ttl])

@@ -335,8 +335,8 @@ class NodeLink:
     async def owner(self, record: Record) -> str | None:
         """The other node that relays the live session ``record`` describes, or None (it is
         this node's, or not live anywhere)."""
-        if record.get("state") not in LIVE_STATES:
-            return None
+        # The live log says it first: the store's record of a session just retried, or just
+        # launched, may still be the one before.
         found = await self.lookup(record["id"])
         if found.state == LIVE and found.node and found.node != self.node:
             return found.node

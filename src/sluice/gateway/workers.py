@@ -109,7 +109,8 @@ class Supervisor:
         self.metrics_dir = tempfile.mkdtemp(prefix="sluice-metrics-")
         self._restarts: deque[float] = deque()
         self._signal: int | None = None
-        self._signals = 0
+        #: the workers sent SIGTERM already, by pid
+        self._stopped: set[int] = set()
         self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
     @property
@@ -124,7 +125,8 @@ class Supervisor:
         }
         try:
             for slot in self.slots:
-                self._start(slot)
+                if self._signal is None:
+                    self._start(slot)
             print(f"sluice gateway listening on {self.url} ({self.count} workers)", flush=True)
             status = self._watch()
             self._stop_all()
@@ -180,11 +182,19 @@ class Supervisor:
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         """The first signal stops the loop; each is passed on to the workers (a second one
         makes them skip the wait for their connections, as with one process)."""
+        again = self._signal is not None
         self._signal = sig
-        self._signals += 1
         for slot in self.slots:
-            if slot.process is not None and slot.process.poll() is None:
-                slot.process.send_signal(signal.SIGTERM)
+            self._terminate(slot, again)
+
+    def _terminate(self, slot: _Slot, again: bool = False) -> None:
+        """SIGTERM to the slot's worker, once (or ``again``)."""
+        process = slot.process
+        if process is None or process.poll() is not None:
+            return
+        if again or process.pid not in self._stopped:
+            self._stopped.add(process.pid)
+            process.send_signal(signal.SIGTERM)
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -216,9 +226,7 @@ class Supervisor:
         """SIGTERM to every worker still running, then wait; SIGKILL past ``STOP_TIMEOUT``."""
         running = [s for s in self.slots if s.process is not None]
         for slot in running:
-            assert slot.process is not None
-            if slot.process.poll() is None and self._signals == 0:
-                slot.process.send_signal(signal.SIGTERM)
+            self._terminate(slot)
         deadline = time.monotonic() + STOP_TIMEOUT
         for slot in running:
             process = slot.process

@@ -13,7 +13,7 @@ import pytest
 from sluice.bench.cli import build_parser, plan_from
 from sluice.bench.report import figures, table, write_outputs
 from sluice.bench.runner import Plan, Runner, RunResult
-from sluice.bench.targets import TargetError, find_nginx
+from sluice.bench.targets import TargetError, find_nginx, gateway_config
 
 
 class Quiet:
@@ -138,3 +138,13 @@ def test_a_proxy_holds_two_sockets_per_stream_under_the_open_file_limit() -> Non
     assert streams_through_a_proxy(20_000) == (20_000 - OWN_FILES) // 2 < 10_000
     assert streams_through_a_proxy(65_536) > 10_000
     assert streams_through_a_proxy(10) == 0
+
+
+def test_the_gateway_targets_take_the_store_named_on_the_command_line(tmp_path: Path) -> None:
+    args = build_parser("sluice bench").parse_args(["--gateway-store", "memory://"])
+    plan = plan_from(args)
+    assert plan.gateway_store == "memory://"
+    named = gateway_config("http://127.0.0.1:1", "chat", 1, tmp_path, None, "g", "memory://")
+    assert 'url = "memory://"' in named and "sqlite" not in named
+    default = gateway_config("http://127.0.0.1:1", "chat", 1, tmp_path, None, "g")
+    assert f'url = "sqlite:///{tmp_path}/g.db"' in default

@@ -69,6 +69,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--gap-streams", type=int, help="paced streams in the gap probe at c=1")
     p.add_argument("--slow-seconds", type=float, help="duration of the slow reader (0: skip)")
     p.add_argument("--mock-port", type=int, help="fixed port for the mock (for --target)")
+    p.add_argument(
+        "--gateway-store",
+        metavar="URL",
+        help="the store of every gateway target, e.g. postgresql://… (default: SQLite in the "
+        "work directory, a file per target)",
+    )
     p.add_argument("--keep-workdir", action="store_true", help="keep configs and process logs")
     return p
 
@@ -92,6 +98,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
     if args.slow_seconds is not None:
         plan.slow_seconds = args.slow_seconds
     plan.mock_port = args.mock_port
+    plan.gateway_store = args.gateway_store
     return plan
 
 

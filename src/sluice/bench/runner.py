@@ -79,6 +79,8 @@ class Plan:
     slow_seconds: float = 8.0
     quick: bool = False
     mock_port: int | None = None
+    #: the store of every gateway target (default: a SQLite file of its own in the workdir)
+    gateway_store: str | None = None
 
     @classmethod
     def quick_plan(cls) -> Plan:
@@ -320,7 +322,9 @@ class Runner:
     async def _start_gateway(self, workers: int = 1) -> _Running:
         assert self.mock is not None
         cpus = self._cpus(workers)
-        process = GatewayProcess(self.workdir, cpus, self.mock.url, self.plan.fmt, workers)
+        process = GatewayProcess(
+            self.workdir, cpus, self.mock.url, self.plan.fmt, workers, self.plan.gateway_store
+        )
         self._processes.append(process)
         self.progress.note(f"starting {process.name} on port {process.port}")
         logged = process.log_path.stat().st_size if process.log_path.exists() else 0

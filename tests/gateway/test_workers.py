@@ -62,9 +62,35 @@ def _wait_for(condition: object, what: str, within: float = 30.0) -> None:
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[Supervised]:
+    yield from _supervised(tmp_path, "")
+
+
+@pytest.fixture
+def simulator() -> Iterator[int]:
+    """The provider simulator as a process of its own (the embedded one is served on the
+    gateway's port, by whichever worker: a stream's upstream would die with either)."""
     port = free_port(HOST)
     process = subprocess.Popen(
-        [*SERVE, "--config", str(_config(tmp_path, port))],
+        [sys.executable, "-m", "sluice.cli", "sim", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert "listening" in process.stdout.readline()
+        yield port
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _supervised(tmp_path: Path, extra: str) -> Iterator[Supervised]:
+    port = free_port(HOST)
+    config = _config(tmp_path, port)
+    config.write_text(config.read_text() + extra)
+    process = subprocess.Popen(
+        [*SERVE, "--config", str(config)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -294,3 +320,47 @@ def test_a_killed_worker_is_replaced_and_its_counts_stay(gateway: Supervised) ->
     _every_scrape_counts(gateway.port, 20)
     assert gateway.process.poll() is None
 
+
+def test_a_worker_replaced_beside_a_live_stream_leaves_it_whole_and_its_record_live(
+    tmp_path: Path, simulator: int
+) -> None:
+    """The new worker's look for sessions a dead process left live asks the bus which
+    processes hold a lease: the other worker's stream is not one of them."""
+    extra = (
+        '\n[sim]\nembedded = false\n\n[providers.sim]\nkind = "sim"\n'
+        f'base_url = "http://{HOST}:{simulator}/v1"\n'
+    )
+    supervised = _supervised(tmp_path, extra)
+    gateway = next(supervised)
+    try:
+        body = (
+            b'{"model": "sim/support", "stream": true, '
+            b'"messages": [{"role": "user", "content": "hi"}]}'
+        )
+        stream = socket.create_connection((HOST, gateway.port), timeout=30)
+        stream.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            b"content-type: application/json\r\nx-sim-token-rate: 100\r\n"
+            b"x-sim-output-tokens: 600\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        received = stream.recv(65536)
+        assert received.startswith(b"HTTP/1.1 200")
+        owner = _holder(_server_inode(stream, gateway.port), gateway.workers())
+        other = next(pid for pid in gateway.workers() if pid != owner)
+        os.kill(other, signal.SIGKILL)
+        _wait_for(
+            lambda: len(gateway.workers()) == 2 and other not in gateway.workers(),
+            "a worker in place of the killed one",
+        )
+        _wait_for(lambda: _both_answer(gateway), "an answer from each worker")
+        while b"data: [DONE]" not in received:
+            chunk = stream.recv(65536)
+            assert chunk, "the stream ended without its last event"
+            received += chunk
+        stream.close()
+        _every_scrape_counts(gateway.port, 1)
+        scrape = _get(gateway.port, "/metrics")[1]
+        assert b'sluice_sessions_total{provider="sim",state="complete"} 1.0' in scrape
+        assert b"interrupted" not in scrape and b"node_lost" not in scrape
+    finally:
+        supervised.close()

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 
 from sluice.bench.proc import children, free_port
 
 HOST = "127.0.0.1"
+REDIS_URL = os.environ.get("SLUICE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 #: a short answer from the embedded simulator, at once
 QUICK = {"x-sim-output-tokens": "3", "x-sim-ttft": "0", "content-type": "application/json"}
 SERVE = [sys.executable, "-m", "sluice.cli", "serve", "--workers", "2"]
@@ -41,14 +43,24 @@ class Supervised:
         return sorted(children(self.process.pid))
 
 
-def _config(tmp_path: Path, port: int, bus: bool = True) -> Path:
+def _config(tmp_path: Path, port: int, prefix: str | None = None) -> Path:
+    """A gateway on ``port``, SQLite in ``tmp_path``, and Redis under ``prefix`` if one."""
     path = tmp_path / "sluice.toml"
     text = f'[server]\nport = {port}\n\n[store]\nurl = "sqlite:///{tmp_path}/sluice.db"\n'
-    if bus:
-        prefix = f"test-workers-{uuid.uuid4().hex[:8]}:"
-        text += f'\n[bus]\nurl = "redis://127.0.0.1:6379"\nprefix = "{prefix}"\n'
+    if prefix is not None:
+        text += f'\n[bus]\nurl = "{REDIS_URL}"\nprefix = "{prefix}"\n'
     path.write_text(text)
     return path
+
+
+def _delete_prefix(prefix: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 def _wait_for(condition: object, what: str, within: float = 30.0) -> None:
@@ -87,7 +99,8 @@ def simulator() -> Iterator[int]:
 
 def _supervised(tmp_path: Path, extra: str) -> Iterator[Supervised]:
     port = free_port(HOST)
-    config = _config(tmp_path, port)
+    prefix = f"sluice-test-{os.getpid()}-{uuid.uuid4().hex[:8]}:"
+    config = _config(tmp_path, port, prefix)
     config.write_text(config.read_text() + extra)
     process = subprocess.Popen(
         [*SERVE, "--config", str(config)],
@@ -112,6 +125,7 @@ def _supervised(tmp_path: Path, extra: str) -> Iterator[Supervised]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        _delete_prefix(prefix)
 
 
 def _healthy(port: int) -> bool:
@@ -231,7 +245,7 @@ def _every_scrape_counts(port: int, sessions: float, scrapes: int = 8) -> list[f
 
 
 def test_several_workers_without_a_bus_are_refused_in_one_line(tmp_path: Path) -> None:
-    config = _config(tmp_path, free_port(HOST), bus=False)
+    config = _config(tmp_path, free_port(HOST))
     done = subprocess.run(
         [*SERVE, "--config", str(config)],
         cwd=tmp_path,

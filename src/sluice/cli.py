@@ -56,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="serve on a non-loopback address with [auth] required off (anyone can use it)",
     )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="gateway processes on the one port (default 1; more need [bus] url: "
+        "docs/deployment.md)",
+    )
+    serve.add_argument("--worker-sockets", help=argparse.SUPPRESS)
 
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -123,8 +131,20 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             require_keys(settings)
             setup_logging(settings.log_level)
+            from sluice.gateway import workers
             from sluice.gateway.server import serve_forever
 
+            if args.worker_sockets is not None:  # one of the processes of --workers N
+                sockets = workers.worker_sockets(args.worker_sockets)
+                asyncio.run(serve_forever(settings, sockets, announce=False))
+                return 0
+            if args.workers > 1:
+                refused = workers.bus_refusal(args.workers, settings.bus.url)
+                if refused is not None:
+                    print(f"sluice: {refused}", file=sys.stderr)
+                    return 2
+                argv = [sys.executable, "-m", "sluice.cli", *worker_argv(args, settings)]
+                return workers.run_workers(argv, settings.host, settings.port, args.workers)
             asyncio.run(serve_forever(settings))
         elif args.command == "sim":
             from sluice.sim import SimSettings, serve_sim
@@ -158,6 +178,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def worker_argv(args: argparse.Namespace, settings: Settings) -> list[str]:
+    """The ``sluice serve`` command line of one worker of ``--workers N``: the same
+    configuration (``--worker-sockets`` is added by the supervisor)."""
+    argv = ["serve", "--host", settings.host, "--port", str(settings.port)]
+    if args.config:
+        argv += ["--config", args.config]
+    if args.insecure_no_auth:
+        argv.append("--insecure-no-auth")
+    return argv
 
 
 def require_keys(settings: Settings) -> None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 
+from sluice.bench.cli import build_parser, plan_from
 from sluice.bench.report import figures, table, write_outputs
 from sluice.bench.runner import Plan, Runner, RunResult
-from sluice.bench.targets import find_nginx
+from sluice.bench.targets import TargetError, find_nginx, gateway_config
 
 
 class Quiet:
@@ -88,6 +90,36 @@ async def test_the_gateway_relays_whole_streams_and_is_measured(tmp_path: Path) 
     assert row.cpu_us_per_chunk_load is not None and row.cpu_us_per_chunk_load > 0
 
 
+async def test_two_workers_of_the_gateway_and_of_nginx_are_measured_beside_one(
+    tmp_path: Path,
+) -> None:
+    plan = tiny_plan(["direct", "gateway", "gateway-w2", "nginx", "nginx-w2"], sweep=[6])
+    result = await run(plan, tmp_path)
+    by_name = {t.name: t for t in result.targets}
+    for name in ("gateway-w2", "nginx-w2"):
+        target = by_name[name]
+        assert target.errors == []
+        assert target.sweep and target.sweep[0].summary.lost == 0
+        assert target.sweep[0].summary.streams >= 6
+    rows = {f.target: f for f in figures(result)}
+    for name in ("gateway", "gateway-w2", "nginx", "nginx-w2"):
+        assert rows[name].relayed_chunks_per_s is not None
+        assert rows[name].relayed_chunks_per_s > 0
+    printed = table(result)
+    assert "chunks/s" in printed and "gateway-w2" in printed.split("workers", 1)[1]
+    config = (tmp_path / "gateway-w2.toml").read_text()
+    assert "[bus]" in config and "[bus]" not in (tmp_path / "gateway.toml").read_text()
+    assert "worker_processes 2;" in (tmp_path / "nginx-w2" / "nginx.conf").read_text()
+
+
+def test_an_unknown_worker_target_is_refused_by_name() -> None:
+    args = build_parser("sluice bench").parse_args(["--targets", "gateway-w2,nginx-x2"])
+    with pytest.raises(TargetError, match="nginx-x2"):
+        plan_from(args)
+    args = build_parser("sluice bench").parse_args(["--targets", "gateway-w3,nginx-w2"])
+    assert plan_from(args).targets == ["direct", "gateway-w3", "nginx-w2"]
+
+
 async def test_nginx_is_found_or_installed_and_relays_whole_streams(tmp_path: Path) -> None:
     assert find_nginx()  # runs scripts/ensure-nginx.sh when nginx is missing; raises if it fails
     result = await run(tiny_plan(["direct", "nginx"], idle_streams=20), tmp_path)
@@ -106,3 +138,13 @@ def test_a_proxy_holds_two_sockets_per_stream_under_the_open_file_limit() -> Non
     assert streams_through_a_proxy(20_000) == (20_000 - OWN_FILES) // 2 < 10_000
     assert streams_through_a_proxy(65_536) > 10_000
     assert streams_through_a_proxy(10) == 0
+
+
+def test_the_gateway_targets_take_the_store_named_on_the_command_line(tmp_path: Path) -> None:
+    args = build_parser("sluice bench").parse_args(["--gateway-store", "memory://"])
+    plan = plan_from(args)
+    assert plan.gateway_store == "memory://"
+    named = gateway_config("http://127.0.0.1:1", "chat", 1, tmp_path, None, "g", "memory://")
+    assert 'url = "memory://"' in named and "sqlite" not in named
+    default = gateway_config("http://127.0.0.1:1", "chat", 1, tmp_path, None, "g")
+    assert f'url = "sqlite:///{tmp_path}/g.db"' in default

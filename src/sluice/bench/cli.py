@@ -12,7 +12,7 @@ from pathlib import Path
 from sluice.bench.proc import run_fast
 from sluice.bench.report import ProgressBar, table, write_outputs
 from sluice.bench.runner import BUILTIN_TARGETS, Plan, Runner
-from sluice.bench.targets import TargetError
+from sluice.bench.targets import TargetError, target_kind
 
 DESCRIPTION = """\
 Measure what the gateway adds to a stream (time to first token, inter-chunk gaps, CPU per
@@ -49,7 +49,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--targets",
         default=",".join(BUILTIN_TARGETS),
-        help="built-in targets to measure (direct is always measured: it is the floor)",
+        help="built-in targets to measure (direct is always measured: it is the floor); "
+        "gateway-w2 and nginx-w2 run 2 worker processes on every CPU",
     )
     p.add_argument(
         "--target",
@@ -68,6 +69,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--gap-streams", type=int, help="paced streams in the gap probe at c=1")
     p.add_argument("--slow-seconds", type=float, help="duration of the slow reader (0: skip)")
     p.add_argument("--mock-port", type=int, help="fixed port for the mock (for --target)")
+    p.add_argument(
+        "--gateway-store",
+        metavar="URL",
+        help="the store of every gateway target, e.g. postgresql://… (default: SQLite in the "
+        "work directory, a file per target)",
+    )
     p.add_argument("--keep-workdir", action="store_true", help="keep configs and process logs")
     return p
 
@@ -75,11 +82,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 def plan_from(args: argparse.Namespace) -> Plan:
     plan = Plan.quick_plan() if args.quick else Plan()
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BUILTIN_TARGETS]
+    unknown = [n for n in names if n != "direct" and target_kind(n) is None]
     if unknown:
         raise TargetError(
-            f"unknown target(s) {', '.join(unknown)}; built in: {', '.join(BUILTIN_TARGETS)} "
-            "(add others with --target NAME=URL)"
+            f"unknown target(s) {', '.join(unknown)}; built in: {', '.join(BUILTIN_TARGETS)}, "
+            "and gateway-wN or nginx-wN for N workers (add others with --target NAME=URL)"
         )
     plan.targets = ["direct", *(n for n in names if n != "direct")]
     plan.external = dict(args.target)
@@ -91,6 +98,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
     if args.slow_seconds is not None:
         plan.slow_seconds = args.slow_seconds
     plan.mock_port = args.mock_port
+    plan.gateway_store = args.gateway_store
     return plan
 
 

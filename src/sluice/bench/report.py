@@ -31,6 +31,7 @@ import orjson
 
 from sluice.bench.runner import Measurement, Progress, RunResult, TargetResult
 from sluice.bench.stats import Distribution
+from sluice.bench.targets import target_kind
 
 
 class ProgressBar(Progress):
@@ -102,6 +103,8 @@ class Figures:
     cpu_us_per_chunk_load: float | None = None
     cpu_load_level: int | None = None
     sustained_streams: int | None = None
+    #: SSE frames the clients received per second at the highest sustained level
+    relayed_chunks_per_s: float | None = None
     kb_per_idle_stream: float | None = None
     idle_streams: int | None = None
     rss_idle_mb: float | None = None
@@ -148,6 +151,8 @@ def _figures(t: TargetResult, floor: TargetResult | None) -> Figures:
         f.cpu_load_level = load.concurrency
     if t.sweep:
         f.sustained_streams = t.sustained
+        if load is not None and load.held and load.wall_s > 0:
+            f.relayed_chunks_per_s = load.summary.data_frames / load.wall_s
     if t.memory is not None:
         f.kb_per_idle_stream = t.memory.kb_per_stream
         f.idle_streams = t.memory.streams_open
@@ -238,6 +243,9 @@ def table(result: RunResult) -> str:
         )
     lines.append("")
     lines.append(sweep_table(result))
+    if any(target_kind(f.target) not in (None, (f.target, 1)) for f in rows):
+        lines.append("")
+        lines.append(workers_table(result))
     gateway = next((f for f in rows if f.target == "gateway"), None)
     if gateway is not None:
         lines.append("")
@@ -250,6 +258,37 @@ def table(result: RunResult) -> str:
             lines.append(
                 f"  {g.name:<36} {value:>14}  goal {op} {g.limit:,.0f} {g.unit:<3} {verdict}{note}"
             )
+    return "\n".join(lines)
+
+
+def workers_table(result: RunResult) -> str:
+    """One worker against several: the relayed chunks per second at the highest level each
+    sustained, and the worst gap there; the ratio is to the same proxy with one worker."""
+    rows = figures(result)
+    by_name = {f.target: f for f in rows}
+    held = {t.name: t.load_step for t in result.targets}
+    lines = [
+        f"{'workers':<12} {'sustain':>7} {'chunks/s':>9} {'gap max':>8} {'lost':>5} {'x one':>6}",
+        f"{'':<12} {'streams':>7} {'':>9} {'ms':>8} {'':>5} {'':>6}",
+    ]
+    for f in rows:
+        kind = target_kind(f.target)
+        if kind is None:
+            continue
+        one = by_name.get(kind[0])
+        ratio = (
+            f.relayed_chunks_per_s / one.relayed_chunks_per_s
+            if one and one.relayed_chunks_per_s and f.relayed_chunks_per_s
+            else None
+        )
+        step = held.get(f.target)
+        gap = _scaled(step.summary.gap.max, 1e3) if step is not None else None
+        lost = step.summary.lost if step is not None else None
+        lines.append(
+            f"{f.target:<12} {_num(f.sustained_streams, 0, 7)} "
+            f"{_num(f.relayed_chunks_per_s, 0, 9)} {_num(gap)} "
+            f"{'-' if lost is None else lost:>5} {_num(ratio, 2, 6)}"
+        )
     return "\n".join(lines)
 
 
@@ -360,7 +399,13 @@ def write_outputs(result: RunResult, out: Path, command: str, prefix: str = "") 
 # ---------------------------------------------------------------------------------------------
 # The chart
 
-COLORS = {"direct": "#6b7280", "gateway": "#2563eb", "nginx": "#16a34a"}
+COLORS = {
+    "direct": "#6b7280",
+    "gateway": "#2563eb",
+    "nginx": "#16a34a",
+    "gateway-w2": "#7c3aed",
+    "nginx-w2": "#65a30d",
+}
 _EXTRA_COLORS = ["#d97706", "#9333ea", "#db2777", "#0891b2"]
 
 

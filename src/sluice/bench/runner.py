@@ -51,6 +51,7 @@ from sluice.bench.targets import (
     TargetError,
     find_nginx,
     http_get_json,
+    target_kind,
 )
 
 HARNESS_BUSY = 0.90
@@ -78,6 +79,8 @@ class Plan:
     slow_seconds: float = 8.0
     quick: bool = False
     mock_port: int | None = None
+    #: the store of every gateway target (default: a SQLite file of its own in the workdir)
+    gateway_store: str | None = None
 
     @classmethod
     def quick_plan(cls) -> Plan:
@@ -300,35 +303,60 @@ class Runner:
         for name in plan.targets:
             if name == "direct":
                 continue
-            if name == "gateway":
-                running.append(await self._start_gateway())
-            elif name == "nginx":
-                running.append(await self._start_nginx())
-            else:
-                known = ", ".join(BUILTIN_TARGETS)
-                raise TargetError(f"unknown target {name!r} (built in: {known})")
+            match target_kind(name):
+                case ("gateway", workers):
+                    running.append(await self._start_gateway(workers))
+                case ("nginx", workers):
+                    running.append(await self._start_nginx(workers))
+                case _:
+                    known = ", ".join(BUILTIN_TARGETS)
+                    raise TargetError(f"unknown target {name!r} (built in: {known}, -wN)")
         for name, url in plan.external.items():
             running.append(_Running(Target(name, url.rstrip("/"), "external")))
         return running
 
-    async def _start_gateway(self) -> _Running:
-        assert self.mock is not None
-        process = GatewayProcess(self.workdir, self.target_cpus, self.mock.url, self.plan.fmt)
-        self._processes.append(process)
-        self.progress.note(f"starting the gateway on port {process.port}")
-        await process.start("/healthz")
-        target = Target("gateway", f"http://{HOST}:{process.port}/v1", "gateway", process.pids)
-        return _Running(target, process, self._start_gateway)
+    def _cpus(self, workers: int) -> set[int]:
+        """One process on the target's CPUs; several on every CPU (the harness's too)."""
+        return self.target_cpus if workers <= 1 else self.target_cpus | self.harness_cpus
 
-    async def _start_nginx(self) -> _Running:
+    async def _start_gateway(self, workers: int = 1) -> _Running:
+        assert self.mock is not None
+        cpus = self._cpus(workers)
+        process = GatewayProcess(
+            self.workdir, cpus, self.mock.url, self.plan.fmt, workers, self.plan.gateway_store
+        )
+        self._processes.append(process)
+        self.progress.note(f"starting {process.name} on port {process.port}")
+        logged = process.log_path.stat().st_size if process.log_path.exists() else 0
+        await process.start("/healthz")
+        if workers > 1:
+            await self._every_worker_up(process, workers, logged)
+        url = f"http://{HOST}:{process.port}/v1"
+        target = Target(process.name, url, "gateway", process.pids)
+        return _Running(target, process, lambda: self._start_gateway(workers))
+
+    async def _every_worker_up(self, process: ManagedProcess, workers: int, logged: int) -> None:
+        """Wait until the supervisor has ``workers`` children and each has started serving
+        (its log line about the client bounds, past ``logged`` bytes of the log), so that
+        no measurement waits on a start."""
+        for _ in range(600):
+            started = process.log_path.read_bytes()[logged:].count(b"client bounds")
+            if len(process.pids()) == workers + 1 and started >= workers:
+                return
+            await asyncio.sleep(0.05)
+        raise TargetError(f"{process.name}: {workers} workers not up within 30 s")
+
+    async def _start_nginx(self, workers: int = 1) -> _Running:
         assert self.mock is not None
         binary = find_nginx()
-        process = NginxProcess(self.workdir, self.target_cpus, self.mock.port, binary)
+        cpus = self._cpus(workers)
+        process = NginxProcess(self.workdir, cpus, self.mock.port, binary, workers)
         self._processes.append(process)
-        self.progress.note(f"starting nginx ({binary}) on port {process.port}")
+        self.progress.note(f"starting {process.name} ({binary}) on port {process.port}")
         await process.start("/healthz")  # the mock's health answer, through nginx
-        target = Target("nginx", f"http://{HOST}:{process.port}/v1", "nginx", process.pids)
-        return _Running(target, process, self._start_nginx)
+        url = f"http://{HOST}:{process.port}/v1"
+        target = Target(process.name, url, "nginx", process.pids)
+        return _Running(target, process, lambda: self._start_nginx(workers))
 
     # -- measuring ----------------------------------------------------------------------------
 

@@ -1,8 +1,20 @@
-"""Prometheus metrics, updated once per session (never per chunk), served at ``/metrics``."""
+"""Prometheus metrics, updated once per session (never per chunk), served at ``/metrics``.
+
+One process keeps its metrics in memory. The workers of ``sluice serve --workers N`` run in
+prometheus_client's multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` (set by their supervisor,
+``sluice.gateway.workers``) names a directory where each process writes its values to files
+of its own, and ``/metrics``, answered by any worker, reads them all: counters and histograms
+summed over every worker that has run (a dead worker's counts stay), gauges summed over the
+workers alive (``livesum``; the supervisor removes a dead worker's). The names are the same;
+counters have no ``_created`` series there.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from sluice.session.session import Session
 
@@ -10,9 +22,19 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 _GAP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
 
 
+#: prometheus_client's variable: where the processes of one gateway write their values
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        #: whether the values are several processes' (read from ``PROMETHEUS_MULTIPROC_DIR``)
+        self.multiprocess = bool(os.environ.get(MULTIPROC_DIR_ENV))
+        self._scraped = self.registry
+        if self.multiprocess:
+            self._scraped = CollectorRegistry()
+            MultiProcessCollector(self._scraped)  # type: ignore[no-untyped-call]
         r = self.registry
         self.sessions = Counter(
             "sluice_sessions",
@@ -26,7 +48,12 @@ class GatewayMetrics:
             ["provider", "type"],
             registry=r,
         )
-        self.live = Gauge("sluice_live_sessions", "Sessions not yet final", registry=r)
+        self.live = Gauge(
+            "sluice_live_sessions",
+            "Sessions not yet final",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.rejected = Counter(
             "sluice_rejected_requests",
             "Requests refused before a session started",
@@ -67,12 +94,16 @@ class GatewayMetrics:
         )
 
         self.client_connections = Gauge(
-            "sluice_client_connections", "Client connections open", registry=r
+            "sluice_client_connections",
+            "Client connections open",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.client_connection_ceiling = Gauge(
             "sluice_client_connection_ceiling",
             "Client connections the server keeps open at most (server.max_connections)",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.client_closed = Counter(
             "sluice_client_connections_closed",
@@ -107,4 +138,5 @@ class GatewayMetrics:
         self.errors.labels(provider, error).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The exposition: this process's, or every worker's together."""
+        return generate_latest(self._scraped)

@@ -7,12 +7,14 @@ import contextlib
 import logging
 import resource
 import signal
+import socket
 import weakref
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import httptools
 import uvicorn
+from prometheus_client import Gauge
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
@@ -169,7 +171,10 @@ class _Protocol(HttpToolsProtocol):
             guard.wait(guard.idle, self, guard.limits.idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.guard.forget(self)
+        guard = self.guard
+        guard.forget(self)
+        if guard.counted is not None:
+            guard.counted.dec()
         cycle = self.cycle
         super().connection_lost(exc)
         if cycle is not None and not cycle.response_complete:
@@ -355,6 +360,7 @@ class ClientGuard:
         "bodies",
         "ceiling",
         "connections",
+        "counted",
         "descriptors",
         "heads",
         "idle",
@@ -385,9 +391,15 @@ class ClientGuard:
         self._sweeping = False
         self._shed = 0
         self._logged_at = self._warned_at = float("-inf")
+        #: the gauge of open connections, counted up and down by each connection where the
+        #: metrics of several processes are summed (a gauge read from a function is not)
+        self.counted: Gauge | None = None
         if metrics is not None:
             metrics.client_connection_ceiling.set(self.ceiling)
-            metrics.client_connections.set_function(lambda: len(self.connections))
+            if metrics.multiprocess:
+                self.counted = metrics.client_connections
+            else:
+                metrics.client_connections.set_function(lambda: len(self.connections))
 
     # -- the queues ----------------------------------------------------------------------------
 
@@ -406,6 +418,8 @@ class ClientGuard:
         ceiling, the oldest waiting connection makes room (or, if none waits, this one is
         refused)."""
         self.connections = conn.connections
+        if self.counted is not None:
+            self.counted.inc()
         self.wait(self.heads, conn, self.limits.header_timeout)
         open_now = len(self.connections)
         if open_now > self.ceiling:
@@ -555,9 +569,12 @@ class RunningServer:
         http: type[asyncio.Protocol] | str = _Protocol,
         listeners: int = LISTENERS,
         limits: ClientLimits | None = None,
+        sockets: list[socket.socket] | None = None,
     ) -> None:
         """``limits`` default to the gateway's ``[server]`` settings when ``app`` is the
-        gateway's (its metrics then count what they close), else to the defaults."""
+        gateway's (its metrics then count what they close), else to the defaults.
+        ``sockets``, bound already (a worker's, from its supervisor), are served instead of
+        binding ``host`` and ``port``."""
         self.app = app
         gateway = getattr(getattr(app, "state", None), "gateway", None)
         if not isinstance(gateway, Gateway):
@@ -568,7 +585,7 @@ class RunningServer:
         if isinstance(http, type) and issubclass(http, _Protocol):
             http = http.bound(self.guard)
         self.host = host
-        self._sockets = listening_sockets(host, port, listeners)
+        self._sockets = sockets or listening_sockets(host, port, listeners)
         self.port: int = self._sockets[0].getsockname()[1]
         config = uvicorn.Config(
             app,
@@ -623,8 +640,12 @@ def install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve_forever(settings: Settings) -> None:
-    """``sluice serve``: run until SIGINT or SIGTERM, then shut down in order.
+async def serve_forever(
+    settings: Settings, sockets: list[socket.socket] | None = None, *, announce: bool = True
+) -> None:
+    """``sluice serve``: run until SIGINT or SIGTERM, then shut down in order. A worker of
+    ``sluice serve --workers N`` serves the ``sockets`` its supervisor bound, and leaves the
+    announcement to it.
 
     First the live sessions are cancelled (reason ``gateway_shutdown``): each cancels its
     upstream request and ends its clients' streams with a final frame, and its record is
@@ -636,7 +657,7 @@ async def serve_forever(settings: Settings) -> None:
     before, after = raise_open_file_limit()
     app = create_app(settings)
     gateway: Gateway = app.state.gateway
-    server = RunningServer(app, settings.host, settings.port)
+    server = RunningServer(app, settings.host, settings.port, sockets=sockets)
     log.info(
         "client bounds %s",
         kv(
@@ -648,7 +669,8 @@ async def serve_forever(settings: Settings) -> None:
     await server.start()
     tune_gc()
     gateway.sessions.first_token_hooks.append(YoungCollections().first_token)
-    print(f"sluice gateway listening on {server.url}", flush=True)
+    if announce:
+        print(f"sluice gateway listening on {server.url}", flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 

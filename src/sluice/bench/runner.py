@@ -305,12 +305,14 @@ class Runner:
                 continue
             match target_kind(name):
                 case ("gateway", workers):
-                    running.append(await self._start_gateway(workers))
+                    running.append(await self._start_gateway(workers, name == "gateway-redis"))
                 case ("nginx", workers):
                     running.append(await self._start_nginx(workers))
                 case _:
                     known = ", ".join(BUILTIN_TARGETS)
-                    raise TargetError(f"unknown target {name!r} (built in: {known}, -wN)")
+                    raise TargetError(
+                        f"unknown target {name!r} (built in: {known}, -wN, gateway-redis)"
+                    )
         for name, url in plan.external.items():
             running.append(_Running(Target(name, url.rstrip("/"), "external")))
         return running
@@ -319,11 +321,17 @@ class Runner:
         """One process on the target's CPUs; several on every CPU (the harness's too)."""
         return self.target_cpus if workers <= 1 else self.target_cpus | self.harness_cpus
 
-    async def _start_gateway(self, workers: int = 1) -> _Running:
+    async def _start_gateway(self, workers: int = 1, redis: bool = False) -> _Running:
         assert self.mock is not None
         cpus = self._cpus(workers)
         process = GatewayProcess(
-            self.workdir, cpus, self.mock.url, self.plan.fmt, workers, self.plan.gateway_store
+            self.workdir,
+            cpus,
+            self.mock.url,
+            self.plan.fmt,
+            workers,
+            self.plan.gateway_store,
+            redis,
         )
         self._processes.append(process)
         self.progress.note(f"starting {process.name} on port {process.port}")
@@ -333,7 +341,7 @@ class Runner:
             await self._every_worker_up(process, workers, logged)
         url = f"http://{HOST}:{process.port}/v1"
         target = Target(process.name, url, "gateway", process.pids)
-        return _Running(target, process, lambda: self._start_gateway(workers))
+        return _Running(target, process, lambda: self._start_gateway(workers, redis))
 
     async def _every_worker_up(self, process: ManagedProcess, workers: int, logged: int) -> None:
         """Wait until the supervisor has ``workers`` children and each has started serving

@@ -38,7 +38,9 @@ from prometheus_client.metrics import MetricWrapperBase
 from sluice import errors
 from sluice.bench.proc import free_port
 from sluice.config import ConfigError, Settings, load_settings
+from sluice.distributed import BusError
 from sluice.gateway.metrics import GatewayMetrics
+from sluice.session.recovery import GATEWAY_LOST, NODE_LOST
 from sluice.wire._fold import truncated
 from tests.proxies import servers
 
@@ -495,11 +497,12 @@ def test_the_error_tables_list_every_error_type() -> None:
     ending = {cls.type for cls in subclasses(errors.UpstreamError)}
     ending |= {errors.classify_status(s)[0] for s in (400, 401, 404, 408, 429, 500, 503, 529)}
     ending |= {truncated("").type, "upstream_protocol", "cancelled", "internal_error"}
+    ending |= {GATEWAY_LOST, NODE_LOST}
     refused = {
         cls.type
         for cls in subclasses(errors.RequestError)
         if cls is not errors.ClientProtocolError  # a WebSocket refusal, not a request's
-    } | {errors.ProviderNotConfigured.type, errors.Overloaded.type}
+    } | {errors.ProviderNotConfigured.type, errors.Overloaded.type, BusError.type}
     listed = set(re.findall(r"^\| `(\w+)` \|", text, re.MULTILINE))
     assert ending - listed == set(), "session error types missing from the runbook"
     assert refused - listed == set(), "refusal types missing from the runbook"

@@ -130,6 +130,8 @@ class SessionManager:
         self.journal_window = journal_window
         #: where each window's new events go: the store, and the shared live log if any
         self.journal_sinks: list[JournalSink] = [store]
+        #: set when a session is launched: the journal's task sleeps while none is live
+        self._journal_idle = asyncio.Event()
         self._journal_failures = 0
 
     def start(self, session_id: str, spec: SessionSpec) -> Session:
@@ -184,6 +186,7 @@ class SessionManager:
     def _launch(self, session: Session) -> None:
         self._last_activity = time.monotonic()
         self.live[session.id] = session
+        self._journal_idle.set()
         key = session.spec.admission_key
         if key is not None:
             self._live_by_key[key] = self._live_by_key.get(key, 0) + 1
@@ -301,6 +304,9 @@ class SessionManager:
         Run by the gateway's lifespan as one task; cancelled, it writes once more."""
         try:
             while True:
+                if not self.live:  # no wake-ups while nothing is live
+                    self._journal_idle.clear()
+                    await self._journal_idle.wait()
                 await asyncio.sleep(self.journal_window)
                 self.journal()
         finally:

@@ -87,9 +87,6 @@ class PostgresStore:
     POOL_MAX = 8
     #: seconds any one statement, or the wait for a connection, may take
     TIMEOUT = 10.0
-    #: seconds a session's final record waits for its statement at most (its clients are
-    #: told of its end once it is durable)
-    FINAL_WAIT = 0.003
 
     def __init__(self, url: str, commit_interval: float = 0.05) -> None:
         self.url = url
@@ -144,15 +141,12 @@ class PostgresStore:
             queued = self._queue[session_id] = _RecordWrite(record, events)
         queued.futures.append(future)
         if self._writer is None:  # a running writer takes the queue when its batch is done
-            # a final record (with its log) is waited for by its clients: written sooner
-            within = self.commit_interval if events is None else self.FINAL_WAIT
-            timer = self._timer
-            if len(self._queue) >= self.MAX_BATCH:
+            if len(self._queue) >= self.MAX_BATCH or events is not None:
+                # a final record (with its log) is waited for by its clients: written now,
+                # with what else is queued
                 self._start_writer()
-            elif timer is None or timer.when() > loop.time() + within:
-                if timer is not None:
-                    timer.cancel()
-                self._timer = loop.call_later(within, self._start_writer)
+            elif self._timer is None:
+                self._timer = loop.call_later(self.commit_interval, self._start_writer)
         return future
 
     def append_events(self, session_id: str, events: Sequence[NewEvent]) -> Awaitable[None]:

@@ -832,8 +832,8 @@ class Session:
             elif isinstance(outcome, BaseException):
                 raise outcome
         # The record is durable (or its failure logged): the clients' streams end now, with
-        # everything they are sent final. (The store commits a final record within a few
-        # milliseconds: ``SQLiteStore.FINAL_WAIT``.)
+        # everything they are sent final. (The store commits a final record in the loop's
+        # next turn: ``SQLiteStore._flush_soon``.)
         self.log.close()
         self.settled.set()
         if not self.ready.done():

@@ -264,10 +264,6 @@ class SQLiteStore:
     #: the few turns of the loop it needs to reach its first token (unless ``MAX_BATCH``
     #: writes are waiting: then the next follows at once)
     SLICE_PAUSE = 0.002
-    #: seconds a session's final record (the one with its log) waits for its commit at
-    #: most: its clients are told of its end only once it is durable, so it does not wait
-    #: out the whole ``commit_interval`` (the ends of a burst still commit together)
-    FINAL_WAIT = 0.003
 
     def __init__(self, path: str, commit_interval: float = 0.05) -> None:
         self.path = path
@@ -323,11 +319,9 @@ class SQLiteStore:
         self,
         op: _Op,
         futures: list[asyncio.Future[Any]] | None = None,
-        within: float | None = None,
     ) -> asyncio.Future[Any]:
         """Queue ``op``; the future it returns (and any added to ``futures``) has its
-        outcome once its transaction ends, which begins within ``within`` seconds (default:
-        the commit interval)."""
+        outcome once its transaction ends."""
         self.db  # noqa: B018 - raises StoreError when the store is not open
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -341,18 +335,21 @@ class SQLiteStore:
                 self._flush_handle.cancel()
             self._flush_handle = loop.call_soon(self._flush)
         elif self._flush_handle is None:
-            self._flush_handle = loop.call_later(within or self.commit_interval, self._flush)
-        elif within is not None:
-            self._hurry(within)
+            self._flush_handle = loop.call_later(self.commit_interval, self._flush)
         return future
 
-    def _hurry(self, within: float) -> None:
-        """The next transaction begins within ``within`` seconds."""
-        handle = self._flush_handle
-        loop = asyncio.get_running_loop()
-        if isinstance(handle, asyncio.TimerHandle) and handle.when() > loop.time() + within:
-            handle.cancel()
-            self._flush_handle = loop.call_later(within, self._flush)
+    def _flush_soon(self) -> None:
+        """A session's final record (the one with its log) is committed in the loop's next
+        turn, with whatever else is queued then: its clients are told of its end only once
+        it is durable, so it does not wait out the commit interval. The ends of one turn
+        share a transaction. (A timer of a few milliseconds instead cost the next stream's
+        time to first token half a millisecond at one stream back to back: the loop's timers
+        run a poll later than its ready callbacks.)"""
+        if isinstance(self._flush_handle, asyncio.TimerHandle):
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         """Commit what is queued, oldest first, in one transaction of at most ``SLICE``
@@ -430,16 +427,18 @@ class SQLiteStore:
             future: asyncio.Future[None] = loop.create_future()
             queued.futures.append(future)
             if events is not None:
-                self._hurry(self.FINAL_WAIT)
+                self._flush_soon()
             return future
         write = _RecordWrite(session_id, record, events)
         try:
-            written = self._write(write, write.futures, None if events is None else self.FINAL_WAIT)
+            written = self._write(write, write.futures)
         except StoreError as exc:  # not open: the caller's await says so
             failed: asyncio.Future[None] = loop.create_future()
             failed.set_exception(exc)
             return failed
         self._queued_records[session_id] = write
+        if events is not None:
+            self._flush_soon()
         return written
 
     def append_events(self, session_id: str, events: Sequence[NewEvent]) -> Awaitable[None]:

@@ -278,6 +278,9 @@ class SQLiteStore:
         #: the queued record writes by session id, until their transaction takes them
         self._queued_records: dict[str, _RecordWrite] = {}
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        #: the next flush is in the loop's next turn (``call_soon``), not on a timer (the
+        #: handle's type does not say: uvloop's timer handles are not ``asyncio.TimerHandle``)
+        self._flush_next_turn = False
         #: writes committed since the last checkpoint began
         self._written = 0
         self._checkpoint: asyncio.Future[Any] | None = None
@@ -334,8 +337,10 @@ class SQLiteStore:
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
             self._flush_handle = loop.call_soon(self._flush)
+            self._flush_next_turn = True
         elif self._flush_handle is None:
             self._flush_handle = loop.call_later(self.commit_interval, self._flush)
+            self._flush_next_turn = False
         return future
 
     def _flush_soon(self) -> None:
@@ -345,11 +350,12 @@ class SQLiteStore:
         share a transaction. (A timer of a few milliseconds instead cost the next stream's
         time to first token half a millisecond at one stream back to back: the loop's timers
         run a poll later than its ready callbacks.)"""
-        if isinstance(self._flush_handle, asyncio.TimerHandle):
+        if self._flush_next_turn and self._flush_handle is not None:
+            return
+        if self._flush_handle is not None:
             self._flush_handle.cancel()
-            self._flush_handle = None
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        self._flush_next_turn = True
 
     def _flush(self) -> None:
         """Commit what is queued, oldest first, in one transaction of at most ``SLICE``
@@ -399,8 +405,10 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         if len(queue) >= self.MAX_BATCH:
             self._flush_handle = loop.call_soon(self._flush)
+            self._flush_next_turn = True
         elif queue:
             self._flush_handle = loop.call_later(self.SLICE_PAUSE, self._flush)
+            self._flush_next_turn = False
         self._written += taken
         if self._written >= self.CHECKPOINT_EVERY and self._checkpoint is None:
             self._written = 0

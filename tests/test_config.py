@@ -191,6 +191,7 @@ def test_the_example_file_has_every_section_and_key() -> None:
     }
     assert set(data["auth"]) == set(AuthSettings.__dataclass_fields__)
     assert set(data["bus"]) == set(BusSettings.__dataclass_fields__)
+    assert set(data["store"]) == {"url", "journal_window"}
     assert set(data) == {"server", "auth", "store", "bus", "streams", "ops", "sim", "prices"}
 
 

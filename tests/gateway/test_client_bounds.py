@@ -289,5 +289,5 @@ async def test_streams_outlive_every_client_deadline(tmp_path: Path) -> None:
                     if got.count(b"\nid: ") >= 3:
                         break
         assert await _closed_count(gw, "header_timeout") == 0
-        gw.gateway.sessions.live[session_id].cancel("test_done")
+        gw.gateway.sessions.require(session_id).cancel("test_done")  # (if not over already)
         await gw.final_record(session_id)

@@ -130,7 +130,15 @@ class PostgresKeyStore:
         pool = self._require()
         names = list(amounts)
         try:
-            async with pool.acquire(timeout=self.TIMEOUT) as db:
+            async with pool.acquire(timeout=self.TIMEOUT) as db, db.transaction():
+                # The rows are locked in the order of their names first: two processes adding
+                # to the same keys at once would otherwise lock them in the orders their
+                # updates met them, and could deadlock.
+                await db.execute(
+                    "SELECT 1 FROM api_keys WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE",
+                    names,
+                    timeout=self.TIMEOUT,
+                )
                 await db.execute(
                     "UPDATE api_keys AS k SET spend = k.spend + a.cost, "
                     "unpriced_sessions = k.unpriced_sessions + a.unpriced "

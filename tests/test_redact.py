@@ -19,8 +19,8 @@ from sluice.logs import REDACTION, redact_logs
 from sluice.redact import MARKER, ProviderKeys, Redactor, slow_scan
 from sluice.wire._fold import Shortcut, chat_shortcut, messages_shortcut, responses_shortcut
 
-OPENAI_KEY = "sk-proj-" + "Xq7vR2mT9kLp4WzN8bYc" * 4
-ANTHROPIC_KEY = "sk-ant-api03-" + "Hh3Jk9Lm2Nn5Pp8Qq1Rr" * 4 + "-AAAA"
+OPENAI_KEY = "sk-proj-" + "fakeTestKeyNotReal2" * 4
+ANTHROPIC_KEY = "sk-ant-api03-" + "fakeTestKeyNotReal3" * 4 + "-AAAA"
 
 #: a secret of each known shape, and what it becomes
 SHAPED = [

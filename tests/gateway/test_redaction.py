@@ -24,9 +24,10 @@ from sluice.gateway.server import RunningServer
 from tests import conftest
 from tests.conftest import GatewayUnderTest, read_request_body, running_gateway
 
-#: realistic fake keys, one per provider; the third has no known shape (a proxy's own key)
-OPENAI_KEY = "sk-proj-" + "T3BlbkFJq8Zr1vXw9K2mNp4Lc7Yd" * 4
-ANTHROPIC_KEY = "sk-ant-api03-" + "k9Fq2Wz7Rt4Yp1Xc8Vb3Nm6Lh5Gj" * 3 + "-QQAA"
+#: fake keys of each provider's shape (and length), one per provider; the third has no known
+#: shape (a proxy's own key)
+OPENAI_KEY = "sk-proj-" + "fakeTestKeyNotReal0" * 6
+ANTHROPIC_KEY = "sk-ant-api03-" + "fakeTestKeyNotReal1" * 5 + "-QQAA"
 PROXY_KEY = "proxy:7f3a9c1e5b2d:b04d9e8f"
 KEY_ENVS = {
     "SLUICE_TEST_OPENAI_KEY": OPENAI_KEY,

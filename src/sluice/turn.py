@@ -7,6 +7,7 @@ final text, reasoning, tool calls, usage, finish reason or error.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,3 +202,15 @@ class TurnAccumulator:
             finish_raw=self.finish_raw,
             error=self.error,
         )
+
+
+def answer_of(events: Iterable[ev.Event | None]) -> TurnAccumulator:
+    """The answer a stored log holds: its events folded, afresh after each whole-turn retry
+    (``None`` for an entry that made no event)."""
+    acc = TurnAccumulator()
+    for event in events:
+        if type(event) is ev.Retry:
+            acc = TurnAccumulator()
+        elif event is not None:
+            acc.apply(event)
+    return acc

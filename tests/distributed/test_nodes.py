@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -25,9 +24,9 @@ import orjson
 import pytest
 
 from sluice.bench.proc import free_port
-from sluice.bench.targets import wait_ready
 from tests.distributed.conftest import WAIT, eventually
-from tests.proxies.servers import HOST, REPO, nginx
+from tests.gateways import HOST, REPO, Node, gateway_node
+from tests.proxies.servers import nginx
 
 #: seconds a node's lease lasts in these tests (the default is 3): a lost node is seen sooner
 LEASE_TTL = 1.0
@@ -83,21 +82,6 @@ def nginx_upstreams(port: int, node_ports: list[int]) -> str:
 
 
 @dataclass
-class Node:
-    port: int
-    process: subprocess.Popen[bytes]
-    http: httpx.AsyncClient
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def owns(self, record: dict[str, Any]) -> bool:
-        """Whether ``record`` names this process as its node (its name holds the pid)."""
-        return f"-{self.process.pid}-" in str(record.get("node"))
-
-
-@dataclass
 class Cluster:
     nodes: list[Node]
     proxy: httpx.AsyncClient
@@ -108,41 +92,6 @@ class Cluster:
 
     def others(self, node: Node) -> list[Node]:
         return [n for n in self.nodes if n is not node]
-
-
-@asynccontextmanager
-async def gateway_node(workdir: Path, name: str, config: str, port: int) -> AsyncIterator[Node]:
-    path = workdir / f"{name}.toml"
-    path.write_text(config)
-    process = spawn_node(path, workdir / f"{name}.log")
-    try:
-        try:
-            await wait_ready(port, "/healthz", 30.0, process)
-        except Exception as exc:
-            raise RuntimeError(f"{name}: {exc}\n{(workdir / f'{name}.log').read_text()}") from exc
-        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=30) as http:
-            yield Node(port, process, http)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                await asyncio.to_thread(process.wait, 15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                await asyncio.to_thread(process.wait, 10)
-
-
-def spawn_node(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """``sluice serve`` on ``config``, this checkout's code, its output in ``log_path``."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "sluice.cli", "serve", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=log_path.parent,
-            env=env,
-        )
 
 
 @asynccontextmanager
@@ -336,8 +285,7 @@ async def test_a_killed_node_s_sessions_end_node_lost_and_resume_through_the_pro
     a = cluster.nodes[0]
     session_id = await start(a.http)
     first = await read_events(cluster.proxy, session_id, stop_after=6)
-    os.kill(a.process.pid, signal.SIGKILL)
-    await asyncio.to_thread(a.process.wait, 10)
+    await a.kill()
     # the client reconnects through nginx (which no longer reaches node A)
     rest = await read_events(cluster.proxy, session_id, first[-1][0])
     end = rest[-1]
@@ -475,8 +423,7 @@ async def test_a_lost_nodes_session_is_retried_whole_on_a_survivor(
         session_id = await start(a.http)
         first = await read_events(cluster.proxy, session_id, stop_after=8)
         assert first[-1][1] != "end"
-        os.kill(a.process.pid, signal.SIGKILL)
-        await asyncio.to_thread(a.process.wait, 10)
+        await a.kill()
         # the client reconnects through nginx with the last id it had
         rest = await read_events(cluster.proxy, session_id, first[-1][0])
         frames = first + rest

@@ -6,14 +6,9 @@ stored ``complete``. Real processes, real sockets, the embedded SQLite store."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +17,7 @@ import orjson
 
 from sluice.bench.proc import free_port
 from sluice.sse import SSEDecoder
+from tests.gateways import Node, gateway_node
 
 #: the journal window the gateways here run with, in seconds
 WINDOW = 0.1
@@ -33,67 +29,15 @@ PACE = 20.0
 ALLOWED_BEHIND = int(PACE * 1.0)
 
 
-@dataclass
-class GatewayProcess:
-    url: str
-    process: asyncio.subprocess.Process
-
-    async def kill(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        await self.process.wait()
-
-
-def _config(tmp_path: Path, db: Path, sim: str) -> Path:
+def gateway(tmp_path: Path, db: Path, sim: str = "") -> AbstractAsyncContextManager[Node]:
+    """A gateway process on the SQLite file ``db``, its journal every ``WINDOW`` seconds."""
     port = free_port()
-    config = tmp_path / f"sluice-{port}.toml"
-    config.write_text(
+    config = (
         f"[server]\nport = {port}\n"
         f'[store]\nurl = "sqlite:///{db}"\njournal_window = {WINDOW}\n'
         f"[sim]\nembedded = true\nttft = 0.01\njitter = 0.0\n{sim}"
     )
-    return config
-
-
-@asynccontextmanager
-async def gateway(tmp_path: Path, db: Path, sim: str = "") -> AsyncIterator[GatewayProcess]:
-    config = _config(tmp_path, db, sim)
-    port = int(config.read_text().split("port = ", 1)[1].split("\n", 1)[0])
-    log = (tmp_path / f"gateway-{port}.log").open("wb")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sluice.cli",
-        "serve",
-        "--config",
-        str(config),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url) as http:
-            for _ in range(300):
-                if process.returncode is not None:
-                    raise AssertionError(f"the gateway exited {process.returncode}")
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the gateway did not start")
-        yield GatewayProcess(url, process)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                async with asyncio.timeout(15):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        log.close()
+    return gateway_node(tmp_path, f"gateway-{port}", config, port)
 
 
 @dataclass

@@ -53,16 +53,13 @@ class PostgresKeyStore:
 
     async def open(self) -> None:
         self._errors = postgres.errors()
-        failures: tuple[type[BaseException], ...] = (*self._errors, ValueError)
-        try:
-            self._pool = await postgres.create_pool(
-                self.url,
-                min_size=self.POOL_MIN,
-                max_size=self.POOL_MAX,
-                statement_timeout=self.TIMEOUT,
-            )
-        except failures as exc:
-            raise self._fail(exc) from exc
+        self._pool = await postgres.create_pool(
+            self.url,
+            min_size=self.POOL_MIN,
+            max_size=self.POOL_MAX,
+            statement_timeout=self.TIMEOUT,
+            fail=self._fail,
+        )
 
     async def add(self, key: ApiKey) -> None:
         import asyncpg

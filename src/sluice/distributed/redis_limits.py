@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sluice.distributed.redis_backend import RedisLink, _mapped, _ms
-
-_NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+from sluice.distributed.redis_backend import _NOW, RedisLink, _mapped, _ms
 
 # KEYS: the counters; ARGV: member, lease (ms), then one ceiling per key. Returns 0 when
 # counted everywhere, else the (1-based) index of the first counter at its ceiling.

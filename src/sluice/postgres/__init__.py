@@ -11,6 +11,7 @@ and Alembic only while migrating), so the embedded default loads none of them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,22 +142,34 @@ def head() -> str | None:
 
 
 async def create_pool(
-    url: str, *, min_size: int, max_size: int, statement_timeout: float
+    url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    statement_timeout: float,
+    fail: Callable[[BaseException], Exception],
 ) -> asyncpg.Pool[asyncpg.Record]:
     """The schema migrated, then a pool of ``min_size`` to ``max_size`` connections whose
     statements each end within ``statement_timeout`` seconds. An idle connection is closed
-    after five minutes, so a quiet process holds ``min_size`` and no more."""
+    after five minutes, so a quiet process holds ``min_size`` and no more. A server that does
+    not answer, refuses, or a url that does not parse raises what ``fail`` makes of it (the
+    caller's own error, its message without the password: ``redact``)."""
     import asyncpg
 
-    await migrate(url)
-    pool = await asyncpg.create_pool(
-        url,
-        min_size=min_size,
-        max_size=max_size,
-        timeout=CONNECT_TIMEOUT,
-        command_timeout=statement_timeout,
-        max_inactive_connection_lifetime=300.0,
-    )
+    # and ValueError: a url that does not parse
+    failures: tuple[type[BaseException], ...] = (*errors(), ValueError)
+    try:
+        await migrate(url)
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=statement_timeout,
+            max_inactive_connection_lifetime=300.0,
+        )
+    except failures as exc:
+        raise fail(exc) from exc
     return pool
 
 

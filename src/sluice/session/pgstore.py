@@ -106,19 +106,15 @@ class PostgresStore:
 
     async def open(self) -> None:
         self._errors, self._refused = postgres.errors(), postgres.refusals()
-        # and ValueError: a url that does not parse
-        failures: tuple[type[BaseException], ...] = (*self._errors, ValueError)
-        try:
-            self._pool = await postgres.create_pool(
-                self.url,
-                min_size=self.POOL_MIN,
-                max_size=self.POOL_MAX,
-                statement_timeout=self.TIMEOUT,
-            )
-        except failures as exc:
-            raise StoreError(
+        self._pool = await postgres.create_pool(
+            self.url,
+            min_size=self.POOL_MIN,
+            max_size=self.POOL_MAX,
+            statement_timeout=self.TIMEOUT,
+            fail=lambda exc: StoreError(
                 f"session store failed to open {postgres.redact(self.url)}: {exc}"
-            ) from exc
+            ),
+        )
 
     def _fail(self, exc: BaseException) -> StoreError:
         return StoreError(f"session store failed: {type(exc).__name__}: {exc}")

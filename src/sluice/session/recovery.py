@@ -25,7 +25,7 @@ from sluice.logs import kv
 from sluice.pricing import PriceBook
 from sluice.session.session import INTERRUPTED
 from sluice.session.store import NewEvent, Record, SessionStore, StoreError
-from sluice.turn import TurnAccumulator
+from sluice.turn import answer_of
 
 log = logging.getLogger("sluice.session")
 
@@ -46,18 +46,11 @@ def interrupted(
     """The record and log of a session whose relaying process died: its journaled events
     folded into its answer, then the terminal error ``reason``; the record ends in
     ``state``."""
-    acc = TurnAccumulator()
-    events: list[NewEvent] = []
-    for seq, kind, raw in stored:
-        data = orjson.loads(raw)
-        events.append((seq, kind, data))
-        event = ev.from_payload(kind, data)
-        if event is None:
-            continue
-        if type(event) is ev.Retry:  # a whole-turn retry: the answer starts afresh
-            acc = TurnAccumulator()
-        else:
-            acc.apply(event)
+    read: list[tuple[int, str, dict[str, Any]]] = [
+        (seq, kind, orjson.loads(raw)) for seq, kind, raw in stored
+    ]
+    acc = answer_of(ev.from_payload(kind, data) for _, kind, data in read)
+    events: list[NewEvent] = list(read)
     message = (
         "the gateway process relaying this session ended before the session did; "
         "what it had relayed and stored is kept"

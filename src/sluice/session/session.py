@@ -35,7 +35,7 @@ from sluice.session.flag import Flag
 from sluice.session.store import NewEvent, SessionStore
 from sluice.session.telemetry import StreamClock
 from sluice.sse import FrameTooLarge, SSEDecoder
-from sluice.turn import TurnAccumulator, TurnRequest
+from sluice.turn import TurnAccumulator, TurnRequest, answer_of
 from sluice.upstream import Pending, Upstream, UpstreamStream
 from sluice.wire.anthropic_messages import MessagesStreamAdapter
 from sluice.wire.base import StreamAdapter
@@ -377,12 +377,8 @@ class Session:
         for seq, kind, data in stored:
             while len(entries) < seq - 1:  # a frame that made no event
                 entries.append((None, b""))
-            event = ev.from_payload(kind, data)
-            entries.append((event, b""))
-            if type(event) is ev.Retry:
-                self.acc = TurnAccumulator()
-            elif event is not None:
-                self.acc.apply(event)
+            entries.append((ev.from_payload(kind, data), b""))
+        self.acc = answer_of(event for event, _ in entries)
         self.journaled = len(entries)
         self.created_at = float(record.get("created_at", self.created_at))
         self.attempts = int(record.get("attempts") or 1)

@@ -8,7 +8,7 @@ pydantic-style model per chunk.
 Event kinds, in the order a well-formed turn produces them::
 
     Start
-    (TextDelta | ReasoningDelta | ToolCallStart ToolCallDelta* ToolCallDone)*
+    (TextDelta | ReasoningDelta Signature? | ToolCallStart ToolCallDelta* ToolCallDone)*
     Usage*          -- a cumulative snapshot; the last one wins
     Finish | Error  -- exactly one terminal event
 
@@ -60,6 +60,16 @@ class ReasoningDelta(_Event):
     """Thinking or a reasoning summary, streamed before (or between) visible text."""
 
     text: str
+    index: int = 0
+
+
+class Signature(_Event):
+    """An opaque token the provider attaches to its reasoning (Anthropic's ``signature_delta``,
+    Gemini's ``thoughtSignature``, a Responses reasoning item's ``encrypted_content``). A client
+    must send it back, unchanged, to continue the turn; it is never shown. ``index`` is the
+    block it belongs to."""
+
+    signature: str
     index: int = 0
 
 
@@ -156,6 +166,7 @@ Event = (
     Start
     | TextDelta
     | ReasoningDelta
+    | Signature
     | ToolCallStart
     | ToolCallDelta
     | ToolCallDone
@@ -176,6 +187,8 @@ def payload(event: Event) -> tuple[str, dict[str, Any]]:
             return "text", {"text": text}
         case ReasoningDelta(text=text):
             return "reasoning", {"text": text}
+        case Signature(signature=signature, index=index):
+            return "signature", {"signature": signature, "index": index}
         case ToolCallDelta(index=index, fragment=fragment):
             return "tool_call.delta", {"index": index, "fragment": fragment}
         case ToolCallStart(index=index, call_id=call_id, name=name):
@@ -226,6 +239,8 @@ def from_payload(kind: str, data: dict[str, Any]) -> Event | None:
                 return TextDelta(data["text"])
             case "reasoning":
                 return ReasoningDelta(data["text"])
+            case "signature":
+                return Signature(data["signature"], data["index"])
             case "tool_call.delta":
                 return ToolCallDelta(data["index"], data["fragment"])
             case "tool_call.start":

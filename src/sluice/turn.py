@@ -55,6 +55,8 @@ class TurnRequest:
 
     ``tool_choice`` is ``"auto"``, ``"none"``, ``"required"`` or a tool name.
     ``include_usage`` records whether the client asked for usage in its stream.
+    ``reasoning_effort`` is the client's word for how hard a reasoning model should think
+    (``"low"``, ``"medium"``, ``"high"``…), passed on to the formats that take one.
     """
 
     model: str
@@ -69,6 +71,7 @@ class TurnRequest:
     stream: bool = False
     include_usage: bool = False
     user: str | None = None
+    reasoning_effort: str | None = None
 
     def prompt_text(self) -> str:
         """The prompt: the text of the last user message (its first text part), whole."""

@@ -35,7 +35,7 @@ def adapter_for(path: Path) -> Adapter:
         return MessagesStreamAdapter()
     if name.startswith(("chat-", "openai-chat-")):
         return ChatStreamAdapter()
-    if name.startswith("responses-"):
+    if name.startswith(("responses-", "openai-responses-")):
         return ResponsesStreamAdapter()
     raise ValueError(f"no adapter for {name}")
 

@@ -73,9 +73,14 @@ class ResponsesStreamAdapter(WireFold):
     (its ``arguments`` field wins over the fragments when present), or at the call's
     ``response.output_item.done`` if no ``.done`` frame came. ``Finish`` is ``tool_calls``
     when the response produced a function call, else ``stop``.
+
+    An ``error`` frame is followed by ``response.failed``: the error it names is the terminal
+    event, given at ``response.failed`` (or when the body ends without it), so the stream is
+    read to its last frame and a client that receives it unchanged gets that frame too. What
+    comes between the two is ignored.
     """
 
-    __slots__ = ("_made_calls",)
+    __slots__ = ("_failed", "_made_calls")
 
     FORMAT = "OpenAI Responses"
     SHORTCUT = responses_shortcut
@@ -83,11 +88,15 @@ class ResponsesStreamAdapter(WireFold):
     def __init__(self) -> None:
         super().__init__()
         self._made_calls = False
+        #: the error an ``error`` frame named, until ``response.failed`` ends the stream
+        self._failed: Error | None = None
 
     def _frame(self, event: str, frame: dict[str, Any]) -> list[Event]:
         kind = frame.get("type")
         if not isinstance(kind, str):
             kind = event
+        if self._failed is not None:
+            return self._terminate([], self._failed) if kind == "response.failed" else []
         match kind:  # the deltas first: they are nearly every frame
             case "response.output_text.delta":
                 chunk = text(frame, "delta")
@@ -124,10 +133,14 @@ class ResponsesStreamAdapter(WireFold):
                 return self._terminate([], openai_error(sub(frame, "response").get("error")))
             case "error":  # its fields at the top (as documented) or under ``error`` (as sent)
                 nested = frame.get("error")
-                return self._terminate(
-                    [], openai_error(nested if isinstance(nested, dict) else frame)
-                )
+                self._failed = openai_error(nested if isinstance(nested, dict) else frame)
+                self._started = False  # the shortcut takes no delta from here on
         return []
+
+    def _end(self) -> list[Event]:
+        if self._failed is not None:  # an error frame, and the body ended before its response
+            return self._terminate([], self._failed)
+        return WireFold._end(self)
 
     def _item_added(self, index: int | None, item: Mapping[str, Any]) -> list[Event]:
         if index is None or item.get("type") != "function_call" or index in self._calls:

@@ -55,6 +55,7 @@ from sluice.gateway.presenters import (
     client_encoder,
 )
 from sluice.gateway.responses import JSONResponse, error_response, format_of
+from sluice.gateway.responses_endpoints import ResponsesEndpoints
 from sluice.gateway.resume import check_within, requested_resume_id
 from sluice.gateway.siblings import left_before
 from sluice.gateway.streaming import SessionStream, summary_of
@@ -331,6 +332,7 @@ class Gateway:
         body: dict[str, Any],
         endpoint: str,
         client_wire: str | None,
+        default_policy: str | None = None,
     ) -> Session:
         principal: Principal = request.scope.get(PRINCIPAL, ANONYMOUS)
         if not principal.may_start:
@@ -345,7 +347,9 @@ class Gateway:
             admission_key = None if not client else f"address:{client[0]}"
         self._admit(principal, admission_key)
         passthrough = client_wire is not None and route.wire == client_wire
-        policy = body.get("disconnect_policy", self.settings.streams.disconnect_policy)
+        policy = body.get(
+            "disconnect_policy", default_policy or self.settings.streams.disconnect_policy
+        )
         if policy not in ("cancel", "detach", "drain"):
             raise BadRequest("'disconnect_policy' must be 'cancel', 'detach' or 'drain'")
         server = request.scope.get("server") or (self.settings.host, self.settings.port)
@@ -734,6 +738,8 @@ def _principal(request: Request) -> Principal:
 def _area(path: str) -> str:
     """The endpoint label of a refusal before routing."""
     if path.startswith("/v1/"):
+        if path.startswith("/v1/responses"):
+            return "responses"
         return "messages" if path.startswith("/v1/messages") else "chat"
     if path.startswith(("/ops", "/api/admin/", "/metrics", "/login")):
         return path.split("/", 2)[1] if path.count("/") > 1 else path.strip("/")
@@ -817,9 +823,11 @@ def create_app(
     upstream: Upstream | None = None,
 ) -> GatewayApp:
     gateway = Gateway(settings, store, bus, upstream)
+    responses = ResponsesEndpoints(gateway)
     routes: list[BaseRoute] = [
         Route("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
         Route("/v1/messages", gateway.messages, methods=["POST"]),
+        *responses.routes(),
         Route("/api/sessions", gateway.create_session, methods=["POST"]),
         Route("/api/sessions", gateway.list_sessions, methods=["GET"]),
         Route("/api/sessions/{session_id}", gateway.get_session, methods=["GET"]),
@@ -842,6 +850,7 @@ def create_app(
     direct: dict[tuple[str, str], Endpoint] = {
         ("POST", "/v1/chat/completions"): gateway.chat_completions,
         ("POST", "/v1/messages"): gateway.messages,
+        ("POST", "/v1/responses"): responses.create,
     }
     app = GatewayApp(
         direct=direct,

@@ -209,18 +209,30 @@ def failure(error: Error) -> tuple[str, dict[str, Any] | None]:
     }
 
 
-def failure_frames(error: Error, response: dict[str, Any], sequence: int) -> bytes:
-    """The frames that end ``response`` (a response object, left as it is but for its status
-    and error) with ``error``, numbered from ``sequence``: an ``error`` frame, unless it is a
-    Stop, then ``response.failed``. For a stream whose other frames Sluice did not write."""
+def failure_frames(
+    error: Error,
+    response: dict[str, Any],
+    sequence: int,
+    *,
+    error_frame: bool = True,
+    starting_after: int = -1,
+) -> bytes:
+    """The frames that end ``response`` (a response object, kept as it is but for its status
+    and error) with ``error``, numbered from ``sequence``: an ``error`` frame (unless it is a
+    Stop, or ``error_frame`` is false because the stream had its own), then
+    ``response.failed``; those numbered up to ``starting_after`` are left out. For a stream
+    whose other frames Sluice did not write."""
     status, problem = failure(error)
     response = response | {"status": status, "error": problem}
     out = b""
-    if problem is not None:
-        fields = {"code": problem["code"], "message": error.message, "param": None}
-        out = _frame_bytes("error", sequence, fields)
+    if problem is not None and error_frame:
+        if sequence > starting_after:
+            fields = {"code": problem["code"], "message": error.message, "param": None}
+            out = _frame_bytes("error", sequence, fields)
         sequence += 1
-    return out + _frame_bytes("response.failed", sequence, {"response": response})
+    if sequence > starting_after:
+        out += _frame_bytes("response.failed", sequence, {"response": response})
+    return out
 
 
 def _frame_bytes(kind: str, sequence: int, fields: dict[str, Any]) -> bytes:

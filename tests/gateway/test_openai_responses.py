@@ -226,7 +226,9 @@ async def test_a_dropped_stream_resumes_after_its_last_sequence_number(
     gateway: GatewayUnderTest, provider: str
 ) -> None:
     request = {"model": f"{provider}/support", "input": PROMPT, "stream": True, "background": True}
-    async with gateway.http.stream("POST", "/v1/responses", json=request, headers=PACED) as response:
+    async with gateway.http.stream(
+        "POST", "/v1/responses", json=request, headers=PACED
+    ) as response:
         session_id = response.headers["x-sluice-session-id"]
         first, last = await read_until(response.aiter_bytes(), 12)
     # the client went away; the response goes on (background), and the client comes back

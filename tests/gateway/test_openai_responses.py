@@ -320,24 +320,26 @@ async def test_cancel_closes_the_upstream_and_the_response_ends_cancelled(
     assert again.status == "cancelled"
 
 
+@pytest.mark.parametrize("provider", MODELS)
 async def test_a_background_response_answers_at_once_and_is_polled_to_its_end(
-    gateway: GatewayUnderTest,
+    gateway: GatewayUnderTest, provider: str
 ) -> None:
     openai = client(gateway)
-    started = await openai.responses.create(
-        model="simchat/support",
+    raw = await openai.responses.with_raw_response.create(
+        model=f"{provider}/support",
         input=PROMPT,
         background=True,
         extra_headers={"x-sim-token-rate": "400"},
     )
+    started = raw.parse()
     assert started.status == "in_progress"
     for _ in range(200):
         polled = await openai.responses.retrieve(started.id)
         if polled.status != "in_progress":
             break
         await asyncio.sleep(0.05)
-    assert polled.status == "completed"
-    sent = await gateway.sim_request(started.id.removeprefix("resp_"))
+    assert polled.status == "completed" and polled.id == started.id
+    sent = await gateway.sim_request(raw.headers["x-sluice-session-id"])
     assert polled.output_text == sent["text"]
 
 

@@ -114,7 +114,13 @@ class ResponsesEndpoints:
                 return Response(status_code=499)
             if session.error is not None:
                 return gateway._session_error(session, FORMAT, headers)
-        # (a background response answers at once, in progress: the client polls or streams it)
+        elif found.passthrough:
+            # A background response answers at once, in progress, for the client to poll or
+            # stream; relayed, once the provider's first frame has given it its id.
+            log = session.log
+            while not session.acc.response_id and not log.closed:
+                await log.wait_beyond(len(log))
+            found = _live(session)
         return JSONResponse(_live_response(found), headers=headers)
 
     # -- GET /v1/responses/{id} -------------------------------------------------------------

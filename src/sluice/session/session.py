@@ -73,7 +73,7 @@ class SessionSpec:
     body: bytes
     url: str
     headers: dict[str, str]
-    #: "chat" | "messages" | "native": the format of the client that opened the session
+    #: "chat" | "messages" | "responses" | "native": the format of the client that opened it
     endpoint: str
     #: whether that client receives the upstream's bytes unchanged
     passthrough: bool

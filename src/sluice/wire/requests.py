@@ -558,6 +558,8 @@ def parse_responses_request(body: JSONDict, *, translating: bool = True) -> Turn
         raise BadRequest("'input' must be a string or a list of items")
     elif translating or not any(body.get(key) is not None for key in _RESPONSES_ONLY):
         raise BadRequest("'input' is required")
+    if translating and not messages:
+        raise BadRequest("'input' must hold a message, a function call or its output")
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise BadRequest("'instructions' must be a string")

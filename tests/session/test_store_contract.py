@@ -258,6 +258,37 @@ async def test_sqlite_commits_a_long_queue_in_slices_with_the_loop_free_between(
         await store.close()
 
 
+async def test_sqlite_a_file_with_the_journal_keyed_by_session_is_migrated(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    await store.put(_record("op-1", 1.0, state="streaming"))
+    await store.close()
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        DROP TABLE journal_batches;
+        CREATE TABLE session_journal (session_id TEXT NOT NULL, first_seq INTEGER NOT NULL,
+            events BLOB NOT NULL, PRIMARY KEY (session_id, first_seq)) WITHOUT ROWID;
+        """
+    )
+    db.execute(
+        "INSERT INTO session_journal VALUES (?, ?, ?)", ("op-1", 1, b'[[1,"text",{"text":"a"}]]')
+    )
+    db.commit()
+    db.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        assert await store.get_events("op-1") == [(1, "text", b'{"text":"a"}')]
+        tables = {row[0] for row in store.db.execute("SELECT name FROM sqlite_master")}
+        assert "session_journal" not in tables
+    finally:
+        await store.close()
+
+
 def _wal_frames(path: Path) -> int:
     """The frames the file's write-ahead log holds (none is checkpointed: the store turns
     automatic checkpoints off and runs its own only after many writes)."""
@@ -314,7 +345,7 @@ async def test_sqlite_journal_batches_waiting_together_are_one_row_per_session(
         other = store.append_events("op-2", [(1, "text", {"text": "c"})])  # no record: ignored
         await store.put(_record("op-3", 3.0), [(1, "text", {"text": "end"})])  # flushes now
         await asyncio.gather(first, second, other)
-        rows = store.db.execute("SELECT session_id, first_seq FROM session_journal").fetchall()
+        rows = store.db.execute("SELECT session_id, first_seq FROM journal_batches").fetchall()
         assert rows == [("op-1", 1)]
         assert [e[0] for e in await store.get_events("op-1")] == [1, 2]
         # A batch still waiting when the session's end is queued is not written.
@@ -323,7 +354,7 @@ async def test_sqlite_journal_batches_waiting_together_are_one_row_per_session(
             _record("op-1", 1.0), [(n, "text", {"text": t}) for n, t in enumerate("abd", 1)]
         )
         await late
-        assert store.db.execute("SELECT count(*) FROM session_journal").fetchone()[0] == 0
+        assert store.db.execute("SELECT count(*) FROM journal_batches").fetchone()[0] == 0
         assert [e[0] for e in await store.get_events("op-1")] == [1, 2, 3]
     finally:
         await store.close()

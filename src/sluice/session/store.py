@@ -182,18 +182,22 @@ CREATE TABLE IF NOT EXISTS sessions (
     tenant TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at);
-CREATE TABLE IF NOT EXISTS session_journal (
+-- Rows appended in rowid order, found by the small index: half the pages written per batch
+-- of a table keyed by (session, batch) with the events inside its b-tree (WITHOUT ROWID),
+-- where each of a window's batches lands on a page of its own.
+CREATE TABLE IF NOT EXISTS journal_batches (
     session_id TEXT NOT NULL,
     first_seq INTEGER NOT NULL,
-    events BLOB NOT NULL,
-    PRIMARY KEY (session_id, first_seq)
-) WITHOUT ROWID;
+    events BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS journal_batches_session
+    ON journal_batches (session_id, first_seq);
 """
 
 #: a journal batch is kept only for a session whose record is live (the final ``put``, which
 #: deletes the journal, may have been merged into a write queued before the batch)
 _JOURNAL = (
-    "INSERT OR IGNORE INTO session_journal (session_id, first_seq, events) "
+    "INSERT OR IGNORE INTO journal_batches (session_id, first_seq, events) "
     "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ? "
     "AND state IN ('starting', 'streaming', 'finalizing'))"
 )
@@ -204,7 +208,19 @@ _TENANT_INDEX = "CREATE INDEX IF NOT EXISTS sessions_tenant ON sessions (tenant,
 
 def _migrate(db: sqlite3.Connection) -> None:
     """A file written before the event log moved into the session's row (it had a table
-    ``session_events`` of its own): the logs are moved over, in one transaction."""
+    ``session_events`` of its own): the logs are moved over, in one transaction. A file
+    whose journal was a table keyed by session (``session_journal``): its batches move to
+    ``journal_batches``."""
+    journal = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'session_journal'"
+    ).fetchone()
+    if journal is not None:
+        with transaction(db):
+            db.execute(
+                "INSERT OR IGNORE INTO journal_batches (session_id, first_seq, events) "
+                "SELECT session_id, first_seq, events FROM session_journal ORDER BY session_id"
+            )
+            db.execute("DROP TABLE session_journal")
     columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
     if "tenant" not in columns:  # a file from before client keys: no session had a tenant
         db.execute("ALTER TABLE sessions ADD COLUMN tenant TEXT")
@@ -505,7 +521,7 @@ class SQLiteStore:
     async def delete_before(self, cutoff: float) -> int:
         def delete(db: sqlite3.Connection) -> int:
             db.execute(
-                "DELETE FROM session_journal WHERE session_id IN "
+                "DELETE FROM journal_batches WHERE session_id IN "
                 "(SELECT id FROM sessions WHERE created_at < ?)",
                 (cutoff,),
             )
@@ -587,7 +603,7 @@ class SQLiteStore:
                 journal = [
                     bytes(r[0])
                     for r in db.execute(
-                        "SELECT events FROM session_journal WHERE session_id = ? "
+                        "SELECT events FROM journal_batches WHERE session_id = ? "
                         "ORDER BY first_seq",
                         (session_id,),
                     )
@@ -661,7 +677,7 @@ class _RecordWrite:
             ),
         )
         if events is not None:  # the whole log is stored: its journal has served
-            db.execute("DELETE FROM session_journal WHERE session_id = ?", (self.session_id,))
+            db.execute("DELETE FROM journal_batches WHERE session_id = ?", (self.session_id,))
 
 
 class _JournalWrite:

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sluice import __version__
+from sluice.config import provider_kinds
 
 JSONSchema = dict[str, Any]
 
@@ -485,7 +486,7 @@ _MODELS = {
                 "required": ["name", "kind", "available", "reason", "any_model", "models"],
                 "properties": {
                     "name": {"type": "string"},
-                    "kind": {"enum": ["openai", "anthropic", "sim"]},
+                    "kind": {"enum": list(provider_kinds())},
                     "available": {"type": "boolean", "description": "its key is set"},
                     "reason": {"type": ["string", "null"]},
                     "any_model": {

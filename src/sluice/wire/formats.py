@@ -19,7 +19,7 @@ from sluice.turn import TurnRequest
 from sluice.wire.anthropic_messages import MessagesStreamAdapter, MessagesStreamEncoder
 from sluice.wire.base import JSONDict, ProviderKind, StreamEncoder, WireFormat
 from sluice.wire.openai_chat import ChatStreamAdapter, ChatStreamEncoder
-from sluice.wire.openai_responses import ResponsesStreamAdapter
+from sluice.wire.openai_responses import ResponsesStreamAdapter, ResponsesStreamEncoder
 from sluice.wire.requests import (
     anthropic_error_body,
     build_chat_request,
@@ -80,6 +80,10 @@ def _messages_encoder(response_id: str, model: str, include_usage: bool) -> Stre
     return MessagesStreamEncoder(response_id, model)
 
 
+def _responses_encoder(response_id: str, model: str, include_usage: bool) -> StreamEncoder:
+    return ResponsesStreamEncoder(response_id, model)
+
+
 CHAT = WireFormat(
     name="chat",
     kind=OPENAI,
@@ -113,7 +117,7 @@ MESSAGES = WireFormat(
     id_prefix="msg_",
 )
 
-#: upstream only, for now: no client endpoint speaks it
+#: upstream only, for now: no client endpoint speaks it (its encoder is ready for one)
 RESPONSES = WireFormat(
     name="responses",
     kind=OPENAI,
@@ -123,6 +127,8 @@ RESPONSES = WireFormat(
     path=lambda model, stream: "/responses",
     auth=bearer_auth,
     error_body=_openai_error,
+    encoder=_responses_encoder,
+    id_prefix="resp_",
 )
 
 #: the formats Sluice ships with, in the order a provider kind prefers them

@@ -8,6 +8,7 @@ covered here as soon as it is registered.
 - its passthrough body leaves the client's own untouched;
 - its error body says the message where every provider's error body does;
 - its auth headers carry the provider key, whole, in one header, and nothing else secret;
+- its model list (where it has one) names the models given, in their order;
 - its adapter and its parser never raise on garbage other than as they are meant to.
 """
 
@@ -372,6 +373,15 @@ def test_a_client_format_has_endpoints_an_id_prefix_and_renders_a_whole_answer(
     body = orjson.loads(orjson.dumps(fmt.render(result, "provider/model")))
     assert "look that up" in orjson.dumps(body).decode()
     assert "A-1" in orjson.dumps(body).decode()
+
+
+@each([fmt for fmt in ALL if fmt.list_models is not None])
+def test_a_model_list_names_each_model_in_order_and_one_model_by_its_id(fmt: WireFormat) -> None:
+    assert fmt.list_models is not None and fmt.describe_model is not None
+    ids = ["sim/support", "openai/gpt-x", "acme/rocket-1"]
+    listed = orjson.dumps(fmt.list_models(ids, {})).decode()
+    assert [listed.index(f'"{m}"') for m in ids] == sorted(listed.index(f'"{m}"') for m in ids)
+    assert '"acme/rocket-1"' in orjson.dumps(fmt.describe_model("acme/rocket-1")).decode()
 
 
 # -- garbage ---------------------------------------------------------------------------------

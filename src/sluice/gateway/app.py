@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -44,6 +44,7 @@ from sluice.gateway.admission import SharedAdmission
 from sluice.gateway.diagnostics import DiagnosticStream
 from sluice.gateway.guard import CORS_ORIGIN, PRINCIPAL, Guard, cors_send
 from sluice.gateway.metrics import GatewayMetrics
+from sluice.gateway.modellist import model_routes
 from sluice.gateway.nodes import NodeLink, RemoteFollow
 from sluice.gateway.openapi import openapi_endpoint
 from sluice.gateway.ops import ops_routes
@@ -88,9 +89,10 @@ log = logging.getLogger("sluice.gateway")
 _NATIVE_PATHS = ("/api/", "/healthz", "/metrics", "/openapi.json")
 
 
-def error_format(path: str) -> str | None:
-    """The error format of the API ``path`` belongs to; None for pages (plain text)."""
-    fmt = format_of(path)
+def error_format(path: str, header_names: Iterable[str] = ()) -> str | None:
+    """The error format of the API ``path`` belongs to (see ``format_of``); None for pages
+    (plain text)."""
+    fmt = format_of(path, header_names)
     if fmt == NATIVE and not path.startswith(_NATIVE_PATHS):
         return None
     return fmt
@@ -100,7 +102,7 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (404 for an unknown path, 405 for a method a path does not
     take) in the error format of the API the path belongs to; pages keep plain text."""
     assert isinstance(exc, HTTPException)
-    fmt = error_format(request.url.path)
+    fmt = error_format(request.url.path, request.headers.keys())
     if fmt is None:
         return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
     type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
@@ -113,7 +115,8 @@ async def _unhandled_sluice_error(request: Request, exc: Exception) -> Response:
     own error format, its status, and a log line; never a traceback to the client."""
     assert isinstance(exc, SluiceError)
     log.error("request failed %s", kv(path=request.url.path, type=exc.type, message=exc.message))
-    return error_response(format_of(request.url.path), exc.status, exc.type, exc.message)
+    fmt = format_of(request.url.path, request.headers.keys())
+    return error_response(fmt, exc.status, exc.type, exc.message)
 
 
 def _upstream_error_status(error: dict[str, Any], fmt: WireFormat) -> int:
@@ -821,6 +824,7 @@ def create_app(
     }
     routes: list[BaseRoute] = [
         *(Route(path, endpoint, methods=[method]) for (method, path), endpoint in direct.items()),
+        *model_routes(gateway),
         Route("/api/sessions", gateway.create_session, methods=["POST"]),
         Route("/api/sessions", gateway.list_sessions, methods=["GET"]),
         Route("/api/sessions/{session_id}", gateway.get_session, methods=["GET"]),

@@ -3,6 +3,7 @@ API a path belongs to (a wire format's, such as OpenAI's or Anthropic's, or nati
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -36,11 +37,15 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def format_of(path: str) -> str:
+def format_of(path: str, header_names: Iterable[str] = ()) -> str:
     """The error format of the API ``path`` belongs to: the wire format whose client endpoint
-    it is (``messages`` for ``/v1/messages``), ``chat`` for the rest of ``/v1/``, else
-    ``native``."""
+    it is (``messages`` for ``/v1/messages``); on the rest of ``/v1/`` (``/v1/models``), the
+    format whose SDKs' own header the request carries (``anthropic-version``: ``messages``),
+    else ``chat``; outside ``/v1/``, ``native``."""
     fmt = formats.for_path(path)
     if fmt is not None:
         return fmt.name
-    return V1_DEFAULT if path.startswith("/v1/") else NATIVE
+    if not path.startswith("/v1/"):
+        return NATIVE
+    fmt = formats.by_sdk_header(header_names)
+    return V1_DEFAULT if fmt is None else fmt.name

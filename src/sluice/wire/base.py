@@ -3,7 +3,7 @@ one object that holds all of a format's parts (``sluice.wire.formats`` registers
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -119,6 +119,15 @@ class WireFormat:
     render: Callable[[TurnResult, str], JSONDict] | None = None
     #: what a response id starts with for this format's clients (``chatcmpl-``, ``msg_``)
     id_prefix: str = ""
+    #: a request header only this format's SDKs send (``anthropic-version``): a request on a
+    #: path that no format's endpoints hold (``/v1/models``) and that carries it is answered
+    #: in this format, its errors included
+    sdk_header: str | None = None
+    #: the body of ``GET /v1/models`` in this format: ``list_models(ids, query)``, paged as
+    #: the query asks where the format pages (``BadRequest`` for a query it refuses)
+    list_models: Callable[[Sequence[str], Mapping[str, str]], JSONDict] | None = None
+    #: the body of ``GET /v1/models/{id}``: ``describe_model(id)``
+    describe_model: Callable[[str], JSONDict] | None = None
 
     @property
     def serves_clients(self) -> bool:

@@ -12,12 +12,18 @@ line in ``_BUILTIN``; ``tests/wire/test_format_contract.py`` covers it from then
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from sluice.turn import TurnRequest
 from sluice.wire.anthropic_messages import MessagesStreamAdapter, MessagesStreamEncoder
 from sluice.wire.base import JSONDict, ProviderKind, StreamEncoder, WireFormat
+from sluice.wire.models import (
+    anthropic_model,
+    anthropic_model_list,
+    openai_model,
+    openai_model_list,
+)
 from sluice.wire.openai_chat import ChatStreamAdapter, ChatStreamEncoder
 from sluice.wire.openai_responses import ResponsesStreamAdapter, ResponsesStreamEncoder
 from sluice.wire.requests import (
@@ -98,6 +104,8 @@ CHAT = WireFormat(
     encoder=_chat_encoder,
     render=render_chat_response,
     id_prefix="chatcmpl-",
+    list_models=openai_model_list,
+    describe_model=openai_model,
 )
 
 MESSAGES = WireFormat(
@@ -115,6 +123,9 @@ MESSAGES = WireFormat(
     encoder=_messages_encoder,
     render=render_messages_response,
     id_prefix="msg_",
+    sdk_header="anthropic-version",
+    list_models=anthropic_model_list,
+    describe_model=anthropic_model,
 )
 
 #: upstream only, for now: no client endpoint speaks it (its encoder is ready for one)
@@ -181,6 +192,16 @@ def for_path(path: str) -> WireFormat | None:
     """The format whose client endpoint ``path`` is (or lies under); None for any other."""
     for fmt in _formats.values():
         if path.startswith(fmt.endpoints):
+            return fmt
+    return None
+
+
+def by_sdk_header(header_names: Iterable[str]) -> WireFormat | None:
+    """The format whose SDKs' own header is among ``header_names`` (lowercase); None when
+    no format's is."""
+    names = set(header_names)
+    for fmt in _formats.values():
+        if fmt.sdk_header is not None and fmt.sdk_header in names:
             return fmt
     return None
 

@@ -38,14 +38,17 @@ from sluice.gateway.siblings import left_before
 from sluice.gateway.streaming import SessionStream
 from sluice.session.session import Session
 from sluice.session.store import LIVE_STATES, Record
+from sluice.wire import formats
 from sluice.wire.openai_responses import ResponsesStreamEncoder
 from sluice.wire.requests import parse_responses_request
 
 if TYPE_CHECKING:
     from sluice.gateway.app import Gateway
 
-ENDPOINT = "responses"
-FORMAT = "openai"
+#: the wire format these endpoints speak: its name is the sessions' ``endpoint``, the
+#: upstream wire that passes through, and the error format
+RESPONSES = formats.RESPONSES
+ENDPOINT = RESPONSES.name
 
 
 @dataclass(slots=True)
@@ -65,14 +68,17 @@ class _Found:
 
 
 class ResponsesEndpoints:
+    """``create`` is the handler of the format's client endpoint (``path``, dispatched
+    directly, as every provider endpoint is); ``routes()`` are a response's own."""
+
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self.path = RESPONSES.endpoints[0]
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/v1/responses", self.create, methods=["POST"]),
-            Route("/v1/responses/{response_id}", self.retrieve, methods=["GET"]),
-            Route("/v1/responses/{response_id}/cancel", self.cancel, methods=["POST"]),
+            Route(self.path + "/{response_id}", self.retrieve, methods=["GET"]),
+            Route(self.path + "/{response_id}/cancel", self.cancel, methods=["POST"]),
         ]
 
     # -- POST /v1/responses ---------------------------------------------------------------
@@ -98,11 +104,11 @@ class ResponsesEndpoints:
                 default_policy="drain" if background else None,
             )
         except SluiceError as exc:
-            return gateway._reject(FORMAT, ENDPOINT, exc)
+            return gateway._reject(ENDPOINT, ENDPOINT, exc)
         await session.ready
         headers = {"x-sluice-session-id": session.id}
         if session.failed_before_stream and session.error is not None:
-            return gateway._session_error(session, FORMAT, headers)
+            return gateway._session_error(session, RESPONSES, headers)
         found = _live(session)
         if turn.stream:
             return SessionStream(session, _presenter(found, -1))  # type: ignore[return-value]
@@ -113,7 +119,7 @@ class ResponsesEndpoints:
                 session.detach(session.attach(0), "client_disconnected")
                 return Response(status_code=499)
             if session.error is not None:
-                return gateway._session_error(session, FORMAT, headers)
+                return gateway._session_error(session, RESPONSES, headers)
         elif found.passthrough:
             # A background response answers at once, in progress, for the client to poll or
             # stream; relayed, once the provider's first frame has given it its id.
@@ -139,7 +145,7 @@ class ResponsesEndpoints:
                 found, -1 if after is None else resume_id(after, "starting_after")
             )
         except SluiceError as exc:
-            return self.gateway._reject(FORMAT, ENDPOINT, exc)
+            return self.gateway._reject(ENDPOINT, ENDPOINT, exc)
 
     async def _response(self, found: _Found) -> Response:
         headers = {"x-sluice-session-id": found.session_id}
@@ -191,7 +197,7 @@ class ResponsesEndpoints:
                 await gateway.nodes.cancel(owner, found.session_id, "client_stop")
                 found = await self._find(request)
         except SluiceError as exc:
-            return gateway._reject(FORMAT, ENDPOINT, exc)
+            return gateway._reject(ENDPOINT, ENDPOINT, exc)
         return await self._response(found)
 
     # -- finding a response -----------------------------------------------------------------

@@ -3,7 +3,8 @@
 ``parse_*`` validate a client's body (raising ``BadRequest`` with a message that names the
 field) and return a ``TurnRequest``; ``build_*`` make an upstream body from one;
 ``render_*`` make the non-streaming response body of a ``TurnResult``; ``*_error_body`` make
-each format's error body. No I/O.
+each format's error body; ``forward_*`` make a client's body into an upstream body of the same
+format. No I/O.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sluice.turn import (
     TurnResult,
 )
 from sluice.wire.anthropic_messages import uncached_input
+from sluice.wire.openai_responses import ResponsesStreamEncoder
 
 JSONDict = dict[str, Any]
 
@@ -715,6 +717,35 @@ def _check_responses_options(body: JSONDict, translating: bool) -> None:
         )
 
 
+def render_responses_response(result: TurnResult, model: str) -> JSONDict:
+    """A finished turn as a Responses response object: its reasoning, its text and its calls
+    as output items, in that order, written by the stream encoder (so in the shape its
+    ``response.completed`` carries). The gateway's own endpoint renders a session's events
+    instead, which keeps their order and the stream's item ids."""
+    encoder = ResponsesStreamEncoder(
+        result.response_id or "resp_sluice",
+        model,
+        created_at=int(time.time()),
+        starting_after=2**62,
+    )
+    events: list[ev.Event] = []
+    if result.reasoning:
+        events.append(ev.ReasoningDelta(result.reasoning))
+    if result.text:
+        events.append(ev.TextDelta(result.text))
+    for index, call in enumerate(result.tool_calls):
+        arguments = call.arguments
+        events.append(
+            ev.ToolCallDone(index, call.call_id, call.name, call.raw, arguments, call.status)
+        )
+    if result.usage is not None:
+        events.append(result.usage)
+    events.append(result.error or ev.Finish(result.finish_reason or ev.FINISH_STOP))
+    for event in events:
+        encoder.encode(event)
+    return encoder.response()
+
+
 def build_responses_request(turn: TurnRequest, model: str) -> JSONDict:
     items: list[JSONDict] = []
     for m in turn.messages:
@@ -779,8 +810,24 @@ def parse_native_request(body: JSONDict) -> TurnRequest:
     return turn
 
 
-BUILDERS = {
-    "chat": build_chat_request,
-    "messages": build_messages_request,
-    "responses": build_responses_request,
-}
+# ---------------------------------------------------------------------------------------------
+# Passthrough: a client's body forwarded to an upstream of its own format
+
+
+def forward_request(body: JSONDict, model: str) -> JSONDict:
+    """The client's body as it is, with the upstream's model and streaming on."""
+    forwarded = dict(body)
+    forwarded["model"] = model
+    forwarded["stream"] = True
+    return forwarded
+
+
+def forward_chat_request(body: JSONDict, model: str) -> JSONDict:
+    """As ``forward_request``, and usage asked for: the record needs it, whether or not the
+    client asked (a client that did not is not sent the usage chunk)."""
+    forwarded = forward_request(body, model)
+    options = forwarded.get("stream_options")
+    options = dict(options) if isinstance(options, dict) else {}
+    options["include_usage"] = True
+    forwarded["stream_options"] = options
+    return forwarded

@@ -371,14 +371,21 @@ def test_chat_role_chunk_comes_first_even_without_start() -> None:
     assert deltas == [{"role": "assistant", "content": ""}, {"content": "hi"}]
 
 
-def test_messages_fragment_for_a_closed_tool_block_goes_to_that_block() -> None:
+def test_messages_never_writes_into_a_tool_block_after_its_stop() -> None:
+    # Unsequenced input (the ToolCallSequencer in front of it never gives this): a late
+    # fragment, or a late end with whole arguments, for a block already closed is dropped.
     encoder = MessagesStreamEncoder("m", "c")
     encoder.encode(ToolCallStart(0, "call_a", "a"))
     encoder.encode(ToolCallStart(1, "call_b", "b"))  # closes block 0
-    body = encoder.encode(ToolCallDelta(0, '{"late": true}'))
-    [(_, data)] = sse_payloads(body)
-    assert data["index"] == 0
-    assert data["delta"] == {"type": "input_json_delta", "partial_json": '{"late": true}'}
+    assert encoder.encode(ToolCallDelta(0, '{"late": true}')) == b""
+    assert encoder.encode(ToolCallDone(0, "call_a", "a", '{"x": 1}', {"x": 1})) == b""
+
+
+def test_responses_never_writes_into_a_call_item_after_it_ended() -> None:
+    encoder = ResponsesStreamEncoder("resp_1", "m")
+    encoder.encode(ToolCallStart(0, "call_a", "a"))
+    encoder.encode(ToolCallStart(1, "call_b", "b"))  # ends item 0
+    assert encoder.encode(ToolCallDelta(0, '{"late": true}')) == b""
 
 
 def test_messages_text_after_a_tool_call_opens_a_new_text_block() -> None:

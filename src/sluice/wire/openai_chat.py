@@ -198,7 +198,7 @@ class ChatStreamEncoder:
     fragment gets its whole argument text as one fragment at ``ToolCallDone`` (``"{}"`` for
     a tool without arguments, as OpenAI sends). ``close()`` writes the usage chunk (when the
     client asked for usage and usage is known) and ``data: [DONE]``; after an ``Error`` it
-    writes nothing.
+    writes nothing. ``Signature`` events are dropped: a chunk has no field for them.
     """
 
     __slots__ = (

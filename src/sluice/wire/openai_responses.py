@@ -201,7 +201,11 @@ class ResponsesStreamEncoder:
     ``{}``) as one fragment when it ends. ``Finish`` writes ``response.completed`` (or
     ``response.incomplete`` for ``length`` / ``content_filter``) carrying the whole response:
     every output item and the usage. An ``Error`` writes an ``error`` frame and
-    ``response.failed``. ``close()`` writes nothing.
+    ``response.failed``. ``close()`` writes nothing. The encoder is fed one tool call at a time
+    (``ToolCallSequencer`` in front of it): a fragment for a call whose item already ended is
+    dropped, never written after its ``.done`` frames. ``Signature`` events are not written:
+    the format's ``encrypted_content`` is OpenAI's own, and another provider's token means
+    nothing there.
 
     The encoder keeps each item's text until the item ends, and the finished items until the
     response ends: the format's final frames repeat the whole output.
@@ -244,10 +248,9 @@ class ResponsesStreamEncoder:
                 return self._tool_start(event)
             case ToolCallDelta(index=source, fragment=fragment):
                 call = self._tools.get(source)
-                if call is None or not fragment:
-                    return b""
-                if call is self._open:
-                    call.parts.append(fragment)
+                if call is None or not fragment or call is not self._open:
+                    return b""  # never after the item's .done (the sequencer sees to it)
+                call.parts.append(fragment)
                 return self._delta(call, fragment)
             case ToolCallDone():
                 return self._tool_done(event)

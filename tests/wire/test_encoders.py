@@ -14,6 +14,7 @@ from sluice.events import (
     Event,
     Finish,
     ReasoningDelta,
+    Signature,
     Start,
     TextDelta,
     ToolCallDelta,
@@ -486,3 +487,55 @@ def test_any_turn_survives_a_round_trip(
     source = turn_of(parts)
     decoded = replay(adapter(), [encode(make(), source)])
     assert summary(decoded) == summary(source)
+
+
+# -- signatures ----------------------------------------------------------------------------
+
+
+def test_messages_signature_goes_into_its_thinking_block_before_the_stop() -> None:
+    events: list[Event] = [
+        Start("x", "m"),
+        ReasoningDelta("hm", 0),
+        Signature("EqQBCgIYAh", 0),
+        TextDelta("Hi", 1),
+        Finish("stop"),
+    ]
+    frames = sse_payloads(encode(MessagesStreamEncoder("msg_1", "c"), events))
+    names = [(name, data.get("index"), data.get("delta", {}).get("type")) for name, data in frames]
+    assert names[1:6] == [
+        ("content_block_start", 0, None),
+        ("content_block_delta", 0, "thinking_delta"),
+        ("content_block_delta", 0, "signature_delta"),
+        ("content_block_stop", 0, None),
+        ("content_block_start", 1, None),
+    ]
+    assert frames[3][1]["delta"]["signature"] == "EqQBCgIYAh"
+
+
+def test_messages_signature_of_a_block_that_is_not_open_thinking_is_dropped() -> None:
+    encoder = MessagesStreamEncoder("msg_1", "c")
+    encoder.encode(ReasoningDelta("hm", 0))
+    assert encoder.encode(Signature("other-block", 3)) == b""
+    encoder.encode(TextDelta("Hi", 1))  # the thinking block closes
+    assert encoder.encode(Signature("late", 0)) == b""
+
+
+def test_messages_redacted_reasoning_is_a_block_of_its_own() -> None:
+    events: list[Event] = [Signature("EmwKAhgB", 0, redacted=True), TextDelta("Hi", 1)]
+    frames = sse_payloads(encode(MessagesStreamEncoder("msg_1", "c"), events))
+    blocks = [d["content_block"] for n, d in frames if n == "content_block_start"]
+    assert blocks[0] == {"type": "redacted_thinking", "data": "EmwKAhgB"}
+    assert [n for n, _ in frames][1:4] == [
+        "content_block_start",
+        "content_block_stop",
+        "content_block_start",
+    ]
+
+
+@pytest.mark.parametrize(("name", "make", "adapter"), ENCODERS[::2], ids=["chat", "responses"])
+def test_formats_without_a_place_for_a_signature_leave_it_out(
+    name: str, make: Any, adapter: Any
+) -> None:
+    plain: list[Event] = [Start("x", "m"), ReasoningDelta("hm"), TextDelta("Hi"), Finish("stop")]
+    signed = [*plain[:2], Signature("EqQBCgIYAh"), Signature("EmwK", 1, True), *plain[2:]]
+    assert encode(make(), signed) == encode(make(), plain)

@@ -539,3 +539,49 @@ def test_formats_without_a_place_for_a_signature_leave_it_out(
     plain: list[Event] = [Start("x", "m"), ReasoningDelta("hm"), TextDelta("Hi"), Finish("stop")]
     signed = [*plain[:2], Signature("EqQBCgIYAh"), Signature("EmwK", 1, True), *plain[2:]]
     assert encode(make(), signed) == encode(make(), plain)
+
+
+# -- ids -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "prefix"),
+    [
+        (lambda i: ChatStreamEncoder(i, "m", 0, False), "chatcmpl-"),
+        (lambda i: MessagesStreamEncoder(i, "m"), "msg_"),
+        (lambda i: ResponsesStreamEncoder(i, "m"), "resp_"),
+    ],
+    ids=["chat", "messages", "responses"],
+)
+def test_every_encoder_writes_ids_of_its_own_format(make: Any, prefix: str) -> None:
+    turn: list[Event] = [Start("x", "m"), TextDelta("a"), Finish("stop")]
+    for named in ("op-123", f"{prefix}op-123"):
+        frames = sse_payloads(encode(make(named), turn))
+        ids = {
+            (data.get("message") or data.get("response") or data).get("id")
+            for _, data in frames
+            if isinstance(data, dict)
+        } - {None}
+        assert ids == {f"{prefix}op-123"}, named
+
+
+def test_tool_call_ids_pass_unchanged_and_are_made_up_only_when_missing() -> None:
+    events: list[Event] = [
+        ToolCallStart(0, "call_upstream", "f"),
+        ToolCallDone(0, "call_upstream", "f", "{}", {}),
+        ToolCallStart(1, "", "g"),
+        ToolCallDone(1, "", "g", "{}", {}),
+        Finish("tool_calls"),
+    ]
+    chat = sse_payloads(encode(ChatStreamEncoder("chatcmpl-op-1", "m", 0, False), events))
+    chat_ids = [
+        call["id"]
+        for _, data in chat
+        if isinstance(data, dict)
+        for call in data["choices"][0]["delta"].get("tool_calls") or []
+        if "id" in call
+    ]
+    assert chat_ids == ["call_upstream", "call_op-1_1"]
+    messages = sse_payloads(encode(MessagesStreamEncoder("msg_op-1", "m"), events))
+    blocks = [d["content_block"]["id"] for n, d in messages if n == "content_block_start"]
+    assert blocks == ["call_upstream", "toolu_op-1_1"]

@@ -496,7 +496,10 @@ class Gateway:
         if session.error is not None:
             return self._session_error(session, fmt, headers)
         result = session.acc.result()
-        result.response_id = result.response_id or _response_id(endpoint, session.id)
+        if not session.spec.passthrough or not result.response_id:
+            # the upstream's id only when it speaks the client's format: a translated answer
+            # carries the gateway's, in the client's format (as its stream does)
+            result.response_id = _response_id(endpoint, session.id)
         render = render_messages_response if endpoint == "messages" else render_chat_response
         return JSONResponse(render(result, turn.model), headers=headers)
 

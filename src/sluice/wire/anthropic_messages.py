@@ -276,6 +276,10 @@ class MessagesStreamEncoder:
     block of its own.
     ``message_delta`` (stop reason, cumulative usage) and ``message_stop`` are written at
     ``Finish``; ``close()`` writes nothing.
+
+    Ids are the client format's own: the message id starts ``msg_`` (the prefix is added to
+    one given without it); a tool call keeps the upstream's id, unchanged (``toolu_…`` made up
+    only when the upstream gave none).
     """
 
     __slots__ = (
@@ -295,7 +299,7 @@ class MessagesStreamEncoder:
     )
 
     def __init__(self, message_id: str, model: str) -> None:
-        self._message_id = message_id
+        self._message_id = message_id = anthropic_id("msg_", message_id)
         self._model = model
         self._pending_start = False  # Start seen, message_start not yet written
         self._started = False
@@ -405,7 +409,11 @@ class MessagesStreamEncoder:
     def _tool_start(self, event: ToolCallStart) -> bytes:
         if event.index in self._tools:
             return b""
-        block = {"type": "tool_use", "id": event.call_id, "name": event.name, "input": {}}
+        # The upstream's id, unchanged: the client sends it back with the tool's result, and
+        # the same upstream must know it again (docs/translation.md). One is made up only
+        # where the upstream gave none (Anthropic requires one).
+        call_id = event.call_id or f"toolu_{self._message_id[4:]}_{self._next_block}"
+        block = {"type": "tool_use", "id": call_id, "name": event.name, "input": {}}
         out = self._open_block("tool_use", block, _JSON_DELTA)
         self._tools[event.index] = (self._next_block - 1, self._open_head)
         return out
@@ -457,6 +465,11 @@ def _normalised(usage: Usage) -> Usage:
     return replace(
         usage, input_tokens=usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
     )
+
+
+def anthropic_id(prefix: str, value: str) -> str:
+    """``value`` as an id of this format: it starts with ``prefix`` (``msg_``)."""
+    return value if value.startswith(prefix) else prefix + value
 
 
 def uncached_input(usage: Usage) -> int:

@@ -225,7 +225,10 @@ class ResponsesStreamEncoder:
     )
 
     def __init__(self, response_id: str, model: str, *, created_at: int = 0) -> None:
-        self._response_id = response_id
+        # the format's own prefix, added to an id given without it
+        self._response_id = (
+            response_id if response_id.startswith("resp_") else "resp_" + response_id
+        )
         self._model = model
         self._created_at = created_at
         self._sequence = 0

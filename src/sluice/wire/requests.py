@@ -26,7 +26,8 @@ from sluice.turn import (
     TurnRequest,
     TurnResult,
 )
-from sluice.wire.anthropic_messages import uncached_input
+from sluice.wire.anthropic_messages import anthropic_id, uncached_input
+from sluice.wire.openai_chat import completion_id
 
 JSONDict = dict[str, Any]
 
@@ -278,18 +279,18 @@ def render_chat_response(result: TurnResult, model: str) -> JSONDict:
     if result.tool_calls:
         message["tool_calls"] = [
             {
-                "id": c.call_id,
+                "id": c.call_id or f"call_{number}",
                 "type": "function",
                 "function": {"name": c.name, "arguments": c.raw or "{}"},
             }
-            for c in result.tool_calls
+            for number, c in enumerate(result.tool_calls)
         ]
     finish = {
         ev.FINISH_PAUSE: "stop",
         ev.FINISH_REFUSAL: "content_filter",
     }.get(result.finish_reason or "stop", result.finish_reason or "stop")
     body: JSONDict = {
-        "id": result.response_id or "chatcmpl-sluice",
+        "id": completion_id(result.response_id or "sluice"),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": result.model or model,
@@ -497,13 +498,14 @@ def render_messages_response(result: TurnResult, model: str) -> JSONDict:
             )
     if result.text:
         content.append({"type": "text", "text": result.text})
-    for c in result.tool_calls:
+    for number, c in enumerate(result.tool_calls):
+        call_id = c.call_id or f"toolu_{number}"
         content.append(
-            {"type": "tool_use", "id": c.call_id, "name": c.name, "input": c.arguments or {}}
+            {"type": "tool_use", "id": call_id, "name": c.name, "input": c.arguments or {}}
         )
     usage = result.usage or ev.Usage()
     return {
-        "id": result.response_id or "msg_sluice",
+        "id": anthropic_id("msg_", result.response_id or "sluice"),
         "type": "message",
         "role": "assistant",
         "model": result.model or model,

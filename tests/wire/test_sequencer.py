@@ -361,3 +361,17 @@ def test_fragments_of_a_later_call_wait_for_the_open_one_to_end() -> None:
         TextDelta("meanwhile"),
     ]
     assert sequencer.idle
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_an_index_used_again_after_its_call_ended_is_a_new_call(target: str) -> None:
+    # (an upstream that numbers its blocks again from 0: a protocol slip, not a repeat)
+    events: list[Event] = [Start("r", "m")]
+    for call_id, name, text in (("call_a", "f", '{"x": 1}'), ("call_b", "g", '{"y": 2}')):
+        events += [
+            ToolCallStart(0, call_id, name),
+            ToolCallDelta(0, text),
+            ToolCallDone(0, call_id, name, text, orjson.loads(text)),
+        ]
+    events.append(Finish("tool_calls"))
+    check_translation(events, target, {"call_a": {"x": 1}, "call_b": {"y": 2}})

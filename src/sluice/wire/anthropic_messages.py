@@ -407,8 +407,9 @@ class MessagesStreamEncoder:
         return self._open_block(kind, _THINKING_BLOCK, _THINKING_DELTA)
 
     def _tool_start(self, event: ToolCallStart) -> bytes:
-        if event.index in self._tools:
-            return b""
+        tool = self._tools.get(event.index)
+        if tool is not None and tool[0] == self._open:
+            return b""  # repeated while open: nothing new (used again later: a new call)
         # The upstream's id, unchanged: the client sends it back with the tool's result, and
         # the same upstream must know it again (docs/translation.md). One is made up only
         # where the upstream gave none (Anthropic requires one).

@@ -331,6 +331,8 @@ class ChatStreamEncoder:
 
     def _tool_done(self, event: ToolCallDone) -> bytes:
         index = self._tool_index.get(event.index)
-        if index is None or self._args_sent[index]:
+        if index is None:
             return b""
-        return self._tool_fragment(event.index, whole_text(event))
+        out = b"" if self._args_sent[index] else self._tool_fragment(event.index, whole_text(event))
+        del self._tool_index[event.index]  # ended: its index, used again, is a new call
+        return out

@@ -372,8 +372,9 @@ class ResponsesStreamEncoder:
         )
 
     def _tool_start(self, event: ToolCallStart) -> bytes:
-        if event.index in self._tools:
-            return b""
+        item = self._tools.get(event.index)
+        if item is not None and item is self._open:
+            return b""  # repeated while open: nothing new (used again later: a new call)
         item, out = self._new_item("function_call", "fc", event.index)
         item.call_id = event.call_id
         item.name = event.name

@@ -375,3 +375,24 @@ def test_an_index_used_again_after_its_call_ended_is_a_new_call(target: str) -> 
         ]
     events.append(Finish("tool_calls"))
     check_translation(events, target, {"call_a": {"x": 1}, "call_b": {"y": 2}})
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_an_index_used_again_while_held_is_still_a_new_call(target: str) -> None:
+    # Call 1 is open while call 0 comes and goes twice under the same index: both wait, and
+    # come out as two calls.
+    events: list[Event] = [
+        Start("r", "m"),
+        ToolCallStart(1, "call_open", "h"),
+        ToolCallStart(0, "call_a", "f"),
+        ToolCallDelta(0, '{"x": 1}'),
+        ToolCallDone(0, "call_a", "f", '{"x": 1}', {"x": 1}),
+        ToolCallStart(0, "call_b", "g"),
+        ToolCallDelta(1, '{"z": 3}'),
+        ToolCallDelta(0, '{"y": 2}'),
+        ToolCallDone(0, "call_b", "g", '{"y": 2}', {"y": 2}),
+        ToolCallDone(1, "call_open", "h", '{"z": 3}', {"z": 3}),
+        Finish("tool_calls"),
+    ]
+    calls = {"call_open": {"z": 3}, "call_a": {"x": 1}, "call_b": {"y": 2}}
+    check_translation(events, target, calls)

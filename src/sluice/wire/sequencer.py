@@ -85,14 +85,15 @@ class ToolCallSequencer:
             out.append(encode(event))
             if type(event) is not ToolCallStart:
                 continue
-            # The call's own events, wherever they sit among the rest, come next.
+            # The call's own events, wherever they sit among the rest, come next (up to its
+            # end: its index used again after that is another call's).
             index = event.index
             rest: list[Event] = []
             ended = False
             for later in held[position:]:
-                if isinstance(later, _CALL_EVENTS) and later.index == index:
+                if not ended and isinstance(later, _CALL_EVENTS) and later.index == index:
                     out.append(encode(later))
-                    ended = ended or type(later) is ToolCallDone
+                    ended = type(later) is ToolCallDone
                 else:
                     rest.append(later)
             held[position:] = rest

@@ -17,6 +17,7 @@ from sluice.events import (
     Event,
     Finish,
     ReasoningDelta,
+    Signature,
     Start,
     TextDelta,
     ToolCallDelta,
@@ -29,7 +30,16 @@ from sluice.wire.openai_chat import ChatStreamAdapter
 from sluice.wire.openai_responses import ResponsesStreamAdapter
 from tests.wire.wire_replay import adapter_for, feed_all, frames, replay, transcript, transcripts
 
-EVENT_TYPES = (Start, TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta, ToolCallDone, Usage)
+EVENT_TYPES = (
+    Start,
+    TextDelta,
+    ReasoningDelta,
+    Signature,
+    ToolCallStart,
+    ToolCallDelta,
+    ToolCallDone,
+    Usage,
+)
 ADAPTERS = [ChatStreamAdapter, MessagesStreamAdapter, ResponsesStreamAdapter]
 FILES = transcripts()
 

@@ -36,6 +36,7 @@ from sluice.events import (
     Usage,
 )
 from sluice.wire.openai_responses import ResponsesStreamAdapter, ResponsesStreamEncoder
+from sluice.wire.sequencer import ToolCallSequencer
 from tests.wire.responses_order import check, frames_of
 from tests.wire.wire_replay import (
     adapter_for,
@@ -158,14 +159,18 @@ NAMES = sorted(CANONICAL)
 
 
 def encode(events: list[Event], **options: Any) -> bytes:
+    """The stream for ``events``, as a client gets it: through the tool-call sequencer."""
     encoder = ResponsesStreamEncoder("resp_op-1", "sim/support", created_at=1700000000, **options)
-    return b"".join(encoder.encode(e) for e in events) + encoder.close()
+    sequencer = ToolCallSequencer(encoder)
+    return b"".join(sequencer.encode(e) for e in events) + sequencer.close()
 
 
 def final_of(events: list[Event]) -> dict[str, Any]:
     encoder = ResponsesStreamEncoder("resp_op-1", "sim/support", created_at=1700000000)
+    sequencer = ToolCallSequencer(encoder)
     for event in events:
-        encoder.encode(event)
+        sequencer.encode(event)
+    sequencer.close()
     return encoder.response()
 
 
@@ -244,13 +249,15 @@ def test_usage_reaches_the_completed_response() -> None:
     }
 
 
-def test_a_signature_becomes_its_reasoning_items_encrypted_content() -> None:
-    final = final_of(CANONICAL["two reasoning blocks"])
-    reasoning = [item for item in final["output"] if item["type"] == "reasoning"]
-    assert [(r["summary"][0]["text"], r["encrypted_content"]) for r in reasoning] == [
-        ("First.", "sig-1"),
-        ("Second.", "sig-2"),
+def test_a_signature_ends_its_reasoning_block_and_is_not_written() -> None:
+    body = encode(CANONICAL["two reasoning blocks"])
+    assert b"sig-1" not in body and b"sig-2" not in body
+    reasoning = [item for item in final_of(CANONICAL["two reasoning blocks"])["output"]]
+    assert [(r["type"], r.get("summary")) for r in reasoning[:2]] == [
+        ("reasoning", [{"type": "summary_text", "text": "First."}]),
+        ("reasoning", [{"type": "summary_text", "text": "Second."}]),
     ]
+    assert all("encrypted_content" not in r for r in reasoning)
 
 
 def test_a_signature_with_no_reasoning_open_is_dropped() -> None:
@@ -269,16 +276,30 @@ def test_a_signature_with_no_reasoning_open_is_dropped() -> None:
     check(frames_of(body))
 
 
-def test_interleaved_calls_are_open_together_and_keep_their_own_arguments() -> None:
+def test_interleaved_calls_come_out_one_item_after_the_other_each_whole() -> None:
     frames = frames_of(encode(CANONICAL["interleaved calls"]))
-    added = [n for n, _ in frames].index("response.output_item.added")
-    assert [n for n, _ in frames[added : added + 2]] == ["response.output_item.added"] * 2
     final = check(frames)
     assert final is not None
     assert [(i["call_id"], i["arguments"]) for i in final["output"]] == [
         ("call_a", '{"order_id": "A-1"}'),
         ("call_b", "{}"),
     ]
+    names = [name for name, _ in frames]
+    first_done = names.index("response.output_item.done")
+    assert names.index("response.output_item.added", 3) > first_done  # one open at a time
+
+
+def test_a_fragment_for_a_call_whose_item_ended_is_never_written() -> None:
+    encoder = ResponsesStreamEncoder("resp_op-1", "m")
+    encoder.encode(ToolCallStart(0, "call_a", "a"))
+    encoder.encode(ToolCallStart(1, "call_b", "b"))  # ends item 0
+    assert encoder.encode(ToolCallDelta(0, '{"late": 1}')) == b""
+    assert encoder.encode(done(0, "call_a", "a", '{"late": 1}')) == b""
+
+
+def test_a_call_without_an_id_gets_one() -> None:
+    final = final_of([Start("up", "m"), done(0, "", "f", "{}"), USAGE, Finish("tool_calls")])
+    assert [item["call_id"] for item in final["output"]] == ["call_0"]
 
 
 def test_an_error_lists_only_the_items_that_had_ended() -> None:

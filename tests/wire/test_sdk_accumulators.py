@@ -21,6 +21,7 @@ from sluice.events import (
     Event,
     Finish,
     ReasoningDelta,
+    Signature,
     Start,
     TextDelta,
     ToolCallDelta,
@@ -28,9 +29,12 @@ from sluice.events import (
     ToolCallStart,
     Usage,
 )
-from sluice.wire.anthropic_messages import MessagesStreamEncoder
+from sluice.wire.anthropic_messages import MessagesStreamAdapter, MessagesStreamEncoder
 from sluice.wire.openai_chat import ChatStreamEncoder
 from sluice.wire.openai_responses import ResponsesStreamEncoder
+from sluice.wire.sequencer import ToolCallSequencer
+from tests.wire.order_checks import check_messages_order
+from tests.wire.wire_replay import HANDMADE, replay, transcript
 
 Encoder = ChatStreamEncoder | MessagesStreamEncoder | ResponsesStreamEncoder
 
@@ -144,6 +148,37 @@ async def test_anthropic_messages_stream_accumulates_thinking_text_and_tool_use(
     assert (clock.name, clock.input) == ("get_time", {})  # type: ignore[union-attr]
     # 30 input tokens in all, 8 read from the cache: Anthropic reports 22 + 8
     assert (message.usage.input_tokens, message.usage.output_tokens) == (22, 12)
+
+
+async def test_anthropic_messages_stream_keeps_the_signatures_for_the_next_turn() -> None:
+    # An Anthropic stream with thinking and a tool call, translated (adapter, sequencer,
+    # encoder): the SDK's message holds the thinking block with its signature, as the client
+    # sends it back to continue the turn.
+    upstream = transcript(HANDMADE / "anthropic-thinking-tools.sse")
+    events = replay(MessagesStreamAdapter(), [upstream])
+    redacted = Signature("EmwKAhgBEgy3va3pzix", 9, redacted=True)
+    events.insert(next(i for i, e in enumerate(events) if isinstance(e, TextDelta)), redacted)
+    sequencer = ToolCallSequencer(MessagesStreamEncoder("msg_sluice", "claude-x"))
+    payload = b"".join(sequencer.encode(e) for e in events) + sequencer.close()
+    check_messages_order(payload)
+    async with serving(payload) as http:
+        client = anthropic_client(http)
+        async with client.messages.stream(
+            model="claude-x", max_tokens=256, messages=MESSAGES
+        ) as stream:
+            message = await stream.get_final_message()
+    assert [block.type for block in message.content] == [
+        "thinking",
+        "redacted_thinking",
+        "text",
+        "tool_use",
+    ]
+    thinking, hidden, _, call = message.content
+    signature = "ErUBCkYIBRgCIkDcFakeSignatureForTestsOnlyQm9ndXNTaWduYXR1cmU="
+    assert thinking.signature == signature  # type: ignore[union-attr]
+    assert thinking.thinking.endswith("I should call get_weather.")  # type: ignore[union-attr]
+    assert hidden.data == "EmwKAhgBEgy3va3pzix"  # type: ignore[union-attr]
+    assert call.input == {"city": "Paris"}  # type: ignore[union-attr]
 
 
 async def test_anthropic_messages_stream_raises_the_error_frame() -> None:

@@ -32,6 +32,7 @@ from sluice import events as ev
 from sluice.session.eventlog import Entry
 from sluice.sse import SSEDecoder
 from sluice.wire.openai_responses import ResponsesStreamEncoder, failure, failure_frames
+from sluice.wire.sequencer import ToolCallSequencer
 
 PREFIX = "resp_"
 
@@ -52,17 +53,34 @@ def session_id_of(response_id: str) -> str | None:
     return rest if rest != response_id and rest else None
 
 
+def rendered(
+    events: Iterable[ev.Event | None],
+    response_id: str,
+    model: str,
+    created_at: int,
+    starting_after: int = -1,
+    *,
+    ended: bool = False,
+) -> tuple[bytes, ResponsesStreamEncoder]:
+    """The stream a translated session's ``events`` make, as its client got it (through the
+    tool-call sequencer, as the presenter feeds the encoder), from after ``starting_after``;
+    with ``ended``, what the stream's end releases too. And the encoder, for its
+    ``response()`` and ``frames``."""
+    encoder = ResponsesStreamEncoder(
+        response_id, model, created_at=created_at, starting_after=starting_after
+    )
+    sequencer = ToolCallSequencer(encoder)
+    out = [sequencer.encode(event) for event in events if event is not None]
+    if ended:
+        out.append(sequencer.close())
+    return b"".join(out), encoder
+
+
 def replayed(
     events: Iterable[ev.Event | None], response_id: str, model: str, created_at: int
 ) -> ResponsesStreamEncoder:
     """An encoder that has rendered ``events`` silently: its ``response()`` and ``frames``."""
-    encoder = ResponsesStreamEncoder(
-        response_id, model, created_at=created_at, starting_after=SILENT
-    )
-    for event in events:
-        if event is not None:
-            encoder.encode(event)
-    return encoder
+    return rendered(events, response_id, model, created_at, SILENT)[1]
 
 
 def _frames_in(raw: bytes) -> list[tuple[str, dict[str, Any]]]:

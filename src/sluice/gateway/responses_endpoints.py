@@ -29,6 +29,7 @@ from sluice.gateway.responses_api import (
     ResponsesPassthroughPresenter,
     UpstreamFrames,
     last_number,
+    rendered,
     replayed,
     response_id,
     session_id_of,
@@ -169,10 +170,7 @@ class ResponsesEndpoints:
                 "starting_after), or retrieve it without stream"
             )
         events = await self._stored_events(found.session_id)
-        encoder = ResponsesStreamEncoder(
-            found.id, found.model, created_at=found.created_at, starting_after=after
-        )
-        body = b"".join(encoder.encode(e) for e in events if e is not None)
+        body, encoder = rendered(events, found.id, found.model, found.created_at, after, ended=True)
         _check_within(after, encoder.frames - 1, found.id)
         return Response(
             body,

@@ -42,7 +42,22 @@ from sluice.wire.requests import (
     render_responses_response,
 )
 
-__all__ = ["CHAT", "MESSAGES", "RESPONSES", "WireFormat", "all", "get", "register"]
+__all__ = [
+    "ANTHROPIC",
+    "CHAT",
+    "MESSAGES",
+    "OPENAI",
+    "RESPONSES",
+    "WireFormat",
+    "all",
+    "by_sdk_header",
+    "for_path",
+    "get",
+    "kinds",
+    "names",
+    "of_kind",
+    "register",
+]
 
 OPENAI = ProviderKind("openai", "https://api.openai.com/v1", "OPENAI_API_KEY")
 ANTHROPIC = ProviderKind("anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY")

@@ -246,7 +246,6 @@ class _Item:
     __slots__ = (
         "call_id",
         "delta_head",
-        "encrypted",
         "final",
         "id",
         "kind",
@@ -262,7 +261,6 @@ class _Item:
         self.parts: list[str] = []  # text or argument fragments, joined once at the end
         self.call_id = ""
         self.name = ""
-        self.encrypted: str | None = None  # a reasoning item's signature
         #: the item as ``response.output_item.done`` carries it; None while it is open
         self.final: dict[str, Any] | None = None
         #: the item's constant delta-frame prefix: a delta is this, its JSON, and its number
@@ -296,10 +294,7 @@ class _Item:
                 "content": [part],
             }
         if self.kind == "reasoning":
-            item = {"id": self.id, "type": "reasoning", "summary": [_summary(content)]}
-            if self.encrypted is not None:
-                item["encrypted_content"] = self.encrypted
-            return item
+            return {"id": self.id, "type": "reasoning", "summary": [_summary(content)]}
         return {
             "id": self.id,
             "type": "function_call",
@@ -318,7 +313,8 @@ class ResponsesStreamEncoder:
     ``response.output_item.added``, its part's ``added``, its deltas, its ``.done`` frames and
     ``response.output_item.done``, and at the end ``response.completed`` (or
     ``response.incomplete`` for ``length`` / ``content_filter``) carrying the whole response:
-    every item and the usage.
+    every item and the usage. It is fed one tool call at a time (``ToolCallSequencer`` in
+    front of it, in the presenter and in every replay).
 
     - Text goes to a ``message`` item (one ``output_text`` part), reasoning to a ``reasoning``
       item (one summary part), each tool call to a ``function_call`` item. Consecutive text
@@ -326,13 +322,16 @@ class ResponsesStreamEncoder:
       whatever their source index: the stored log keeps no index for them, and a stream
       rendered again from it (a resume after the session left memory) must be the same, frame
       for frame. A message or reasoning item ends when another item starts.
-    - A ``Signature`` ends the open reasoning item and becomes its ``encrypted_content``; one
-      with no reasoning item open (Gemini's, on a call or a text part) has no place in the
-      format and is dropped.
-    - A ``function_call`` item ends with its own ``ToolCallDone``, so calls whose fragments
-      interleave (Chat's parallel calls) are open together, each addressed by its
-      ``output_index``. A call that got no fragment is given its whole argument text (or
-      ``{}``) as one fragment when it ends; a ``ToolCallDone`` without a start starts it too.
+    - A ``Signature`` ends the open reasoning item (a provider signs a reasoning block as it
+      ends it) and is not written: a Responses ``encrypted_content`` is OpenAI's own, and
+      another provider's token means nothing there (docs/translation.md).
+    - A ``function_call`` item ends with its own ``ToolCallDone``. Items are open one at a
+      time, as the API streams them: any item's start ends the open one, and a fragment for a
+      call whose item ended is dropped, never written after its ``.done`` frames (the
+      sequencer in front sees that none comes). A call that got no fragment is given its
+      whole argument text (or ``{}``) as one fragment when it ends; a ``ToolCallDone``
+      without a start starts it too; a start for an index whose call ended is another call;
+      a call without an id gets ``call_<output_index>``.
     - An ``Error`` writes an ``error`` frame and ``response.failed``, listing the items that
       had ended (not those it cut short); a Stop (``Error`` of type ``cancelled``) ends the
       open items ``incomplete`` and writes ``response.failed`` with status ``cancelled`` and
@@ -346,6 +345,7 @@ class ResponsesStreamEncoder:
     """
 
     __slots__ = (
+        "_call",
         "_calls",
         "_closed",
         "_created_at",
@@ -367,6 +367,9 @@ class ResponsesStreamEncoder:
     def __init__(
         self, response_id: str, model: str, *, created_at: int = 0, starting_after: int = -1
     ) -> None:
+        # the format's own prefix, added to an id given without it
+        if not response_id.startswith("resp_"):
+            response_id = "resp_" + response_id
         self._response_id = response_id
         self._model = model
         self._created_at = created_at
@@ -376,8 +379,10 @@ class ResponsesStreamEncoder:
         self._started = False
         self._closed = False
         self._items: list[_Item] = []  # every item, by output_index
+        # One item is open at a time, as the API streams them: at most one of these is set.
         self._text: _Item | None = None  # the open message item
         self._reasoning: _Item | None = None  # the open reasoning item
+        self._call: _Item | None = None  # the open function_call item
         self._calls: dict[int, _Item] = {}  # function_call items by source index
         self._usage: Usage | None = None
         self._status = "in_progress"
@@ -417,17 +422,13 @@ class ResponsesStreamEncoder:
                 return self._tool_start(event.index, event.call_id, event.name)
             case ToolCallDelta(index=source, fragment=fragment):
                 call = self._calls.get(source)
-                if call is None or call.final is not None or not fragment:
-                    return b""
+                if call is None or call is not self._call or not fragment:
+                    return b""  # never after the item's .done (the sequencer sees to it)
                 return self._delta(call, fragment)
             case ToolCallDone():
                 return self._tool_done(event)
-            case Signature(signature=signature):
-                item = self._reasoning
-                if item is None:
-                    return b""
-                item.encrypted = signature
-                return self._end(item)
+            case Signature():
+                return self._end(self._reasoning)
             case Usage():
                 self._usage = event
             case Finish(reason=reason):
@@ -515,7 +516,7 @@ class ResponsesStreamEncoder:
             fields = {"code": problem["code"], "message": error.message, "param": None}
             out += self._frame("error", fields)
         self._closed = True
-        self._text = self._reasoning = None
+        self._text = self._reasoning = self._call = None
         self._status = status
         self._error = problem
         return out + self._frame("response.failed", {"response": self.response()})
@@ -523,8 +524,8 @@ class ResponsesStreamEncoder:
     # -- output items ---------------------------------------------------------------------
 
     def _open(self, kind: str) -> tuple[_Item, bytes]:
-        """A new message or reasoning item; the open message and reasoning items end first."""
-        out = self._start() + self._end(self._text) + self._end(self._reasoning)
+        """A new message or reasoning item; the open item ends first."""
+        out = self._start() + self._end_all("completed")
         item = self._new_item(kind)
         if kind == "message":
             self._text = item
@@ -541,13 +542,15 @@ class ResponsesStreamEncoder:
         return item, out
 
     def _tool_start(self, source: int, call_id: str, name: str) -> bytes:
-        if source in self._calls:
-            return b""  # a repeated start says nothing new
-        out = self._start() + self._end(self._text) + self._end(self._reasoning)
+        known = self._calls.get(source)
+        if known is not None and known is self._call:
+            return b""  # repeated while open: nothing new (used again later: a new call)
+        out = self._start() + self._end_all("completed")
         item = self._new_item("function_call")
-        item.call_id = call_id
+        item.call_id = call_id or f"call_{item.output_index}"
         item.name = name
         self._calls[source] = item
+        self._call = item
         return out + self._added(item, item.state("in_progress"))
 
     def _tool_done(self, event: ToolCallDone) -> bytes:
@@ -557,7 +560,7 @@ class ResponsesStreamEncoder:
             out = self._tool_start(event.index, event.call_id, event.name)
             item = self._calls[event.index]
         if item.final is not None:
-            return b""
+            return b""  # that call ended already
         if not item.parts:  # no fragment went out: the call's whole text (or ``{}``) as one
             whole = whole_text(event)
             if whole:
@@ -592,6 +595,8 @@ class ResponsesStreamEncoder:
             self._text = None
         elif item is self._reasoning:
             self._reasoning = None
+        elif item is self._call:
+            self._call = None
         where = item.where()
         out = b""
         if item.kind == "function_call":

@@ -332,7 +332,7 @@ def test_a_call_is_one_whole_function_call_part_and_a_signature_rides_on_the_nex
     frames = encoded(
         [
             ReasoningDelta("hmm"),
-            Signature("sig-a"),
+            Signature("c2lnLWE="),
             ToolCallStart(3, "call_9", "lookup"),
             ToolCallDelta(3, '{"id": '),
             ToolCallDelta(3, '"A-1"}'),
@@ -344,17 +344,22 @@ def test_a_call_is_one_whole_function_call_part_and_a_signature_rides_on_the_nex
     assert parts[0] == {"text": "hmm", "thought": True}
     assert parts[1] == {
         "functionCall": {"name": "lookup", "args": {"id": "A-1"}, "id": "call_9"},
-        "thoughtSignature": "sig-a",
+        "thoughtSignature": "c2lnLWE=",
     }
     assert parts[2] == {"text": ""}
     assert frames[-1]["candidates"][0]["finishReason"] == "STOP"
 
 
 def test_a_signature_left_at_the_finish_rides_on_an_empty_text_part() -> None:
-    frames = encoded([TextDelta("x"), Signature("sig-b"), Finish("stop")])
+    frames = encoded([TextDelta("x"), Signature("c2lnLWI="), Finish("stop")])
     assert frames[-1]["candidates"][0]["content"]["parts"] == [
-        {"text": "", "thoughtSignature": "sig-b"}
+        {"text": "", "thoughtSignature": "c2lnLWI="}
     ]
+
+
+def test_a_signature_that_is_not_base64_is_left_out() -> None:
+    frames = encoded([Signature("not base64!"), TextDelta("x"), Finish("stop")])
+    assert all("thoughtSignature" not in f["candidates"][0]["content"]["parts"][0] for f in frames)
 
 
 def test_a_call_whose_arguments_did_not_parse_finishes_malformed() -> None:
@@ -383,7 +388,7 @@ def test_the_encoder_round_trips_signatures_through_the_adapter() -> None:
     source: list[Event] = [
         Start("r", "m"),
         ReasoningDelta("plan"),
-        Signature("sig-c"),
+        Signature("c2lnLWM="),
         TextDelta("answer"),
         Usage(input_tokens=2, output_tokens=5, reasoning_tokens=3, final=True),
         Finish("stop"),
@@ -391,7 +396,7 @@ def test_the_encoder_round_trips_signatures_through_the_adapter() -> None:
     encoder = GeminiStreamEncoder("r", "m")
     body = b"".join(encoder.encode(e) for e in source)
     events = replay(GeminiStreamAdapter(), [body])
-    assert signatures(events) == ["sig-c"]
+    assert signatures(events) == ["c2lnLWM="]
     assert (reasoning_of(events), text_of(events)) == ("plan", "answer")
     last = usages(events)[-1]
     assert (last.input_tokens, last.output_tokens, last.reasoning_tokens) == (2, 5, 3)

@@ -20,6 +20,7 @@ produces events; parts other than text and function calls (``inlineData``,
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -367,6 +368,16 @@ def usage_metadata(usage: Usage) -> dict[str, Any]:
     return metadata
 
 
+def _base64(value: str) -> bool:
+    """Whether ``value`` is base64, as a ``thoughtSignature`` must be (it is ``bytes`` in
+    Google's schema: the SDK refuses a chunk whose signature does not decode)."""
+    try:
+        binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
 _TEXT_HEAD = b'data: {"candidates":[{"content":{"parts":[{"text":'
 _TEXT_TAIL = b'}],"role":"model"},"index":0}]'
 
@@ -384,6 +395,8 @@ class GeminiStreamEncoder:
     one is known), ``modelVersion`` and ``responseId``; the last one carries the
     ``finishReason``. An ``Error`` is a ``{"error": {code, message, status}}`` frame, after
     which nothing is written. ``close()`` writes nothing: the stream ends with the body.
+    A signature that is not base64 (Google's schema makes it bytes) is left out: the SDK
+    would refuse the chunk that carried it.
     """
 
     __slots__ = ("_closed", "_malformed", "_signature", "_tail", "_usage")
@@ -409,7 +422,8 @@ class GeminiStreamEncoder:
             case ReasoningDelta(text=chunk):
                 return self._chunk({"text": chunk, "thought": True}) if chunk else b""
             case Signature(signature=signature):
-                self._signature = signature
+                if _base64(signature):
+                    self._signature = signature
                 return b""
             case ToolCallDone():
                 return self._call(event)

@@ -36,10 +36,13 @@ from sluice.wire.gemini import (
     SKIP_SIGNATURE,
     GeminiStreamAdapter,
     GeminiStreamEncoder,
+    auth_headers,
     build_gemini_request,
+    client_target,
     gemini_error_body,
     parse_gemini_request,
     render_gemini_response,
+    upstream_path,
 )
 from tests.wire.wire_replay import (
     RECORDED,
@@ -572,3 +575,46 @@ def test_error_bodies_are_googles() -> None:
         "error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}
     }
     assert gemini_error_body(404, "no")["error"]["status"] == "NOT_FOUND"
+
+
+# -- URLs and keys -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        ("/v1beta/models/gemini-2.5-flash:streamGenerateContent", ("gemini-2.5-flash", True)),
+        ("/v1/models/sim/support:generateContent", ("sim/support", False)),
+        ("/v1beta/models/models/sim/support:streamGenerateContent", ("sim/support", True)),
+        ("/v1/models/vllm/org/model:v2:generateContent", ("vllm/org/model:v2", False)),
+    ],
+)
+def test_a_client_path_names_the_model_and_the_streaming(path: str, target: Any) -> None:
+    assert client_target(path) == target
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1beta/models/sim/support:countTokens",
+        "/v1beta/models/:generateContent",
+        "/v1beta/models/sim/support",
+        "/v1/chat/completions",
+    ],
+)
+def test_other_paths_are_not_gemini_endpoints(path: str) -> None:
+    with pytest.raises(BadRequest):
+        client_target(path)
+
+
+def test_the_upstream_path_escapes_the_model_and_always_streams() -> None:
+    assert upstream_path("gemini-2.5-flash", False) == (
+        "/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    )
+    assert upstream_path("models/a/b?c", True) == "/models/a%2Fb%3Fc:streamGenerateContent?alt=sse"
+    assert upstream_path("tunedModels/mine", True).startswith("/tunedModels/mine:")
+
+
+def test_the_key_goes_in_x_goog_api_key() -> None:
+    assert auth_headers("fake-key") == {"x-goog-api-key": "fake-key"}
+    assert auth_headers(None) == {}

@@ -24,6 +24,7 @@ import binascii
 import hashlib
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -880,3 +881,56 @@ def render_gemini_response(result: TurnResult, model: str) -> dict[str, Any]:
 def gemini_error_body(status: int, message: str) -> dict[str, Any]:
     """Google's error body: ``{"error": {"code", "message", "status"}}``."""
     return {"error": error_object(status, message)}
+
+
+# ---------------------------------------------------------------------------------------------
+# URLs and keys
+
+
+#: the API versions whose client endpoints Sluice serves: the SDK calls ``/v1`` when it is
+#: given a base URL (its default version), ``/v1beta`` when told so, as Google's docs do
+CLIENT_PREFIXES = ("/v1beta/models/", "/v1/models/")
+STREAM_METHOD = "streamGenerateContent"
+COMPLETE_METHOD = "generateContent"
+
+
+def upstream_path(model: str, stream: bool) -> str:
+    """The path under a Gemini base URL (``…/v1beta``): the model named in it (escaped; a
+    tuned model's ``tunedModels/x`` kept whole), always streamed as server-sent events."""
+    if model.startswith("tunedModels/"):
+        name = "tunedModels/" + quote(model.removeprefix("tunedModels/"), safe="")
+    else:
+        name = "models/" + quote(model.removeprefix("models/"), safe="")
+    return f"/{name}:{STREAM_METHOD}?alt=sse"
+
+
+def auth_headers(key: str | None) -> dict[str, str]:
+    """Google's: the key in ``x-goog-api-key`` (never in the URL, where logs would keep it)."""
+    return {} if key is None else {"x-goog-api-key": key}
+
+
+def forward_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """A Gemini client's own body, for a Gemini upstream: unchanged (the model and the
+    streaming are in the URL)."""
+    return body
+
+
+def client_target(path: str) -> tuple[str, bool]:
+    """``(model, stream)`` from a client endpoint's path (``/v1beta/models/{model}:method``,
+    the path already unescaped, so ``sim%2Fsupport`` reads ``sim/support``); a leading
+    ``models/`` of the model is the resource name's and is dropped. ``BadRequest`` for a
+    path that is not one of the two methods."""
+    for prefix in CLIENT_PREFIXES:
+        if path.startswith(prefix):
+            rest = path[len(prefix) :]
+            break
+    else:
+        raise BadRequest(f"{path!r} is not a Gemini endpoint")
+    model, colon, method = rest.rpartition(":")
+    model = model.removeprefix("models/")
+    if not colon or not model or method not in (STREAM_METHOD, COMPLETE_METHOD):
+        raise BadRequest(
+            f"{path!r}: the Gemini endpoints are models/{{model}}:{STREAM_METHOD} and "
+            f"models/{{model}}:{COMPLETE_METHOD}"
+        )
+    return model, method == STREAM_METHOD

@@ -13,20 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from sluice.transports.network import ProxyError, parse_proxy
+from sluice.wire import formats
 
-PROVIDER_KINDS = ("openai", "anthropic", "sim")
+#: The built-in simulator's kind: it speaks every registered wire format.
+SIM_KIND = "sim"
 
-#: The upstream wire formats a provider kind can speak, primary first.
-KIND_WIRES: dict[str, tuple[str, ...]] = {
-    "openai": ("chat", "responses"),
-    "anthropic": ("messages",),
-    "sim": ("chat", "messages", "responses"),
-}
 
-DEFAULT_BASE_URLS = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com/v1",
-}
+def provider_kinds() -> tuple[str, ...]:
+    """The provider kinds: those whose APIs the registered wire formats are, and ``sim``."""
+    return (*formats.kinds(), SIM_KIND)
+
+
+def kind_wires(kind: str) -> tuple[str, ...]:
+    """The upstream wire formats a provider kind can speak, primary first."""
+    return formats.names() if kind == SIM_KIND else formats.of_kind(kind)
+
 
 DISCONNECT_POLICIES = ("cancel", "detach", "drain")
 
@@ -72,7 +73,7 @@ class ProviderConfig:
     def wires(self) -> tuple[str, ...]:
         if self.wire is not None:
             return (self.wire,)
-        return KIND_WIRES[self.kind]
+        return kind_wires(self.kind)
 
     def api_key(self) -> str | None:
         """The key from the environment, read at call time so rotation needs no restart."""
@@ -82,7 +83,7 @@ class ProviderConfig:
 
     @property
     def needs_key(self) -> bool:
-        return self.kind != "sim"
+        return self.kind != SIM_KIND
 
 
 @dataclass(slots=True)
@@ -243,7 +244,9 @@ class Settings:
 
 
 def default_providers() -> dict[str, ProviderConfig]:
-    return {name: _provider(name, {"kind": name}) for name in ("sim", "openai", "anthropic")}
+    """A provider of each kind, named as its kind (the simulator's first)."""
+    kinds = (SIM_KIND, *formats.kinds())
+    return {name: _provider(name, {"kind": name}) for name in kinds}
 
 
 def default_prices() -> dict[str, Price]:
@@ -422,24 +425,24 @@ def _provider(name: str, raw: dict[str, Any]) -> ProviderConfig:
     if "/" in name:
         raise ConfigError(f"provider name {name!r} must not contain '/'")
     kind = raw.get("kind")
-    if kind not in PROVIDER_KINDS:
-        raise ConfigError(f"providers.{name}.kind must be one of {', '.join(PROVIDER_KINDS)}")
+    kinds = provider_kinds()
+    if kind not in kinds:
+        raise ConfigError(f"providers.{name}.kind must be one of {', '.join(kinds)}")
     wire = raw.get("wire")
-    if wire is not None and wire not in KIND_WIRES[kind]:
-        raise ConfigError(
-            f"providers.{name}.wire must be one of {', '.join(KIND_WIRES[kind])} for {kind}"
-        )
+    wires = kind_wires(kind)
+    if wire is not None and wire not in wires:
+        raise ConfigError(f"providers.{name}.wire must be one of {', '.join(wires)} for {kind}")
     if "api_key" in raw:
         raise ConfigError(
             f"providers.{name}: keys are never written in the config file; "
             "name the environment variable that holds it with api_key_env"
         )
-    default_env = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}.get(kind)
+    known = formats.kinds().get(kind)
     provider = ProviderConfig(
         name=name,
         kind=kind,
-        base_url=raw.get("base_url", DEFAULT_BASE_URLS.get(kind)),
-        api_key_env=raw.get("api_key_env", default_env),
+        base_url=raw.get("base_url", None if known is None else known.base_url),
+        api_key_env=raw.get("api_key_env", None if known is None else known.api_key_env),
         wire=wire,
         headers=dict(raw.get("headers", {})),
         models=list(raw.get("models", [])),

@@ -1,6 +1,7 @@
 """Routing a ``"<provider>/<model>"`` reference to an upstream: URL, wire format, headers, body.
 
-Knows provider kinds and their authentication; knows nothing of sessions or HTTP serving.
+Reads each wire format's URL path, authentication and request builder from the registry
+(``sluice.wire.formats``); knows nothing of sessions or HTTP serving.
 """
 
 from __future__ import annotations
@@ -9,12 +10,10 @@ from dataclasses import dataclass
 
 import orjson
 
-from sluice.config import ProviderConfig, Settings
+from sluice.config import SIM_KIND, ProviderConfig, Settings
 from sluice.errors import ProviderNotConfigured, UnknownModel
 from sluice.turn import TurnRequest
-from sluice.wire.requests import BUILDERS
-
-WIRE_PATHS = {"chat": "/chat/completions", "messages": "/messages", "responses": "/responses"}
+from sluice.wire import formats
 
 #: Request headers a client may address to the simulator (scenario and pacing).
 SIM_HEADER_PREFIX = "x-sim-"
@@ -67,10 +66,10 @@ class Router:
         embedded simulator is mounted at ``/sim``."""
         base = route.provider.base_url
         if base is None:
-            if route.provider.kind != "sim" or not self.settings.embed_sim:
+            if route.provider.kind != SIM_KIND or not self.settings.embed_sim:
                 raise ProviderNotConfigured(f"provider {route.provider.name!r} has no base_url")
             base = self_url + "/sim/v1"
-        return base.rstrip("/") + WIRE_PATHS[route.wire]
+        return base.rstrip("/") + formats.get(route.wire).path(route.model, True)
 
     def headers(
         self, route: Route, session_id: str, client_headers: dict[str, str]
@@ -81,14 +80,8 @@ class Router:
             "accept": "text/event-stream",
             "x-sluice-session-id": session_id,
         }
-        key = provider.api_key()
-        if provider.kind == "anthropic" or route.wire == "messages":
-            headers["anthropic-version"] = "2023-06-01"
-            if key:
-                headers["x-api-key"] = key
-        elif key:
-            headers["authorization"] = f"Bearer {key}"
-        if provider.kind == "sim":
+        headers.update(formats.get(route.wire).auth(provider.api_key()))
+        if provider.kind == SIM_KIND:
             for name, value in client_headers.items():
                 if name.startswith(SIM_HEADER_PREFIX):
                     headers[name] = value
@@ -100,17 +93,10 @@ def build_body(route: Route, turn: TurnRequest, passthrough: dict[str, object] |
     """The upstream request body. A client speaking the upstream's own format has its body
     forwarded with only the model (and the usage request) changed, so fields Sluice does not
     model still reach the provider."""
+    fmt = formats.get(route.wire)
     if passthrough is not None:
-        body = dict(passthrough)
-        body["model"] = route.model
-        body["stream"] = True
-        if route.wire == "chat":
-            options = body.get("stream_options")
-            options = dict(options) if isinstance(options, dict) else {}
-            options["include_usage"] = True
-            body["stream_options"] = options
-        return _exact(orjson.dumps(body))
-    return _exact(orjson.dumps(BUILDERS[route.wire](turn, route.model)))
+        return _exact(orjson.dumps(fmt.forward(passthrough, route.model)))
+    return _exact(orjson.dumps(fmt.build(turn, route.model)))
 
 
 def _exact(data: bytes) -> bytes:

@@ -4,8 +4,9 @@ description (``GET /openapi.json``): valid and invalid bodies, parameters and he
 The gateway runs on a loopback port, in a thread of its own, with the embedded simulator at
 fast pacing as its only provider, so valid requests start real (short) sessions. The checks:
 no 5xx; every 4xx carries the endpoint's own error body (Anthropic's on ``/v1/messages``,
-OpenAI's on ``/v1/chat/completions``, the native one on ``/api/…``); status codes and content
-types are the ones the description lists.
+OpenAI's on ``/v1/chat/completions``, on ``/v1/models`` Anthropic's when the request carries
+``anthropic-version`` and OpenAI's when not, the native one on ``/api/…``); status codes and
+content types are the ones the description lists.
 """
 
 from __future__ import annotations
@@ -102,7 +103,16 @@ schema.config.generation.update(max_examples=examples(25))
 ERROR_FORMATS = {"/v1/messages": "anthropic", "/v1/chat/completions": "openai"}
 
 
-def assert_error_format(path: str, status: int, body: Any) -> None:
+def error_format(case: schemathesis.Case) -> str:
+    """The error format ``case``'s endpoint answers in."""
+    path = case.operation.path
+    if path.startswith("/v1/models"):
+        headers = {name.lower() for name in case.headers or {}}
+        return "anthropic" if "anthropic-version" in headers else "openai"
+    return ERROR_FORMATS.get(path, "native")
+
+
+def assert_error_format(fmt: str, status: int, body: Any) -> None:
     """A 4xx in the endpoint's own error format (see ``sluice.gateway.openapi``)."""
     assert isinstance(body, dict), body
     error = body.get("error")
@@ -110,7 +120,7 @@ def assert_error_format(path: str, status: int, body: Any) -> None:
     assert isinstance(error.get("message"), str) and error["message"], body
     assert isinstance(error.get("type"), str) and error["type"], body
     assert "Traceback" not in error["message"]
-    match ERROR_FORMATS.get(path, "native"):
+    match fmt:
         case "anthropic":
             assert set(body) == {"type", "error"} and body["type"] == "error", body
             assert set(error) == {"type", "message"}, body
@@ -152,7 +162,7 @@ def test_the_api_answers_every_generated_request_without_5xx_in_its_error_format
     if 400 <= response.status_code < 500:
         what = f"{case.as_curl_command()} -> {response.status_code} {response.text[:200]!r}"
         assert response.headers.get("content-type") == ["application/json"], what
-        assert_error_format(case.operation.path, response.status_code, response.json())
+        assert_error_format(error_format(case), response.status_code, response.json())
 
 
 def test_the_served_description_is_the_one_fuzzed(gateway_url: str) -> None:

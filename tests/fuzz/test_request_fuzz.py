@@ -23,8 +23,8 @@ from sluice.config import load_settings
 from sluice.errors import RequestError, SluiceError
 from sluice.providers import Router, build_body
 from sluice.turn import TurnRequest
+from sluice.wire import formats
 from sluice.wire.requests import (
-    BUILDERS,
     parse_chat_request,
     parse_messages_request,
     parse_native_request,
@@ -219,8 +219,8 @@ def intake(name: str, body: dict[str, Any]) -> None:
     assert turn.max_tokens is None or (type(turn.max_tokens) is int and turn.max_tokens >= 1)
     assert turn.tool_choice is None or isinstance(turn.tool_choice, str)
     assert all(isinstance(s, str) for s in turn.stop)
-    for build in BUILDERS.values():
-        orjson.dumps(build(turn, "upstream-model"))
+    for fmt in formats.all():
+        orjson.dumps(fmt.build(turn, "upstream-model"))
     try:
         route = ROUTER.resolve(turn.model, client_wire)
     except RequestError as exc:

@@ -258,6 +258,108 @@ async def test_sqlite_commits_a_long_queue_in_slices_with_the_loop_free_between(
         await store.close()
 
 
+async def test_sqlite_a_file_with_the_journal_keyed_by_session_is_migrated(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    await store.put(_record("op-1", 1.0, state="streaming"))
+    await store.close()
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        DROP TABLE journal_batches;
+        CREATE TABLE session_journal (session_id TEXT NOT NULL, first_seq INTEGER NOT NULL,
+            events BLOB NOT NULL, PRIMARY KEY (session_id, first_seq)) WITHOUT ROWID;
+        """
+    )
+    db.execute(
+        "INSERT INTO session_journal VALUES (?, ?, ?)", ("op-1", 1, b'[[1,"text",{"text":"a"}]]')
+    )
+    db.commit()
+    db.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        assert await store.get_events("op-1") == [(1, "text", b'{"text":"a"}')]
+        tables = {row[0] for row in store.db.execute("SELECT name FROM sqlite_master")}
+        assert "session_journal" not in tables
+    finally:
+        await store.close()
+
+
+def _wal_frames(path: Path) -> int:
+    """The frames the file's write-ahead log holds (none is checkpointed: the store turns
+    automatic checkpoints off and runs its own only after many writes)."""
+    with sqlite3.connect(path) as reader:
+        return int(reader.execute("PRAGMA wal_checkpoint(NOOP)").fetchone()[1])
+
+
+async def test_sqlite_the_writes_of_one_slice_are_one_transaction(tmp_path: Path) -> None:
+    # Forty records that fit on a few pages: one commit writes each page once; forty
+    # commits (each statement a transaction of its own) would write forty frames or more.
+    path = tmp_path / "s.db"
+    store = SQLiteStore(str(path), commit_interval=0.01)
+    store.SLICE = 10.0  # every queued write in one slice
+    await store.open()
+    try:
+        before = _wal_frames(path)
+        await asyncio.gather(*(store.put(_record(f"op-{i}", float(i))) for i in range(40)))
+        assert len(await store.query()) == 40
+        assert _wal_frames(path) - before < 12
+    finally:
+        await store.close()
+
+
+async def test_sqlite_an_end_is_committed_before_the_writes_queued_ahead_of_it(
+    tmp_path: Path,
+) -> None:
+    # A session's end (its final record, with its log) is what its clients wait for.
+    store = SQLiteStore(str(tmp_path / "s.db"), commit_interval=10.0)
+    store.SLICE = 0.0  # one write per transaction past the ends
+    store.SLICE_PAUSE = 0.05
+    await store.open()
+    try:
+        starts = [
+            asyncio.ensure_future(store.put(_record(f"op-{i}", float(i), state="streaming")))
+            for i in range(30)
+        ]
+        await store.put(_record("op-end", 99.0), [(1, "text", {"text": "hi"})])
+        assert sum(not w.done() for w in starts) >= 25
+        assert await store.get_events("op-end") == [(1, "text", b'{"text":"hi"}')]
+        await asyncio.gather(*starts)
+    finally:
+        await store.close()
+
+
+async def test_sqlite_journal_batches_waiting_together_are_one_row_per_session(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"), commit_interval=10.0)
+    await store.open()
+    try:
+        await store.put(_record("op-1", 1.0, state="streaming"))
+        first = store.append_events("op-1", [(1, "text", {"text": "a"})])
+        second = store.append_events("op-1", [(2, "text", {"text": "b"})])
+        other = store.append_events("op-2", [(1, "text", {"text": "c"})])  # no record: ignored
+        await store.put(_record("op-3", 3.0), [(1, "text", {"text": "end"})])  # flushes now
+        await asyncio.gather(first, second, other)
+        rows = store.db.execute("SELECT session_id, first_seq FROM journal_batches").fetchall()
+        assert rows == [("op-1", 1)]
+        assert [e[0] for e in await store.get_events("op-1")] == [1, 2]
+        # A batch still waiting when the session's end is queued is not written.
+        late = store.append_events("op-1", [(3, "text", {"text": "d"})])
+        await store.put(
+            _record("op-1", 1.0), [(n, "text", {"text": t}) for n, t in enumerate("abd", 1)]
+        )
+        await late
+        assert store.db.execute("SELECT count(*) FROM journal_batches").fetchone()[0] == 0
+        assert [e[0] for e in await store.get_events("op-1")] == [1, 2, 3]
+    finally:
+        await store.close()
+
+
 async def test_sqlite_close_commits_every_slice_still_queued(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "s.db"), commit_interval=10.0)
     store.SLICE = 0.0

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from sluice.errors import SluiceError
+from sluice.sqlite import transaction
 
 _T = TypeVar("_T")
 
@@ -307,7 +308,7 @@ class SQLiteKeyStore:
             db = self._connect()
             row = asdict(key)
             row["models"] = ",".join(key.models)
-            with db:
+            with transaction(db):
                 db.execute(
                     f"INSERT INTO api_keys ({_COLUMNS}) VALUES ("
                     + ", ".join(f":{c.strip()}" for c in _COLUMNS.split(","))
@@ -336,7 +337,7 @@ class SQLiteKeyStore:
             if key.revoked_at is None:
                 key.revoked_at = at
                 db = self._connect()
-                with db:
+                with transaction(db):
                     db.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ?", (at, key.name))
                     _bump(db)
             return key
@@ -346,7 +347,7 @@ class SQLiteKeyStore:
     async def add_spend(self, amounts: dict[str, tuple[float, int]]) -> None:
         def add_spend() -> None:
             db = self._connect()
-            with db:
+            with transaction(db):
                 db.executemany(
                     "UPDATE api_keys SET spend = spend + ?, "
                     "unpriced_sessions = unpriced_sessions + ? WHERE name = ?",
@@ -379,7 +380,7 @@ class SQLiteKeyStore:
 
         def secret() -> bytes:
             db = self._connect()
-            with db:
+            with transaction(db):
                 db.execute(
                     "INSERT OR IGNORE INTO sluice_meta (name, value) VALUES ('cookie_secret', ?)",
                     (secrets.token_bytes(32),),

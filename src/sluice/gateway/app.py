@@ -1,8 +1,9 @@
 """The gateway's ASGI application: provider-compatible and native endpoints, records, health.
 
-``create_app(settings)`` builds the application. The two provider endpoints, which carry
-nearly all of the traffic, are dispatched straight to their handlers by ``GatewayApp``: one
-dict lookup, and their ``SessionStream`` responses write to the server's own ``send``, with no
+``create_app(settings)`` builds the application. The provider endpoints (one or more per wire
+format that clients may speak, from the registry ``sluice.wire.formats``), which carry nearly
+all of the traffic, are dispatched straight to their handlers by ``GatewayApp``: one dict
+lookup, and their ``SessionStream`` responses write to the server's own ``send``, with no
 middleware wrapping the body. Everything else goes through Starlette's router.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -43,6 +44,7 @@ from sluice.gateway.admission import SharedAdmission
 from sluice.gateway.diagnostics import DiagnosticStream
 from sluice.gateway.guard import CORS_ORIGIN, PRINCIPAL, Guard, cors_send
 from sluice.gateway.metrics import GatewayMetrics
+from sluice.gateway.modellist import model_routes
 from sluice.gateway.nodes import NodeLink, RemoteFollow
 from sluice.gateway.openapi import openapi_endpoint
 from sluice.gateway.ops import ops_routes
@@ -52,9 +54,8 @@ from sluice.gateway.presenters import (
     PassthroughPresenter,
     Presenter,
     TranslatingPresenter,
-    client_encoder,
 )
-from sluice.gateway.responses import JSONResponse, error_response, format_of
+from sluice.gateway.responses import NATIVE, JSONResponse, error_response, format_of
 from sluice.gateway.resume import check_within, requested_resume_id
 from sluice.gateway.siblings import left_before
 from sluice.gateway.streaming import SessionStream, summary_of
@@ -74,13 +75,9 @@ from sluice.session.store import LIVE_STATES, Record, SessionStore, open_store
 from sluice.sse import encode_event
 from sluice.turn import TurnRequest
 from sluice.upstream import Upstream
-from sluice.wire.requests import (
-    parse_chat_request,
-    parse_messages_request,
-    parse_native_request,
-    render_chat_response,
-    render_messages_response,
-)
+from sluice.wire import formats
+from sluice.wire.base import WireFormat
+from sluice.wire.requests import parse_native_request
 
 log = logging.getLogger("sluice.gateway")
 
@@ -92,18 +89,20 @@ log = logging.getLogger("sluice.gateway")
 _NATIVE_PATHS = ("/api/", "/healthz", "/metrics", "/openapi.json")
 
 
-def error_format(path: str) -> str | None:
-    """The error format of the API ``path`` belongs to; None for pages (plain text)."""
-    if path.startswith("/v1/"):
-        return "anthropic" if path.startswith("/v1/messages") else "openai"
-    return "native" if path.startswith(_NATIVE_PATHS) else None
+def error_format(path: str, header_names: Iterable[str] = ()) -> str | None:
+    """The error format of the API ``path`` belongs to (see ``format_of``); None for pages
+    (plain text)."""
+    fmt = format_of(path, header_names)
+    if fmt == NATIVE and not path.startswith(_NATIVE_PATHS):
+        return None
+    return fmt
 
 
 async def _routing_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (404 for an unknown path, 405 for a method a path does not
     take) in the error format of the API the path belongs to; pages keep plain text."""
     assert isinstance(exc, HTTPException)
-    fmt = error_format(request.url.path)
+    fmt = error_format(request.url.path, request.headers.keys())
     if fmt is None:
         return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
     type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
@@ -116,15 +115,19 @@ async def _unhandled_sluice_error(request: Request, exc: Exception) -> Response:
     own error format, its status, and a log line; never a traceback to the client."""
     assert isinstance(exc, SluiceError)
     log.error("request failed %s", kv(path=request.url.path, type=exc.type, message=exc.message))
-    return error_response(format_of(request.url.path), exc.status, exc.type, exc.message)
+    fmt = format_of(request.url.path, request.headers.keys())
+    return error_response(fmt, exc.status, exc.type, exc.message)
 
 
-def _upstream_error_status(error: dict[str, Any], fmt: str) -> int:
+def _upstream_error_status(error: dict[str, Any], fmt: WireFormat) -> int:
     kind, status = error["type"], error.get("status")
+    own = fmt.error_statuses.get(kind)
+    if own is not None:
+        return own
     if kind == "rate_limited":
         return 429
     if kind == "overloaded":
-        return 529 if fmt == "anthropic" else 503
+        return 503
     if kind == "unknown_model":
         return 404
     if kind == "upstream_rejected" and isinstance(status, int):
@@ -453,34 +456,31 @@ class Gateway:
 
     # -- provider-compatible endpoints --------------------------------------------------------
 
-    async def chat_completions(self, request: Request) -> Response:
-        return await self._provider_endpoint(request, "chat", "openai", parse_chat_request)
+    def provider_endpoint(self, fmt: WireFormat) -> Endpoint:
+        """The handler of ``fmt``'s client endpoints."""
 
-    async def messages(self, request: Request) -> Response:
-        return await self._provider_endpoint(
-            request, "messages", "anthropic", parse_messages_request
-        )
+        async def endpoint(request: Request) -> Response:
+            return await self._provider_endpoint(request, fmt)
 
-    async def _provider_endpoint(
-        self, request: Request, endpoint: str, fmt: str, parse: Any
-    ) -> Response:
+        endpoint.__name__ = f"{fmt.name}_endpoint"
+        return endpoint
+
+    async def _provider_endpoint(self, request: Request, fmt: WireFormat) -> Response:
+        endpoint = fmt.name
+        assert fmt.parse is not None and fmt.encoder is not None and fmt.render is not None
         try:
             body = await self.read_json(request)
-            turn: TurnRequest = parse(body)
+            turn = fmt.parse(body, request.url.path)
             session = await self._start(request, turn, body, endpoint, endpoint)
         except SluiceError as exc:
-            return self._reject(fmt, endpoint, exc)
+            return self._reject(endpoint, endpoint, exc)
         await session.ready
         headers = {"x-sluice-session-id": session.id}
         if session.failed_before_stream and session.error is not None:
             return self._session_error(session, fmt, headers)
         if turn.stream:
             encoder = partial(
-                client_encoder,
-                endpoint,
-                _response_id(endpoint, session.id),
-                turn.model,
-                turn.include_usage,
+                fmt.encoder, fmt.id_prefix + session.id, turn.model, turn.include_usage
             )
             presenter: Presenter = (
                 PassthroughPresenter(encoder)
@@ -496,17 +496,18 @@ class Gateway:
         if session.error is not None:
             return self._session_error(session, fmt, headers)
         result = session.acc.result()
-        result.response_id = result.response_id or _response_id(endpoint, session.id)
-        render = render_messages_response if endpoint == "messages" else render_chat_response
-        return JSONResponse(render(result, turn.model), headers=headers)
+        result.response_id = result.response_id or fmt.id_prefix + session.id
+        return JSONResponse(fmt.render(result, turn.model), headers=headers)
 
-    def _session_error(self, session: Session, fmt: str, headers: dict[str, str]) -> Response:
+    def _session_error(
+        self, session: Session, fmt: WireFormat, headers: dict[str, str]
+    ) -> Response:
         error = session.error or {}
         status = _upstream_error_status(error, fmt)
         if error.get("retry_after") is not None:
             headers = {**headers, "retry-after": str(int(error["retry_after"]))}
         return error_response(
-            fmt,
+            fmt.name,
             status,
             error.get("type", "upstream_error"),
             error.get("message", "upstream failed"),
@@ -733,8 +734,9 @@ def _principal(request: Request) -> Principal:
 
 def _area(path: str) -> str:
     """The endpoint label of a refusal before routing."""
-    if path.startswith("/v1/"):
-        return "messages" if path.startswith("/v1/messages") else "chat"
+    fmt = format_of(path)
+    if fmt != NATIVE:
+        return fmt
     if path.startswith(("/ops", "/api/admin/", "/metrics", "/login")):
         return path.split("/", 2)[1] if path.count("/") > 1 else path.strip("/")
     return "native" if path.startswith("/api/") else "pages"
@@ -746,10 +748,6 @@ def _stored_end_id(record: dict[str, Any], stored: list[Any], after: int) -> int
     if isinstance(count, int):
         return count + 1
     return (stored[-1][0] if stored else after) + 1  # a record stored before it kept a count
-
-
-def _response_id(endpoint: str, session_id: str) -> str:
-    return ("msg_" if endpoint == "messages" else "chatcmpl-") + session_id
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -790,7 +788,7 @@ class GatewayApp(Starlette):
                 except Exception:
                     # A bug, not a request error: the handlers answer those themselves.
                     log.exception("request failed %s", kv(path=scope["path"]))
-                    fmt = "anthropic" if scope["path"] == "/v1/messages" else "openai"
+                    fmt = format_of(scope["path"])
                     response = error_response(fmt, 500, "internal_error", "internal error")
                 await response(scope, receive, send)
                 return
@@ -817,9 +815,16 @@ def create_app(
     upstream: Upstream | None = None,
 ) -> GatewayApp:
     gateway = Gateway(settings, store, bus, upstream)
+    # every client endpoint of every wire format clients may speak
+    direct: dict[tuple[str, str], Endpoint] = {
+        ("POST", path): gateway.provider_endpoint(fmt)
+        for fmt in formats.all()
+        if fmt.serves_clients
+        for path in fmt.endpoints
+    }
     routes: list[BaseRoute] = [
-        Route("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
-        Route("/v1/messages", gateway.messages, methods=["POST"]),
+        *(Route(path, endpoint, methods=[method]) for (method, path), endpoint in direct.items()),
+        *model_routes(gateway),
         Route("/api/sessions", gateway.create_session, methods=["POST"]),
         Route("/api/sessions", gateway.list_sessions, methods=["GET"]),
         Route("/api/sessions/{session_id}", gateway.get_session, methods=["GET"]),
@@ -839,10 +844,6 @@ def create_app(
         from sluice.sim import SimSettings, create_sim_app
 
         routes.append(Mount("/sim", app=create_sim_app(SimSettings(**settings.sim))))
-    direct: dict[tuple[str, str], Endpoint] = {
-        ("POST", "/v1/chat/completions"): gateway.chat_completions,
-        ("POST", "/v1/messages"): gateway.messages,
-    }
     app = GatewayApp(
         direct=direct,
         guard=gateway.guard,

@@ -42,6 +42,7 @@ from sluice.errors import (
 )
 from sluice.gateway.responses import error_response, format_of
 from sluice.logs import kv
+from sluice.wire import formats
 
 log = logging.getLogger("sluice.gateway")
 
@@ -115,7 +116,9 @@ class Guard:
         path: str = scope["path"]
         method: str = scope["method"]
         if host is not None and not self.any_host and _host_name(host) not in self.hosts:
-            return self._refuse(path, Forbidden("this gateway does not answer to that Host"))
+            return self._refuse(
+                path, Forbidden("this gateway does not answer to that Host"), headers
+            )
         if origin is not None and origin.lower() in self.cors:
             if method == "OPTIONS" and preflight:
                 return self._preflight(origin)
@@ -123,7 +126,7 @@ class Guard:
         if method in _UNSAFE:
             if not self._same_or_allowed(origin, host, fetch_site):
                 return self._refuse(
-                    path, Forbidden("a state change from another site is not allowed")
+                    path, Forbidden("a state change from another site is not allowed"), headers
                 )
             if path.startswith(("/api/", "/v1/")) and (
                 (ctype is not None and not _is_json(ctype)) or (ctype is None and has_body)
@@ -131,13 +134,14 @@ class Guard:
                 return self._refuse(
                     path,
                     UnsupportedMediaType("a request that changes state must send application/json"),
+                    headers,
                 )
         elif _follows_session(path) and not self._same_or_allowed(origin, host, fetch_site):
             # Following a session makes the request one of its readers, and a reader that
             # leaves early is a disconnect, which the session's policy may answer with a
             # cancel: for a browser, a state change like a POST.
             return self._refuse(
-                path, Forbidden("following a session from another site is not allowed")
+                path, Forbidden("following a session from another site is not allowed"), headers
             )
         ring = self.ring
         if ring is None:
@@ -159,7 +163,7 @@ class Guard:
                 # a login cookie that no longer holds (expired, its key revoked): a browser
                 # is sent to log in again, and the dead cookie is dropped
                 return _to_login(path, clear_cookie=True)
-            return self._refuse(path, exc, www_authenticate=True)
+            return self._refuse(path, exc, headers, www_authenticate=True)
         if principal is None:
             if public:
                 return ANONYMOUS
@@ -171,11 +175,12 @@ class Guard:
                     "an API key is required: send it as 'Authorization: Bearer <key>' or "
                     "'x-api-key: <key>'"
                 ),
+                headers,
                 www_authenticate=True,
             )
         refusal = self._role(principal, path, method)
         if refusal is not None:
-            return self._refuse(path, refusal)
+            return self._refuse(path, refusal, headers)
         return principal
 
     # -- WebSocket -----------------------------------------------------------------------------
@@ -253,12 +258,22 @@ class Guard:
                 return Forbidden("managing keys needs an operator's credential")
         return None
 
-    def _refuse(self, path: str, exc: SluiceError, *, www_authenticate: bool = False) -> Response:
+    def _refuse(
+        self,
+        path: str,
+        exc: SluiceError,
+        request_headers: dict[bytes, bytes],
+        *,
+        www_authenticate: bool = False,
+    ) -> Response:
+        """``exc`` in the error format of the API ``path`` belongs to (on a path several
+        formats share, the one whose SDK's header the request carries)."""
         if self.refused is not None:
             self.refused(path, exc.type)
         log.info("request refused %s", kv(path=path[:200], status=exc.status, type=exc.type))
         headers = {"www-authenticate": 'Bearer realm="sluice"'} if www_authenticate else None
-        return error_response(format_of(path), exc.status, exc.type, exc.message, headers)
+        fmt = format_of(path, (name.decode("latin-1") for name in request_headers))
+        return error_response(fmt, exc.status, exc.type, exc.message, headers)
 
     @staticmethod
     def _preflight(origin: bytes) -> Response:
@@ -275,9 +290,11 @@ class Guard:
         )
 
 
-#: the request headers the guard reads
+#: the request headers the guard reads (the SDKs' own headers of the wire formats, for
+#: the error format of a refusal on a path several formats share)
 _WANTED = frozenset(
     (
+        *(fmt.sdk_header.encode() for fmt in formats.all() if fmt.sdk_header is not None),
         b"host",
         b"origin",
         b"cookie",

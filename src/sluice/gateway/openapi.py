@@ -4,10 +4,11 @@ Request bodies of the provider-compatible endpoints follow the providers' public
 shapes, narrowed to what the gateway accepts (text, tool calls and tool results; other content
 parts are refused with 400 because they cannot be translated between formats). Every error
 response names the body it carries: OpenAI's on ``/v1/chat/completions``, Anthropic's on
-``/v1/messages``, the native ``{"error": {"type", "message"}}`` on ``/api/…``. The WebSocket
-transport (``/api/sessions/{id}/ws``) is described by its handshake, with its frames in the
-operation's description (OpenAPI has no words for them); the HTML pages and the embedded
-simulator are not described.
+``/v1/messages``, either on ``/v1/models`` (Anthropic's when the request carries
+``anthropic-version``), the native ``{"error": {"type", "message"}}`` on ``/api/…``. The
+WebSocket transport (``/api/sessions/{id}/ws``) is described by its handshake, with its
+frames in the operation's description (OpenAPI has no words for them); the HTML pages and the
+embedded simulator are not described.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sluice import __version__
+from sluice.config import provider_kinds
 
 JSONSchema = dict[str, Any]
 
@@ -431,6 +433,85 @@ _NATIVE_ERROR = {
     },
 }
 
+# -- model lists ----------------------------------------------------------------------------
+
+_OPENAI_MODEL = {
+    "type": "object",
+    "description": "A model as OpenAI's API describes one (`created`: 0, not known).",
+    "required": ["id", "object", "created", "owned_by"],
+    "properties": {
+        "id": {"type": "string", "description": "`provider/model`"},
+        "object": {"const": "model"},
+        "created": {"type": "integer"},
+        "owned_by": {"type": "string", "description": "the provider"},
+    },
+}
+_ANTHROPIC_MODEL = {
+    "type": "object",
+    "description": "A model as Anthropic's API describes one (`created_at`: the epoch).",
+    "required": ["type", "id", "display_name", "created_at"],
+    "properties": {
+        "type": {"const": "model"},
+        "id": {"type": "string", "description": "`provider/model`"},
+        "display_name": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+}
+_MODEL_LIST = {
+    "anyOf": [
+        {
+            "type": "object",
+            "description": "OpenAI's list: every model",
+            "required": ["object", "data"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": _OPENAI_MODEL},
+            },
+        },
+        {
+            "type": "object",
+            "description": "Anthropic's page (with `anthropic-version`)",
+            "required": ["data", "has_more", "first_id", "last_id"],
+            "properties": {
+                "data": {"type": "array", "items": _ANTHROPIC_MODEL},
+                "has_more": {"type": "boolean"},
+                "first_id": {"type": ["string", "null"]},
+                "last_id": {"type": ["string", "null"]},
+            },
+        },
+    ]
+}
+_ANTHROPIC_VERSION = {
+    "name": "anthropic-version",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "sent by Anthropic's SDKs: the answer (and any error) is in Anthropic's "
+    "shape, else in OpenAI's",
+}
+_EITHER_ERROR = {
+    "anyOf": [
+        {"$ref": "#/components/schemas/OpenAIError"},
+        {"$ref": "#/components/schemas/AnthropicError"},
+    ]
+}
+
+
+def _model_operation(
+    summary: str, parameters: list[JSONSchema], ok: JSONSchema, errors: dict[str, str]
+) -> JSONSchema:
+    return {
+        "summary": summary,
+        "parameters": [_ANTHROPIC_VERSION, *parameters],
+        "responses": {
+            "200": _json(ok, "OpenAI's shape, or Anthropic's with `anthropic-version`"),
+            **{status: _json(_EITHER_ERROR, what) for status, what in errors.items()},
+        },
+    }
+
+
+_MODEL_AUTH = {"401": "keys are required, and none (or an unknown one) was sent"}
+
 _PROVIDER_ERRORS = {
     "400": "malformed JSON, a missing field or a bad value",
     "404": "no such provider or model",
@@ -485,7 +566,7 @@ _MODELS = {
                 "required": ["name", "kind", "available", "reason", "any_model", "models"],
                 "properties": {
                     "name": {"type": "string"},
-                    "kind": {"enum": ["openai", "anthropic", "sim"]},
+                    "kind": {"enum": list(provider_kinds())},
                     "available": {"type": "boolean", "description": "its key is set"},
                     "reason": {"type": ["string", "null"]},
                     "any_model": {
@@ -539,6 +620,39 @@ def openapi_document() -> JSONSchema:
                     _MESSAGE,
                     "AnthropicError",
                     {"529": "the provider is overloaded"},
+                )
+            },
+            "/v1/models": {
+                "get": _model_operation(
+                    "The models this caller may use, as `provider/model` ids",
+                    [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                            "description": "Anthropic's page size (20 unless given)",
+                        },
+                        {"name": "after_id", "in": "query", "schema": {"type": "string"}},
+                        {"name": "before_id", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    _MODEL_LIST,
+                    {"400": "an Anthropic paging query names no listed model", **_MODEL_AUTH},
+                )
+            },
+            "/v1/models/{model_id}": {
+                "get": _model_operation(
+                    "One model this caller may use",
+                    [
+                        {
+                            "name": "model_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                            "description": "`provider/model` (its slash as it is, or %2F)",
+                        }
+                    ],
+                    {"anyOf": [_OPENAI_MODEL, _ANTHROPIC_MODEL]},
+                    {"404": "no such model, or not one this caller may use", **_MODEL_AUTH},
                 )
             },
             "/api/sessions": {

@@ -33,6 +33,7 @@ from sluice.errors import ClientTooSlow, SluiceError
 from sluice.gateway.chatview import ChatUpdates, ChatView
 from sluice.gateway.guard import PRINCIPAL
 from sluice.gateway.markdown import highlight_css, page_headings, render_markdown
+from sluice.gateway.modellist import listed_models
 from sluice.gateway.resume import check_within, requested_resume_id
 from sluice.gateway.siblings import first_to_finish, send_body, wait_disconnect
 from sluice.gateway.streaming import PING, sse_headers
@@ -117,15 +118,10 @@ def model_catalogue(gateway: Gateway, principal: Principal = OPEN) -> list[dict[
     """The configured providers and the models the page can offer: a simulator provider lists
     its scenarios as ``<provider>/<scenario>``. Never a key, a key's name or a base URL. A
     client key with a model allow-list is offered only what it may use."""
-    from sluice.sim.scenarios import Scenario
-
     globs = principal.key.models if principal.key is not None else []
     providers = []
     for provider in gateway.settings.providers.values():
-        if provider.kind == "sim":
-            models = list(provider.models) or [scenario.value for scenario in Scenario]
-        else:
-            models = list(provider.models)
+        models = listed_models(provider)
         listed = bool(models)
         if globs:
             if not listed and not any(g == "*" or g.startswith(f"{provider.name}/") for g in globs):

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -17,9 +16,7 @@ import orjson
 
 from sluice import events as ev
 from sluice.sse import encode_event
-from sluice.wire.anthropic_messages import MessagesStreamEncoder
 from sluice.wire.base import StreamEncoder
-from sluice.wire.openai_chat import ChatStreamEncoder
 
 
 class Presenter(Protocol):
@@ -31,14 +28,6 @@ class Presenter(Protocol):
     def render(self, seq: int, event: ev.Event | None, raw: bytes) -> bytes: ...
 
     def close(self) -> bytes: ...
-
-
-def client_encoder(
-    endpoint: str, response_id: str, model: str, include_usage: bool
-) -> StreamEncoder:
-    if endpoint == "messages":
-        return MessagesStreamEncoder(response_id, model)
-    return ChatStreamEncoder(response_id, model, int(time.time()), include_usage)
 
 
 class PassthroughPresenter:

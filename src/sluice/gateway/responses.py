@@ -1,16 +1,22 @@
 """Responses every part of the gateway answers with: JSON, and errors in the format of the
-API a path belongs to (OpenAI-style, Anthropic-style or native)."""
+API a path belongs to (a wire format's, such as OpenAI's or Anthropic's, or native)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 from starlette.responses import Response
 
-from sluice.wire.requests import anthropic_error_body, openai_error_body
+from sluice.wire import formats
 
 JSON = "application/json"
+
+#: the error format of the native API and the gateway's own paths
+NATIVE = "native"
+#: the wire format whose errors the rest of ``/v1/`` answers with (OpenAI's)
+V1_DEFAULT = formats.CHAT.name
 
 
 class JSONResponse(Response):
@@ -23,18 +29,23 @@ class JSONResponse(Response):
 def error_response(
     fmt: str, status: int, type_: str, message: str, headers: dict[str, str] | None = None
 ) -> Response:
-    if fmt == "anthropic":
-        body = anthropic_error_body(status, message)
-    elif fmt == "openai":
-        body = openai_error_body(status, message, type_)
+    """An error in format ``fmt``: a wire format's name, or ``native``."""
+    if fmt == NATIVE:
+        body: dict[str, Any] = {"error": {"type": type_, "message": message}}
     else:
-        body = {"error": {"type": type_, "message": message}}
+        body = formats.get(fmt).error_body(status, type_, message)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def format_of(path: str) -> str:
-    """The error format of the API ``path`` belongs to: ``anthropic`` for ``/v1/messages``,
-    ``openai`` for the rest of ``/v1/``, else ``native``."""
-    if path.startswith("/v1/"):
-        return "anthropic" if path.startswith("/v1/messages") else "openai"
-    return "native"
+def format_of(path: str, header_names: Iterable[str] = ()) -> str:
+    """The error format of the API ``path`` belongs to: the wire format whose client endpoint
+    it is (``messages`` for ``/v1/messages``); on the rest of ``/v1/`` (``/v1/models``), the
+    format whose SDKs' own header the request carries (``anthropic-version``: ``messages``),
+    else ``chat``; outside ``/v1/``, ``native``."""
+    fmt = formats.for_path(path)
+    if fmt is not None:
+        return fmt.name
+    if not path.startswith("/v1/"):
+        return NATIVE
+    fmt = formats.by_sdk_header(header_names)
+    return V1_DEFAULT if fmt is None else fmt.name

@@ -37,10 +37,7 @@ from sluice.session.telemetry import StreamClock
 from sluice.sse import FrameTooLarge, SSEDecoder
 from sluice.turn import TurnAccumulator, TurnRequest, answer_of
 from sluice.upstream import Pending, Upstream, UpstreamStream
-from sluice.wire.anthropic_messages import MessagesStreamAdapter
-from sluice.wire.base import StreamAdapter
-from sluice.wire.openai_chat import ChatStreamAdapter
-from sluice.wire.openai_responses import ResponsesStreamAdapter
+from sluice.wire import formats
 
 log = logging.getLogger("sluice.session")
 
@@ -57,12 +54,6 @@ COMPLETE, ERRORED, CANCELLED = "complete", "errored", "cancelled"
 INTERRUPTED = "interrupted"
 TERMINAL_STATES = (COMPLETE, ERRORED, CANCELLED, INTERRUPTED)
 
-ADAPTERS: dict[str, type[StreamAdapter]] = {
-    "chat": ChatStreamAdapter,
-    "messages": MessagesStreamAdapter,
-    "responses": ResponsesStreamAdapter,
-}
-
 
 @dataclass(slots=True)
 class SessionSpec:
@@ -73,7 +64,8 @@ class SessionSpec:
     body: bytes
     url: str
     headers: dict[str, str]
-    #: "chat" | "messages" | "native": the format of the client that opened the session
+    #: the wire format of the client that opened the session ("chat", "messages"...), or
+    #: "native"
     endpoint: str
     #: whether that client receives the upstream's bytes unchanged
     passthrough: bool
@@ -170,16 +162,15 @@ class _Pump:
         settings = session.settings
         self.session = session
         self.upstream = upstream
-        self.adapter = ADAPTERS[session.route.wire]()
+        self.adapter = formats.get(session.route.wire).adapter()
         self.adapter.keys = session.redactor.keys
         self.decoder = SSEDecoder(
             keep_raw=spec.passthrough,
             max_line=settings.max_line_bytes,
             max_event=settings.max_event_bytes,
         )
-        self.drop_usage_frame = (
-            spec.passthrough and spec.endpoint == "chat" and not spec.turn.include_usage
-        )
+        # (only a format whose usage comes in a frame of its own, as Chat's does, says so)
+        self.drop_usage_frame = spec.passthrough and not spec.turn.include_usage
         self.limit = settings.buffer_events
         self.max_events = settings.max_stream_events
 

@@ -28,6 +28,7 @@ import orjson
 
 from sluice.errors import SluiceError
 from sluice.logs import kv
+from sluice.sqlite import transaction
 
 log = logging.getLogger("sluice.store")
 
@@ -181,18 +182,22 @@ CREATE TABLE IF NOT EXISTS sessions (
     tenant TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at);
-CREATE TABLE IF NOT EXISTS session_journal (
+-- Rows appended in rowid order, found by the small index: half the pages written per batch
+-- of a table keyed by (session, batch) with the events inside its b-tree (WITHOUT ROWID),
+-- where each of a window's batches lands on a page of its own.
+CREATE TABLE IF NOT EXISTS journal_batches (
     session_id TEXT NOT NULL,
     first_seq INTEGER NOT NULL,
-    events BLOB NOT NULL,
-    PRIMARY KEY (session_id, first_seq)
-) WITHOUT ROWID;
+    events BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS journal_batches_session
+    ON journal_batches (session_id, first_seq);
 """
 
 #: a journal batch is kept only for a session whose record is live (the final ``put``, which
 #: deletes the journal, may have been merged into a write queued before the batch)
 _JOURNAL = (
-    "INSERT OR IGNORE INTO session_journal (session_id, first_seq, events) "
+    "INSERT OR IGNORE INTO journal_batches (session_id, first_seq, events) "
     "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ? "
     "AND state IN ('starting', 'streaming', 'finalizing'))"
 )
@@ -203,7 +208,19 @@ _TENANT_INDEX = "CREATE INDEX IF NOT EXISTS sessions_tenant ON sessions (tenant,
 
 def _migrate(db: sqlite3.Connection) -> None:
     """A file written before the event log moved into the session's row (it had a table
-    ``session_events`` of its own): the logs are moved over, in one transaction."""
+    ``session_events`` of its own): the logs are moved over, in one transaction. A file
+    whose journal was a table keyed by session (``session_journal``): its batches move to
+    ``journal_batches``."""
+    journal = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'session_journal'"
+    ).fetchone()
+    if journal is not None:
+        with transaction(db):
+            db.execute(
+                "INSERT OR IGNORE INTO journal_batches (session_id, first_seq, events) "
+                "SELECT session_id, first_seq, events FROM session_journal ORDER BY session_id"
+            )
+            db.execute("DROP TABLE session_journal")
     columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
     if "tenant" not in columns:  # a file from before client keys: no session had a tenant
         db.execute("ALTER TABLE sessions ADD COLUMN tenant TEXT")
@@ -213,7 +230,7 @@ def _migrate(db: sqlite3.Connection) -> None:
     ).fetchone()
     if "events" in columns and old is None:
         return
-    with db:
+    with transaction(db):
         if "events" not in columns:
             db.execute("ALTER TABLE sessions ADD COLUMN events BLOB")
         if old is not None:
@@ -243,6 +260,13 @@ class SQLiteStore:
     two slices. What does wait for the disk, the checkpoint that folds the log back into the
     database (and its ``fsync``), runs on the store's thread, at the lowest scheduling
     priority, as do the reads, on a connection of their own.
+
+    A session's end (its final record, with its log) is what its clients wait for: they are
+    told of the end only once it is committed. Ends are queued ahead of every other write
+    and a slice takes all that wait, whatever ``SLICE`` says, in the loop's next turn. The
+    journal (each live session's new events, every ``journal_window``) is one queued write
+    for all sessions, one statement of one row each; batches that come while it waits join
+    it, so a backlog holds one journal write, not one per window.
 
     A session is one row: its record, and its event log as one JSON array of ``[seq, type,
     data]`` (written once, with the final record: one statement per session's end, where a
@@ -277,6 +301,11 @@ class SQLiteStore:
         self._queue: list[tuple[_Op, list[asyncio.Future[Any]]]] = []
         #: the queued record writes by session id, until their transaction takes them
         self._queued_records: dict[str, _RecordWrite] = {}
+        #: how many of the queue's first writes are sessions' ends (they go first)
+        self._ends = 0
+        #: the journal's write waiting in the queue, if any: every session's batch joins it
+        #: (one statement for all, and a backlog holds one write, not one per window)
+        self._journal: _JournalWrite | None = None
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         #: the next flush is in the loop's next turn (``call_soon``), not on a timer (the
         #: handle's type does not say: uvloop's timer handles are not ``asyncio.TimerHandle``)
@@ -322,9 +351,11 @@ class SQLiteStore:
         self,
         op: _Op,
         futures: list[asyncio.Future[Any]] | None = None,
+        end: bool = False,
     ) -> asyncio.Future[Any]:
         """Queue ``op``; the future it returns (and any added to ``futures``) has its
-        outcome once its transaction ends."""
+        outcome once its transaction ends. An ``end`` (a session's final record, which its
+        clients wait for) goes before every write that is not one."""
         self.db  # noqa: B018 - raises StoreError when the store is not open
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -332,7 +363,11 @@ class SQLiteStore:
             futures = []
         futures.append(future)
         queue = self._queue
-        queue.append((op, futures))
+        if end:
+            queue.insert(self._ends, (op, futures))
+            self._ends += 1
+        else:
+            queue.append((op, futures))
         if len(queue) >= self.MAX_BATCH:
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
@@ -365,7 +400,9 @@ class SQLiteStore:
         db = self._db
         if db is None:
             batch, self._queue = self._queue, []
+            self._ends = 0
             self._queued_records.clear()
+            self._journal = None
             for _, futures in batch:
                 for future in futures:
                     if not future.done():
@@ -378,12 +415,18 @@ class SQLiteStore:
         outcomes: list[Any] = []
         queued_records = self._queued_records
         try:
-            with db:
-                while taken < len(queue) and (taken == 0 or clock() < stop_at):
+            with transaction(db):
+                # every end waiting (its clients wait for it), then writes for ``SLICE``
+                ends = self._ends
+                while taken < len(queue) and (taken <= ends or clock() < stop_at):
                     op = queue[taken][0]
                     taken += 1
-                    if type(op) is _RecordWrite:  # from now on, a later put queues anew
-                        queued_records.pop(op.session_id, None)
+                    # from now on, a later write of the session queues anew
+                    if type(op) is _RecordWrite:
+                        if queued_records.get(op.session_id) is op:
+                            del queued_records[op.session_id]
+                    elif op is self._journal:
+                        self._journal = None
                     try:
                         outcomes.append(op(db))
                     except StoreError as exc:  # the events did not encode
@@ -394,6 +437,7 @@ class SQLiteStore:
             outcomes = [StoreError(f"session store failed: {exc}")] * taken
         batch = queue[:taken]
         del queue[:taken]
+        self._ends = max(0, self._ends - taken)
         for (_, futures), outcome in zip(batch, outcomes, strict=True):
             for future in futures:
                 if future.done():
@@ -428,18 +472,21 @@ class SQLiteStore:
         session_id = record["id"]
         loop = asyncio.get_running_loop()
         queued = self._queued_records.get(session_id)
-        if queued is not None:  # the earlier write is still waiting: it writes this one
+        if events is not None and self._journal is not None:
+            # the whole log: a journal batch still waiting has nothing left to keep
+            self._journal.batches.pop(session_id, None)
+        if queued is not None and events is None:  # the waiting write writes this one
             queued.record = record
-            if events is not None:
-                queued.events = events
             future: asyncio.Future[None] = loop.create_future()
             queued.futures.append(future)
-            if events is not None:
-                self._flush_soon()
             return future
         write = _RecordWrite(session_id, record, events)
+        if queued is not None:  # an end: its write goes first and takes the waiting one's
+            write.futures.extend(queued.futures)
+            queued.futures.clear()
+            queued.superseded = True
         try:
-            written = self._write(write, write.futures)
+            written = self._write(write, write.futures, end=events is not None)
         except StoreError as exc:  # not open: the caller's await says so
             failed: asyncio.Future[None] = loop.create_future()
             failed.set_exception(exc)
@@ -454,13 +501,18 @@ class SQLiteStore:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
-        first = events[0][0]
-
-        def journal(db: sqlite3.Connection) -> None:
-            db.execute(_JOURNAL, (session_id, first, _encode_events(events), session_id))
-
+        queued = self._journal
+        if queued is not None:  # the journal's write still waits: this batch joins it
+            queued.add(session_id, events)
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            queued.futures.append(future)
+            return future
+        write = _JournalWrite()
+        write.add(session_id, events)
         try:
-            return self._write(journal)
+            written = self._write(write, write.futures)
+            self._journal = write
+            return written
         except StoreError as exc:
             failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             failed.set_exception(exc)
@@ -469,7 +521,7 @@ class SQLiteStore:
     async def delete_before(self, cutoff: float) -> int:
         def delete(db: sqlite3.Connection) -> int:
             db.execute(
-                "DELETE FROM session_journal WHERE session_id IN "
+                "DELETE FROM journal_batches WHERE session_id IN "
                 "(SELECT id FROM sessions WHERE created_at < ?)",
                 (cutoff,),
             )
@@ -551,7 +603,7 @@ class SQLiteStore:
                 journal = [
                     bytes(r[0])
                     for r in db.execute(
-                        "SELECT events FROM session_journal WHERE session_id = ? "
+                        "SELECT events FROM journal_batches WHERE session_id = ? "
                         "ORDER BY first_seq",
                         (session_id,),
                     )
@@ -589,7 +641,7 @@ class _RecordWrite:
     """A queued write of one session's record (and, at its end, its event log), encoded
     when its transaction runs; until then a later ``put`` of the same id replaces them."""
 
-    __slots__ = ("events", "futures", "record", "session_id")
+    __slots__ = ("events", "futures", "record", "session_id", "superseded")
 
     def __init__(self, session_id: str, record: Record, events: Sequence[NewEvent] | None) -> None:
         self.session_id = session_id
@@ -597,8 +649,12 @@ class _RecordWrite:
         self.events = events
         #: the callers' futures: the first ``put`` and any that replaced its record
         self.futures: list[asyncio.Future[Any]] = []
+        #: an end, queued ahead of it, writes the record instead
+        self.superseded = False
 
     def __call__(self, db: sqlite3.Connection) -> None:
+        if self.superseded:
+            return
         record = self.record
         events = None if self.events is None else _encode_events(self.events)
         # An update in place, not INSERT OR REPLACE (a delete and an insert, of the row and
@@ -621,7 +677,36 @@ class _RecordWrite:
             ),
         )
         if events is not None:  # the whole log is stored: its journal has served
-            db.execute("DELETE FROM session_journal WHERE session_id = ?", (self.session_id,))
+            db.execute("DELETE FROM journal_batches WHERE session_id = ?", (self.session_id,))
+
+
+class _JournalWrite:
+    """The journal's queued write: each live session's events since its last batch, one row
+    per session, in one statement. Until its transaction takes it, later batches join it
+    (a session's new events after its waiting ones); a session whose final record is queued
+    leaves it (that record holds the whole log)."""
+
+    __slots__ = ("batches", "futures")
+
+    def __init__(self) -> None:
+        self.batches: dict[str, list[NewEvent]] = {}
+        self.futures: list[asyncio.Future[Any]] = []
+
+    def add(self, session_id: str, events: Sequence[NewEvent]) -> None:
+        waiting = self.batches.get(session_id)
+        if waiting is None:
+            self.batches[session_id] = list(events)
+        else:
+            waiting.extend(events)
+
+    def __call__(self, db: sqlite3.Connection) -> None:
+        db.executemany(
+            _JOURNAL,
+            [
+                (sid, events[0][0], _encode_events(events), sid)
+                for sid, events in self.batches.items()
+            ],
+        )
 
 
 def _with_journal(stored: list[StoredEvent], journal: list[StoredEvent]) -> list[StoredEvent]:

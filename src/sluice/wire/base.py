@@ -1,10 +1,17 @@
-"""The two contracts every wire format implements: a stream adapter and a stream encoder."""
+"""What a wire format is: the two stream contracts (adapter, encoder) and ``WireFormat``, the
+one object that holds all of a format's parts (``sluice.wire.formats`` registers them)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
 
 from sluice.events import Event
+from sluice.turn import TurnRequest, TurnResult
+
+JSONDict = dict[str, Any]
 
 
 class StreamAdapter(Protocol):
@@ -47,3 +54,81 @@ class StreamEncoder(Protocol):
     def encode(self, event: Event) -> bytes: ...
 
     def close(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderKind:
+    """A provider whose own API speaks one or more wire formats (``kind`` in a provider's
+    configuration): where it is reached unless configured otherwise, and the environment
+    variable that holds its key unless ``api_key_env`` names another."""
+
+    name: str
+    base_url: str
+    api_key_env: str
+
+
+#: no error type answered with a status of the format's own
+_NO_STATUSES: Mapping[str, int] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class WireFormat:
+    """One wire format, whole: what the gateway needs to read it from an upstream, to send a
+    turn upstream in it, and (when clients may speak it) to serve it to a client. No I/O.
+
+    Each part is the function the gateway calls, not a wrapper around it: ``adapter()`` and
+    ``encoder(...)`` make the objects whose ``quick``/``feed`` and ``encode`` run per chunk.
+    """
+
+    #: the format's name: a provider's ``wire`` setting, a record's ``upstream_wire``
+    name: str
+    #: the provider kind whose API this is (the simulator speaks every format as well)
+    kind: ProviderKind
+    #: a new stream adapter (upstream SSE frames -> normalised events), one per response
+    adapter: Callable[[], StreamAdapter]
+    #: the upstream request body for a turn: ``build(turn, model)``
+    build: Callable[[TurnRequest, str], JSONDict]
+    #: the upstream body when the client speaks this format too (passthrough): the client's
+    #: own body with the upstream's model (and whatever streaming needs) set, so that fields
+    #: Sluice does not model still reach the provider: ``forward(body, model)``
+    forward: Callable[[JSONDict, str], JSONDict]
+    #: the upstream URL's path under the provider's base URL: ``path(model, stream)``
+    path: Callable[[str, bool], str]
+    #: the request headers that carry a provider key (and any the format always needs):
+    #: ``auth(key)``, with ``None`` when the provider has no key
+    auth: Callable[[str | None], dict[str, str]]
+    #: an error body in this format: ``error_body(status, type, message)``, ``type`` being
+    #: Sluice's stable error type (``rate_limited``, ``unknown_model``...)
+    error_body: Callable[[int, str, str], JSONDict]
+    #: Sluice error types answered with a status of the format's own rather than the
+    #: gateway's usual one (Anthropic's 529 for ``overloaded``, where others get 503)
+    error_statuses: Mapping[str, int] = field(default_factory=lambda: _NO_STATUSES)
+
+    # -- as a client format (all None / empty: the format is spoken only upstream) --------
+
+    #: the client endpoints' paths; a request path that starts with one is this format's,
+    #: its errors included
+    endpoints: tuple[str, ...] = ()
+    #: a client's request body as a ``TurnRequest``, raising ``BadRequest``:
+    #: ``parse(body, path)`` (the path, for a format that puts the model or the streaming
+    #: choice in it)
+    parse: Callable[[JSONDict, str], TurnRequest] | None = None
+    #: a new client stream encoder: ``encoder(response_id, model, include_usage)``
+    encoder: Callable[[str, str, bool], StreamEncoder] | None = None
+    #: the whole (non-streamed) response body of a finished turn: ``render(result, model)``
+    render: Callable[[TurnResult, str], JSONDict] | None = None
+    #: what a response id starts with for this format's clients (``chatcmpl-``, ``msg_``)
+    id_prefix: str = ""
+    #: a request header only this format's SDKs send (``anthropic-version``): a request on a
+    #: path that no format's endpoints hold (``/v1/models``) and that carries it is answered
+    #: in this format, its errors included
+    sdk_header: str | None = None
+    #: the body of ``GET /v1/models`` in this format: ``list_models(ids, query)``, paged as
+    #: the query asks where the format pages (``BadRequest`` for a query it refuses)
+    list_models: Callable[[Sequence[str], Mapping[str, str]], JSONDict] | None = None
+    #: the body of ``GET /v1/models/{id}``: ``describe_model(id)``
+    describe_model: Callable[[str], JSONDict] | None = None
+
+    @property
+    def serves_clients(self) -> bool:
+        return bool(self.endpoints) and None not in (self.parse, self.encoder, self.render)

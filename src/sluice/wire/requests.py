@@ -3,7 +3,8 @@
 ``parse_*`` validate a client's body (raising ``BadRequest`` with a message that names the
 field) and return a ``TurnRequest``; ``build_*`` make an upstream body from one;
 ``render_*`` make the non-streaming response body of a ``TurnResult``; ``*_error_body`` make
-each format's error body. No I/O.
+each format's error body; ``forward_*`` make a client's body into an upstream body of the same
+format. No I/O.
 """
 
 from __future__ import annotations
@@ -574,8 +575,24 @@ def parse_native_request(body: JSONDict) -> TurnRequest:
     return turn
 
 
-BUILDERS = {
-    "chat": build_chat_request,
-    "messages": build_messages_request,
-    "responses": build_responses_request,
-}
+# ---------------------------------------------------------------------------------------------
+# Passthrough: a client's body forwarded to an upstream of its own format
+
+
+def forward_request(body: JSONDict, model: str) -> JSONDict:
+    """The client's body as it is, with the upstream's model and streaming on."""
+    forwarded = dict(body)
+    forwarded["model"] = model
+    forwarded["stream"] = True
+    return forwarded
+
+
+def forward_chat_request(body: JSONDict, model: str) -> JSONDict:
+    """As ``forward_request``, and usage asked for: the record needs it, whether or not the
+    client asked (a client that did not is not sent the usage chunk)."""
+    forwarded = forward_request(body, model)
+    options = forwarded.get("stream_options")
+    options = dict(options) if isinstance(options, dict) else {}
+    options["include_usage"] = True
+    forwarded["stream_options"] = options
+    return forwarded

@@ -130,6 +130,8 @@ class TurnResult:
     finish_reason: str | None = None
     finish_raw: str | None = None
     error: ev.Error | None = None
+    #: the reasoning's opaque signatures, in order (a client must send them back)
+    signatures: list[str] = field(default_factory=list)
 
 
 class TurnAccumulator:
@@ -145,6 +147,7 @@ class TurnAccumulator:
         "model",
         "output_deltas",
         "response_id",
+        "signatures",
         "tool_calls",
         "usage",
     )
@@ -159,6 +162,7 @@ class TurnAccumulator:
         self.finish_reason: str | None = None
         self.finish_raw: str | None = None
         self.error: ev.Error | None = None
+        self.signatures: list[str] = []
         #: content deltas seen (text, reasoning, tool fragments): the estimate of output
         #: tokens when the provider reports no usage.
         self.output_deltas = 0
@@ -187,6 +191,8 @@ class TurnAccumulator:
                 )
             case ev.Usage():
                 self.usage = event
+            case ev.Signature(signature=signature):
+                self.signatures.append(signature)
             case ev.Start(response_id=rid, model=model):
                 self.response_id = rid
                 self.model = model
@@ -217,6 +223,7 @@ class TurnAccumulator:
             finish_reason=self.finish_reason,
             finish_raw=self.finish_raw,
             error=self.error,
+            signatures=list(self.signatures),
         )
 
 

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from sluice.turn import TurnRequest
 from sluice.wire.anthropic_messages import MessagesStreamAdapter, MessagesStreamEncoder
 from sluice.wire.base import JSONDict, ProviderKind, StreamEncoder, WireFormat
+from sluice.wire.gemini import GEMINI
 from sluice.wire.models import (
     anthropic_model,
     anthropic_model_list,
@@ -40,7 +41,7 @@ from sluice.wire.requests import (
     render_messages_response,
 )
 
-__all__ = ["CHAT", "MESSAGES", "RESPONSES", "WireFormat", "all", "get", "register"]
+__all__ = ["CHAT", "GEMINI", "MESSAGES", "RESPONSES", "WireFormat", "all", "get", "register"]
 
 OPENAI = ProviderKind("openai", "https://api.openai.com/v1", "OPENAI_API_KEY")
 ANTHROPIC = ProviderKind("anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY")
@@ -143,7 +144,7 @@ RESPONSES = WireFormat(
 )
 
 #: the formats Sluice ships with, in the order a provider kind prefers them
-_BUILTIN = (CHAT, MESSAGES, RESPONSES)
+_BUILTIN = (CHAT, MESSAGES, RESPONSES, GEMINI)
 
 _formats: dict[str, WireFormat] = {}
 
@@ -191,7 +192,7 @@ def of_kind(kind: str) -> tuple[str, ...]:
 def for_path(path: str) -> WireFormat | None:
     """The format whose client endpoint ``path`` is (or lies under); None for any other."""
     for fmt in _formats.values():
-        if path.startswith(fmt.endpoints):
+        if path.startswith(fmt.endpoints) and (fmt.claims is None or fmt.claims(path)):
             return fmt
     return None
 

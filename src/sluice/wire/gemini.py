@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import orjson
 
-from sluice.errors import BadRequest
+from sluice.errors import BadRequest, UnknownEndpoint
 from sluice.events import (
     FINISH_CONTENT_FILTER,
     FINISH_LENGTH,
@@ -64,8 +64,10 @@ from sluice.turn import (
 
 from ._fold import WireFold, count, sub, text, truncated
 from ._toolargs import _JSON_KINDS
+from .base import ProviderKind, WireFormat
 
 __all__ = [
+    "GEMINI",
     "GeminiStreamAdapter",
     "GeminiStreamEncoder",
     "build_gemini_request",
@@ -318,7 +320,6 @@ ERROR_STATUS: Mapping[str, tuple[int, str]] = {
     "rate_limited": (429, "RESOURCE_EXHAUSTED"),
     "overloaded": (503, "UNAVAILABLE"),
     "timeout": (504, "DEADLINE_EXCEEDED"),
-    "upstream_stalled": (504, "DEADLINE_EXCEEDED"),
     "invalid_request": (400, "INVALID_ARGUMENT"),
     "unknown_model": (404, "NOT_FOUND"),
     "authentication": (401, "UNAUTHENTICATED"),
@@ -633,6 +634,11 @@ def _tool_result(
                 del pending[index]
                 break
     value = response.get("response")
+    if isinstance(value, dict) and len(value) == 1:
+        # ``{"output": text}`` or ``{"error": text}``, as Google asks results to be given
+        ((key, text_value),) = value.items()
+        if key in ("output", "error") and isinstance(text_value, str):
+            return ToolResultPart(call_id, text_value, key == "error")
     error = isinstance(value, dict) and "error" in value and "output" not in value
     return ToolResultPart(call_id, orjson.dumps(value if value is not None else {}).decode(), error)
 
@@ -850,13 +856,16 @@ def _result_value(part: ToolResultPart) -> dict[str, Any]:
 
 def render_gemini_response(result: TurnResult, model: str) -> dict[str, Any]:
     """The ``generateContent`` body of a finished turn: thoughts (when there were any), text,
-    then one ``functionCall`` part per call that parsed."""
+    then one ``functionCall`` part per call that parsed; the turn's first signature on the
+    first call, else on the text."""
     parts: list[dict[str, Any]] = []
     if result.reasoning:
         parts.append({"text": result.reasoning, "thought": True})
     if result.text:
         parts.append({"text": result.text})
+    answer = len(parts) - 1 if result.text else None
     malformed = False
+    first_call = None
     for call in result.tool_calls:
         if call.arguments is None:
             malformed = True
@@ -864,9 +873,17 @@ def render_gemini_response(result: TurnResult, model: str) -> dict[str, Any]:
         function = {"name": call.name, "args": call.arguments}
         if call.call_id:
             function["id"] = call.call_id
+        if first_call is None:
+            first_call = len(parts)
         parts.append({"functionCall": function})
     if not parts:
         parts.append({"text": ""})
+    # The turn's signature rides where Gemini puts it: on the first function call, else on
+    # the answer's text (a whole response has one part of each kind).
+    signature = next((s for s in result.signatures if _base64(s)), None)
+    if signature is not None:
+        where = first_call if first_call is not None else answer
+        parts[len(parts) - 1 if where is None else where]["thoughtSignature"] = signature
     reason = result.finish_reason or FINISH_STOP
     word = "MALFORMED_FUNCTION_CALL" if malformed else _FINISH_OUT.get(reason, "STOP")
     candidate = {"content": {"parts": parts, "role": "model"}, "finishReason": word, "index": 0}
@@ -892,6 +909,11 @@ def gemini_error_body(status: int, message: str) -> dict[str, Any]:
 CLIENT_PREFIXES = ("/v1beta/models/", "/v1/models/")
 STREAM_METHOD = "streamGenerateContent"
 COMPLETE_METHOD = "generateContent"
+#: the methods of Google's model resource: a path naming one is a Gemini client's (the two
+#: above are served; the others are answered 404 in Google's shape)
+MODEL_METHODS = frozenset(
+    (STREAM_METHOD, COMPLETE_METHOD, "countTokens", "embedContent", "batchEmbedContents")
+)
 
 
 def upstream_path(model: str, stream: bool) -> str:
@@ -910,27 +932,78 @@ def auth_headers(key: str | None) -> dict[str, str]:
 
 
 def forward_request(body: dict[str, Any], model: str) -> dict[str, Any]:
-    """A Gemini client's own body, for a Gemini upstream: unchanged (the model and the
-    streaming are in the URL)."""
-    return body
+    """A Gemini client's own body, for a Gemini upstream: as it is, the model and the
+    streaming being in the URL (a ``model`` in the body, which the SDK never writes, would
+    name the client's ``provider/model``: it is left out)."""
+    if "model" not in body:
+        return body
+    return {key: value for key, value in body.items() if key != "model"}
+
+
+def claims(path: str) -> bool:
+    """Whether a path under the endpoints' prefixes is Gemini's: one that names a method of
+    Google's model resource (``…/models/{model}:generateContent``). ``GET /v1/models/{id}``
+    (OpenAI's model retrieval) names none, nor does an OpenAI fine-tune's ``ft:…`` id."""
+    return path.rpartition(":")[2] in MODEL_METHODS
 
 
 def client_target(path: str) -> tuple[str, bool]:
     """``(model, stream)`` from a client endpoint's path (``/v1beta/models/{model}:method``,
     the path already unescaped, so ``sim%2Fsupport`` reads ``sim/support``); a leading
-    ``models/`` of the model is the resource name's and is dropped. ``BadRequest`` for a
-    path that is not one of the two methods."""
+    ``models/`` of the model is the resource name's and is dropped. ``UnknownEndpoint``
+    (404) for a path that is not one of the two methods."""
     for prefix in CLIENT_PREFIXES:
         if path.startswith(prefix):
             rest = path[len(prefix) :]
             break
     else:
-        raise BadRequest(f"{path!r} is not a Gemini endpoint")
+        raise UnknownEndpoint(f"{path!r} is not a Gemini endpoint")
     model, colon, method = rest.rpartition(":")
     model = model.removeprefix("models/")
     if not colon or not model or method not in (STREAM_METHOD, COMPLETE_METHOD):
-        raise BadRequest(
+        raise UnknownEndpoint(
             f"{path!r}: the Gemini endpoints are models/{{model}}:{STREAM_METHOD} and "
             f"models/{{model}}:{COMPLETE_METHOD}"
         )
     return model, method == STREAM_METHOD
+
+
+# ---------------------------------------------------------------------------------------------
+# The format, whole
+
+
+#: Google's Gemini API (AI Studio): ``kind = "gemini"``, its key in ``GEMINI_API_KEY``
+GEMINI_KIND = ProviderKind(
+    "gemini", "https://generativelanguage.googleapis.com/v1beta", "GEMINI_API_KEY"
+)
+
+
+def _parse(body: dict[str, Any], path: str) -> TurnRequest:
+    model, stream = client_target(path)
+    return parse_gemini_request(body, model, stream)
+
+
+def _encoder(response_id: str, model: str, include_usage: bool) -> GeminiStreamEncoder:
+    return GeminiStreamEncoder(response_id, model)
+
+
+def _error_body(status: int, type_: str, message: str) -> dict[str, Any]:
+    return gemini_error_body(status, message)
+
+
+GEMINI = WireFormat(
+    name="gemini",
+    kind=GEMINI_KIND,
+    adapter=GeminiStreamAdapter,
+    build=build_gemini_request,
+    forward=forward_request,
+    path=upstream_path,
+    auth=auth_headers,
+    error_body=_error_body,
+    endpoints=CLIENT_PREFIXES,
+    claims=claims,
+    parse=_parse,
+    encoder=_encoder,
+    render=render_gemini_response,
+    id_prefix="gemini-",
+)

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sluice.errors import BadRequest
+from sluice.errors import BadRequest, UnknownEndpoint
 from sluice.events import (
     Error,
     Event,
@@ -32,6 +32,7 @@ from sluice.turn import (
     TurnAccumulator,
     TurnRequest,
 )
+from sluice.wire import formats
 from sluice.wire.gemini import (
     SKIP_SIGNATURE,
     GeminiStreamAdapter,
@@ -39,6 +40,7 @@ from sluice.wire.gemini import (
     auth_headers,
     build_gemini_request,
     client_target,
+    forward_request,
     gemini_error_body,
     parse_gemini_request,
     render_gemini_response,
@@ -603,7 +605,7 @@ def test_a_client_path_names_the_model_and_the_streaming(path: str, target: Any)
     ],
 )
 def test_other_paths_are_not_gemini_endpoints(path: str) -> None:
-    with pytest.raises(BadRequest):
+    with pytest.raises(UnknownEndpoint):
         client_target(path)
 
 
@@ -618,3 +620,33 @@ def test_the_upstream_path_escapes_the_model_and_always_streams() -> None:
 def test_the_key_goes_in_x_goog_api_key() -> None:
     assert auth_headers("fake-key") == {"x-goog-api-key": "fake-key"}
     assert auth_headers(None) == {}
+
+
+@pytest.mark.parametrize(
+    ("path", "claimed"),
+    [
+        ("/v1/models/sim/support:generateContent", True),
+        ("/v1beta/models/x:countTokens", True),
+        ("/v1/models/gpt-4o", False),
+        ("/v1/models/ft:gpt-4o-mini:acme:custom:AbC123", False),
+    ],
+)
+def test_gemini_claims_only_the_paths_that_name_a_model_method(path: str, claimed: bool) -> None:
+    assert (formats.for_path(path) is formats.GEMINI) is claimed
+
+
+def test_a_passthrough_body_goes_as_it_is_but_for_a_model_field() -> None:
+    body = {"contents": [], "cachedContent": "cachedContents/x"}
+    assert forward_request(body, "m") is body
+    assert forward_request({**body, "model": "sim/x"}, "m") == body
+
+
+def test_a_result_given_as_output_text_reads_back_as_that_text() -> None:
+    body = {
+        "contents": [
+            {"role": "model", "parts": [{"functionCall": {"name": "f", "id": "c"}}]},
+            {"parts": [{"functionResponse": {"name": "f", "response": {"error": "no such"}}}]},
+        ]
+    }
+    [_, result] = parse_gemini_request(body, "m", stream=True).messages
+    assert result.parts == [ToolResultPart("c", "no such", True)]

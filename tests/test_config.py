@@ -201,3 +201,5 @@ def test_the_example_providers_load_once_uncommented(tmp_path: Path) -> None:
     assert settings.providers["vllm"].models == ["meta-llama/Llama-3.1-8B-Instruct"]
     assert settings.providers["openai"].wires == ("chat",)
     assert settings.prices["vllm/*"].output == 0.0
+    assert settings.agents["support"].tools[:2] == ["orders", "search.web_search"]
+    assert settings.mcp["search"].transport == "http"

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import re
 import signal
-from collections.abc import Iterator, Sequence
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from itertools import accumulate, pairwise
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sluice.errors import UpstreamNotEventStream
 from sluice.sse import FrameTooLarge, ServerSentEvent, SSEDecoder, encode_comment, encode_event
+from sluice.transports.status import refusal
 
 Parsed = tuple[str, str, str, int | None]  # (event, data, id, retry) of one dispatched event
 
@@ -65,10 +71,11 @@ def reference_parse(stream: bytes) -> tuple[list[Parsed], str, int | None]:
     lines = re.split("\r\n|\r|\n", text)
     lines.pop()  # the unterminated remainder is never processed
     events: list[Parsed] = []
-    event_type, data, last_id, retry = "", "", "", None
+    event_type, data, last_id, id_buffer, retry = "", "", "", "", None
     block_retry: int | None = None
     for line in lines:
         if line == "":
+            last_id = id_buffer  # an id takes effect when its event is dispatched
             if data:
                 events.append((event_type or "message", data[:-1], last_id, block_retry))
             event_type, data, block_retry = "", "", None
@@ -84,7 +91,7 @@ def reference_parse(stream: bytes) -> tuple[list[Parsed], str, int | None]:
             data += value + "\n"
         elif name == "id":
             if "\0" not in value:
-                last_id = value
+                id_buffer = value
         elif name == "retry" and value and len(value) <= 4300 and value.strip("0123456789") == "":
             retry = block_retry = int(value)
     return events, last_id, retry
@@ -106,83 +113,114 @@ def time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-# --- conformance vectors (web-platform-tests eventsource/format-*.any.js) --------------------
+# --- conformance vectors (web-platform-tests eventsource/format-*) ---------------------------
 #
-# The WPT server (eventsource/resources/message.py) appends b"\n" to the message when the test
-# asks for newline=none and b"\n\n\n" otherwise. The reference notes quote the messages without
-# that suffix; each vector is checked both as quoted and as the browser actually receives it.
+# Every format vector of the web-platform-tests EventSource suite, transcribed as data in
+# tests/fixtures/sse/wpt-eventsource-format.toml (its header names the source and licence):
+# each response body as the test's server sends it, and every event a browser dispatches for
+# it, with its type and lastEventId. A response after the first is a reconnection: the decoder
+# is flushed (the connection ended) and carries on, as the relay's decoder does.
 
-LONG = "x" * 2048
-NEWLINES = b"data:test\r\ndata\ndata:test\r\n\r"
-COMMENTS = f"data:1\r:\0\n:\r\ndata:2\n:{LONG}\rdata:3\n:data:fail\r:{LONG}\ndata:4\n".encode()
-BOMS = "\ufeffdata:1\n\n\ufeffdata:2\n\ndata:3".encode()
-DATA_NULL = b"data:\0\n\n"
-RETRY_BOGUS = b"retry:3000\nretry:1000x"
-ID_NULL = b"id:1\ndata:a\n\nid:2\0\ndata:b\n\n"
+WPT = tomllib.loads(
+    (Path(__file__).parent / "fixtures" / "sse" / "wpt-eventsource-format.toml").read_text("utf-8")
+)
+WPT_VECTORS = {vector["name"]: vector for vector in WPT["vector"]}
+Chunker = Callable[[bytes], list[bytes]]
 
+
+def whole(stream: bytes) -> list[bytes]:
+    return [stream]
+
+
+def byte_by_byte(stream: bytes) -> list[bytes]:
+    return [stream[i : i + 1] for i in range(len(stream))]
+
+
+def split_cut(stream: bytes, cut: int) -> list[bytes]:
+    return split_at(stream, [cut])
+
+
+def run_vector(vector: dict[str, Any], chunker: Chunker) -> dict[str, Any]:
+    """What one decoder makes of a vector's responses, each cut into chunks by ``chunker``."""
+    decoder = SSEDecoder()
+    events: list[ServerSentEvent] = []
+    reconnect_ids: list[str] = []
+    for number, response in enumerate(vector["responses"]):
+        if number:
+            events += decoder.flush()  # the connection ended: the client reconnects
+            reconnect_ids.append(decoder.last_event_id)  # its Last-Event-ID
+        for chunk in chunker(response.encode()):
+            events += decoder.decode(chunk)
+    events += decoder.flush()
+    return {
+        "events": [{"data": e.data, "type": e.event, "id": e.id} for e in events],
+        "reconnect_ids": reconnect_ids if len(vector["responses"]) > 1 else None,
+        "retry": decoder.retry,
+        "last_event_id": decoder.last_event_id,
+    }
+
+
+def expected(vector: dict[str, Any]) -> dict[str, Any]:
+    events = vector["events"]
+    return {
+        "events": events,
+        "reconnect_ids": vector.get("reconnect_ids"),
+        "retry": vector.get("retry"),
+        # none of the vectors ends with an id that no event carried
+        "last_event_id": events[-1]["id"],
+    }
+
+
+def test_every_format_vector_of_the_suite_is_here() -> None:
+    files = {vector["source"] for vector in [*WPT["vector"], *WPT["mime"]]}
+    assert len(files) == 23 and len(WPT["vector"]) == 26 and len(WPT["mime"]) == 3
+    assert all(name.startswith("eventsource/format-") for name in files)
+
+
+@pytest.mark.parametrize("name", list(WPT_VECTORS))
+@pytest.mark.parametrize("chunker", [whole, byte_by_byte], ids=["whole", "byte-by-byte"])
+def test_format_vector(name: str, chunker: Chunker) -> None:
+    vector = WPT_VECTORS[name]
+    assert run_vector(vector, chunker) == expected(vector)
+
+
+@pytest.mark.parametrize("name", list(WPT_VECTORS))
+def test_format_vector_split_at_every_boundary(name: str) -> None:
+    vector = WPT_VECTORS[name]
+    for cut in range(max(len(r.encode()) for r in vector["responses"]) + 1):
+        assert run_vector(vector, partial(split_cut, cut=cut)) == expected(vector), cut
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_property_format_vectors_at_random_boundaries(data: st.DataObject) -> None:
+    vector = WPT_VECTORS[data.draw(st.sampled_from(sorted(WPT_VECTORS)))]
+    assert run_vector(vector, lambda s: split_at(s, data.draw(cuts_in(s)))) == expected(vector)
+
+
+@pytest.mark.parametrize("mime", WPT["mime"], ids=[m["name"] for m in WPT["mime"]])
+def test_format_mime_vector_decides_whether_the_upstream_is_a_stream(mime: dict[str, Any]) -> None:
+    refused = refusal(200, {"content-type": mime["content_type"]})
+    assert (refused is None) == mime["accepted"]
+    if refused is not None:
+        assert isinstance(refused, UpstreamNotEventStream)
+
+
+def test_the_utf8_vector_is_accepted_whatever_its_charset_parameter() -> None:
+    assert refusal(200, {"content-type": WPT_VECTORS["format-utf-8"]["content_type"]}) is None
+
+
+#: each response of each vector, as one stream (for the tests below that need one stream)
 VECTORS = {
-    "newlines": NEWLINES,
-    "newlines-served": NEWLINES + b"\n",
-    "comments-served": COMMENTS + b"\n",
-    "boms": BOMS,
-    "boms-served": BOMS + b"\n\n\n",
-    "data-null": DATA_NULL,
-    "retry-bogus-served": RETRY_BOGUS + b"\n\n\n",
-    "id-null": ID_NULL,
+    f"{vector['name']} #{number}": response.encode()
+    for vector in WPT["vector"]
+    for number, response in enumerate(vector["responses"])
 }
 
 
-def test_mixed_crlf_lf_cr_line_ends_vector() -> None:
-    assert datas(NEWLINES) == ["test\n\ntest"]
-    assert datas(NEWLINES + b"\n") == ["test\n\ntest"]
-
-
-def test_comments_including_nul_and_long_ones_are_skipped_vector() -> None:
-    assert datas(COMMENTS + b"\n") == ["1\n2\n3\n4"]
-
-
-def test_comments_vector_as_quoted_has_no_blank_line_so_dispatches_nothing() -> None:
-    assert datas(COMMENTS) == []
-
-
-def test_only_the_first_bom_is_dropped_vector() -> None:
-    assert datas(BOMS) == ["1"]
-    assert datas(BOMS + b"\n\n\n") == ["1", "3"]
-
-
-def test_data_may_be_a_single_nul_vector() -> None:
-    assert datas(DATA_NULL) == ["\0"]
-
-
-def test_retry_with_a_non_digit_is_ignored_vector() -> None:
-    decoder = SSEDecoder()
-    decoder.decode(RETRY_BOGUS)
-    assert decoder.retry == 3000
-    decoder.decode(b"\n")  # the served stream: the bogus line is now complete
-    assert decoder.retry == 3000
-
-
-def test_id_containing_nul_is_ignored_vector() -> None:
-    events, last_id, _ = feed([ID_NULL])
-    assert [(e.data, e.id) for e in events] == [("a", "1"), ("b", "1")]
-    assert last_id == "1"
-
-
 @pytest.mark.parametrize("name", list(VECTORS))
-def test_vector_gives_the_same_result_split_at_every_boundary(name: str) -> None:
-    stream = VECTORS[name]
-    whole = decode_whole(stream)
-    assert whole == reference_parse(stream)
-    for cut in range(len(stream) + 1):
-        events, last_id, retry = feed(split_at(stream, [cut]))
-        assert (parsed(events), last_id, retry) == whole, cut
-
-
-@pytest.mark.parametrize("name", list(VECTORS))
-def test_vector_gives_the_same_result_fed_byte_by_byte(name: str) -> None:
-    stream = VECTORS[name]
-    events, last_id, retry = feed([stream[i : i + 1] for i in range(len(stream))])
-    assert (parsed(events), last_id, retry) == decode_whole(stream)
+def test_vector_stream_agrees_with_the_reference_model(name: str) -> None:
+    assert decode_whole(VECTORS[name]) == reference_parse(VECTORS[name])
 
 
 # --- the common one-event chunk, decoded with nothing pending ---------------------------------
@@ -479,6 +517,22 @@ def test_id_is_set_even_when_no_event_is_dispatched() -> None:
     events, last_id, _ = feed([b"id: 3\n\ndata: a\n\n"])
     assert events[0].id == "3"
     assert last_id == "3"
+
+
+def test_an_id_takes_effect_at_the_blank_line_that_ends_its_event() -> None:
+    decoder = SSEDecoder()
+    decoder.decode(b"id: 1\ndata: a\n\nid: 2\ndata: b\n")
+    assert decoder.last_event_id == "1"  # spec: the "last event ID buffer" until dispatch
+    assert [e.id for e in decoder.decode(b"\n")] == ["2"]
+    assert decoder.last_event_id == "2"
+
+
+def test_an_id_in_an_event_never_dispatched_is_dropped_at_the_end() -> None:
+    decoder = SSEDecoder()
+    decoder.decode(b"id: 1\ndata: a\n\nid: 2\ndata: b\n")
+    assert decoder.flush() == []
+    assert decoder.last_event_id == "1"  # what a reconnection sends as Last-Event-ID
+    assert [e.id for e in decoder.decode(b"data: c\n\n")] == ["1"]
 
 
 def test_id_with_nul_keeps_the_previous_id() -> None:

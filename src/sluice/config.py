@@ -7,6 +7,7 @@ in-process bus and the built-in simulator. See docs/configuration.md for each ke
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +214,53 @@ class BusSettings:
     lease_ttl: float = 3.0
 
 
+#: The tools built into the gateway (``sluice.agents.builtin``), which an agent's ``tools``
+#: may name without a server.
+BUILTIN_TOOLS = ("clock", "calculator", "docs_search")
+
+#: What an agent's or an MCP server's name may be: it goes into URLs and tool names.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+#: ``${NAME}`` in an MCP server's ``headers`` or ``env`` values: an environment variable,
+#: read when the server is connected (so secrets stay out of the file).
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(slots=True)
+class McpServerConfig:
+    """An MCP server whose tools agents may use: a command run over stdio, or a URL
+    (Streamable HTTP). ``env`` and ``headers`` values may hold ``${VAR}`` references."""
+
+    name: str
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    #: seconds to start (or reach) the server and list its tools
+    connect_timeout: float = 10.0
+
+    @property
+    def transport(self) -> str:
+        return "http" if self.url is not None else "stdio"
+
+
+@dataclass(slots=True)
+class AgentConfig:
+    """An agent: a model, its instructions and the tools it may call (docs/agents.md)."""
+
+    name: str
+    #: ``"provider/model"``, as clients address models
+    model: str
+    system: str | None = None
+    #: MCP server names (all their tools), ``"server.tool"`` (one), or built-in tool names
+    tools: list[str] = field(default_factory=list)
+    #: model turns in one run, at most
+    max_steps: int = 8
+    #: seconds one tool call may take before it is reported to the model as timed out
+    tool_timeout: float = 30.0
+
+
 @dataclass(slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -241,6 +289,9 @@ class Settings:
     #: Settings passed to the embedded simulator (see sluice.sim.SimSettings).
     sim: dict[str, Any] = field(default_factory=dict)
     embed_sim: bool = True
+    #: the MCP servers agents' tools come from, by name (docs/agents.md)
+    mcp: dict[str, McpServerConfig] = field(default_factory=dict)
+    agents: dict[str, AgentConfig] = field(default_factory=dict)
 
 
 def default_providers() -> dict[str, ProviderConfig]:
@@ -317,7 +368,130 @@ def _from_dict(data: dict[str, Any]) -> Settings:
     s.sim = dict(data.get("sim", {}))
     # With auth on, the simulator is mounted only when the file asks for it.
     s.embed_sim = bool(s.sim.pop("embedded", not s.auth.required))
+    s.mcp = {name: _mcp_server(name, raw) for name, raw in _table(data, "mcp").items()}
+    s.agents = {
+        name: _agent(name, raw, s.providers, s.mcp) for name, raw in _table(data, "agents").items()
+    }
     return s
+
+
+def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
+    table = data.get(key, {})
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ConfigError(f"{key} must be tables: [{key}.NAME]")
+    return table
+
+
+def _name(section: str, name: str) -> None:
+    if NAME_PATTERN.fullmatch(name) is None:
+        raise ConfigError(
+            f"{section}.{name}: a name is 1 to 64 letters, digits, '_' or '-' "
+            "(it goes into URLs and tool names)"
+        )
+
+
+def _string_map(where: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f"{where} must be a table of strings")
+    return dict(value)
+
+
+def _mcp_server(name: str, raw: dict[str, Any]) -> McpServerConfig:
+    where = f"mcp.{name}"
+    _name("mcp", name)
+    if name in BUILTIN_TOOLS:
+        raise ConfigError(f"{where}: {name!r} is a built-in tool's name; name the server otherwise")
+    for key in raw:
+        if key not in McpServerConfig.__dataclass_fields__ or key == "name":
+            raise ConfigError(f"{where}.{key} is not a setting (see docs/agents.md)")
+    server = McpServerConfig(name=name)
+    has_command, has_url = "command" in raw, "url" in raw
+    if has_command == has_url:
+        raise ConfigError(f"{where} needs either command (stdio) or url (Streamable HTTP)")
+    if has_command:
+        command = raw["command"]
+        if (
+            not isinstance(command, list)
+            or not command
+            or not all(isinstance(part, str) and part for part in command)
+        ):
+            raise ConfigError(f"{where}.command must be a non-empty list of strings")
+        server.command = list(command)
+        if "headers" in raw:
+            raise ConfigError(f"{where}.headers apply to a server reached by url")
+        server.env = _string_map(f"{where}.env", raw.get("env", {}))
+        cwd = raw.get("cwd")
+        if cwd is not None and not (isinstance(cwd, str) and cwd):
+            raise ConfigError(f"{where}.cwd must be a directory's path")
+        server.cwd = cwd
+    else:
+        url = raw["url"]
+        # The URL is not repeated: it may hold a token.
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url must be an http:// or https:// URL")
+        server.url = url
+        for key in ("env", "cwd"):
+            if key in raw:
+                raise ConfigError(f"{where}.{key} applies to a server run by command")
+        server.headers = _string_map(f"{where}.headers", raw.get("headers", {}))
+    timeout = raw.get("connect_timeout", server.connect_timeout)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 300:
+        raise ConfigError(f"{where}.connect_timeout must be a number of seconds up to 300")
+    server.connect_timeout = float(timeout)
+    return server
+
+
+def _agent(
+    name: str,
+    raw: dict[str, Any],
+    providers: dict[str, ProviderConfig],
+    servers: dict[str, McpServerConfig],
+) -> AgentConfig:
+    where = f"agents.{name}"
+    _name("agents", name)
+    for key in raw:
+        if key not in AgentConfig.__dataclass_fields__ or key == "name":
+            raise ConfigError(f"{where}.{key} is not a setting (see docs/agents.md)")
+    model = raw.get("model")
+    if not isinstance(model, str) or "/" not in model or not all(model.partition("/")[::2]):
+        raise ConfigError(f'{where}.model must be "provider/model"')
+    provider = model.partition("/")[0]
+    if provider not in providers:
+        raise ConfigError(f"{where}.model: no provider {provider!r} (see [providers])")
+    system = raw.get("system")
+    if system is not None and not isinstance(system, str):
+        raise ConfigError(f"{where}.system must be a string")
+    tools = raw.get("tools", [])
+    if not isinstance(tools, list) or not all(isinstance(t, str) and t for t in tools):
+        raise ConfigError(f"{where}.tools must be a list of strings")
+    for entry in tools:
+        server, dot, tool = entry.partition(".")
+        if dot and server in servers and tool:
+            continue
+        if not dot and (entry in servers or entry in BUILTIN_TOOLS):
+            continue
+        raise ConfigError(
+            f'{where}.tools: {entry!r} is neither an [mcp] server, "server.tool" of one, '
+            f"nor a built-in tool ({', '.join(BUILTIN_TOOLS)})"
+        )
+    if len(set(tools)) != len(tools):
+        raise ConfigError(f"{where}.tools names a tool twice")
+    steps = raw.get("max_steps", 8)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 100:
+        raise ConfigError(f"{where}.max_steps must be an integer from 1 to 100")
+    timeout = raw.get("tool_timeout", 30.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+        raise ConfigError(f"{where}.tool_timeout must be a number of seconds up to 3600")
+    return AgentConfig(
+        name=name,
+        model=model,
+        system=system,
+        tools=list(tools),
+        max_steps=steps,
+        tool_timeout=float(timeout),
+    )
 
 
 def _auth(raw: dict[str, Any]) -> AuthSettings:

@@ -67,10 +67,15 @@ class Signature(_Event):
     """An opaque token the provider attaches to its reasoning (Anthropic's ``signature_delta``,
     Gemini's ``thoughtSignature``, a Responses reasoning item's ``encrypted_content``). A client
     must send it back, unchanged, to continue the turn; it is never shown. ``index`` is the
-    block it belongs to."""
+    block it belongs to.
+
+    ``redacted``: the reasoning itself was withheld and this is all there is of it (an
+    Anthropic ``redacted_thinking`` block, whose ``data`` is the token): a block of its own,
+    which a continued turn must send back in its place."""
 
     signature: str
     index: int = 0
+    redacted: bool = False
 
 
 class ToolCallStart(_Event):
@@ -187,8 +192,8 @@ def payload(event: Event) -> tuple[str, dict[str, Any]]:
             return "text", {"text": text}
         case ReasoningDelta(text=text):
             return "reasoning", {"text": text}
-        case Signature(signature=signature, index=index):
-            return "signature", {"signature": signature, "index": index}
+        case Signature(signature=signature, index=index, redacted=redacted):
+            return "signature", {"signature": signature, "index": index, "redacted": redacted}
         case ToolCallDelta(index=index, fragment=fragment):
             return "tool_call.delta", {"index": index, "fragment": fragment}
         case ToolCallStart(index=index, call_id=call_id, name=name):
@@ -240,7 +245,7 @@ def from_payload(kind: str, data: dict[str, Any]) -> Event | None:
             case "reasoning":
                 return ReasoningDelta(data["text"])
             case "signature":
-                return Signature(data["signature"], data["index"])
+                return Signature(data["signature"], data["index"], data.get("redacted", False))
             case "tool_call.delta":
                 return ToolCallDelta(data["index"], data["fragment"])
             case "tool_call.start":

@@ -66,7 +66,9 @@ class SSEDecoder:
     dispatched at the CR, without waiting, and that LF opens the next event's ``raw``.
 
     After ``flush()`` the decoder is ready for a new stream (a reconnection): ``last_event_id``
-    and ``retry`` carry over, as the spec requires; everything else starts afresh.
+    and ``retry`` carry over, as the spec requires; everything else starts afresh, an ``id``
+    read in an event that was never dispatched included. The decoder passes every format vector
+    of the web-platform-tests EventSource suite (``tests/fixtures/sse/``).
 
     Bounds: a line is at most ``max_line`` bytes, and the event being built at most
     ``max_event`` (its data fields; with ``keep_raw``, all the bytes since the last dispatch,
@@ -81,6 +83,7 @@ class SSEDecoder:
         "_data",
         "_event",
         "_held",
+        "_id_buffer",
         "_raw",
         "_raw_len",
         "_skip_lf",
@@ -100,7 +103,8 @@ class SSEDecoder:
         max_line: int = 1 << 62,
         max_event: int = 1 << 62,
     ) -> None:
-        #: spec: "last event ID string"; sent back as ``Last-Event-ID`` on reconnect.
+        #: spec: "last event ID string"; sent back as ``Last-Event-ID`` on reconnect. It
+        #: changes only when an event is dispatched (a blank line), never at an ``id`` field.
         self.last_event_id = ""
         #: spec: "reconnection time", in milliseconds; None until the stream sets one.
         self.retry: int | None = None
@@ -110,6 +114,9 @@ class SSEDecoder:
         self._tail: list[bytes] = []  # an unterminated line (or the held start of a BOM)
         self._data: list[bytes] = []  # spec: "data buffer", one item per data field
         self._event = b""  # spec: "event type buffer"
+        #: spec: "last event ID buffer", while it differs from the string (an ``id`` field
+        #: since the last blank line); None when it holds the string's value
+        self._id_buffer: str | None = None
         self._block_retry: int | None = None
         self._raw: list[bytes] = []  # keep_raw: bytes consumed since the last dispatch
         self._tail_len = 0  # bytes in ``_tail``
@@ -216,8 +223,14 @@ class SSEDecoder:
         done, base, mark = 0, delta, 0
         for i, line in enumerate(lines):
             if not line:
-                # spec: "If the line is empty (a blank line): Dispatch the event." An empty
-                # data buffer dispatches nothing, but both buffers are reset all the same.
+                # spec: "If the line is empty (a blank line): Dispatch the event." Its first
+                # step comes before the test for an empty data buffer: "Set the last event ID
+                # string of the event source to the value of the last event ID buffer."
+                if self._id_buffer is not None:
+                    self.last_event_id = self._id_buffer
+                    self._id_buffer = None
+                # An empty data buffer dispatches nothing, but both buffers are reset all the
+                # same.
                 if data:
                     etype = self._event
                     sse = ServerSentEvent(
@@ -280,8 +293,10 @@ class SSEDecoder:
                 self._raw_len += len(chunk) - done
                 if self._raw_len > self.max_event:
                     raise FrameTooLarge(f"an SSE event is over {self.max_event:,} bytes")
-        self.idle = self._block_retry is None and not (
-            tail or data or self._event or self._skip_lf or self._raw
+        self.idle = (
+            self._block_retry is None
+            and self._id_buffer is None
+            and not (tail or data or self._event or self._skip_lf or self._raw)
         )
         return events
 
@@ -293,9 +308,10 @@ class SSEDecoder:
             self._event = value
         elif name == b"id":
             # spec: "If the field value does not contain U+0000 NULL, then set the last event
-            # ID buffer to the field value. Otherwise, ignore the field." Empty resets it.
+            # ID buffer to the field value. Otherwise, ignore the field." Empty resets it. The
+            # buffer reaches ``last_event_id`` when the event is dispatched (its blank line).
             if b"\0" not in value:
-                self.last_event_id = value.decode("utf-8", "replace")
+                self._id_buffer = value.decode("utf-8", "replace")
         # spec: "If the field value consists of only ASCII digits, then interpret the field
         # value as an integer in base ten". (bytes.isdigit is ASCII-only and False for b"".)
         # A value past Python's int-parsing limit (4300 digits) is ignored.
@@ -305,10 +321,14 @@ class SSEDecoder:
     def flush(self) -> list[ServerSentEvent]:
         """End of stream: spec "any pending data must be discarded", so this never dispatches.
 
-        An unterminated last line and an event without its blank line are dropped. A CR at the
-        very end was already taken as a line end by ``decode()``.
+        An unterminated last line and an event without its blank line are dropped, its ``id``
+        with it: ``last_event_id`` stays that of the last dispatched event (spec: "If the file
+        ends in the middle of an event, before the final empty line, the incomplete event is
+        not dispatched"; web-platform-tests' ``format-data-before-final-empty-line``). A CR at
+        the very end was already taken as a line end by ``decode()``.
         """
         self.idle = False
+        self._id_buffer = None
         self._at_start = True
         self._skip_lf = False
         self._tail.clear()

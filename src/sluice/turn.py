@@ -40,7 +40,19 @@ class ToolResultPart:
     is_error: bool = False
 
 
-Part = TextPart | ToolCallPart | ToolResultPart
+@dataclass(slots=True)
+class ThinkingPart:
+    """An assistant turn's reasoning as its provider must see it again to continue the turn
+    (Anthropic requires a turn with thinking and tools to come back with its thinking blocks
+    unchanged): the text and its opaque ``signature``; ``redacted``: only the opaque data.
+    Only a builder for the provider that made it sends it; the others leave it out."""
+
+    text: str
+    signature: str
+    redacted: bool = False
+
+
+Part = TextPart | ToolCallPart | ToolResultPart | ThinkingPart
 
 
 @dataclass(slots=True)
@@ -125,13 +137,13 @@ class TurnResult:
     model: str = ""
     text: str = ""
     reasoning: str = ""
+    #: the reasoning by block, each with its signature, as a continued turn sends it back
+    thinking: list[ThinkingPart] = field(default_factory=list)
     tool_calls: list[ToolCallResult] = field(default_factory=list)
     usage: ev.Usage | None = None
     finish_reason: str | None = None
     finish_raw: str | None = None
     error: ev.Error | None = None
-    #: the reasoning's opaque signatures, in order (a client must send them back)
-    signatures: list[str] = field(default_factory=list)
 
 
 class TurnAccumulator:
@@ -139,6 +151,7 @@ class TurnAccumulator:
     joined on demand, so accumulation stays linear in the length of the stream."""
 
     __slots__ = (
+        "_blocks",
         "_reasoning",
         "_text",
         "error",
@@ -155,6 +168,10 @@ class TurnAccumulator:
     def __init__(self) -> None:
         self._text: list[str] = []
         self._reasoning: list[str] = []
+        #: where each reasoning block starts in ``_reasoning``: (its index, position)
+        self._blocks: list[tuple[int, int]] = []
+        #: the reasoning's opaque tokens, in order (never shown; sent back to continue a turn)
+        self.signatures: list[ev.Signature] = []
         self.response_id = ""
         self.model = ""
         self.tool_calls: list[ToolCallResult] = []
@@ -162,7 +179,6 @@ class TurnAccumulator:
         self.finish_reason: str | None = None
         self.finish_raw: str | None = None
         self.error: ev.Error | None = None
-        self.signatures: list[str] = []
         #: content deltas seen (text, reasoning, tool fragments): the estimate of output
         #: tokens when the provider reports no usage.
         self.output_deltas = 0
@@ -173,9 +189,13 @@ class TurnAccumulator:
             self.output_deltas += 1
             return
         match event:
-            case ev.ReasoningDelta(text=text):
+            case ev.ReasoningDelta(text=text, index=index):
+                if not self._blocks or self._blocks[-1][0] != index:
+                    self._blocks.append((index, len(self._reasoning)))
                 self._reasoning.append(text)
                 self.output_deltas += 1
+            case ev.Signature():
+                self.signatures.append(event)
             case ev.ToolCallDelta():
                 self.output_deltas += 1
             case ev.ToolCallDone():
@@ -191,8 +211,6 @@ class TurnAccumulator:
                 )
             case ev.Usage():
                 self.usage = event
-            case ev.Signature(signature=signature):
-                self.signatures.append(signature)
             case ev.Start(response_id=rid, model=model):
                 self.response_id = rid
                 self.model = model
@@ -212,18 +230,39 @@ class TurnAccumulator:
     def reasoning(self) -> str:
         return "".join(self._reasoning)
 
+    def thinking(self) -> list[ThinkingPart]:
+        """The reasoning by block (a block is a run of one index), each with the signature
+        of its index; a redacted block where its token came; in the order they began."""
+        pieces, blocks = self._reasoning, self._blocks
+        found: list[tuple[int, ThinkingPart]] = []
+        for number, (index, start) in enumerate(blocks):
+            end = blocks[number + 1][1] if number + 1 < len(blocks) else len(pieces)
+            found.append((index, ThinkingPart("".join(pieces[start:end]), "")))
+        for signature in self.signatures:
+            if signature.redacted:
+                found.append((signature.index, ThinkingPart("", signature.signature, True)))
+                continue
+            for index, part in reversed(found):
+                if index == signature.index and not part.redacted:
+                    part.signature = signature.signature
+                    break
+            else:  # a signature on a block without text (its reasoning was left out)
+                found.append((signature.index, ThinkingPart("", signature.signature)))
+        found.sort(key=lambda item: item[0])  # (stable: by index, then as they came)
+        return [part for _, part in found]
+
     def result(self) -> TurnResult:
         return TurnResult(
             response_id=self.response_id,
             model=self.model,
             text=self.text,
             reasoning=self.reasoning,
+            thinking=self.thinking(),
             tool_calls=list(self.tool_calls),
             usage=self.usage,
             finish_reason=self.finish_reason,
             finish_raw=self.finish_raw,
             error=self.error,
-            signatures=list(self.signatures),
         )
 
 

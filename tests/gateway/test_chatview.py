@@ -123,6 +123,25 @@ def test_status_reasoning_and_the_answer() -> None:
     assert view.urgent
 
 
+def test_interleaved_parallel_calls_keep_their_own_arguments() -> None:
+    view = ChatView()
+    view.apply("tool_call.start", {"index": 0, "id": "a", "name": "weather"})
+    view.apply("tool_call.start", {"index": 1, "id": "b", "name": "time"})
+    for index, fragment in [(0, '{"city"'), (1, '{"tz"'), (0, ': "Paris"}'), (1, ': "CET"}')]:
+        view.apply("tool_call.delta", {"index": index, "fragment": fragment})
+    assert [t["arguments"] for t in view.tools] == ['{"city": "Paris"}', '{"tz": "CET"}']
+    view.apply("tool_call.done", {"index": 1, "name": "time", "raw_arguments": "", "status": "ok"})
+    assert [t["status"] for t in view.tools] == ["running", "ok"]
+
+
+def test_a_signature_is_never_shown() -> None:
+    view = ChatView()
+    view.apply("reasoning", {"text": "hmm"})
+    view.apply("signature", {"signature": "EqQBCgIYAh", "index": 0, "redacted": False})
+    view.apply("text", {"text": "Hi"})
+    assert (view.reasoning, view.answer, view.tools) == (["hmm"], "Hi", [])
+
+
 def test_endings() -> None:
     complete, errored, cancelled = ChatView(), ChatView(), ChatView()
     complete.apply("finish", {"reason": "length"})

@@ -435,6 +435,19 @@ def test_the_trail_summarises_runs_of_deltas_and_lists_milestones() -> None:
     assert trail.text == "".join(f"w{i} " for i in range(50))
 
 
+def test_the_trail_lists_a_signature_by_its_size_never_its_value() -> None:
+    trail = SessionTrail()
+    trail.apply(1, "reasoning", {"text": "hmm"})
+    trail.apply(2, "signature", {"signature": "EqQBCgIYAhIM", "index": 0, "redacted": False})
+    trail.apply(3, "signature", {"signature": "EmwK", "index": 1, "redacted": True})
+    labels = [e["label"] for e in trail.timeline]
+    assert labels[1:] == [
+        "reasoning signature (12 characters)",
+        "redacted reasoning (4 characters)",
+    ]
+    assert "EqQB" not in repr(trail.timeline) and trail.text == ""
+
+
 def test_a_retry_restarts_the_answer_in_the_trail() -> None:
     trail = SessionTrail()
     trail.apply(1, "text", {"text": "first try"})

@@ -15,6 +15,8 @@ EVERY_EVENT: list[ev.Event] = [
     ev.Status("waiting"),
     ev.Start("resp_1", "support"),
     ev.ReasoningDelta("think"),
+    ev.Signature("EqQBCgIYAh", 0),
+    ev.Signature("EmwKAhgB", 1, redacted=True),
     ev.TextDelta("Hello"),
     ev.ToolCallStart(0, "call_1", "lookup"),
     ev.ToolCallDelta(0, '{"id": 1}'),
@@ -30,6 +32,14 @@ EVERY_EVENT: list[ev.Event] = [
 def test_an_event_read_back_from_its_payload_is_equal(event: ev.Event) -> None:
     kind, data = ev.payload(event)
     assert ev.from_payload(kind, orjson.loads(orjson.dumps(data))) == event
+
+
+def test_every_event_type_is_in_the_round_trip() -> None:
+    assert {type(e) for e in EVERY_EVENT} == set(ev.Event.__args__)  # type: ignore[attr-defined]
+
+
+def test_a_signature_stored_before_redacted_existed_reads_back() -> None:
+    assert ev.from_payload("signature", {"signature": "s", "index": 2}) == ev.Signature("s", 2)
 
 
 def test_a_payload_of_an_unknown_type_or_fields_reads_as_none() -> None:

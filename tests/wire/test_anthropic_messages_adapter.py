@@ -13,6 +13,7 @@ from sluice.events import (
     Error,
     Finish,
     ReasoningDelta,
+    Signature,
     Start,
     TextDelta,
     ToolCallDone,
@@ -56,7 +57,7 @@ def json_delta(index: int, fragment: str) -> dict[str, Any]:
 # -- transcripts ---------------------------------------------------------------------------
 
 
-def test_thinking_becomes_reasoning_and_signature_and_redacted_blocks_say_nothing() -> None:
+def test_thinking_becomes_reasoning_with_its_signature_and_a_redacted_block_its_data() -> None:
     events = replay_file(HANDMADE / "anthropic-thinking.sse")
     assert reasoning_of(events) == "The user wants 27 * 453. That is 12231."
     assert text_of(events) == "27 * 453 = 12231"
@@ -65,10 +66,31 @@ def test_thinking_becomes_reasoning_and_signature_and_redacted_blocks_say_nothin
         Usage,
         ReasoningDelta,
         ReasoningDelta,
+        Signature,
+        Signature,
         TextDelta,
         Usage,
         Finish,
     ]
+    assert [e for e in events if isinstance(e, Signature)] == [
+        Signature("EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds", 0),
+        Signature("EmwKAhgBEgy3va3pzix", 1, redacted=True),
+    ]
+
+
+def test_a_signature_given_with_the_thinking_block_start_is_kept() -> None:
+    adapter = started()
+    block = {"type": "thinking", "thinking": "hm", "signature": "sig"}
+    events = feed(adapter, {"type": "content_block_start", "index": 0, "content_block": block})
+    assert events == [ReasoningDelta("hm", 0), Signature("sig", 0)]
+
+
+def test_an_empty_signature_delta_says_nothing() -> None:
+    adapter = started()
+    block = {"type": "thinking", "thinking": "", "signature": ""}
+    feed(adapter, {"type": "content_block_start", "index": 0, "content_block": block})
+    delta = {"type": "signature_delta", "signature": ""}
+    assert feed(adapter, {"type": "content_block_delta", "index": 0, "delta": delta}) == []
 
 
 def test_thinking_transcript_cache_counts_survive_the_final_usage() -> None:

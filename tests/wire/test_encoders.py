@@ -14,6 +14,7 @@ from sluice.events import (
     Event,
     Finish,
     ReasoningDelta,
+    Signature,
     Start,
     TextDelta,
     ToolCallDelta,
@@ -373,14 +374,21 @@ def test_chat_role_chunk_comes_first_even_without_start() -> None:
     assert deltas == [{"role": "assistant", "content": ""}, {"content": "hi"}]
 
 
-def test_messages_fragment_for_a_closed_tool_block_goes_to_that_block() -> None:
+def test_messages_never_writes_into_a_tool_block_after_its_stop() -> None:
+    # Unsequenced input (the ToolCallSequencer in front of it never gives this): a late
+    # fragment, or a late end with whole arguments, for a block already closed is dropped.
     encoder = MessagesStreamEncoder("m", "c")
     encoder.encode(ToolCallStart(0, "call_a", "a"))
     encoder.encode(ToolCallStart(1, "call_b", "b"))  # closes block 0
-    body = encoder.encode(ToolCallDelta(0, '{"late": true}'))
-    [(_, data)] = sse_payloads(body)
-    assert data["index"] == 0
-    assert data["delta"] == {"type": "input_json_delta", "partial_json": '{"late": true}'}
+    assert encoder.encode(ToolCallDelta(0, '{"late": true}')) == b""
+    assert encoder.encode(ToolCallDone(0, "call_a", "a", '{"x": 1}', {"x": 1})) == b""
+
+
+def test_responses_never_writes_into_a_call_item_after_it_ended() -> None:
+    encoder = ResponsesStreamEncoder("resp_1", "m")
+    encoder.encode(ToolCallStart(0, "call_a", "a"))
+    encoder.encode(ToolCallStart(1, "call_b", "b"))  # ends item 0
+    assert encoder.encode(ToolCallDelta(0, '{"late": true}')) == b""
 
 
 def test_messages_text_after_a_tool_call_opens_a_new_text_block() -> None:
@@ -481,3 +489,101 @@ def test_any_turn_survives_a_round_trip(
     source = turn_of(parts)
     decoded = replay(adapter(), [encode(make(), source)])
     assert summary(decoded) == summary(source)
+
+
+# -- signatures ----------------------------------------------------------------------------
+
+
+def test_messages_signature_goes_into_its_thinking_block_before_the_stop() -> None:
+    events: list[Event] = [
+        Start("x", "m"),
+        ReasoningDelta("hm", 0),
+        Signature("EqQBCgIYAh", 0),
+        TextDelta("Hi", 1),
+        Finish("stop"),
+    ]
+    frames = sse_payloads(encode(MessagesStreamEncoder("msg_1", "c"), events))
+    names = [(name, data.get("index"), data.get("delta", {}).get("type")) for name, data in frames]
+    assert names[1:6] == [
+        ("content_block_start", 0, None),
+        ("content_block_delta", 0, "thinking_delta"),
+        ("content_block_delta", 0, "signature_delta"),
+        ("content_block_stop", 0, None),
+        ("content_block_start", 1, None),
+    ]
+    assert frames[3][1]["delta"]["signature"] == "EqQBCgIYAh"
+
+
+def test_messages_signature_of_a_block_that_is_not_open_thinking_is_dropped() -> None:
+    encoder = MessagesStreamEncoder("msg_1", "c")
+    encoder.encode(ReasoningDelta("hm", 0))
+    assert encoder.encode(Signature("other-block", 3)) == b""
+    encoder.encode(TextDelta("Hi", 1))  # the thinking block closes
+    assert encoder.encode(Signature("late", 0)) == b""
+
+
+def test_messages_redacted_reasoning_is_a_block_of_its_own() -> None:
+    events: list[Event] = [Signature("EmwKAhgB", 0, redacted=True), TextDelta("Hi", 1)]
+    frames = sse_payloads(encode(MessagesStreamEncoder("msg_1", "c"), events))
+    blocks = [d["content_block"] for n, d in frames if n == "content_block_start"]
+    assert blocks[0] == {"type": "redacted_thinking", "data": "EmwKAhgB"}
+    assert [n for n, _ in frames][1:4] == [
+        "content_block_start",
+        "content_block_stop",
+        "content_block_start",
+    ]
+
+
+@pytest.mark.parametrize(("name", "make", "adapter"), ENCODERS[::2], ids=["chat", "responses"])
+def test_formats_without_a_place_for_a_signature_leave_it_out(
+    name: str, make: Any, adapter: Any
+) -> None:
+    plain: list[Event] = [Start("x", "m"), ReasoningDelta("hm"), TextDelta("Hi"), Finish("stop")]
+    signed = [*plain[:2], Signature("EqQBCgIYAh"), Signature("EmwK", 1, True), *plain[2:]]
+    assert encode(make(), signed) == encode(make(), plain)
+
+
+# -- ids -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "prefix"),
+    [
+        (lambda i: ChatStreamEncoder(i, "m", 0, False), "chatcmpl-"),
+        (lambda i: MessagesStreamEncoder(i, "m"), "msg_"),
+        (lambda i: ResponsesStreamEncoder(i, "m"), "resp_"),
+    ],
+    ids=["chat", "messages", "responses"],
+)
+def test_every_encoder_writes_ids_of_its_own_format(make: Any, prefix: str) -> None:
+    turn: list[Event] = [Start("x", "m"), TextDelta("a"), Finish("stop")]
+    for named in ("op-123", f"{prefix}op-123"):
+        frames = sse_payloads(encode(make(named), turn))
+        ids = {
+            (data.get("message") or data.get("response") or data).get("id")
+            for _, data in frames
+            if isinstance(data, dict)
+        } - {None}
+        assert ids == {f"{prefix}op-123"}, named
+
+
+def test_tool_call_ids_pass_unchanged_and_are_made_up_only_when_missing() -> None:
+    events: list[Event] = [
+        ToolCallStart(0, "call_upstream", "f"),
+        ToolCallDone(0, "call_upstream", "f", "{}", {}),
+        ToolCallStart(1, "", "g"),
+        ToolCallDone(1, "", "g", "{}", {}),
+        Finish("tool_calls"),
+    ]
+    chat = sse_payloads(encode(ChatStreamEncoder("chatcmpl-op-1", "m", 0, False), events))
+    chat_ids = [
+        call["id"]
+        for _, data in chat
+        if isinstance(data, dict)
+        for call in data["choices"][0]["delta"].get("tool_calls") or []
+        if "id" in call
+    ]
+    assert chat_ids == ["call_upstream", "call_op-1_1"]
+    messages = sse_payloads(encode(MessagesStreamEncoder("msg_op-1", "m"), events))
+    blocks = [d["content_block"]["id"] for n, d in messages if n == "content_block_start"]
+    assert blocks == ["call_upstream", "toolu_op-1_1"]

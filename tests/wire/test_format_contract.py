@@ -3,7 +3,9 @@ covered here as soon as it is registered.
 
 - its encoder's stream, read back through the project's SSE decoder and the same format's
   adapter, is the turn it was made from (however the bytes are cut, and with the hot path's
-  shortcut taking the pieces it takes);
+  shortcut taking the pieces it takes); so is a turn whose parallel tool calls interleave,
+  encoded behind the ``ToolCallSequencer`` as the gateway encodes every translated stream;
+  its ids are the format's own, and a reasoning signature never shows as text;
 - its request builder's body, parsed by its client parser, is the turn it was built from;
 - its passthrough body leaves the client's own untouched;
 - its error body says the message where every provider's error body does;
@@ -32,6 +34,7 @@ from sluice.events import (
     Event,
     Finish,
     ReasoningDelta,
+    Signature,
     Start,
     TextDelta,
     ToolCallDelta,
@@ -53,6 +56,7 @@ from sluice.turn import (
 from sluice.upstream import _error_message
 from sluice.wire import formats
 from sluice.wire.base import StreamAdapter, WireFormat
+from sluice.wire.sequencer import ToolCallSequencer
 
 ALL = formats.all()
 IDS = [fmt.name for fmt in ALL]
@@ -224,6 +228,46 @@ def test_the_hot_paths_shortcut_gives_what_the_general_path_gives(
 ) -> None:
     pieces = encoded(fmt, source())
     assert relayed(fmt, pieces) == decoded(fmt, [b"".join(pieces)])
+
+
+def interleaved() -> list[Event]:
+    """Two parallel calls whose argument fragments interleave, and text while they are open,
+    as a Chat upstream may send them; a signed reasoning block before them."""
+    return [
+        Start("upstream-id", "upstream-model"),
+        ReasoningDelta("Both at once.", 0),
+        Signature("EqQBCgIYAhIMsignature", 0),
+        TextDelta("Checking ", 1),
+        ToolCallStart(2, "call_order", "lookup_order"),
+        ToolCallStart(3, "call_time", "get_time"),
+        ToolCallDelta(2, '{"order_'),
+        ToolCallDelta(3, '{"tz": '),
+        TextDelta("both.", 1),
+        ToolCallDelta(2, 'id": "A-1"}'),
+        ToolCallDelta(3, '"CET"}'),
+        ToolCallDone(2, "call_order", "lookup_order", '{"order_id": "A-1"}', {"order_id": "A-1"}),
+        ToolCallDone(3, "call_time", "get_time", '{"tz": "CET"}', {"tz": "CET"}),
+        Usage(input_tokens=30, output_tokens=12, final=True),
+        Finish("tool_calls", "tool_calls"),
+    ]
+
+
+@each(WITH_ENCODER)
+def test_interleaved_parallel_calls_read_back_whole_behind_the_sequencer(fmt: WireFormat) -> None:
+    assert fmt.encoder is not None
+    sequencer = ToolCallSequencer(fmt.encoder(f"{fmt.id_prefix}contract", "client-model", True))
+    source = interleaved()
+    body = b"".join(sequencer.encode(event) for event in source) + sequencer.close()
+    # (the signature, where the format has a place for it, is never text or reasoning)
+    assert content(turn_of(decoded(fmt, [body]))) == content(turn_of(source))
+
+
+@each(WITH_ENCODER)
+def test_the_encoder_writes_ids_of_its_own_format(fmt: WireFormat) -> None:
+    assert fmt.encoder is not None
+    encoder = fmt.encoder("op-contract", "client-model", True)
+    body = b"".join(encoder.encode(e) for e in conversation()) + encoder.close()
+    assert f'"{fmt.id_prefix}op-contract"'.encode() in body
 
 
 @each(WITH_ENCODER)

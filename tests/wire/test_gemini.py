@@ -304,7 +304,7 @@ def test_the_same_usage_twice_is_said_once() -> None:
 
 
 def encoded(events: list[Event]) -> list[dict[str, Any]]:
-    encoder = GeminiStreamEncoder("resp-1", "gemini-x")
+    encoder = GeminiStreamEncoder("gemini-1", "gemini-x")
     body = b"".join(encoder.encode(e) for e in events) + encoder.close()
     assert body.endswith(b"\n\n") and b"event:" not in body and b"[DONE]" not in body
     return [orjson.loads(line.removeprefix(b"data: ")) for line in body.split(b"\n\n") if line]
@@ -320,7 +320,7 @@ def test_every_chunk_carries_model_version_response_id_and_the_latest_usage() ->
             Finish("stop"),
         ]
     )
-    assert all(f["modelVersion"] == "gemini-x" and f["responseId"] == "resp-1" for f in frames)
+    assert all(f["modelVersion"] == "gemini-x" and f["responseId"] == "gemini-1" for f in frames)
     assert "usageMetadata" not in frames[0]
     assert frames[1]["usageMetadata"] == {
         "promptTokenCount": 10,

@@ -333,3 +333,53 @@ def test_recorded_streams_frame_by_frame_give_the_same_events(path: Path) -> Non
         assert took == 0
     elif deltas > 2:  # a stream with more than its first delta or two: most take the shortcut
         assert took >= deltas // 2, (took, deltas)
+
+
+# -- the SSE framings of the web-platform-tests vectors (tests/test_sse.py) ----------------
+#
+# The shortcut reads the SSE framing itself. Around a plain delta, every framing the EventSource
+# format vectors exercise (field names, the space after the colon, line ends, comments, BOMs,
+# ``event``, ``id`` and ``retry`` lines, missing or extra blank lines): where the shortcut
+# answers, it answers as the decoder and ``feed`` do, and it answers for the shapes it is for.
+
+_JSON = {
+    "chat": b'{"id":"c1","choices":[{"index":0,"delta":{"content":"x"}}]}',
+    "messages": b'{"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"x"}}',
+}
+_FRAMINGS = [
+    (b"data:", b"\n\n", True),
+    (b"data: ", b"\n\n", True),
+    (b"data:  ", b"\n\n", None),  # (a second space is the JSON's)
+    (b"data:\t", b"\n\n", None),
+    (b"event: \ndata:", b"\n\n", None),
+    (b"event:content_block_delta\ndata:", b"\n\n", True),
+    (b"Data:", b"\n\n", False),
+    (b"data\0:", b"\n\n", False),
+    (b" data:", b"\n\n", False),
+    (b"da-ta:", b"\n\n", False),
+    (b"\xef\xbb\xbfdata:", b"\n\n", False),
+    (b"data:", b"\r\n\r\n", False),
+    (b"data:", b"\r\r", False),
+    (b"data:", b"\r\n\r", False),
+    (b"data:", b"\n\r\n", False),
+    (b"data:", b"\n", False),
+    (b"data:", b"\n\n\n", False),
+    (b":\0\ndata:", b"\n\n", False),
+    (b":comment\rdata:", b"\n\n", False),
+    (b"id: \xe2\x80\xa6\ndata:", b"\n\n", False),
+    (b"id\ndata:", b"\n\n", False),
+    (b"retry:03000\ndata:", b"\n\n", False),
+    (b"retry\ndata:", b"\n\n", False),
+    (b"foobar:xxx\njustsometext\ndata:", b"\n\n", False),
+]
+
+
+@pytest.mark.parametrize("kind", list(_JSON))
+@pytest.mark.parametrize(("head", "tail", "taken"), _FRAMINGS)
+def test_the_sse_framings_of_the_conformance_vectors(
+    kind: str, head: bytes, tail: bytes, taken: bool | None
+) -> None:
+    got = agrees(started(kind), head + _JSON[kind] + tail)
+    if taken is not None:  # None: either way, as long as it agrees
+        assert (got is not None) is taken

@@ -5,9 +5,17 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from sluice import events as ev
 from sluice.errors import BadRequest
 from sluice.events import Usage
-from sluice.turn import TextPart, ToolCallPart, ToolResultPart, TurnResult
+from sluice.turn import (
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    ToolResultPart,
+    TurnAccumulator,
+    TurnResult,
+)
 from sluice.wire.requests import (
     anthropic_error_body,
     build_chat_request,
@@ -187,3 +195,112 @@ def test_error_bodies_follow_each_provider_format() -> None:
         "error": {"type": "overloaded_error", "message": "busy"},
     }
     assert anthropic_error_body(413, "big")["error"]["type"] == "request_too_large"
+
+
+# -- thinking blocks, sent back to continue a turn --------------------------------------------
+
+SIGNATURE = "ErUBCkYIBRgCIkDcFakeSignatureForTestsOnly"
+CONTINUED = {
+    "model": "sim/support",
+    "max_tokens": 256,
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "I should call it.", "signature": SIGNATURE},
+                {"type": "redacted_thinking", "data": "EmwKAhgB"},
+                {"type": "text", "text": "Let me check."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"c": 1}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18 C"}],
+        },
+    ],
+}
+
+
+def test_thinking_blocks_of_a_continued_turn_are_kept_with_their_signatures() -> None:
+    turn = parse_messages_request(CONTINUED)
+    assert turn.messages[1].parts[:2] == [
+        ThinkingPart("I should call it.", SIGNATURE),
+        ThinkingPart("", "EmwKAhgB", redacted=True),
+    ]
+    body = build_messages_request(turn, "claude-x")
+    # the assistant's blocks go back exactly as they came, signatures and all
+    assert body["messages"][1] == CONTINUED["messages"][1]  # type: ignore[index]
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+
+
+def test_other_formats_leave_the_thinking_blocks_out() -> None:
+    turn = parse_messages_request(CONTINUED)
+    chat = build_chat_request(turn, "gpt-x")
+    assert [m["role"] for m in chat["messages"]] == ["user", "assistant", "tool"]
+    assert chat["messages"][1]["content"] == "Let me check."
+    items = build_responses_request(turn, "gpt-x")["input"]
+    assert [item["type"] for item in items] == [
+        "message",
+        "message",
+        "function_call",
+        "function_call_output",
+    ]
+
+
+def test_a_thinking_block_without_a_signature_is_not_sent_to_anthropic() -> None:
+    body = orjson.loads(orjson.dumps(CONTINUED))
+    body["messages"][1]["content"][0]["signature"] = ""  # reasoning another provider gave
+    built = build_messages_request(parse_messages_request(body), "claude-x")
+    assert [b["type"] for b in built["messages"][1]["content"]] == [
+        "redacted_thinking",
+        "text",
+        "tool_use",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("block", "role", "message"),
+    [
+        ({"type": "thinking", "thinking": "x", "signature": 5}, "assistant", "'signature'"),
+        ({"type": "redacted_thinking"}, "assistant", "'data'"),
+        ({"type": "thinking", "thinking": "x", "signature": "s"}, "user", "assistant message"),
+    ],
+)
+def test_malformed_thinking_blocks_are_a_bad_request(
+    block: dict[str, object], role: str, message: str
+) -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": role, "content": [block]}]}
+    with pytest.raises(BadRequest, match=message):
+        parse_messages_request(body)
+
+
+def test_a_non_streamed_answer_carries_each_thinking_block_with_its_signature() -> None:
+    acc = TurnAccumulator()
+    for event in [
+        ev.ReasoningDelta("first ", 0),
+        ev.ReasoningDelta("block", 0),
+        ev.Signature("sig-0", 0),
+        ev.Signature("EmwK", 1, redacted=True),
+        ev.ReasoningDelta("second", 2),
+        ev.Signature("sig-2", 2),
+        ev.TextDelta("Hi", 3),
+    ]:
+        acc.apply(event)
+    result = acc.result()
+    assert result.reasoning == "first blocksecond"
+    assert render_messages_response(result, "m")["content"] == [
+        {"type": "thinking", "thinking": "first block", "signature": "sig-0"},
+        {"type": "redacted_thinking", "data": "EmwK"},
+        {"type": "thinking", "thinking": "second", "signature": "sig-2"},
+        {"type": "text", "text": "Hi"},
+    ]
+    chat = render_chat_response(result, "m")
+    assert "sig-0" not in orjson.dumps(chat).decode()
+
+
+def test_reasoning_without_a_signature_renders_with_an_empty_one() -> None:
+    acc = TurnAccumulator()
+    acc.apply(ev.ReasoningDelta("hm"))
+    content = render_messages_response(acc.result(), "m")["content"]
+    assert content == [{"type": "thinking", "thinking": "hm", "signature": ""}]

@@ -32,10 +32,13 @@ from sluice.events import (
     ToolCallStart,
     Usage,
 )
-from sluice.wire.anthropic_messages import MessagesStreamEncoder
+from sluice.wire.anthropic_messages import MessagesStreamAdapter, MessagesStreamEncoder
 from sluice.wire.gemini import GeminiStreamEncoder
 from sluice.wire.openai_chat import ChatStreamEncoder
 from sluice.wire.openai_responses import ResponsesStreamEncoder
+from sluice.wire.sequencer import ToolCallSequencer
+from tests.wire.order_checks import check_messages_order
+from tests.wire.wire_replay import HANDMADE, replay, transcript
 
 Encoder = ChatStreamEncoder | MessagesStreamEncoder | ResponsesStreamEncoder | GeminiStreamEncoder
 
@@ -151,6 +154,37 @@ async def test_anthropic_messages_stream_accumulates_thinking_text_and_tool_use(
     assert (message.usage.input_tokens, message.usage.output_tokens) == (22, 12)
 
 
+async def test_anthropic_messages_stream_keeps_the_signatures_for_the_next_turn() -> None:
+    # An Anthropic stream with thinking and a tool call, translated (adapter, sequencer,
+    # encoder): the SDK's message holds the thinking block with its signature, as the client
+    # sends it back to continue the turn.
+    upstream = transcript(HANDMADE / "anthropic-thinking-tools.sse")
+    events = replay(MessagesStreamAdapter(), [upstream])
+    redacted = Signature("EmwKAhgBEgy3va3pzix", 9, redacted=True)
+    events.insert(next(i for i, e in enumerate(events) if isinstance(e, TextDelta)), redacted)
+    sequencer = ToolCallSequencer(MessagesStreamEncoder("msg_sluice", "claude-x"))
+    payload = b"".join(sequencer.encode(e) for e in events) + sequencer.close()
+    check_messages_order(payload)
+    async with serving(payload) as http:
+        client = anthropic_client(http)
+        async with client.messages.stream(
+            model="claude-x", max_tokens=256, messages=MESSAGES
+        ) as stream:
+            message = await stream.get_final_message()
+    assert [block.type for block in message.content] == [
+        "thinking",
+        "redacted_thinking",
+        "text",
+        "tool_use",
+    ]
+    thinking, hidden, _, call = message.content
+    signature = "ErUBCkYIBRgCIkDcFakeSignatureForTestsOnlyQm9ndXNTaWduYXR1cmU="
+    assert thinking.signature == signature  # type: ignore[union-attr]
+    assert thinking.thinking.endswith("I should call get_weather.")  # type: ignore[union-attr]
+    assert hidden.data == "EmwKAhgBEgy3va3pzix"  # type: ignore[union-attr]
+    assert call.input == {"city": "Paris"}  # type: ignore[union-attr]
+
+
 async def test_anthropic_messages_stream_raises_the_error_frame() -> None:
     encoder = MessagesStreamEncoder("msg_sluice", "claude-x")
     events: list[Event] = [Start("x", "m"), TextDelta("par"), Error("overloaded", "Overloaded")]
@@ -221,7 +255,7 @@ def gemini_client(http: httpx2.AsyncClient) -> Any:
 async def test_gemini_stream_gives_the_sdk_thoughts_text_whole_calls_and_usage() -> None:
     events = turn()
     events.insert(3, Signature("c2lnLTE="))
-    encoder = GeminiStreamEncoder("resp-sluice", "gemini-x")
+    encoder = GeminiStreamEncoder("gemini-sluice", "gemini-x")
     async with serving(body(encoder, events)) as http:
         stream = await gemini_client(http).models.generate_content_stream(
             model="gemini-x", contents="Weather in Paris, and the time?"
@@ -240,7 +274,7 @@ async def test_gemini_stream_gives_the_sdk_thoughts_text_whole_calls_and_usage()
     ]
     last = chunks[-1]
     assert last.candidates[0].finish_reason == genai_types.FinishReason.STOP
-    assert last.response_id == "resp-sluice" and last.model_version == "gemini-x"
+    assert last.response_id == "gemini-sluice" and last.model_version == "gemini-x"
     usage = last.usage_metadata
     assert (usage.prompt_token_count, usage.candidates_token_count) == (30, 7)
     assert (usage.thoughts_token_count, usage.cached_content_token_count) == (5, 8)
@@ -248,7 +282,7 @@ async def test_gemini_stream_gives_the_sdk_thoughts_text_whole_calls_and_usage()
 
 
 async def test_gemini_stream_raises_the_error_frame() -> None:
-    encoder = GeminiStreamEncoder("resp-sluice", "gemini-x")
+    encoder = GeminiStreamEncoder("gemini-sluice", "gemini-x")
     events: list[Event] = [Start("x", "m"), TextDelta("par"), Error("overloaded", "Overloaded")]
     async with serving(body(encoder, events)) as http:
         stream = await gemini_client(http).models.generate_content_stream(

@@ -496,7 +496,10 @@ class Gateway:
         if session.error is not None:
             return self._session_error(session, fmt, headers)
         result = session.acc.result()
-        result.response_id = result.response_id or fmt.id_prefix + session.id
+        if not session.spec.passthrough or not result.response_id:
+            # the upstream's id only when it speaks the client's format: a translated answer
+            # carries the gateway's, in the client's format (as its stream does)
+            result.response_id = fmt.id_prefix + session.id
         return JSONResponse(fmt.render(result, turn.model), headers=headers)
 
     def _session_error(

@@ -21,6 +21,7 @@ class ChatView:
     """What the page shows of a session, folded from its events."""
 
     __slots__ = (
+        "_calls",
         "attempt",
         "error",
         "finish_reason",
@@ -41,6 +42,8 @@ class ChatView:
         #: ``{"phase": "waiting" | "thinking" | "tool", "detail": name}`` until text flows
         self.status: dict[str, Any] | None = None
         self.tools: list[dict[str, Any]] = []
+        #: the running tool calls by index: a provider may interleave parallel calls' fragments
+        self._calls: dict[int, dict[str, Any]] = {}
         self.state = STREAMING
         self.error: dict[str, Any] | None = None
         self.finish_reason: str | None = None
@@ -61,19 +64,21 @@ class ChatView:
                 self.status = {"phase": data["phase"], "detail": data.get("detail")}
                 self.urgent = True
             case "tool_call.start":
-                self.tools.append({"name": data["name"], "arguments": "", "status": "running"})
+                started = {"name": data["name"], "arguments": "", "status": "running"}
+                self.tools.append(started)
+                self._calls[data["index"]] = started
                 if not self.text:
                     self.status = {"phase": "tool", "detail": data["name"]}
                 self.urgent = True
             case "tool_call.delta":
-                if self.tools:
-                    self.tools[-1]["arguments"] += data["fragment"]
+                running = self._calls.get(data["index"])
+                if running is not None:
+                    running["arguments"] += data["fragment"]
             case "tool_call.done":
-                for tool in reversed(self.tools):
-                    if tool["name"] == data["name"] and tool["status"] == "running":
-                        tool["arguments"] = data.get("raw_arguments") or tool["arguments"]
-                        tool["status"] = data.get("status") or "ok"
-                        break
+                ended = self._calls.pop(data["index"], None)
+                if ended is not None:
+                    ended["arguments"] = data.get("raw_arguments") or ended["arguments"]
+                    ended["status"] = data.get("status") or "ok"
                 self.urgent = True
             case "finish":
                 self.state = COMPLETE

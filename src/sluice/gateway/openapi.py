@@ -368,6 +368,12 @@ _RECORD = {
         "prompt": {"type": "string", "description": "the last user message's text"},
         "text": {"type": "string"},
         "reasoning": {"type": "string"},
+        "signatures": {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "the reasoning's opaque tokens (`signature`, block `index`, "
+            "`redacted`), which a client continuing the turn sends back unchanged",
+        },
         "tool_calls": {"type": "array", "items": {"type": "object"}},
         "finish_reason": {"type": ["string", "null"]},
         "usage": {"type": ["object", "null"]},
@@ -739,8 +745,8 @@ def openapi_document() -> JSONSchema:
                     ],
                     "responses": {
                         "200": {
-                            "description": "text, reasoning, tool_call.*, usage, finish or "
-                            "error events with SSE ids, then `end`",
+                            "description": "text, reasoning, signature, tool_call.*, usage, "
+                            "finish or error events with SSE ids, then `end`",
                             "content": _SSE,
                         },
                         **_errors(

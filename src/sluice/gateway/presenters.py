@@ -2,7 +2,8 @@
 
 - ``PassthroughPresenter``: the upstream's own bytes, unchanged (client and upstream speak the
   same format); errors Sluice itself detects are rendered in that format.
-- ``TranslatingPresenter``: the events re-encoded in the client's format.
+- ``TranslatingPresenter``: the events re-encoded in the client's format, one tool call at a
+  time.
 - ``NativePresenter``: Sluice's own event format, every event with an SSE ``id``, ``end``
   included.
 """
@@ -17,6 +18,7 @@ import orjson
 from sluice import events as ev
 from sluice.sse import encode_event
 from sluice.wire.base import StreamEncoder
+from sluice.wire.sequencer import ToolCallSequencer
 
 
 class Presenter(Protocol):
@@ -56,22 +58,30 @@ class PassthroughPresenter:
 
 
 class TranslatingPresenter:
-    __slots__ = ("_encoder", "finished")
+    """The events re-encoded in the client's format, one tool call at a time: the encoder sits
+    behind a ``ToolCallSequencer``, so a tool block's fragments all come before its stop
+    whatever the order upstream. While no call is open the sequencer is idle and a text delta
+    goes to the encoder directly, at no cost of its own."""
+
+    __slots__ = ("_encode", "_sequencer", "finished")
     follows_finalization = False
 
     def __init__(self, encoder: StreamEncoder) -> None:
-        self._encoder = encoder
+        self._encode = encoder.encode
+        self._sequencer = ToolCallSequencer(encoder)
         self.finished = False
 
     def render(self, seq: int, event: ev.Event | None, raw: bytes) -> bytes:
+        if type(event) is ev.TextDelta and self._sequencer.idle:
+            return self._encode(event)
         if event is None:
             return b""
         if type(event) in ev.TERMINAL:
             self.finished = True
-        return self._encoder.encode(event)
+        return self._sequencer.encode(event)
 
     def close(self) -> bytes:
-        return self._encoder.close()
+        return self._sequencer.close()
 
 
 class NativePresenter:

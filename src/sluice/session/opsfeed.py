@@ -527,6 +527,10 @@ class SessionTrail:
                 self._add(seq, kind, data.get("phase", "") + (f": {detail}" if detail else ""))
             case "start":
                 self._add(seq, kind, f"upstream answered ({data.get('model') or 'model'})")
+            case "signature":
+                # an opaque token for the provider, never shown: its size and nothing else
+                what = "redacted reasoning" if data.get("redacted") else "reasoning signature"
+                self._add(seq, kind, f"{what} ({len(data.get('signature') or '')} characters)")
             case "tool_call.start":
                 self._add(seq, kind, f"tool call {data.get('name')} started")
             case "tool_call.done":

@@ -912,6 +912,8 @@ class Session:
             "upstream_model": acc.model,
             "text": acc.text,
             "reasoning": acc.reasoning,
+            # the reasoning's opaque tokens, kept so that the turn can be continued (never shown)
+            "signatures": [ev.payload(s)[1] for s in acc.signatures],
             "tool_calls": [c.as_dict() for c in acc.tool_calls],
             "finish_reason": acc.finish_reason,
             "usage": self.usage_dict(),

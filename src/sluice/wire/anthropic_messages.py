@@ -8,6 +8,11 @@ JSON ``type`` (what the SDK does), falling back to the SSE ``event`` name.
 
 Only ``tool_use`` blocks become tool calls: ``server_tool_use`` and other server-side tool
 blocks are run by Anthropic, not by the client, and are ignored like unknown block types.
+
+A thinking block's ``signature_delta`` becomes a ``Signature`` event, and a
+``redacted_thinking`` block (reasoning withheld: only its encrypted ``data``) a ``Signature``
+with ``redacted`` set: a client continuing a turn with thinking and tools must send both back
+unchanged, so they are kept through translation, in the record and in non-streamed answers.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from sluice.events import (
     Event,
     Finish,
     ReasoningDelta,
+    Signature,
     Start,
     TextDelta,
     ToolCallDelta,
@@ -143,8 +149,17 @@ class MessagesStreamAdapter(WireFold):
                 initial = text(block, "text")
                 return [TextDelta(initial, index)] if initial else []
             case "thinking":
+                out: list[Event] = []
                 initial = text(block, "thinking")
-                return [ReasoningDelta(initial, index)] if initial else []
+                if initial:
+                    out.append(ReasoningDelta(initial, index))
+                signature = text(block, "signature")
+                if signature:  # (streamed, it comes as a signature_delta before the stop)
+                    out.append(Signature(signature, index))
+                return out
+            case "redacted_thinking":
+                data = text(block, "data")
+                return [Signature(data, index, redacted=True)] if data else []
             case "tool_use" if index not in self._calls:
                 given = sub(block, "input")
                 whole = dict(given) if given else None
@@ -174,7 +189,10 @@ class MessagesStreamAdapter(WireFold):
             case "thinking_delta":
                 chunk = text(delta, "thinking")
                 return [ReasoningDelta(chunk, index)] if chunk else []
-        return []  # signature_delta, citations_delta, and delta types not known here
+            case "signature_delta":
+                signature = text(delta, "signature")
+                return [Signature(signature, index)] if signature else []
+        return []  # citations_delta, and delta types not known here
 
     def _message_delta(self, delta: Mapping[str, Any], usage: Mapping[str, Any]) -> list[Event]:
         reason = delta.get("stop_reason")
@@ -232,6 +250,7 @@ _DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta",
 _TEXT_DELTA = b',"delta":{"type":"text_delta","text":'
 _THINKING_DELTA = b',"delta":{"type":"thinking_delta","thinking":'
 _JSON_DELTA = b',"delta":{"type":"input_json_delta","partial_json":'
+_SIGNATURE_DELTA = b',"delta":{"type":"signature_delta","signature":'
 _BLOCK_STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
 _MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 _TEXT_BLOCK = {"type": "text", "text": ""}
@@ -249,11 +268,18 @@ class MessagesStreamEncoder:
     ``input_tokens`` is known when the upstream reports it up front (0 otherwise). Blocks are
     numbered 0, 1, 2… and opened one at a time: text and thinking blocks close when another
     block opens; a tool_use block closes at its ``ToolCallDone`` or when another block opens.
-    A fragment for a tool block that was already closed (an upstream interleaving parallel
-    calls) is still sent at that block's index, which the SDK's accumulator takes. Thinking
-    blocks carry an empty ``signature`` (a non-Anthropic upstream has none to give).
+    Nothing is ever written into a block after its ``content_block_stop``: the encoder is fed
+    one tool call at a time (``ToolCallSequencer`` in front of it), and a fragment for a tool
+    block no longer open is dropped. A thinking block opens with an empty ``signature``; a
+    ``Signature`` event for it is written as its ``signature_delta`` before it stops (a
+    non-Anthropic upstream has none to give), and a redacted one as a ``redacted_thinking``
+    block of its own.
     ``message_delta`` (stop reason, cumulative usage) and ``message_stop`` are written at
     ``Finish``; ``close()`` writes nothing.
+
+    Ids are the client format's own: the message id starts ``msg_`` (the prefix is added to
+    one given without it); a tool call keeps the upstream's id, unchanged (``toolu_…`` made up
+    only when the upstream gave none).
     """
 
     __slots__ = (
@@ -273,7 +299,7 @@ class MessagesStreamEncoder:
     )
 
     def __init__(self, message_id: str, model: str) -> None:
-        self._message_id = message_id
+        self._message_id = message_id = anthropic_id("msg_", message_id)
         self._model = model
         self._pending_start = False  # Start seen, message_start not yet written
         self._started = False
@@ -301,12 +327,17 @@ class MessagesStreamEncoder:
                 return self._tool_start(event)
             case ToolCallDelta(index=source, fragment=fragment):
                 tool = self._tools.get(source)
-                if tool is None or not fragment:
-                    return b""
+                if tool is None or not fragment or tool[0] != self._open:
+                    return b""  # never after the block's stop (the sequencer sees to it)
                 self._args_sent.add(tool[0])
                 return tool[1] + orjson.dumps(fragment) + b"}}\n\n"
             case ToolCallDone():
                 return self._tool_done(event)
+            case Signature(signature=signature, index=source, redacted=redacted):
+                if redacted:
+                    block = {"type": "redacted_thinking", "data": signature}
+                    return self._open_block("redacted_thinking", block, b"") + self._close_block()
+                return self._signature(signature, source)
             case Usage():
                 self._usage = event
                 return self._message_start() if self._pending_start else b""
@@ -376,16 +407,21 @@ class MessagesStreamEncoder:
         return self._open_block(kind, _THINKING_BLOCK, _THINKING_DELTA)
 
     def _tool_start(self, event: ToolCallStart) -> bytes:
-        if event.index in self._tools:
-            return b""
-        block = {"type": "tool_use", "id": event.call_id, "name": event.name, "input": {}}
+        tool = self._tools.get(event.index)
+        if tool is not None and tool[0] == self._open:
+            return b""  # repeated while open: nothing new (used again later: a new call)
+        # The upstream's id, unchanged: the client sends it back with the tool's result, and
+        # the same upstream must know it again (docs/translation.md). One is made up only
+        # where the upstream gave none (Anthropic requires one).
+        call_id = event.call_id or f"toolu_{self._message_id[4:]}_{self._next_block}"
+        block = {"type": "tool_use", "id": call_id, "name": event.name, "input": {}}
         out = self._open_block("tool_use", block, _JSON_DELTA)
         self._tools[event.index] = (self._next_block - 1, self._open_head)
         return out
 
     def _tool_done(self, event: ToolCallDone) -> bytes:
         tool = self._tools.get(event.index)
-        if tool is None:
+        if tool is None or tool[0] != self._open:
             return b""
         number, head = tool
         out = b""
@@ -394,9 +430,16 @@ class MessagesStreamEncoder:
             # The arguments never came as fragments (they were given whole): send them as one.
             self._args_sent.add(number)
             out = head + orjson.dumps(whole) + b"}}\n\n"
-        if self._open == number:
-            out += self._close_block()
-        return out
+        return out + self._close_block()
+
+    def _signature(self, signature: str, source: int) -> bytes:
+        """A thinking block's signature, as the API sends it: a ``signature_delta`` just before
+        the block stops. Only into the open thinking block it belongs to; a signature for any
+        other block (another provider's token on a text part) has no place in this format."""
+        if self._open is None or self._open_kind != "thinking" or self._open_source != source:
+            return b""
+        head = _DELTA_HEAD + str(self._open).encode() + _SIGNATURE_DELTA
+        return head + orjson.dumps(signature) + b"}}\n\n"
 
     def _finish(self, reason: str) -> bytes:
         self._closed = True
@@ -423,6 +466,11 @@ def _normalised(usage: Usage) -> Usage:
     return replace(
         usage, input_tokens=usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
     )
+
+
+def anthropic_id(prefix: str, value: str) -> str:
+    """``value`` as an id of this format: it starts with ``prefix`` (``msg_``)."""
+    return value if value.startswith(prefix) else prefix + value
 
 
 def uncached_input(usage: Usage) -> int:

@@ -41,7 +41,23 @@ from sluice.wire.requests import (
     render_messages_response,
 )
 
-__all__ = ["CHAT", "GEMINI", "MESSAGES", "RESPONSES", "WireFormat", "all", "get", "register"]
+__all__ = [
+    "ANTHROPIC",
+    "CHAT",
+    "GEMINI",
+    "MESSAGES",
+    "OPENAI",
+    "RESPONSES",
+    "WireFormat",
+    "all",
+    "by_sdk_header",
+    "for_path",
+    "get",
+    "kinds",
+    "names",
+    "of_kind",
+    "register",
+]
 
 OPENAI = ProviderKind("openai", "https://api.openai.com/v1", "OPENAI_API_KEY")
 ANTHROPIC = ProviderKind("anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY")

@@ -55,6 +55,7 @@ from sluice.turn import (
     Part,
     ReasoningSpec,
     TextPart,
+    ThinkingPart,
     ToolCallPart,
     ToolResultPart,
     ToolSpec,
@@ -380,6 +381,9 @@ def _base64(value: str) -> bool:
     return True
 
 
+#: what the ids Sluice gives a Gemini client's answers start with (Google's own are opaque)
+ID_PREFIX = "gemini-"
+
 _TEXT_HEAD = b'data: {"candidates":[{"content":{"parts":[{"text":'
 _TEXT_TAIL = b'}],"role":"model"},"index":0}]'
 
@@ -404,6 +408,8 @@ class GeminiStreamEncoder:
     __slots__ = ("_closed", "_malformed", "_signature", "_tail", "_usage")
 
     def __init__(self, response_id: str, model: str) -> None:
+        if not response_id.startswith(ID_PREFIX):  # the gateway's id, in this format's style
+            response_id = ID_PREFIX + response_id
         self._tail = b',"modelVersion":' + orjson.dumps(model) + b',"responseId":'
         self._tail += orjson.dumps(response_id) + b"}\n\n"
         self._usage = b""  # ``,"usageMetadata":{…}`` once known
@@ -783,6 +789,8 @@ def build_gemini_request(turn: TurnRequest, model: str) -> dict[str, Any]:
                     entry["thoughtSignature"] = SKIP_SIGNATURE
                     signed = True
                 parts.append(entry)
+            elif isinstance(part, ThinkingPart):
+                continue  # another provider's reasoning: only it can check the signature
             else:
                 value = _result_value(part)
                 name = names.get(part.call_id, part.call_id)
@@ -880,7 +888,9 @@ def render_gemini_response(result: TurnResult, model: str) -> dict[str, Any]:
         parts.append({"text": ""})
     # The turn's signature rides where Gemini puts it: on the first function call, else on
     # the answer's text (a whole response has one part of each kind).
-    signature = next((s for s in result.signatures if _base64(s)), None)
+    signature = next(
+        (p.signature for p in result.thinking if not p.redacted and _base64(p.signature)), None
+    )
     if signature is not None:
         where = first_call if first_call is not None else answer
         parts[len(parts) - 1 if where is None else where]["thoughtSignature"] = signature
@@ -1005,5 +1015,5 @@ GEMINI = WireFormat(
     parse=_parse,
     encoder=_encoder,
     render=render_gemini_response,
-    id_prefix="gemini-",
+    id_prefix=ID_PREFIX,
 )

@@ -9,11 +9,9 @@ not know when a provider made a model: the creation time is the epoch (``0``, or
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from sluice.errors import BadRequest
-
-JSONDict = dict[str, Any]
+from sluice.wire.base import JSONDict
 
 #: Anthropic's page sizes: 20 unless asked, at most 1000
 ANTHROPIC_PAGE = 20

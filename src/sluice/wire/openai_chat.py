@@ -175,6 +175,11 @@ class ChatStreamAdapter(WireFold):
         return out
 
 
+def completion_id(value: str) -> str:
+    """``value`` as a Chat completion id: it starts with ``chatcmpl-``."""
+    return value if value.startswith("chatcmpl-") else "chatcmpl-" + value
+
+
 #: normalised finish reason -> the finish_reason a Chat client understands.
 _FINISH_OUT = {
     FINISH_STOP: b"stop",
@@ -198,7 +203,11 @@ class ChatStreamEncoder:
     fragment gets its whole argument text as one fragment at ``ToolCallDone`` (``"{}"`` for
     a tool without arguments, as OpenAI sends). ``close()`` writes the usage chunk (when the
     client asked for usage and usage is known) and ``data: [DONE]``; after an ``Error`` it
-    writes nothing.
+    writes nothing. ``Signature`` events are dropped: a chunk has no field for them.
+
+    Ids are the client format's own: the completion id starts ``chatcmpl-`` (the prefix is
+    added to one given without it); a tool call keeps the upstream's id, unchanged
+    (``call_…`` made up only when the upstream gave none).
     """
 
     __slots__ = (
@@ -206,6 +215,7 @@ class ChatStreamEncoder:
         "_choice_head",
         "_closed",
         "_include_usage",
+        "_response_id",
         "_started",
         "_tool_index",
         "_usage",
@@ -215,6 +225,7 @@ class ChatStreamEncoder:
     _TAIL = b',"logprobs":null,"finish_reason":null}]}\n\n'
 
     def __init__(self, response_id: str, model: str, created: int, include_usage: bool) -> None:
+        self._response_id = response_id = completion_id(response_id)
         head = orjson.dumps(
             {
                 "id": response_id,
@@ -305,7 +316,10 @@ class ChatStreamEncoder:
         index = self._tool_index[event.index] = len(self._args_sent)
         self._args_sent.append(False)
         function = {"name": event.name, "arguments": ""}
-        call = {"index": index, "id": event.call_id, "type": "function", "function": function}
+        # The upstream's id, unchanged (it comes back with the tool's result); one is made up
+        # only where the upstream gave none.
+        call_id = event.call_id or f"call_{self._response_id.removeprefix('chatcmpl-')}_{index}"
+        call = {"index": index, "id": call_id, "type": "function", "function": function}
         return self._delta({"tool_calls": [call]})
 
     def _tool_fragment(self, source_index: int, fragment: str) -> bytes:
@@ -317,6 +331,8 @@ class ChatStreamEncoder:
 
     def _tool_done(self, event: ToolCallDone) -> bytes:
         index = self._tool_index.get(event.index)
-        if index is None or self._args_sent[index]:
+        if index is None:
             return b""
-        return self._tool_fragment(event.index, whole_text(event))
+        out = b"" if self._args_sent[index] else self._tool_fragment(event.index, whole_text(event))
+        del self._tool_index[event.index]  # ended: its index, used again, is a new call
+        return out

@@ -201,7 +201,11 @@ class ResponsesStreamEncoder:
     ``{}``) as one fragment when it ends. ``Finish`` writes ``response.completed`` (or
     ``response.incomplete`` for ``length`` / ``content_filter``) carrying the whole response:
     every output item and the usage. An ``Error`` writes an ``error`` frame and
-    ``response.failed``. ``close()`` writes nothing.
+    ``response.failed``. ``close()`` writes nothing. The encoder is fed one tool call at a time
+    (``ToolCallSequencer`` in front of it): a fragment for a call whose item already ended is
+    dropped, never written after its ``.done`` frames. ``Signature`` events are not written:
+    the format's ``encrypted_content`` is OpenAI's own, and another provider's token means
+    nothing there.
 
     The encoder keeps each item's text until the item ends, and the finished items until the
     response ends: the format's final frames repeat the whole output.
@@ -221,7 +225,10 @@ class ResponsesStreamEncoder:
     )
 
     def __init__(self, response_id: str, model: str, *, created_at: int = 0) -> None:
-        self._response_id = response_id
+        # the format's own prefix, added to an id given without it
+        self._response_id = (
+            response_id if response_id.startswith("resp_") else "resp_" + response_id
+        )
         self._model = model
         self._created_at = created_at
         self._sequence = 0
@@ -244,10 +251,9 @@ class ResponsesStreamEncoder:
                 return self._tool_start(event)
             case ToolCallDelta(index=source, fragment=fragment):
                 call = self._tools.get(source)
-                if call is None or not fragment:
-                    return b""
-                if call is self._open:
-                    call.parts.append(fragment)
+                if call is None or not fragment or call is not self._open:
+                    return b""  # never after the item's .done (the sequencer sees to it)
+                call.parts.append(fragment)
                 return self._delta(call, fragment)
             case ToolCallDone():
                 return self._tool_done(event)
@@ -366,8 +372,9 @@ class ResponsesStreamEncoder:
         )
 
     def _tool_start(self, event: ToolCallStart) -> bytes:
-        if event.index in self._tools:
-            return b""
+        item = self._tools.get(event.index)
+        if item is not None and item is self._open:
+            return b""  # repeated while open: nothing new (used again later: a new call)
         item, out = self._new_item("function_call", "fc", event.index)
         item.call_id = event.call_id
         item.name = event.name

@@ -20,13 +20,15 @@ from sluice.turn import (
     Message,
     Part,
     TextPart,
+    ThinkingPart,
     ToolCallPart,
     ToolResultPart,
     ToolSpec,
     TurnRequest,
     TurnResult,
 )
-from sluice.wire.anthropic_messages import uncached_input
+from sluice.wire.anthropic_messages import anthropic_id, uncached_input
+from sluice.wire.openai_chat import completion_id
 
 JSONDict = dict[str, Any]
 
@@ -278,18 +280,18 @@ def render_chat_response(result: TurnResult, model: str) -> JSONDict:
     if result.tool_calls:
         message["tool_calls"] = [
             {
-                "id": c.call_id,
+                "id": c.call_id or f"call_{number}",
                 "type": "function",
                 "function": {"name": c.name, "arguments": c.raw or "{}"},
             }
-            for c in result.tool_calls
+            for number, c in enumerate(result.tool_calls)
         ]
     finish = {
         ev.FINISH_PAUSE: "stop",
         ev.FINISH_REFUSAL: "content_filter",
     }.get(result.finish_reason or "stop", result.finish_reason or "stop")
     body: JSONDict = {
-        "id": result.response_id or "chatcmpl-sluice",
+        "id": completion_id(result.response_id or "sluice"),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": result.model or model,
@@ -350,7 +352,7 @@ def parse_messages_request(body: JSONDict) -> TurnRequest:
             parts.append(TextPart(content))
         elif isinstance(content, list):
             for j, block in enumerate(content):
-                parts.append(_anthropic_block(block, f"{where}.content.{j}"))
+                parts.append(_anthropic_block(block, f"{where}.content.{j}", m["role"]))
         else:
             raise BadRequest(f"{where}: 'content' must be a string or a list of blocks")
         _append(messages, m["role"], parts)
@@ -384,12 +386,20 @@ def parse_messages_request(body: JSONDict) -> TurnRequest:
     )
 
 
-def _anthropic_block(block: Any, where: str) -> Part:
+def _anthropic_block(block: Any, where: str, role: str) -> Part:
     if not isinstance(block, dict):
         raise BadRequest(f"{where} must be an object")
     kind = block.get("type")
     if kind == "text":
         return TextPart(str(block.get("text", "")))
+    if kind in ("thinking", "redacted_thinking"):
+        # A turn with thinking and tools is continued by sending its thinking blocks back,
+        # signatures and all: kept for an Anthropic upstream, left out for the others.
+        if role != "assistant":
+            raise BadRequest(f"{where}: a {kind} block belongs in an assistant message")
+        if kind == "redacted_thinking":
+            return ThinkingPart("", _string(block, "data", where), redacted=True)
+        return ThinkingPart(_string(block, "thinking", where), _string(block, "signature", where))
     if kind == "tool_use":
         return ToolCallPart(
             str(block.get("id", "")),
@@ -407,6 +417,13 @@ def _anthropic_block(block: Any, where: str) -> Part:
     )
 
 
+def _string(block: JSONDict, key: str, where: str) -> str:
+    value = block.get(key)
+    if not isinstance(value, str):
+        raise BadRequest(f"{where}: '{key}' must be a string")
+    return value
+
+
 def build_messages_request(turn: TurnRequest, model: str) -> JSONDict:
     out: list[JSONDict] = []
     for m in turn.messages:
@@ -419,6 +436,15 @@ def build_messages_request(turn: TurnRequest, model: str) -> JSONDict:
                 blocks.append(
                     {"type": "tool_use", "id": p.call_id, "name": p.name, "input": p.arguments}
                 )
+            elif isinstance(p, ThinkingPart):
+                # Only what Anthropic can check: a block without its signature (reasoning from
+                # another provider) would be refused, and is left out like any other's.
+                if p.redacted:
+                    blocks.append({"type": "redacted_thinking", "data": p.signature})
+                elif p.signature:
+                    blocks.append(
+                        {"type": "thinking", "thinking": p.text, "signature": p.signature}
+                    )
             else:
                 blocks.append(
                     {
@@ -464,17 +490,23 @@ _ANTHROPIC_STOP = {
 
 def render_messages_response(result: TurnResult, model: str) -> JSONDict:
     content: list[JSONDict] = []
-    if result.reasoning:
-        content.append({"type": "thinking", "thinking": result.reasoning, "signature": ""})
+    for block in result.thinking:
+        if block.redacted:
+            content.append({"type": "redacted_thinking", "data": block.signature})
+        else:
+            content.append(
+                {"type": "thinking", "thinking": block.text, "signature": block.signature}
+            )
     if result.text:
         content.append({"type": "text", "text": result.text})
-    for c in result.tool_calls:
+    for number, c in enumerate(result.tool_calls):
+        call_id = c.call_id or f"toolu_{number}"
         content.append(
-            {"type": "tool_use", "id": c.call_id, "name": c.name, "input": c.arguments or {}}
+            {"type": "tool_use", "id": call_id, "name": c.name, "input": c.arguments or {}}
         )
     usage = result.usage or ev.Usage()
     return {
-        "id": result.response_id or "msg_sluice",
+        "id": anthropic_id("msg_", result.response_id or "sluice"),
         "type": "message",
         "role": "assistant",
         "model": result.model or model,
@@ -531,10 +563,11 @@ def build_responses_request(turn: TurnRequest, model: str) -> JSONDict:
                         "arguments": orjson.dumps(p.arguments).decode(),
                     }
                 )
-            else:
+            elif isinstance(p, ToolResultPart):
                 items.append(
                     {"type": "function_call_output", "call_id": p.call_id, "output": p.content}
                 )
+            # (another provider's reasoning, ThinkingPart, is not Responses input)
     body: JSONDict = {"model": model, "input": items, "stream": True, "store": False}
     if turn.system:
         body["instructions"] = turn.system

@@ -37,6 +37,13 @@ PARSERS: dict[str, tuple[Parser, str | None]] = {
     "chat": (parse_chat_request, "chat"),
     "messages": (parse_messages_request, "messages"),
     "native": (parse_native_request, None),
+    # Gemini's model and streaming are in the path: the fuzzed body is what varies
+    "gemini": (
+        lambda body: formats.GEMINI.parse(  # type: ignore[misc]
+            body, "/v1beta/models/sim/support:streamGenerateContent"
+        ),
+        "gemini",
+    ),
 }
 
 #: The stable ``type`` strings a request may be refused with, before any upstream is asked.
@@ -119,10 +126,44 @@ MESSAGES = {
 
 NATIVE = {"model": "sim/support", "prompt": "Hello", "disconnect_policy": "detach"}
 
+GEMINI = {
+    "contents": [
+        {"role": "user", "parts": [{"text": "Where is A-1?"}]},
+        {
+            "role": "model",
+            "parts": [
+                {"text": "Let me look.", "thought": True},
+                {"functionCall": {"name": "lookup_order", "args": {"id": "A-1"}, "id": "c1"}},
+            ],
+        },
+        {
+            "role": "user",
+            "parts": [
+                {"functionResponse": {"name": "lookup_order", "response": {"ok": True}}},
+                {"text": "And?"},
+            ],
+        },
+    ],
+    "systemInstruction": {"parts": [{"text": "Be brief."}]},
+    "tools": [
+        {"functionDeclarations": [{"name": "lookup_order", "parametersJsonSchema": {}}]},
+        {"googleSearch": {}},
+    ],
+    "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["x"]}},
+    "generationConfig": {
+        "maxOutputTokens": 64,
+        "temperature": 0.2,
+        "topP": 0.9,
+        "stopSequences": ["END"],
+        "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 128},
+    },
+}
+
 SEEDS: dict[str, list[dict[str, Any]]] = {
     "chat": [CHAT],
     "messages": [MESSAGES],
     "native": [NATIVE, CHAT],
+    "gemini": [GEMINI],
 }
 
 # -- arbitrary JSON --------------------------------------------------------------------------
@@ -133,11 +174,15 @@ KEYS = [
     "tool_call_id", "tool_use_id", "is_error", "stream", "stream_options", "include_usage",
     "system", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
     "stop_sequences", "prompt", "user", "description", "disconnect_policy",
+    "contents", "parts", "functionCall", "functionResponse", "args", "response", "thought",
+    "systemInstruction", "functionDeclarations", "generationConfig", "thinkingConfig",
+    "maxOutputTokens", "thinkingBudget", "thinkingLevel", "toolConfig", "mode",
 ]  # fmt: skip
 WORDS = [
     "user", "assistant", "system", "developer", "tool", "text", "input_text", "output_text",
     "tool_use", "tool_result", "image", "function", "auto", "any", "none", "required",
     "sim/support", "sim/", "/support", "nope/x", "cancel", "detach", "drain", "",
+    "model", "ANY", "AUTO", "NONE", "HIGH",
 ]  # fmt: skip
 
 #: every integer ``orjson.loads`` can give (larger ones come back as floats)

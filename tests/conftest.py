@@ -31,6 +31,7 @@ def test_settings(tmp_path: Path, **sim: Any) -> Settings:
         "simchat": ProviderConfig("simchat", "sim", wire="chat"),
         "simmsg": ProviderConfig("simmsg", "sim", wire="messages"),
         "simresp": ProviderConfig("simresp", "sim", wire="responses"),
+        "simgem": ProviderConfig("simgem", "sim", wire="gemini"),
         "keyless": ProviderConfig(
             "keyless", "openai", base_url="http://127.0.0.1:9/v1", api_key_env="SLUICE_NO_SUCH_KEY"
         ),

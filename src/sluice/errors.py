@@ -5,6 +5,7 @@
     │   ├── BadRequest              400  malformed JSON, missing fields, bad values
     │   ├── ClientProtocolError     400  a WebSocket client broke the ack protocol
     │   ├── UnknownModel            404  no such provider or model
+│   ├── UnknownEndpoint         404  a provider API's path that Sluice does not serve
     │   ├── PayloadTooLarge         413  body over the configured limit
     │   ├── UnsupportedMediaType    415  a state change whose body is not JSON
     │   ├── RequestTimeout          408  the body did not arrive in full (server.body_timeout)
@@ -67,6 +68,14 @@ class ClientProtocolError(RequestError):
 
 class UnknownModel(RequestError):
     type = "unknown_model"
+    status = 404
+
+
+class UnknownEndpoint(RequestError):
+    """A path under a provider API's endpoints that names a method Sluice does not serve
+    (Gemini's ``models/{model}:countTokens``)."""
+
+    type = "not_found"
     status = 404
 
 

@@ -56,6 +56,20 @@ Part = TextPart | ToolCallPart | ToolResultPart | ThinkingPart
 
 
 @dataclass(slots=True)
+class ReasoningSpec:
+    """What the client asked of the model's thinking, in no format's words.
+
+    ``budget_tokens`` is a token budget (0: no thinking; None: the model decides), ``effort``
+    a level (``minimal``, ``low``, ``medium``, ``high``), ``include`` whether the client wants
+    the thinking's text (or its summary) in the answer.
+    """
+
+    budget_tokens: int | None = None
+    effort: str | None = None
+    include: bool = False
+
+
+@dataclass(slots=True)
 class Message:
     role: str  # "user" | "assistant"
     parts: list[Part]
@@ -67,8 +81,6 @@ class TurnRequest:
 
     ``tool_choice`` is ``"auto"``, ``"none"``, ``"required"`` or a tool name.
     ``include_usage`` records whether the client asked for usage in its stream.
-    ``reasoning_effort`` is the client's word for how hard a reasoning model should think
-    (``"low"``, ``"medium"``, ``"high"``…), passed on to the formats that take one.
     """
 
     model: str
@@ -83,7 +95,8 @@ class TurnRequest:
     stream: bool = False
     include_usage: bool = False
     user: str | None = None
-    reasoning_effort: str | None = None
+    #: what the client asked of the model's thinking (None: nothing said)
+    reasoning: ReasoningSpec | None = None
 
     def prompt_text(self) -> str:
         """The prompt: the text of the last user message (its first text part), whole."""

@@ -29,6 +29,7 @@ from sluice.gateway.presenters import NativePresenter
 from sluice.sse import SSEDecoder, encode_event
 from sluice.turn import TurnAccumulator
 from sluice.wire.anthropic_messages import MessagesStreamAdapter, MessagesStreamEncoder
+from sluice.wire.gemini import GeminiStreamAdapter
 from sluice.wire.openai_chat import ChatStreamAdapter, ChatStreamEncoder
 from sluice.wire.openai_responses import ResponsesStreamAdapter
 from sluice.wire.requests import render_chat_response, render_messages_response
@@ -40,15 +41,18 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "chat": ChatStreamAdapter,
     "messages": MessagesStreamAdapter,
     "responses": ResponsesStreamAdapter,
+    "gemini": GeminiStreamAdapter,
 }
 Pair = tuple[str, str]  # one SSE event: (event name, data)
 
 FILES = transcripts()
 STREAMS: dict[str, list[list[Pair]]] = {name: [] for name in ADAPTERS}
 for _path in FILES:
-    _kind = {ChatStreamAdapter: "chat", MessagesStreamAdapter: "messages"}.get(
-        type(adapter_for(_path)), "responses"
-    )
+    _kind = {
+        ChatStreamAdapter: "chat",
+        MessagesStreamAdapter: "messages",
+        GeminiStreamAdapter: "gemini",
+    }.get(type(adapter_for(_path)), "responses")
     STREAMS[_kind].append(frames(transcript(_path)))
 ALL_PAIRS = [pair for streams in STREAMS.values() for stream in streams for pair in stream]
 
@@ -314,6 +318,26 @@ USAGE_FRAMES: dict[str, tuple[list[Pair], list[tuple[str, ...]]]] = {
             ("response", "usage", "output_tokens"),
             ("response", "usage", "output_tokens_details", "reasoning_tokens"),
             ("response", "usage", "total_tokens"),
+        ],
+    ),
+    "gemini": (
+        [
+            (
+                "message",
+                '{"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"},'
+                '"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":1,'
+                '"candidatesTokenCount":1,"thoughtsTokenCount":0,"cachedContentTokenCount":0,'
+                '"toolUsePromptTokenCount":0,"totalTokenCount":2},"modelVersion":"x",'
+                '"responseId":"r"}',
+            ),
+        ],
+        [
+            ("usageMetadata", "promptTokenCount"),
+            ("usageMetadata", "candidatesTokenCount"),
+            ("usageMetadata", "thoughtsTokenCount"),
+            ("usageMetadata", "cachedContentTokenCount"),
+            ("usageMetadata", "toolUsePromptTokenCount"),
+            ("usageMetadata", "totalTokenCount"),
         ],
     ),
 }

@@ -42,6 +42,13 @@ PARSERS: dict[str, tuple[Parser, str | None]] = {
     "responses": (parse_responses_request, "responses"),
     # the same body, bound for a Responses provider unchanged
     "responses-passthrough": (partial(parse_responses_request, translating=False), "responses"),
+    # Gemini's model and streaming are in the path: the fuzzed body is what varies
+    "gemini": (
+        lambda body: formats.GEMINI.parse(  # type: ignore[misc]
+            body, "/v1beta/models/sim/support:streamGenerateContent"
+        ),
+        "gemini",
+    ),
 }
 
 #: The stable ``type`` strings a request may be refused with, before any upstream is asked.
@@ -160,12 +167,46 @@ RESPONSES = {
     ],
 }
 
+GEMINI = {
+    "contents": [
+        {"role": "user", "parts": [{"text": "Where is A-1?"}]},
+        {
+            "role": "model",
+            "parts": [
+                {"text": "Let me look.", "thought": True},
+                {"functionCall": {"name": "lookup_order", "args": {"id": "A-1"}, "id": "c1"}},
+            ],
+        },
+        {
+            "role": "user",
+            "parts": [
+                {"functionResponse": {"name": "lookup_order", "response": {"ok": True}}},
+                {"text": "And?"},
+            ],
+        },
+    ],
+    "systemInstruction": {"parts": [{"text": "Be brief."}]},
+    "tools": [
+        {"functionDeclarations": [{"name": "lookup_order", "parametersJsonSchema": {}}]},
+        {"googleSearch": {}},
+    ],
+    "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["x"]}},
+    "generationConfig": {
+        "maxOutputTokens": 64,
+        "temperature": 0.2,
+        "topP": 0.9,
+        "stopSequences": ["END"],
+        "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 128},
+    },
+}
+
 SEEDS: dict[str, list[dict[str, Any]]] = {
     "chat": [CHAT],
     "messages": [MESSAGES],
     "native": [NATIVE, CHAT],
     "responses": [RESPONSES, {"model": "sim/support", "input": "Hello"}],
     "responses-passthrough": [RESPONSES, {"model": "sim/support", "previous_response_id": "r"}],
+    "gemini": [GEMINI],
 }
 
 # -- arbitrary JSON --------------------------------------------------------------------------
@@ -178,6 +219,9 @@ KEYS = [
     "stop_sequences", "prompt", "user", "description", "disconnect_policy", "instructions",
     "max_output_tokens", "reasoning", "effort", "metadata", "store", "background", "call_id",
     "output", "previous_response_id", "format", "summary",
+    "contents", "parts", "functionCall", "functionResponse", "args", "response", "thought",
+    "systemInstruction", "functionDeclarations", "generationConfig", "thinkingConfig",
+    "maxOutputTokens", "thinkingBudget", "thinkingLevel", "toolConfig", "mode",
 ]  # fmt: skip
 WORDS = [
     "user", "assistant", "system", "developer", "tool", "text", "input_text", "output_text",
@@ -185,6 +229,7 @@ WORDS = [
     "sim/support", "sim/", "/support", "nope/x", "cancel", "detach", "drain", "",
     "input_text", "input_image", "message", "function_call", "function_call_output",
     "reasoning", "web_search", "json_schema",
+    "model", "ANY", "AUTO", "NONE", "HIGH",
 ]  # fmt: skip
 
 #: every integer ``orjson.loads`` can give (larger ones come back as floats)

@@ -19,7 +19,7 @@ from tests.conftest import test_settings as gateway_settings
 
 #: the test gateway's simulator providers, in their configured order; its others cannot be
 #: used (no key is set for them) and list nothing
-SIM_PROVIDERS = ("sim", "simchat", "simmsg", "simresp")
+SIM_PROVIDERS = ("sim", "simchat", "simmsg", "simresp", "simgem")
 EXPECTED = [f"{p}/{s.value}" for p in SIM_PROVIDERS for s in Scenario]
 
 

@@ -2,7 +2,7 @@
 ``responses.create`` (streamed and not), ``responses.stream``, tools, reasoning summaries,
 ``responses.retrieve`` (the stored response, and its stream resumed after a sequence number)
 and ``responses.cancel`` (Stop), for every kind of upstream: the simulator's Responses wire
-relayed unchanged, and its Chat and Messages wires translated. Every stream is held to the
+relayed unchanged, and its Chat, Messages and Gemini wires translated. Every stream is held to the
 strict order checker, and what the SDK accumulates to what the simulator sent.
 """
 
@@ -18,8 +18,8 @@ from openai import AsyncOpenAI, BadRequestError, NotFoundError
 from tests.conftest import GatewayUnderTest, sent_tool_calls
 from tests.wire.responses_order import check, frames_of
 
-#: the simulator relayed unchanged, and translated from Chat and from Messages
-MODELS = ["simresp", "simchat", "simmsg"]
+#: the simulator relayed unchanged, and translated from Chat, Messages and Gemini
+MODELS = ["simresp", "simchat", "simmsg", "simgem"]
 PROMPT = "My invoice shows a double charge. What do I do?"
 TOOLS: Any = [
     {

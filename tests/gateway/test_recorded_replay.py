@@ -3,12 +3,15 @@ gateway: a tiny upstream serves each file, and the gateway's relay and record ar
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from google import genai
+from google.genai import types
 from openai import AsyncOpenAI
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
@@ -22,11 +25,16 @@ RECORDED = Path(__file__).parent.parent / "fixtures" / "recorded"
 def transcript(name: str) -> bytes:
     data = (RECORDED / name).read_bytes()
     # The Anthropic files end without the blank line that ends every event on the wire.
-    return data if data.endswith(b"\n\n") else data.rstrip(b"\n") + b"\n\n"
+    return data if data.endswith((b"\n\n", b"\r\n\r\n")) else data.rstrip(b"\n") + b"\n\n"
 
 
 class RecordedUpstream:
-    """An ASGI upstream that answers every POST with the file named in the request's model."""
+    """An ASGI upstream that answers every POST with the file named in the request's model
+    (in the body, or in the path as Gemini's URLs name it); it keeps the last request's
+    headers."""
+
+    def __init__(self) -> None:
+        self.headers: dict[str, str] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -37,7 +45,11 @@ class RecordedUpstream:
             await send({"type": "lifespan.shutdown.complete"})
             return
         body = await read_request_body(receive)
-        payload = transcript(orjson.loads(body)["model"])
+        self.headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        model = orjson.loads(body).get("model")
+        if model is None:  # Gemini: /v1beta/models/{model}:streamGenerateContent
+            model = scope["path"].rpartition("/models/")[2].rpartition(":")[0]
+        payload = transcript(model)
         headers = [(b"content-type", b"text/event-stream")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -48,7 +60,9 @@ async def recorded(
     gateway: GatewayUnderTest, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[GatewayUnderTest]:
     monkeypatch.setenv("RECORDED_TEST_KEY", "test-key-not-secret")
-    async with RunningServer(RecordedUpstream()) as upstream:  # type: ignore[arg-type]
+    served = RecordedUpstream()
+    async with RunningServer(served) as upstream:  # type: ignore[arg-type]
+        gateway.recorded_upstream = served  # type: ignore[attr-defined]
         providers = gateway.gateway.settings.providers
         providers["rec-openai"] = ProviderConfig(
             "rec-openai", "openai", base_url=f"{upstream.url}/v1", api_key_env="RECORDED_TEST_KEY"
@@ -57,6 +71,12 @@ async def recorded(
             "rec-anthropic",
             "anthropic",
             base_url=f"{upstream.url}/v1",
+            api_key_env="RECORDED_TEST_KEY",
+        )
+        providers["rec-gemini"] = ProviderConfig(
+            "rec-gemini",
+            "gemini",
+            base_url=f"{upstream.url}/v1beta",
             api_key_env="RECORDED_TEST_KEY",
         )
         yield gateway
@@ -276,3 +296,88 @@ async def test_recorded_anthropic_and_chat_streams_translated_for_the_responses_
         ("GetWeatherArgs", {"city": "Edinburgh", "country": "UK", "units": "c"}),
         ("get_stock_price", {"ticker": "AAPL", "exchange": "NASDAQ"}),
     ]
+
+
+# -- Gemini --------------------------------------------------------------------------------
+
+GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "weather?"}]}]}
+#: per recording: (text, calls, (prompt, candidates, thoughts) tokens), as the README says
+GEMINI_OUTCOMES: dict[str, tuple[str | int, list[tuple[str, Any]], tuple[int, int, int]]] = {
+    "gemini-text.sse": ("The capital of France is Paris.\n", [], (13, 8, 0)),
+    "gemini-function-call.sse": ("", [("get_capital", {"country": "France"})], (52, 5, 0)),
+    "gemini-function-call-thought-signature.sse": ("", [("get_country", {})], (29, 10, 202)),
+    "gemini-thinking.sse": (1938, [], (34, 469, 787)),
+    "gemini-usage-mid-stream.sse": (
+        "\n".join(str(n) for n in range(1, 31)),
+        [],
+        (18, 80, 35),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GEMINI_OUTCOMES))
+async def test_gemini_passthrough_is_byte_identical(recorded: GatewayUnderTest, name: str) -> None:
+    session_id, body = await post_stream(
+        recorded,
+        f"/v1beta/models/rec-gemini/{name}:streamGenerateContent?alt=sse",
+        GEMINI_BODY,
+    )
+    assert body == transcript(name)
+    assert recorded.recorded_upstream.headers["x-goog-api-key"] == "test-key-not-secret"  # type: ignore[attr-defined]
+    text, calls, (prompt, candidates, thoughts) = GEMINI_OUTCOMES[name]
+    record = await recorded.final_record(session_id)
+    assert record["state"] == "complete" and record["passthrough"] is True
+    assert record["text"] == text if isinstance(text, str) else len(record["text"]) == text
+    assert [(c["name"], c["arguments"]) for c in record["tool_calls"]] == calls
+    usage = record["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (prompt, candidates + thoughts)
+    assert usage["reasoning_tokens"] == thoughts
+    assert record["finish_reason"] == ("tool_calls" if calls else "stop")
+
+
+async def test_a_gemini_signature_reaches_the_google_sdk_unchanged(
+    recorded: GatewayUnderTest,
+) -> None:
+    name = "gemini-function-call-thought-signature.sse"
+    first = transcript(name).split(b"\r\n")[0].removeprefix(b"data: ")
+    signature = orjson.loads(first)["candidates"][0]["content"]["parts"][0]["thoughtSignature"]
+    options = types.HttpOptions(base_url=recorded.url, api_version="v1beta")
+    client = genai.Client(api_key="fake-gemini-key", http_options=options).aio
+    stream = await client.models.generate_content_stream(
+        model=f"rec-gemini/{name}", contents="weather?"
+    )
+    parts = [p async for chunk in stream for p in (chunk.candidates[0].content.parts or [])]
+    [call] = [p for p in parts if p.function_call is not None]
+    assert call.function_call.name == "get_country"  # type: ignore[union-attr]
+    assert call.thought_signature == base64.b64decode(signature)
+
+
+@pytest.mark.parametrize(
+    "name", ["gemini-thinking.sse", "gemini-function-call.sse", "gemini-text.sse"]
+)
+async def test_a_gemini_stream_translated_for_the_openai_sdk(
+    recorded: GatewayUnderTest, name: str
+) -> None:
+    client = AsyncOpenAI(base_url=f"{recorded.url}/v1", api_key="x", max_retries=0)
+    state = ChatCompletionStreamState()
+    stream = await client.chat.completions.create(
+        model=f"rec-gemini/{name}",
+        messages=MSG,
+        stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True},
+    )
+    async for chunk in stream:
+        state.handle_chunk(chunk)
+    final = state.get_final_completion()
+    text, calls, (prompt, candidates, thoughts) = GEMINI_OUTCOMES[name]
+    message = final.choices[0].message
+    content = message.content or ""
+    assert content == text if isinstance(text, str) else len(content) == text
+    got = [(c.function.name, orjson.loads(c.function.arguments)) for c in message.tool_calls or []]
+    assert got == calls
+    assert final.choices[0].finish_reason == ("tool_calls" if calls else "stop")
+    assert final.usage is not None
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (
+        prompt,
+        candidates + thoughts,
+    )

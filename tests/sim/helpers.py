@@ -13,6 +13,8 @@ import anthropic
 import httpx
 import openai
 import uvicorn
+from google import genai
+from google.genai import types as genai_types
 
 from sluice.sim import SimApp
 
@@ -60,6 +62,18 @@ class Sim:
             max_retries=options.pop("max_retries", 0),
             default_headers={"x-sluice-session-id": session, **FAST, **options},
         )
+
+    def gemini(self, session: str, api_version: str | None = "v1beta", **options: Any) -> Any:
+        """A ``google-genai`` client (its ``aio`` side) against the simulator; with
+        ``api_version=None`` the SDK's own default version (``v1`` when given a base URL)."""
+        http_options = genai_types.HttpOptions(
+            base_url=self.base_url,
+            headers={"x-sluice-session-id": session, **FAST, **options},
+            retry_options=genai_types.HttpRetryOptions(attempts=1),
+        )
+        if api_version is not None:
+            http_options.api_version = api_version
+        return genai.Client(api_key="fake-gemini-key", http_options=http_options).aio
 
     async def records(self, session: str | None = None) -> list[dict[str, Any]]:
         params = {"session": session} if session is not None else {}

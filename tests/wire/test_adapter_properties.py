@@ -26,9 +26,18 @@ from sluice.events import (
     Usage,
 )
 from sluice.wire.anthropic_messages import MessagesStreamAdapter
+from sluice.wire.gemini import GeminiStreamAdapter
 from sluice.wire.openai_chat import ChatStreamAdapter
 from sluice.wire.openai_responses import ResponsesStreamAdapter
-from tests.wire.wire_replay import adapter_for, feed_all, frames, replay, transcript, transcripts
+from tests.wire.wire_replay import (
+    Adapter,
+    adapter_for,
+    feed_all,
+    frames,
+    replay,
+    transcript,
+    transcripts,
+)
 
 EVENT_TYPES = (
     Start,
@@ -40,7 +49,7 @@ EVENT_TYPES = (
     ToolCallDone,
     Usage,
 )
-ADAPTERS = [ChatStreamAdapter, MessagesStreamAdapter, ResponsesStreamAdapter]
+ADAPTERS = [ChatStreamAdapter, MessagesStreamAdapter, ResponsesStreamAdapter, GeminiStreamAdapter]
 FILES = transcripts()
 
 
@@ -106,7 +115,7 @@ ALL_FRAMES = [(path, pair) for path in FILES for pair in frames(transcript(path)
     picked=st.lists(st.sampled_from(ALL_FRAMES), max_size=30),
 )
 def test_a_fold_replayed_twice_gives_the_same_events(
-    adapter: type[ChatStreamAdapter | MessagesStreamAdapter | ResponsesStreamAdapter],
+    adapter: type[Adapter],
     picked: list[tuple[Path, tuple[str, str]]],
 ) -> None:
     pairs = [pair for _, pair in picked]
@@ -130,6 +139,8 @@ TYPE_WORDS = [
     # Chat and errors
     "function", "stop", "length", "tool_calls", "max_tokens", "overloaded_error",
     "rate_limit_exceeded", "max_output_tokens",
+    # Gemini
+    "STOP", "MAX_TOKENS", "SAFETY", "MALFORMED_FUNCTION_CALL", "RESOURCE_EXHAUSTED", "model",
 ]  # fmt: skip
 KEYS = [
     "type", "index", "id", "model", "message", "usage", "content_block", "delta", "text",
@@ -137,6 +148,9 @@ KEYS = [
     "finish_reason", "tool_calls", "function", "arguments", "content", "reasoning_content",
     "reasoning", "prompt_tokens", "input_tokens", "output_tokens", "response", "item",
     "output_index", "call_id", "status", "incomplete_details", "reason", "code",
+    "candidates", "parts", "functionCall", "args", "thought", "thoughtSignature",
+    "finishReason", "usageMetadata", "promptTokenCount", "candidatesTokenCount",
+    "thoughtsTokenCount", "responseId", "modelVersion", "promptFeedback", "blockReason",
 ]  # fmt: skip
 
 scalars = (
@@ -169,7 +183,7 @@ names = st.sampled_from(["message", "error", "ping", *TYPE_WORDS]) | st.text(max
     pairs=st.lists(st.tuples(names, datas), max_size=25),
 )
 def test_adapters_never_raise_and_errors_are_typed_events(
-    adapter: type[ChatStreamAdapter | MessagesStreamAdapter | ResponsesStreamAdapter],
+    adapter: type[Adapter],
     pairs: list[tuple[str, str]],
 ) -> None:
     fold = adapter()

@@ -24,12 +24,13 @@ from sluice.events import (
 )
 from sluice.sse import SSEDecoder, encode_event
 from sluice.wire.anthropic_messages import MessagesStreamAdapter, MessagesStreamEncoder
+from sluice.wire.gemini import GeminiStreamAdapter, GeminiStreamEncoder
 from sluice.wire.openai_chat import ChatStreamAdapter, ChatStreamEncoder
 from sluice.wire.openai_responses import ResponsesStreamAdapter, ResponsesStreamEncoder
 from tests.wire.wire_replay import dones, reasoning_of, replay, terminal, text_of, usages
 
-Encoder = ChatStreamEncoder | MessagesStreamEncoder | ResponsesStreamEncoder
-Adapter = ChatStreamAdapter | MessagesStreamAdapter | ResponsesStreamAdapter
+Encoder = ChatStreamEncoder | MessagesStreamEncoder | ResponsesStreamEncoder | GeminiStreamEncoder
+Adapter = ChatStreamAdapter | MessagesStreamAdapter | ResponsesStreamAdapter | GeminiStreamAdapter
 
 
 def conversation(finish: str = "tool_calls", usage: Usage | None = None) -> list[Event]:
@@ -82,6 +83,7 @@ ENCODERS: list[tuple[str, Any, Any]] = [
     ("chat", lambda: ChatStreamEncoder("chatcmpl-1", "gpt-x", 1700000000, True), ChatStreamAdapter),
     ("messages", lambda: MessagesStreamEncoder("msg_1", "claude-x"), MessagesStreamAdapter),
     ("responses", lambda: ResponsesStreamEncoder("resp_1", "gpt-x"), ResponsesStreamAdapter),
+    ("gemini", lambda: GeminiStreamEncoder("resp-1", "gemini-x"), GeminiStreamAdapter),
 ]
 
 

@@ -66,6 +66,17 @@ CLIENT_FORMATS = [fmt for fmt in ALL if fmt.serves_clients]
 
 KEY = "sk-test-contract-not-a-real-key"
 
+#: formats whose tool calls exist only whole (Gemini's ``functionCall`` parts, arguments an
+#: object): a call that is not usable has no way to be written, so it is left out; that it is
+#: missing is what "not usable" reads back as
+WHOLE_CALLS = {"gemini"}
+
+
+def client_path(endpoint: str) -> str:
+    """A request path of a client endpoint: the endpoint, or for a prefix (its paths name the
+    model and the method, as Gemini's do) a streaming path under it."""
+    return endpoint + "upstream-model:streamGenerateContent" if endpoint.endswith("/") else endpoint
+
 
 def each(group: list[WireFormat]) -> Any:
     return pytest.mark.parametrize("fmt", group, ids=[fmt.name for fmt in group])
@@ -186,7 +197,10 @@ def test_a_stream_ended_by_an_error_reads_back_as_that_error(fmt: WireFormat, ki
     source = cut_by_error(kind)
     events = decoded(fmt, [b"".join(encoded(fmt, source))])
     result = turn_of(events)
-    assert content(result) == content(turn_of(source))
+    expected = content(turn_of(source))
+    if fmt.name in WHOLE_CALLS:
+        expected["calls"] = [call for call in expected["calls"] if call[3]]
+    assert content(result) == expected
     assert result.error is not None and type(events[-1]) is Error
     # a format without a word for the error says it is the upstream's; none says another
     assert result.error.type in (kind, "upstream_error")
@@ -320,7 +334,7 @@ def test_the_built_body_parses_back_to_the_same_turn(
     assert fmt.parse is not None
     turn = canonical_turn(tool_choice)
     body = orjson.loads(orjson.dumps(fmt.build(copy.deepcopy(turn), "upstream-model")))
-    parsed = fmt.parse(body, fmt.endpoints[0] if fmt.endpoints else "/")
+    parsed = fmt.parse(body, client_path(fmt.endpoints[0]) if fmt.endpoints else "/")
     # the model travels in the body or in the path: the rest must come back as it was, but
     # for what the format has no word for, which comes back as if never set
     unsaid = {name: getattr(TurnRequest(model="", messages=[]), name) for name in fmt.drops}
@@ -413,7 +427,7 @@ def test_a_client_format_has_endpoints_an_id_prefix_and_renders_a_whole_answer(
 ) -> None:
     assert fmt.render is not None
     assert all(path.startswith("/") for path in fmt.endpoints) and fmt.id_prefix
-    assert all(formats.for_path(path) is fmt for path in fmt.endpoints)
+    assert all(formats.for_path(client_path(path)) is fmt for path in fmt.endpoints)
     result = turn_of(conversation())
     result.response_id = fmt.id_prefix + "contract"
     body = orjson.loads(orjson.dumps(fmt.render(result, "provider/model")))

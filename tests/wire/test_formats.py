@@ -48,18 +48,19 @@ def registered() -> Iterator[WireFormat]:
 
 
 def test_the_built_in_formats_are_registered_in_order() -> None:
-    assert formats.names() == ("chat", "messages", "responses")
-    assert formats.all() == (formats.CHAT, formats.MESSAGES, formats.RESPONSES)
+    assert formats.names() == ("chat", "messages", "responses", "gemini")
+    assert formats.all() == (formats.CHAT, formats.MESSAGES, formats.RESPONSES, formats.GEMINI)
     assert formats.get("messages") is formats.MESSAGES
     with pytest.raises(KeyError):
         formats.get("nope")
 
 
 def test_provider_kinds_and_their_formats_come_from_the_registry() -> None:
-    assert provider_kinds() == ("openai", "anthropic", "sim")
+    assert provider_kinds() == ("openai", "anthropic", "gemini", "sim")
     assert kind_wires("openai") == ("chat", "responses")
     assert kind_wires("anthropic") == ("messages",)
-    assert kind_wires("sim") == ("chat", "messages", "responses")
+    assert kind_wires("gemini") == ("gemini",)
+    assert kind_wires("sim") == ("chat", "messages", "responses", "gemini")
 
 
 def test_a_name_or_an_endpoint_is_registered_once(registered: WireFormat) -> None:
@@ -74,13 +75,15 @@ def test_a_path_belongs_to_the_format_whose_endpoint_it_starts_with() -> None:
     assert formats.for_path("/v1/messages") is formats.MESSAGES
     assert formats.for_path("/v1/messages/count_tokens") is formats.MESSAGES
     assert formats.for_path("/v1/models") is None
+    assert formats.for_path("/v1/models/sim/x:generateContent") is formats.GEMINI
+    assert formats.for_path("/v1beta/models/x:streamGenerateContent") is formats.GEMINI
     assert formats.for_path("/api/sessions") is None
 
 
 def test_a_registered_format_is_a_provider_kind_with_its_defaults(
     registered: WireFormat, tmp_path: Path
 ) -> None:
-    assert provider_kinds() == ("openai", "anthropic", "acme", "sim")
+    assert provider_kinds() == ("openai", "anthropic", "gemini", "acme", "sim")
     assert kind_wires("sim")[-1] == "acme"
     path = tmp_path / "sluice.toml"
     path.write_text('[providers.mine]\nkind = "acme"\n')
@@ -123,6 +126,7 @@ def test_the_router_reads_the_path_auth_and_body_of_a_registered_format(
         ("chat", {"authorization": "Bearer sk-test-fake"}),
         ("responses", {"authorization": "Bearer sk-test-fake"}),
         ("messages", {"anthropic-version": "2023-06-01", "x-api-key": "sk-test-fake"}),
+        ("gemini", {"x-goog-api-key": "sk-test-fake"}),
     ],
 )
 def test_upstream_headers_carry_the_formats_own_auth(

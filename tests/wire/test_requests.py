@@ -13,6 +13,7 @@ from sluice import events as ev
 from sluice.errors import BadRequest
 from sluice.events import Usage
 from sluice.turn import (
+    ReasoningSpec,
     TextPart,
     ThinkingPart,
     ToolCallPart,
@@ -362,7 +363,10 @@ def test_a_responses_request_parses_every_field() -> None:
     assert (turn.model, turn.system) == ("sim/support", "Be brief.\n\nAnswer in English.")
     assert (turn.max_tokens, turn.temperature, turn.top_p) == (256, 0.2, 0.9)
     assert (turn.stream, turn.include_usage, turn.user) == (True, True, "u-1")
-    assert (turn.tool_choice, turn.reasoning_effort) == ("lookup_order", "low")
+    assert (turn.tool_choice, turn.reasoning) == (
+        "lookup_order",
+        ReasoningSpec(effort="low", include=True),
+    )
     [tool] = turn.tools
     assert (tool.name, tool.description) == ("lookup_order", "Find an order")
     assert tool.parameters["properties"] == {"order_id": {"type": "string"}}
@@ -452,22 +456,28 @@ def test_a_responses_request_without_input_may_continue_a_stored_response_upstre
 
 
 def test_reasoning_effort_reaches_the_formats_that_take_one() -> None:
-    turn = parse_responses_request({"model": "m", "input": "x", "reasoning": {"effort": "high"}})
+    turn = parse_responses_request(
+        {"model": "m", "input": "x", "reasoning": {"effort": "high", "summary": "auto"}}
+    )
+    assert turn.reasoning == ReasoningSpec(effort="high", include=True)
     assert build_chat_request(turn, "gpt-x")["reasoning_effort"] == "high"
-    assert build_responses_request(turn, "gpt-x")["reasoning"] == {"effort": "high"}
+    assert build_responses_request(turn, "gpt-x")["reasoning"] == {
+        "effort": "high",
+        "summary": "auto",
+    }
     assert "reasoning" not in orjson.dumps(build_messages_request(turn, "claude-x")).decode()
     chat = parse_chat_request(
         {"model": "m", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": "low"}
     )
-    assert chat.reasoning_effort == "low"
+    assert chat.reasoning == ReasoningSpec(effort="low")
 
 
 def test_a_responses_request_survives_being_built_and_parsed_again() -> None:
     turn = parse_responses_request(RESPONSES_CONVERSATION)
     again = parse_responses_request(build_responses_request(turn, "sim/support"))
     assert (again.messages, again.system, again.tools) == (turn.messages, turn.system, turn.tools)
-    assert (again.tool_choice, again.max_tokens, again.reasoning_effort) == (
+    assert (again.tool_choice, again.max_tokens, again.reasoning) == (
         "lookup_order",
         256,
-        "low",
+        ReasoningSpec(effort="low", include=True),
     )

@@ -15,6 +15,9 @@ import anthropic
 import httpx2
 import openai
 import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 
 from sluice.events import (
     Error,
@@ -30,13 +33,14 @@ from sluice.events import (
     Usage,
 )
 from sluice.wire.anthropic_messages import MessagesStreamAdapter, MessagesStreamEncoder
+from sluice.wire.gemini import GeminiStreamEncoder
 from sluice.wire.openai_chat import ChatStreamEncoder
 from sluice.wire.openai_responses import ResponsesStreamEncoder
 from sluice.wire.sequencer import ToolCallSequencer
 from tests.wire.order_checks import check_messages_order
 from tests.wire.wire_replay import HANDMADE, replay, transcript
 
-Encoder = ChatStreamEncoder | MessagesStreamEncoder | ResponsesStreamEncoder
+Encoder = ChatStreamEncoder | MessagesStreamEncoder | ResponsesStreamEncoder | GeminiStreamEncoder
 
 MESSAGES: Any = [{"role": "user", "content": "Weather in Paris, and the time?"}]
 
@@ -283,3 +287,59 @@ async def test_openai_responses_stream_of_a_stopped_response_ends_cancelled() ->
     assert last.response.status == "cancelled"
     [message] = last.response.output
     assert message.type == "message" and message.content[0].text == "par"  # type: ignore[union-attr]
+
+
+# -- Gemini --------------------------------------------------------------------------------
+
+
+def gemini_client(http: httpx2.AsyncClient) -> Any:
+    options = genai_types.HttpOptions(
+        base_url="http://sluice.test",
+        api_version="v1beta",
+        httpx_async_client=http,
+        retry_options=genai_types.HttpRetryOptions(attempts=1),
+    )
+    return genai.Client(api_key="fake-gemini-key", http_options=options).aio
+
+
+async def test_gemini_stream_gives_the_sdk_thoughts_text_whole_calls_and_usage() -> None:
+    events = turn()
+    events.insert(3, Signature("c2lnLTE="))
+    encoder = GeminiStreamEncoder("gemini-sluice", "gemini-x")
+    async with serving(body(encoder, events)) as http:
+        stream = await gemini_client(http).models.generate_content_stream(
+            model="gemini-x", contents="Weather in Paris, and the time?"
+        )
+        chunks = [chunk async for chunk in stream]
+    parts = [part for chunk in chunks for part in chunk.candidates[0].content.parts]
+    thoughts = "".join(p.text for p in parts if p.thought)
+    answer = [p for p in parts if not p.thought and p.text]
+    calls = [p.function_call for p in parts if p.function_call is not None]
+    assert thoughts == "Weather first, then the time."
+    assert "".join(p.text for p in answer) == "Let me check."
+    assert answer[0].thought_signature == b"sig-1"
+    assert [(c.id, c.name, c.args) for c in calls] == [
+        ("call_weather", "get_weather", {"city": "Paris"}),
+        ("call_time", "get_time", {}),
+    ]
+    last = chunks[-1]
+    assert last.candidates[0].finish_reason == genai_types.FinishReason.STOP
+    assert last.response_id == "gemini-sluice" and last.model_version == "gemini-x"
+    usage = last.usage_metadata
+    assert (usage.prompt_token_count, usage.candidates_token_count) == (30, 7)
+    assert (usage.thoughts_token_count, usage.cached_content_token_count) == (5, 8)
+    assert usage.total_token_count == 42
+
+
+async def test_gemini_stream_raises_the_error_frame() -> None:
+    encoder = GeminiStreamEncoder("gemini-sluice", "gemini-x")
+    events: list[Event] = [Start("x", "m"), TextDelta("par"), Error("overloaded", "Overloaded")]
+    async with serving(body(encoder, events)) as http:
+        stream = await gemini_client(http).models.generate_content_stream(
+            model="gemini-x", contents="hi"
+        )
+        seen: list[str] = []
+        with pytest.raises(genai_errors.ServerError, match="Overloaded") as raised:
+            async for chunk in stream:
+                seen.append(chunk.text or "")
+    assert seen == ["par"] and raised.value.code == 503

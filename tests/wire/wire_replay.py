@@ -18,6 +18,7 @@ from sluice.events import (
 )
 from sluice.sse import SSEDecoder
 from sluice.wire.anthropic_messages import MessagesStreamAdapter
+from sluice.wire.gemini import GeminiStreamAdapter
 from sluice.wire.openai_chat import ChatStreamAdapter
 from sluice.wire.openai_responses import ResponsesStreamAdapter
 
@@ -25,7 +26,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RECORDED = FIXTURES / "recorded"
 HANDMADE = FIXTURES / "wire"
 
-Adapter = ChatStreamAdapter | MessagesStreamAdapter | ResponsesStreamAdapter
+Adapter = ChatStreamAdapter | MessagesStreamAdapter | ResponsesStreamAdapter | GeminiStreamAdapter
 
 
 def adapter_for(path: Path) -> Adapter:
@@ -37,6 +38,8 @@ def adapter_for(path: Path) -> Adapter:
         return ChatStreamAdapter()
     if name.startswith(("responses-", "openai-responses-")):
         return ResponsesStreamAdapter()
+    if name.startswith("gemini-"):
+        return GeminiStreamAdapter()
     raise ValueError(f"no adapter for {name}")
 
 

@@ -474,7 +474,7 @@ class Gateway:
         assert fmt.parse is not None and fmt.encoder is not None and fmt.render is not None
         try:
             body = await self.read_json(request)
-            turn = fmt.parse(body, request.url.path)
+            turn = fmt.parse(body, request.scope["path"])  # (unescaped: a model's %2F is /)
             session = await self._start(request, turn, body, endpoint, endpoint)
         except SluiceError as exc:
             return self._reject(endpoint, endpoint, exc)
@@ -766,13 +766,21 @@ class GatewayApp(Starlette):
     Starlette wraps every ``send`` of every response in its error and exception middleware
     (and each route once more): three closures per relayed chunk. The provider endpoints
     handle their own errors, so they are called directly; any other path takes the router.
+    An endpoint is a path (``direct``), or a prefix under which the POSTs its format claims
+    are the format's (``prefixed``: Gemini's paths name the model and the method).
     """
 
     def __init__(
-        self, *, direct: dict[tuple[str, str], Endpoint], guard: Guard, **kwargs: Any
+        self,
+        *,
+        direct: dict[tuple[str, str], Endpoint],
+        guard: Guard,
+        prefixed: tuple[tuple[str, WireFormat, Endpoint], ...] = (),
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._direct = direct
+        self._prefixed = prefixed
         self._guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -788,6 +796,8 @@ class GatewayApp(Starlette):
             if origin is not None:
                 send = cors_send(send, origin)
             endpoint = self._direct.get((scope["method"], scope["path"]))
+            if endpoint is None and self._prefixed and scope["method"] == "POST":
+                endpoint = _under(self._prefixed, scope["path"])
             if endpoint is not None:
                 scope["app"] = self
                 try:
@@ -808,6 +818,13 @@ class GatewayApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
+def _under(prefixed: tuple[tuple[str, WireFormat, Endpoint], ...], path: str) -> Endpoint | None:
+    for prefix, fmt, endpoint in prefixed:
+        if path.startswith(prefix) and (fmt.claims is None or fmt.claims(path)):
+            return endpoint
+    return None
+
+
 async def _refuse_handshake(receive: Receive, send: Send) -> None:
     """Refuse a WebSocket before it is accepted: the server answers the handshake with 403."""
     message = await receive()
@@ -822,16 +839,21 @@ def create_app(
     upstream: Upstream | None = None,
 ) -> GatewayApp:
     gateway = Gateway(settings, store, bus, upstream)
-    # every client endpoint of every wire format clients may speak; the Responses API's is
-    # its own handler, beside its endpoints for a response (GET, cancel)
+    # every client endpoint of every wire format clients may speak: a path, or a prefix (its
+    # last character a slash) under which the paths the format claims are its own
+    direct: dict[tuple[str, str], Endpoint] = {}
+    prefixed: list[tuple[str, WireFormat, Endpoint]] = []
+    for fmt in formats.all():
+        if fmt.serves_clients:
+            endpoint = gateway.provider_endpoint(fmt)
+            for path in fmt.endpoints:
+                if path.endswith("/"):
+                    prefixed.append((path, fmt, endpoint))
+                else:
+                    direct["POST", path] = endpoint
+    # the Responses API's endpoint is a handler of its own, beside a response's (GET, cancel)
     responses = ResponsesEndpoints(gateway)
-    direct: dict[tuple[str, str], Endpoint] = {
-        ("POST", path): gateway.provider_endpoint(fmt)
-        for fmt in formats.all()
-        if fmt.serves_clients
-        for path in fmt.endpoints
-    }
-    direct[("POST", responses.path)] = responses.create
+    direct["POST", responses.path] = responses.create
     routes: list[BaseRoute] = [
         *(Route(path, endpoint, methods=[method]) for (method, path), endpoint in direct.items()),
         *responses.routes(),
@@ -857,6 +879,7 @@ def create_app(
         routes.append(Mount("/sim", app=create_sim_app(SimSettings(**settings.sim))))
     app = GatewayApp(
         direct=direct,
+        prefixed=tuple(prefixed),
         guard=gateway.guard,
         routes=routes,
         lifespan=gateway.lifespan,

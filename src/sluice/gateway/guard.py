@@ -14,8 +14,9 @@ In this order:
    ``Origin``; a browser's no-cors GET sends none either, but says ``Sec-Fetch-Site``.)
 4. A state change of the API carries JSON or nothing: a ``text/plain`` form or a ``no-cors``
    fetch, which a browser sends cross-site without a preflight, is refused with 415.
-5. The credential: an ``Authorization: Bearer`` or ``x-api-key`` key, or an operator's login
-   cookie, checked against the key ring; required on every path but the public ones when
+5. The credential: an ``Authorization: Bearer``, ``x-api-key`` or ``x-goog-api-key`` key (on
+   Gemini's endpoints also ``?key=``, as Google takes it), or an operator's login cookie,
+   checked against the key ring; required on every path but the public ones when
    ``[auth] required`` is on. The operations center, its feeds, the admin API and
    ``/metrics`` also need a viewer's or operator's role, and key management an operator's.
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from starlette.responses import RedirectResponse, Response
 
@@ -62,7 +63,8 @@ _PAGE_PREFIXES = ("/ops", "/chat/")
 _WILDCARD_BINDS = ("", "0.0.0.0", "::", "[::]")
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _CORS_ALLOW_HEADERS = (
-    "authorization, content-type, x-api-key, last-event-id, anthropic-version, "
+    "authorization, content-type, x-api-key, x-goog-api-key, x-goog-api-client, "
+    "last-event-id, anthropic-version, "
     "anthropic-beta, openai-organization, openai-project, x-stainless-arch, x-stainless-lang, "
     "x-stainless-os, x-stainless-package-version, x-stainless-runtime, "
     "x-stainless-runtime-version, x-stainless-retry-count, x-stainless-timeout"
@@ -106,7 +108,7 @@ class Guard:
         headers = _wanted_headers(scope)
         get = headers.get
         host, origin, cookie = get(b"host"), get(b"origin"), get(b"cookie")
-        authorization, api_key = get(b"authorization"), get(b"x-api-key")
+        authorization, api_key = get(b"authorization"), get(b"x-api-key") or get(b"x-goog-api-key")
         ctype, fetch_site = get(b"content-type"), get(b"sec-fetch-site")
         preflight = b"access-control-request-method" in headers
         length = get(b"content-length")
@@ -115,6 +117,12 @@ class Guard:
         )
         path: str = scope["path"]
         method: str = scope["method"]
+        if (
+            api_key is None
+            and path.startswith(_KEY_IN_QUERY)
+            and formats.for_path(path) is formats.GEMINI
+        ):
+            api_key = _query_key(scope)
         if host is not None and not self.any_host and _host_name(host) not in self.hosts:
             return self._refuse(
                 path, Forbidden("this gateway does not answer to that Host"), headers
@@ -128,7 +136,7 @@ class Guard:
                 return self._refuse(
                     path, Forbidden("a state change from another site is not allowed"), headers
                 )
-            if path.startswith(("/api/", "/v1/")) and (
+            if path.startswith(_JSON_PREFIXES) and (
                 (ctype is not None and not _is_json(ctype)) or (ctype is None and has_body)
             ):
                 return self._refuse(
@@ -189,7 +197,7 @@ class Guard:
         headers = _wanted_headers(scope)
         get = headers.get
         host, origin, cookie = get(b"host"), get(b"origin"), get(b"cookie")
-        authorization, api_key = get(b"authorization"), get(b"x-api-key")
+        authorization, api_key = get(b"authorization"), get(b"x-api-key") or get(b"x-goog-api-key")
         if host is not None and not self.any_host and _host_name(host) not in self.hosts:
             return Forbidden("this gateway does not answer to that Host")
         if not self._same_or_allowed(origin, host, None):
@@ -300,6 +308,7 @@ _WANTED = frozenset(
         b"cookie",
         b"authorization",
         b"x-api-key",
+        b"x-goog-api-key",
         b"content-type",
         b"content-length",
         b"transfer-encoding",
@@ -307,6 +316,21 @@ _WANTED = frozenset(
         b"access-control-request-method",
     )
 )
+
+
+#: the API paths whose state changes must carry JSON
+_JSON_PREFIXES = ("/api/", "/v1/", "/v1beta/")
+#: the paths whose clients may send their key as ``?key=`` (Gemini's endpoints, as Google's)
+_KEY_IN_QUERY = formats.GEMINI.endpoints
+
+
+def _query_key(scope: Any) -> bytes | None:
+    """The ``key`` of the query string, if there is one (its last value)."""
+    query: bytes = scope.get("query_string", b"")
+    if b"key=" not in query:
+        return None
+    found = parse_qs(query.decode("latin-1")).get("key")
+    return found[-1].encode("latin-1") if found else None
 
 
 def _wanted_headers(scope: Any) -> dict[bytes, bytes]:

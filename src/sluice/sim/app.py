@@ -17,8 +17,9 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from sluice.sim.formats import FORMATS_BY_PATH, ErrorKind, Exchange, WireFormat
+from sluice.sim.formats import GEMINI, ErrorKind, Exchange, Target, WireFormat, route
 from sluice.sim.formats.base import estimate_tokens
+from sluice.sim.formats.gemini import BEARER_REFUSED
 from sluice.sim.recorder import Recorder, RequestRecord
 from sluice.sim.scenarios import FAILURES, Scenario, lookup, prompt_digest, script
 from sluice.sim.script import ConnectionReset, Event, Step, Transcript
@@ -198,12 +199,12 @@ class SimApp:
         path = route_path(scope)
         method: str = scope["method"]
         request_id = self.recorder.new_id()
-        wire = FORMATS_BY_PATH.get(path)
-        if wire is not None:
+        target = route(path)
+        if target is not None:
             if method != "POST":
                 await _send_json(send, 405, {"error": "use POST"}, request_id, allow=b"POST")
                 return
-            await self._provider(wire, scope, receive, send, request_id)
+            await self._provider(target, scope, receive, send, request_id)
             return
         if path != "/healthz" and path != "/requests" and not path.startswith("/requests/"):
             await _send_json(send, 404, {"error": f"no route {path}"}, request_id)
@@ -224,9 +225,11 @@ class SimApp:
                 await _send_json(send, 200, record.to_json(), request_id)
 
     async def _provider(
-        self, wire: WireFormat, scope: Scope, receive: Receive, send: Send, request_id: str
+        self, target: Target, scope: Scope, receive: Receive, send: Send, request_id: str
     ) -> None:
+        wire = target.wire
         headers = header_map(scope)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         record = self.recorder.open(
             request_id,
             format=wire.name,
@@ -234,9 +237,10 @@ class SimApp:
             at=time.time(),
             write_block_threshold=self.settings.write_block_threshold,
         )
+        record.auth = _credential(headers, query)
         out = TimedSend(send, record)
         try:
-            await self._answer(wire, headers, receive, out, record)
+            await self._answer(target, headers, query, receive, out, record)
         except ClientGone:
             now = time.time()
             record.disconnected(now)
@@ -256,12 +260,16 @@ class SimApp:
 
     async def _answer(
         self,
-        wire: WireFormat,
+        target: Target,
         headers: Mapping[str, str],
+        query: Mapping[str, list[str]],
         receive: Receive,
         out: TimedSend,
         record: RequestRecord,
     ) -> None:
+        wire = target.wire
+        if wire is GEMINI:
+            _check_gemini(target, record.auth, query)
         limit = self.settings.max_body_bytes
         declared = headers.get("content-length", "")
         if (
@@ -271,11 +279,11 @@ class SimApp:
         ):
             raise _too_large(limit)  # refused before a byte of the body is read
         body = _parse_body(await read_body(receive, limit))
-        model = body.get("model")
+        model = body.get("model") if target.model is None else target.model
         if not isinstance(model, str) or not model:
             raise _Rejected("invalid_request", "model: field required")
         record.model = model
-        record.stream = body.get("stream") is True
+        record.stream = body.get("stream") is True if target.stream is None else target.stream
         scenario = _scenario(model, headers.get(SCENARIO_HEADER))
         record.scenario = scenario.value
         try:
@@ -383,6 +391,27 @@ class SimApp:
         await out.body(payload, more=False)
         finished = transcript.ending == "finished" and not transcript.malformed_frames
         record.close("completed" if finished else "failed", time.time())
+
+
+def _credential(headers: Mapping[str, str], query: Mapping[str, list[str]]) -> str | None:
+    """Where the request carried a credential (the header's name, or ``?key=``); never the
+    credential itself."""
+    for name in ("x-goog-api-key", "x-api-key", "authorization"):
+        if headers.get(name):
+            return name
+    return "?key=" if query.get("key") else None
+
+
+def _check_gemini(target: Target, auth: str | None, query: Mapping[str, list[str]]) -> None:
+    """What Google refuses before reading a Gemini request: an API key sent as an OAuth
+    bearer token, and a stream asked for without ``alt=sse`` (the simulator does not write
+    the JSON-array form)."""
+    if auth == "authorization":
+        raise _Rejected("authentication", BEARER_REFUSED)
+    if target.stream and query.get("alt", [""])[-1] != "sse":
+        raise _Rejected(
+            "invalid_request", "the simulator streams Gemini only as server-sent events: alt=sse"
+        )
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:

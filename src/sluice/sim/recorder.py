@@ -36,6 +36,9 @@ class RequestRecord:
     status: int | None = None
     attempt: int | None = None
     fault: str | None = None
+    #: where the request carried a credential (a header's name, or ``?key=``), never the
+    #: credential: what a test of a gateway's authentication upstream reads
+    auth: str | None = None
     input_tokens: int = 0
     first_byte_at: float | None = None
     first_token_at: float | None = None
@@ -116,6 +119,7 @@ class RequestRecord:
             "status": self.status,
             "attempt": self.attempt,
             "fault": self.fault,
+            "auth": self.auth,
             "started_at": self.started_at,
             "first_byte_at": self.first_byte_at,
             "first_token_at": self.first_token_at,

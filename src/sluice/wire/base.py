@@ -110,8 +110,13 @@ class WireFormat:
     # -- as a client format (all None / empty: the format is spoken only upstream) --------
 
     #: the client endpoints' paths; a request path that starts with one is this format's,
-    #: its errors included
+    #: its errors included. One that ends with a slash is a prefix: the paths under it that
+    #: ``claims`` accepts are the format's endpoint (Gemini's name the model and a method:
+    #: ``/v1beta/models/{model}:generateContent``)
     endpoints: tuple[str, ...] = ()
+    #: which paths under a prefix endpoint are the format's (None: every one); the others
+    #: (``GET /v1/models/{id}``, OpenAI's, under Gemini's ``/v1/models/``) belong elsewhere
+    claims: Callable[[str], bool] | None = None
     #: a client's request body as a ``TurnRequest``, raising ``BadRequest``:
     #: ``parse(body, path)`` (the path, for a format that puts the model or the streaming
     #: choice in it)

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from sluice.turn import TurnRequest
 from sluice.wire.anthropic_messages import MessagesStreamAdapter, MessagesStreamEncoder
 from sluice.wire.base import JSONDict, ProviderKind, StreamEncoder, WireFormat
+from sluice.wire.gemini import GEMINI
 from sluice.wire.models import (
     anthropic_model,
     anthropic_model_list,
@@ -45,6 +46,7 @@ from sluice.wire.requests import (
 __all__ = [
     "ANTHROPIC",
     "CHAT",
+    "GEMINI",
     "MESSAGES",
     "OPENAI",
     "RESPONSES",
@@ -171,7 +173,7 @@ RESPONSES = WireFormat(
 )
 
 #: the formats Sluice ships with, in the order a provider kind prefers them
-_BUILTIN = (CHAT, MESSAGES, RESPONSES)
+_BUILTIN = (CHAT, MESSAGES, RESPONSES, GEMINI)
 
 _formats: dict[str, WireFormat] = {}
 
@@ -219,7 +221,7 @@ def of_kind(kind: str) -> tuple[str, ...]:
 def for_path(path: str) -> WireFormat | None:
     """The format whose client endpoint ``path`` is (or lies under); None for any other."""
     for fmt in _formats.values():
-        if path.startswith(fmt.endpoints):
+        if path.startswith(fmt.endpoints) and (fmt.claims is None or fmt.claims(path)):
             return fmt
     return None
 

@@ -19,6 +19,7 @@ from sluice.errors import BadRequest
 from sluice.turn import (
     Message,
     Part,
+    ReasoningSpec,
     TextPart,
     ThinkingPart,
     ToolCallPart,
@@ -200,7 +201,7 @@ def parse_chat_request(body: JSONDict) -> TurnRequest:
         stream=bool(body.get("stream", False)),
         include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
         user=body.get("user") if isinstance(body.get("user"), str) else None,
-        reasoning_effort=effort
+        reasoning=ReasoningSpec(effort=effort)
         if isinstance(effort := body.get("reasoning_effort"), str)
         else None,
     )
@@ -250,8 +251,8 @@ def build_chat_request(turn: TurnRequest, model: str) -> JSONDict:
     }
     if turn.max_tokens is not None:
         body["max_tokens"] = turn.max_tokens
-    if turn.reasoning_effort is not None:
-        body["reasoning_effort"] = turn.reasoning_effort
+    if turn.reasoning is not None and turn.reasoning.effort is not None:
+        body["reasoning_effort"] = turn.reasoning.effort
     _copy_sampling(turn, body, stop_key="stop")
     if turn.tools:
         body["tools"] = [
@@ -633,7 +634,7 @@ def parse_responses_request(body: JSONDict, *, translating: bool = True) -> Turn
         stream=body.get("stream") is True,
         include_usage=True,
         user=body.get("user") if isinstance(body.get("user"), str) else None,
-        reasoning_effort=_reasoning_effort(body.get("reasoning")),
+        reasoning=_responses_reasoning(body.get("reasoning")),
     )
 
 
@@ -716,15 +717,20 @@ def _responses_tool_choice(choice: Any, translating: bool) -> str | None:
     )
 
 
-def _reasoning_effort(reasoning: Any) -> str | None:
+def _responses_reasoning(reasoning: Any) -> ReasoningSpec | None:
+    """``reasoning.effort``, and ``reasoning.summary`` (any: the client wants the reasoning's
+    summary in the answer)."""
     if reasoning is None:
         return None
     if not isinstance(reasoning, dict):
         raise BadRequest("'reasoning' must be an object")
-    effort = reasoning.get("effort")
-    if effort is not None and not isinstance(effort, str):
-        raise BadRequest("'reasoning.effort' must be a string")
-    return effort
+    effort, summary = reasoning.get("effort"), reasoning.get("summary")
+    for key, value in (("effort", effort), ("summary", summary)):
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"'reasoning.{key}' must be a string")
+    if effort is None and summary is None:
+        return None
+    return ReasoningSpec(effort=effort, include=summary is not None)
 
 
 def _check_responses_options(body: JSONDict, translating: bool) -> None:
@@ -810,8 +816,11 @@ def build_responses_request(turn: TurnRequest, model: str) -> JSONDict:
         body["temperature"] = turn.temperature
     if turn.top_p is not None:
         body["top_p"] = turn.top_p
-    if turn.reasoning_effort is not None:
-        body["reasoning"] = {"effort": turn.reasoning_effort}
+    reasoning = turn.reasoning
+    if reasoning is not None and (reasoning.effort is not None or reasoning.include):
+        body["reasoning"] = {"effort": reasoning.effort} | (
+            {"summary": "auto"} if reasoning.include else {}
+        )
     if turn.tools:
         body["tools"] = [
             {

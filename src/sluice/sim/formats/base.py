@@ -18,6 +18,7 @@ ErrorKind = Literal[
     "invalid_request",
     "request_too_large",
     "server_error",
+    "authentication",
 ]
 
 dumps = orjson.dumps
@@ -127,6 +128,7 @@ _OPENAI_ERRORS: Mapping[ErrorKind, tuple[int, str, str | None]] = {
     "invalid_request": (400, "invalid_request_error", None),
     "request_too_large": (413, "invalid_request_error", "request_too_large"),
     "server_error": (500, "server_error", "server_error"),
+    "authentication": (401, "invalid_request_error", "invalid_api_key"),
 }
 
 

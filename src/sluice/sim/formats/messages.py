@@ -50,6 +50,7 @@ _ERRORS: Mapping[ErrorKind, tuple[int, str]] = {
     "invalid_request": (400, "invalid_request_error"),
     "request_too_large": (413, "request_too_large"),
     "server_error": (500, "api_error"),
+    "authentication": (401, "authentication_error"),
 }
 
 

@@ -100,7 +100,13 @@ schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path_regex=U
 schema.config.generation.update(max_examples=examples(25))
 
 
-ERROR_FORMATS = {"/v1/messages": "anthropic", "/v1/chat/completions": "openai"}
+ERROR_FORMATS = {
+    "/v1/messages": "anthropic",
+    "/v1/chat/completions": "openai",
+    "/v1/responses": "openai",
+    "/v1/responses/{response_id}": "openai",
+    "/v1/responses/{response_id}/cancel": "openai",
+}
 
 
 def error_format(case: schemathesis.Case) -> str:

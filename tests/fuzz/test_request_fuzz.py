@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from sluice.wire.requests import (
     parse_chat_request,
     parse_messages_request,
     parse_native_request,
+    parse_responses_request,
 )
 from tests.fuzz.budget import fuzz, tally
 
@@ -37,6 +39,9 @@ PARSERS: dict[str, tuple[Parser, str | None]] = {
     "chat": (parse_chat_request, "chat"),
     "messages": (parse_messages_request, "messages"),
     "native": (parse_native_request, None),
+    "responses": (parse_responses_request, "responses"),
+    # the same body, bound for a Responses provider unchanged
+    "responses-passthrough": (partial(parse_responses_request, translating=False), "responses"),
     # Gemini's model and streaming are in the path: the fuzzed body is what varies
     "gemini": (
         lambda body: formats.GEMINI.parse(  # type: ignore[misc]
@@ -126,6 +131,42 @@ MESSAGES = {
 
 NATIVE = {"model": "sim/support", "prompt": "Hello", "disconnect_policy": "detach"}
 
+RESPONSES = {
+    "model": "sim/support",
+    "instructions": "Be brief.",
+    "stream": True,
+    "max_output_tokens": 64,
+    "temperature": 0.2,
+    "reasoning": {"effort": "low", "summary": "auto"},
+    "metadata": {"ticket": "T-1"},
+    "store": False,
+    "background": False,
+    "tools": [
+        {
+            "type": "function",
+            "name": "lookup_order",
+            "description": "Find an order",
+            "parameters": {"type": "object", "properties": {"id": {"type": "string"}}},
+        },
+        {"type": "web_search"},
+    ],
+    "tool_choice": {"type": "function", "name": "lookup_order"},
+    "text": {"format": {"type": "text"}},
+    "input": [
+        {"role": "developer", "content": "Answer in English."},
+        {"role": "user", "content": [{"type": "input_text", "text": "Where is A-1?"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Hm"}],
+        },
+        {"type": "function_call", "call_id": "call_1", "name": "lookup_order", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "shipped"},
+        {"role": "user", "content": [{"type": "input_image", "image_url": "https://x"}]},
+    ],
+}
+
 GEMINI = {
     "contents": [
         {"role": "user", "parts": [{"text": "Where is A-1?"}]},
@@ -163,6 +204,8 @@ SEEDS: dict[str, list[dict[str, Any]]] = {
     "chat": [CHAT],
     "messages": [MESSAGES],
     "native": [NATIVE, CHAT],
+    "responses": [RESPONSES, {"model": "sim/support", "input": "Hello"}],
+    "responses-passthrough": [RESPONSES, {"model": "sim/support", "previous_response_id": "r"}],
     "gemini": [GEMINI],
 }
 
@@ -173,7 +216,9 @@ KEYS = [
     "tools", "tool_choice", "type", "text", "input", "input_schema", "parameters", "id",
     "tool_call_id", "tool_use_id", "is_error", "stream", "stream_options", "include_usage",
     "system", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
-    "stop_sequences", "prompt", "user", "description", "disconnect_policy",
+    "stop_sequences", "prompt", "user", "description", "disconnect_policy", "instructions",
+    "max_output_tokens", "reasoning", "effort", "metadata", "store", "background", "call_id",
+    "output", "previous_response_id", "format", "summary",
     "contents", "parts", "functionCall", "functionResponse", "args", "response", "thought",
     "systemInstruction", "functionDeclarations", "generationConfig", "thinkingConfig",
     "maxOutputTokens", "thinkingBudget", "thinkingLevel", "toolConfig", "mode",
@@ -182,6 +227,8 @@ WORDS = [
     "user", "assistant", "system", "developer", "tool", "text", "input_text", "output_text",
     "tool_use", "tool_result", "image", "function", "auto", "any", "none", "required",
     "sim/support", "sim/", "/support", "nope/x", "cancel", "detach", "drain", "",
+    "input_text", "input_image", "message", "function_call", "function_call_output",
+    "reasoning", "web_search", "json_schema",
     "model", "ANY", "AUTO", "NONE", "HIGH",
 ]  # fmt: skip
 

@@ -204,3 +204,44 @@ async def test_a_store_that_fails_under_a_read_is_a_json_error_not_a_traceback(
         assert response.status_code == 500, path
         assert response.json()["error"]["type"] == "store_error"
         assert "Traceback" not in response.text
+
+
+HOSTED = {"model": "simmsg/support", "input": "hi", "tools": [{"type": "file_search"}]}
+RESPONSES_CASES = [
+    # (name, raw body or JSON, status, code)
+    ("malformed JSON", b'{"model": "sim/support", "input": [', 400, "invalid_request"),
+    ("not an object", b"[1, 2]", 400, "invalid_request"),
+    ("empty body", b"", 400, "invalid_request"),
+    ("missing model", {"input": "hi"}, 400, "invalid_request"),
+    ("missing input", {"model": "simchat/support"}, 400, "invalid_request"),
+    ("input of no message", {"model": "simchat/support", "input": []}, 400, "invalid_request"),
+    ("model without provider", {"model": "support", "input": "hi"}, 404, "unknown_model"),
+    ("unknown provider", {"model": "nope/support", "input": "hi"}, 404, "unknown_model"),
+    ("keyless", {"model": "keyless/gpt", "input": "hi"}, 500, "provider_not_configured"),
+    ("a hosted tool, translated", HOSTED, 400, "invalid_request"),
+    ("over the limit", {"model": "sim/x", "input": "x" * (1 << 20)}, 413, "payload_too_large"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "status", "code"), RESPONSES_CASES, ids=[c[0] for c in RESPONSES_CASES]
+)
+async def test_bad_responses_requests_get_openai_errors_and_start_nothing(
+    gateway: GatewayUnderTest,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    body: Any,
+    status: int,
+    code: str,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sluice")
+    kwargs: dict[str, Any] = (
+        {"content": body, "headers": {"content-type": "application/json"}}
+        if isinstance(body, bytes)
+        else {"json": body}
+    )
+    response = await gateway.http.post("/v1/responses", **kwargs)
+    assert response.status_code == status, response.text
+    assert_openai_error(response.json(), code)
+    assert sum("request rejected" in r.getMessage() for r in caplog.records) == 1
+    assert (await gateway.http.get("/api/sessions")).json()["sessions"] == []

@@ -229,6 +229,75 @@ async def test_the_plain_anthropic_recording_streams_its_text(recorded: GatewayU
     assert record["finish_reason"] == "stop"
 
 
+# -- OpenAI Responses ----------------------------------------------------------------------
+
+RESPONSES_RECORDINGS = sorted(p.name for p in RECORDED.glob("openai-responses-*.sse"))
+
+
+@pytest.mark.parametrize("name", RESPONSES_RECORDINGS)
+async def test_a_recorded_responses_stream_is_relayed_byte_for_byte(
+    recorded: GatewayUnderTest, name: str
+) -> None:
+    session_id, body = await post_stream(
+        recorded, "/v1/responses", {"model": f"rec-openai/{name}", "input": "hi", "stream": True}
+    )
+    assert body == transcript(name)
+    record = await recorded.final_record(session_id)
+    assert record["passthrough"] is True and record["upstream_wire"] == "responses"
+    if name == "openai-responses-failed.sse":
+        assert record["state"] == "errored" and record["usage"]["source"] == "estimated"
+        assert record["error"]["message"].startswith("You exceeded your current quota")
+    else:
+        assert record["state"] == "complete" and record["usage"]["source"] == "provider"
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in RESPONSES_RECORDINGS if n != "openai-responses-failed.sse"]
+)
+async def test_a_recorded_response_retrieved_is_the_providers_own_final_response(
+    recorded: GatewayUnderTest, name: str
+) -> None:
+    client = AsyncOpenAI(base_url=f"{recorded.url}/v1", api_key="x", max_retries=0)
+    response = await client.responses.create(model=f"rec-openai/{name}", input="hi")
+    *_, last = transcript(name).rstrip(b"\n").split(b"\n\n")
+    final = orjson.loads(last.split(b"data: ", 1)[1])["response"]
+    assert response.id == final["id"] and response.status == final["status"]
+    retrieved = await client.responses.with_raw_response.retrieve(response.id)
+    assert retrieved.http_response.json() == final
+
+
+async def test_recorded_anthropic_and_chat_streams_translated_for_the_responses_sdk(
+    recorded: GatewayUnderTest,
+) -> None:
+    upstream = recorded.gateway.settings.providers["rec-openai"]
+    recorded.gateway.settings.providers["rec-chat"] = ProviderConfig(
+        "rec-chat",
+        "openai",
+        base_url=upstream.base_url,
+        api_key_env="RECORDED_TEST_KEY",
+        wire="chat",
+    )
+    client = AsyncOpenAI(base_url=f"{recorded.url}/v1", api_key="x", max_retries=0)
+    async with client.responses.stream(
+        model="rec-anthropic/anthropic-tool-use.sse", input="weather?"
+    ) as stream:
+        final = await stream.get_final_response()
+    assert final.output_text == "I'll check the current weather in Paris for you."
+    [call] = [item for item in final.output if item.type == "function_call"]
+    assert (call.call_id, call.name) == ("toolu_01NRLabsLyVHZPKxbKvkfSMn", "get_weather")
+    assert orjson.loads(call.arguments) == {"location": "Paris"}
+    assert final.usage is not None and final.usage.output_tokens == 65
+    async with client.responses.stream(
+        model="rec-chat/openai-chat-parallel-tools.sse", input="weather?"
+    ) as stream:
+        final = await stream.get_final_response()
+    calls = [(i.name, orjson.loads(i.arguments)) for i in final.output if i.type == "function_call"]
+    assert calls == [
+        ("GetWeatherArgs", {"city": "Edinburgh", "country": "UK", "units": "c"}),
+        ("get_stock_price", {"ticker": "AAPL", "exchange": "NASDAQ"}),
+    ]
+
+
 # -- Gemini --------------------------------------------------------------------------------
 
 GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "weather?"}]}]}

@@ -335,8 +335,10 @@ def test_the_built_body_parses_back_to_the_same_turn(
     turn = canonical_turn(tool_choice)
     body = orjson.loads(orjson.dumps(fmt.build(copy.deepcopy(turn), "upstream-model")))
     parsed = fmt.parse(body, client_path(fmt.endpoints[0]) if fmt.endpoints else "/")
-    # the model travels in the body or in the path: the rest must come back as it was
-    assert replace(parsed, model=turn.model) == turn
+    # the model travels in the body or in the path: the rest must come back as it was, but
+    # for what the format has no word for, which comes back as if never set
+    unsaid = {name: getattr(TurnRequest(model="", messages=[]), name) for name in fmt.drops}
+    assert replace(parsed, model=turn.model) == replace(turn, **unsaid)
 
 
 @each(list(ALL))

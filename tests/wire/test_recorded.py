@@ -1,4 +1,4 @@
-"""The five recorded provider streams (tests/fixtures/recorded) through decoder and adapter."""
+"""The recorded provider streams (tests/fixtures/recorded) through decoder and adapter."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from sluice.events import (
     TOOL_INCOMPLETE,
     TOOL_INVALID_JSON,
     TOOL_OK,
+    Error,
     Finish,
     Start,
+    TextDelta,
     ToolCallDelta,
     Usage,
 )
@@ -15,6 +17,7 @@ from tests.wire.wire_replay import (
     RECORDED,
     dones,
     fragments,
+    reasoning_of,
     replay_file,
     starts,
     terminal,
@@ -111,3 +114,61 @@ def test_openai_parallel_usage_comes_before_finish() -> None:
     assert events[-2] == Usage(input_tokens=149, output_tokens=60, final=True)
     assert terminal(events) == Finish(reason="tool_calls", raw="tool_calls")
     assert text_of(events) == ""
+
+
+# -- OpenAI Responses ----------------------------------------------------------------------
+
+
+def test_responses_text_gives_its_text_and_usage() -> None:
+    events = replay_file(RECORDED / "openai-responses-text.sse")
+    assert text_of(events) == "2+2 = 4"
+    assert sum(isinstance(e, TextDelta) for e in events) == 6
+    assert usages(events)[-1] == Usage(input_tokens=20, output_tokens=10, final=True)
+    assert terminal(events) == Finish(reason="stop", raw="completed")
+
+
+def test_responses_function_call_after_commentary_is_a_tool_use() -> None:
+    events = replay_file(RECORDED / "openai-responses-function-call.sse")
+    assert text_of(events) == "I\u2019ll check the capital lookup tool for \u201cPotatoLand.\u201d"
+    [start] = starts(events)
+    assert (start.call_id, start.name) == ("call_LabG58Uhrq9kZvR52BYKjToD", "get_capital")
+    assert fragments(events, start.index) == '{"country":"PotatoLand"}'
+    assert sum(isinstance(e, ToolCallDelta) for e in events) == 7
+    [done] = dones(events)
+    assert (done.status, done.arguments) == (TOOL_OK, {"country": "PotatoLand"})
+    usage = usages(events)[-1]
+    assert (usage.input_tokens, usage.output_tokens, usage.reasoning_tokens) == (63, 69, 26)
+    assert terminal(events) == Finish(reason="tool_calls", raw="completed")
+
+
+def test_responses_reasoning_summary_keeps_its_four_parts_and_the_answer() -> None:
+    events = replay_file(RECORDED / "openai-responses-reasoning-summary.sse")
+    reasoning = reasoning_of(events)
+    assert reasoning.startswith("**Providing street crossing instructions**")
+    assert len(reasoning) == 460 + 517 + 540 + 505
+    answer = text_of(events)
+    assert answer.startswith("I'm not a road safety professional") and len(answer) == 1251
+    usage = usages(events)[-1]
+    assert (usage.input_tokens, usage.output_tokens, usage.reasoning_tokens) == (13, 1680, 1408)
+
+
+def test_responses_of_2025_without_sequence_numbers_still_parse() -> None:
+    events = replay_file(RECORDED / "openai-responses-legacy-no-sequence-number.sse")
+    [done] = dones(events)
+    assert (done.call_id, done.name, done.arguments) == (
+        "call_kL0PCQV7M2WMoVX8V8OtYSAL",
+        "get_capital",
+        {"country": "France"},
+    )
+    assert sum(isinstance(e, ToolCallDelta) for e in events) == 5
+    assert text_of(events) == ""
+    assert usages(events)[-1] == Usage(input_tokens=255, output_tokens=16, final=True)
+
+
+def test_responses_failure_is_an_error_not_an_empty_success() -> None:
+    events = replay_file(RECORDED / "openai-responses-failed.sse")
+    error = terminal(events)
+    assert isinstance(error, Error)
+    assert error.message.startswith("You exceeded your current quota")
+    assert error.detail["code"] == "insufficient_quota"
+    assert not usages(events)

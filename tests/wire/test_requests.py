@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import re
+from typing import Any
+
 import orjson
 import pytest
 
@@ -9,6 +13,7 @@ from sluice import events as ev
 from sluice.errors import BadRequest
 from sluice.events import Usage
 from sluice.turn import (
+    ReasoningSpec,
     TextPart,
     ThinkingPart,
     ToolCallPart,
@@ -25,6 +30,7 @@ from sluice.wire.requests import (
     parse_chat_request,
     parse_messages_request,
     parse_native_request,
+    parse_responses_request,
     render_chat_response,
     render_messages_response,
 )
@@ -304,3 +310,174 @@ def test_reasoning_without_a_signature_renders_with_an_empty_one() -> None:
     acc.apply(ev.ReasoningDelta("hm"))
     content = render_messages_response(acc.result(), "m")["content"]
     assert content == [{"type": "thinking", "thinking": "hm", "signature": ""}]
+
+
+# -- OpenAI Responses requests ---------------------------------------------------------------
+
+RESPONSES_CONVERSATION: dict[str, Any] = {
+    "model": "sim/support",
+    "instructions": "Be brief.",
+    "stream": True,
+    "max_output_tokens": 256,
+    "temperature": 0.2,
+    "top_p": 0.9,
+    "reasoning": {"effort": "low", "summary": "auto"},
+    "metadata": {"ticket": "T-1"},
+    "store": False,
+    "user": "u-1",
+    "tools": [
+        {
+            "type": "function",
+            "name": "lookup_order",
+            "description": "Find an order",
+            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+            "strict": True,
+        }
+    ],
+    "tool_choice": {"type": "function", "name": "lookup_order"},
+    "input": [
+        {"role": "developer", "content": "Answer in English."},
+        {"role": "user", "content": [{"type": "input_text", "text": "Where is A-1?"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "opaque"},
+        {
+            "type": "message",
+            "role": "assistant",
+            "id": "msg_1",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "Looking.", "annotations": []}],
+        },
+        {
+            "type": "function_call",
+            "id": "fc_1",
+            "call_id": "call_1",
+            "name": "lookup_order",
+            "arguments": '{"order_id": "A-1"}',
+        },
+        {"type": "function_call_output", "call_id": "call_1", "output": "shipped"},
+    ],
+}
+
+
+def test_a_responses_request_parses_every_field() -> None:
+    turn = parse_responses_request(RESPONSES_CONVERSATION)
+    assert (turn.model, turn.system) == ("sim/support", "Be brief.\n\nAnswer in English.")
+    assert (turn.max_tokens, turn.temperature, turn.top_p) == (256, 0.2, 0.9)
+    assert (turn.stream, turn.include_usage, turn.user) == (True, True, "u-1")
+    assert (turn.tool_choice, turn.reasoning) == (
+        "lookup_order",
+        ReasoningSpec(effort="low", include=True),
+    )
+    [tool] = turn.tools
+    assert (tool.name, tool.description) == ("lookup_order", "Find an order")
+    assert tool.parameters["properties"] == {"order_id": {"type": "string"}}
+    assert [m.role for m in turn.messages] == ["user", "assistant", "user"]
+    assert turn.messages[0].parts == [TextPart("Where is A-1?")]
+    assert turn.messages[1].parts == [
+        TextPart("Looking."),
+        ToolCallPart("call_1", "lookup_order", {"order_id": "A-1"}),
+    ]
+    assert turn.messages[2].parts == [ToolResultPart("call_1", "shipped")]
+
+
+def test_a_responses_input_string_is_one_user_message() -> None:
+    turn = parse_responses_request({"model": "sim/x", "input": "Hello"})
+    assert [(m.role, m.parts) for m in turn.messages] == [("user", [TextPart("Hello")])]
+    assert (turn.stream, turn.system, turn.tool_choice) == (False, None, None)
+
+
+def test_parsing_a_responses_request_leaves_the_body_as_it_was() -> None:
+    body = copy.deepcopy(RESPONSES_CONVERSATION)
+    parse_responses_request(body)
+    parse_responses_request(body, translating=False)
+    assert body == RESPONSES_CONVERSATION
+
+
+UNTRANSLATABLE: list[tuple[dict[str, Any], str]] = [
+    ({"tools": [{"type": "web_search"}]}, "tools[0]: tools of type 'web_search'"),
+    ({"previous_response_id": "resp_1"}, "'previous_response_id' cannot be translated"),
+    ({"conversation": "conv_1"}, "'conversation' cannot be translated"),
+    ({"prompt": {"id": "pmpt_1"}}, "'prompt' cannot be translated"),
+    ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "'text.format' of type"),
+    ({"tool_choice": {"type": "web_search"}}, "'tool_choice' of type 'web_search'"),
+    (
+        {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
+        "input[0]: content part of type 'input_image'",
+    ),
+    ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input items of type"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), UNTRANSLATABLE)
+def test_what_only_a_responses_provider_can_act_on_is_refused_when_translating(
+    extra: dict[str, Any], message: str
+) -> None:
+    body = {"model": "sim/x", "input": "hi"} | extra
+    with pytest.raises(BadRequest, match=re.escape(message)):
+        parse_responses_request(body)
+    turn = parse_responses_request(body, translating=False)  # forwarded as it is
+    assert turn.tools == [] and turn.tool_choice is None
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"input": "x"}, "'model' is required"),
+        ({"model": "m"}, "'input' is required"),
+        ({"model": "m", "input": 3}, "'input' must be a string or a list of items"),
+        ({"model": "m", "input": ["x"]}, "input[0] must be an object"),
+        ({"model": "m", "input": [{"role": "tool", "content": "x"}]}, "input[0]: 'role' must be"),
+        ({"model": "m", "input": [{"type": "function_call", "name": "f"}]}, "needs 'call_id'"),
+        ({"model": "m", "input": [{"type": "function_call_output"}]}, "needs 'call_id'"),
+        (
+            {"model": "m", "input": [{"role": "user", "content": [{"type": "input_text"}]}]},
+            "needs 'text'",
+        ),
+        ({"model": "m", "input": "x", "instructions": ["x"]}, "'instructions' must be a string"),
+        ({"model": "m", "input": "x", "tools": [{"type": "function"}]}, "'name' is required"),
+        ({"model": "m", "input": "x", "max_output_tokens": 0}, "positive integer"),
+        ({"model": "m", "input": "x", "stream": "yes"}, "'stream' must be a boolean"),
+        ({"model": "m", "input": "x", "store": 1}, "'store' must be a boolean"),
+        ({"model": "m", "input": "x", "metadata": {"n": 1}}, "'metadata' must be an object"),
+        ({"model": "m", "input": "x", "reasoning": "high"}, "'reasoning' must be an object"),
+        ({"model": "m", "input": "x", "tool_choice": "any"}, "'tool_choice' must be"),
+    ],
+)
+def test_bad_responses_requests_name_the_field(body: dict[str, Any], message: str) -> None:
+    for translating in (True, False):
+        with pytest.raises(BadRequest, match=re.escape(message)):
+            parse_responses_request(body, translating=translating)
+
+
+def test_a_responses_request_without_input_may_continue_a_stored_response_upstream() -> None:
+    turn = parse_responses_request(
+        {"model": "m", "previous_response_id": "resp_1"}, translating=False
+    )
+    assert turn.messages == []
+
+
+def test_reasoning_effort_reaches_the_formats_that_take_one() -> None:
+    turn = parse_responses_request(
+        {"model": "m", "input": "x", "reasoning": {"effort": "high", "summary": "auto"}}
+    )
+    assert turn.reasoning == ReasoningSpec(effort="high", include=True)
+    assert build_chat_request(turn, "gpt-x")["reasoning_effort"] == "high"
+    assert build_responses_request(turn, "gpt-x")["reasoning"] == {
+        "effort": "high",
+        "summary": "auto",
+    }
+    assert "reasoning" not in orjson.dumps(build_messages_request(turn, "claude-x")).decode()
+    chat = parse_chat_request(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": "low"}
+    )
+    assert chat.reasoning == ReasoningSpec(effort="low")
+
+
+def test_a_responses_request_survives_being_built_and_parsed_again() -> None:
+    turn = parse_responses_request(RESPONSES_CONVERSATION)
+    again = parse_responses_request(build_responses_request(turn, "sim/support"))
+    assert (again.messages, again.system, again.tools) == (turn.messages, turn.system, turn.tools)
+    assert (again.tool_choice, again.max_tokens, again.reasoning) == (
+        "lookup_order",
+        256,
+        ReasoningSpec(effort="low", include=True),
+    )

@@ -239,6 +239,56 @@ async def test_openai_responses_stream_sees_the_error_and_the_failed_response() 
     assert kinds[-2:] == ["error", "response.failed"]
 
 
+async def test_openai_responses_create_stream_yields_each_frame_with_its_number() -> None:
+    encoder = ResponsesStreamEncoder("resp_sluice", "gpt-x")
+    payload = body(encoder, turn())
+    async with serving(payload) as http:
+        client = openai_client(http)
+        stream = await client.responses.create(model="gpt-x", input="Weather?", stream=True)
+        received = [event async for event in stream]
+    assert [e.sequence_number for e in received] == list(range(len(received)))
+    assert received[0].type == "response.created"
+    assert received[-1].type == "response.completed"
+    arguments = [e.delta for e in received if e.type == "response.function_call_arguments.delta"]
+    assert "".join(arguments) == '{"city": "Paris"}{}'
+
+
+async def test_openai_responses_resumed_with_starting_after_gets_only_the_later_frames() -> None:
+    whole = body(ResponsesStreamEncoder("resp_sluice", "gpt-x", starting_after=-1), turn())
+    frames = whole.count(b"\n\n")
+    after = frames // 2
+    tail = body(ResponsesStreamEncoder("resp_sluice", "gpt-x", starting_after=after), turn())
+    async with serving(tail) as http:
+        client = openai_client(http)
+        stream = await client.responses.retrieve("resp_sluice", stream=True, starting_after=after)
+        numbers = [event.sequence_number async for event in stream]
+    assert numbers == list(range(after + 1, frames))
+    async with serving(whole) as http:  # the SDK's own resume reads the stream from its start
+        client = openai_client(http)
+        async with client.responses.stream(
+            response_id="resp_sluice", starting_after=after
+        ) as resumed:
+            numbers = [event.sequence_number async for event in resumed]
+            response = await resumed.get_final_response()
+    assert numbers == list(range(after + 1, frames))
+    assert response.output_text == "Let me check."
+
+
+async def test_openai_responses_stream_of_a_stopped_response_ends_cancelled() -> None:
+    encoder = ResponsesStreamEncoder("resp_sluice", "gpt-x")
+    events: list[Event] = [Start("x", "m"), TextDelta("par"), Error("cancelled", "stopped")]
+    async with serving(body(encoder, events)) as http:
+        client = openai_client(http)
+        async with client.responses.stream(model="gpt-x", input="Weather?") as stream:
+            last = [e async for e in stream][-1]
+            with pytest.raises(RuntimeError, match=r"response\.completed"):
+                await stream.get_final_response()
+    assert last.type == "response.failed"
+    assert last.response.status == "cancelled"
+    [message] = last.response.output
+    assert message.type == "message" and message.content[0].text == "par"  # type: ignore[union-attr]
+
+
 # -- Gemini --------------------------------------------------------------------------------
 
 

@@ -36,7 +36,7 @@ def adapter_for(path: Path) -> Adapter:
         return MessagesStreamAdapter()
     if name.startswith(("chat-", "openai-chat-")):
         return ChatStreamAdapter()
-    if name.startswith("responses-"):
+    if name.startswith(("responses-", "openai-responses-")):
         return ResponsesStreamAdapter()
     if name.startswith("gemini-"):
         return GeminiStreamAdapter()

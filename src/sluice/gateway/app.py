@@ -56,6 +56,7 @@ from sluice.gateway.presenters import (
     TranslatingPresenter,
 )
 from sluice.gateway.responses import NATIVE, JSONResponse, error_response, format_of
+from sluice.gateway.responses_endpoints import ResponsesEndpoints
 from sluice.gateway.resume import check_within, requested_resume_id
 from sluice.gateway.siblings import left_before
 from sluice.gateway.streaming import SessionStream, summary_of
@@ -334,6 +335,7 @@ class Gateway:
         body: dict[str, Any],
         endpoint: str,
         client_wire: str | None,
+        default_policy: str | None = None,
     ) -> Session:
         principal: Principal = request.scope.get(PRINCIPAL, ANONYMOUS)
         if not principal.may_start:
@@ -348,7 +350,9 @@ class Gateway:
             admission_key = None if not client else f"address:{client[0]}"
         self._admit(principal, admission_key)
         passthrough = client_wire is not None and route.wire == client_wire
-        policy = body.get("disconnect_policy", self.settings.streams.disconnect_policy)
+        policy = body.get(
+            "disconnect_policy", default_policy or self.settings.streams.disconnect_policy
+        )
         if policy not in ("cancel", "detach", "drain"):
             raise BadRequest("'disconnect_policy' must be 'cancel', 'detach' or 'drain'")
         server = request.scope.get("server") or (self.settings.host, self.settings.port)
@@ -847,8 +851,12 @@ def create_app(
                     prefixed.append((path, fmt, endpoint))
                 else:
                     direct["POST", path] = endpoint
+    # the Responses API's endpoint is a handler of its own, beside a response's (GET, cancel)
+    responses = ResponsesEndpoints(gateway)
+    direct["POST", responses.path] = responses.create
     routes: list[BaseRoute] = [
         *(Route(path, endpoint, methods=[method]) for (method, path), endpoint in direct.items()),
+        *responses.routes(),
         *model_routes(gateway),
         Route("/api/sessions", gateway.create_session, methods=["POST"]),
         Route("/api/sessions", gateway.list_sessions, methods=["GET"]),

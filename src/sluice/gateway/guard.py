@@ -339,8 +339,9 @@ def _wanted_headers(scope: Any) -> dict[bytes, bytes]:
 
 
 def _follows_session(path: str) -> bool:
-    """A GET that attaches a reader to a session: its SSE events, or the chat page's stream."""
-    return path.startswith("/chat/sessions/") or (
+    """A GET that attaches a reader to a session: its SSE events, the chat page's stream, or
+    a Responses response (streamed from its log when asked)."""
+    return path.startswith(("/chat/sessions/", "/v1/responses/")) or (
         path.startswith("/api/sessions/") and path.endswith("/events")
     )
 

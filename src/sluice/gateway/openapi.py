@@ -3,12 +3,12 @@
 Request bodies of the provider-compatible endpoints follow the providers' public request
 shapes, narrowed to what the gateway accepts (text, tool calls and tool results; other content
 parts are refused with 400 because they cannot be translated between formats). Every error
-response names the body it carries: OpenAI's on ``/v1/chat/completions``, Anthropic's on
-``/v1/messages``, either on ``/v1/models`` (Anthropic's when the request carries
-``anthropic-version``), the native ``{"error": {"type", "message"}}`` on ``/api/…``. The
-WebSocket transport (``/api/sessions/{id}/ws``) is described by its handshake, with its
-frames in the operation's description (OpenAPI has no words for them); the HTML pages and the
-embedded simulator are not described.
+response names the body it carries: OpenAI's on ``/v1/chat/completions`` and
+``/v1/responses``, Anthropic's on ``/v1/messages``, either on ``/v1/models`` (Anthropic's when
+the request carries ``anthropic-version``), the native ``{"error": {"type", "message"}}`` on
+``/api/…``. The WebSocket transport (``/api/sessions/{id}/ws``) is described by its handshake,
+with its frames in the operation's description (OpenAPI has no words for them); the HTML pages
+and the embedded simulator are not described.
 """
 
 from __future__ import annotations
@@ -392,6 +392,138 @@ _SESSION_ID = {
     "description": "the session id (`op-…`), also in every response's `x-sluice-session-id`",
 }
 
+# -- OpenAI Responses ----------------------------------------------------------------------
+
+_RESPONSES_TEXT = {
+    "anyOf": [
+        {"type": "string"},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {
+                    "type": {"type": "string", "examples": ["input_text", "output_text"]},
+                    "text": {"type": "string"},
+                },
+            },
+        },
+    ]
+}
+
+_RESPONSES_ITEM = {
+    "type": "object",
+    "description": "A message (`role` and `content`; `type` may be left out), a "
+    "`function_call` (`call_id`, `name`, `arguments` as JSON text), a `function_call_output` "
+    "(`call_id`, `output`) or a `reasoning` item (dropped when translated). Other item types "
+    "and parts (images, files) reach a Responses provider unchanged and are refused with 400 "
+    "when the request is translated.",
+    "properties": {
+        "type": {
+            "type": "string",
+            "examples": ["message", "function_call", "function_call_output", "reasoning"],
+        },
+        "role": {"enum": ["user", "assistant", "system", "developer"]},
+        "content": _RESPONSES_TEXT,
+        "call_id": {"type": "string"},
+        "name": {"type": "string"},
+        "arguments": {"type": "string"},
+        "output": _RESPONSES_TEXT,
+    },
+}
+
+_RESPONSES_REQUEST = {
+    "type": "object",
+    "description": "OpenAI's Responses request. Relayed unchanged to a provider that speaks "
+    "Responses (fields not listed here included); translated for any other, where what only a "
+    "Responses provider acts on (hosted tools, `previous_response_id`, `conversation`, "
+    "`prompt`, a structured `text.format`, images and files) is refused with 400 naming the "
+    "field. `background: true` answers a request without `stream` at once, in progress, and "
+    "lets the response run to its end whoever reads it.",
+    "required": ["model", "input"],
+    "properties": {
+        "model": _CHAT_FIELDS["model"],
+        "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": _RESPONSES_ITEM}]},
+        "instructions": {"type": "string"},
+        "max_output_tokens": {"type": "integer", "minimum": 1},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "stream": {"type": "boolean"},
+        "background": {"type": "boolean"},
+        "store": {"type": "boolean"},
+        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+        "reasoning": {
+            "type": "object",
+            "properties": {"effort": {"type": "string"}, "summary": {"type": "string"}},
+        },
+        "tools": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type", "name"],
+                "properties": {
+                    "type": {"const": "function"},
+                    "name": {"type": "string"},
+                    "description": {"type": "string"},
+                    "parameters": {"type": "object"},
+                },
+            },
+        },
+        "tool_choice": {
+            "anyOf": [
+                {"enum": ["none", "auto", "required"]},
+                {
+                    "type": "object",
+                    "required": ["type", "name"],
+                    "properties": {"type": {"const": "function"}, "name": {"type": "string"}},
+                },
+            ]
+        },
+        "user": {"type": "string"},
+    },
+}
+
+_RESPONSE = {
+    "type": "object",
+    "description": "A response object. Its `id` is `resp_<session id>` when Sluice wrote the "
+    "response (translated), the provider's own when it was relayed unchanged.",
+    "required": ["id", "object", "status", "model", "output"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "response"},
+        "created_at": {"type": "number"},
+        "status": {
+            "enum": ["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
+        },
+        "model": {"type": "string"},
+        "output": {"type": "array", "items": {"type": "object"}},
+        "error": {"type": ["object", "null"]},
+        "incomplete_details": {"type": ["object", "null"]},
+        "usage": {
+            "anyOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "input_tokens": {"type": "integer"},
+                        "output_tokens": {"type": "integer"},
+                        "total_tokens": {"type": "integer"},
+                    },
+                },
+            ]
+        },
+    },
+}
+
+_RESPONSE_ID = {
+    "name": "response_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "the response's id: `resp_<session id>` for any response, or the "
+    "provider's own id of a relayed one while its session is in memory",
+}
+
 # -- errors ----------------------------------------------------------------------------------
 
 _OPENAI_ERROR = {
@@ -627,6 +759,62 @@ def openapi_document() -> JSONSchema:
                     "AnthropicError",
                     {"529": "the provider is overloaded"},
                 )
+            },
+            "/v1/responses": {
+                "post": _provider_operation(
+                    "OpenAI Responses, streaming or not, for every provider kind",
+                    _ref("ResponsesRequest"),
+                    _RESPONSE,
+                    "OpenAIError",
+                    {},
+                )
+            },
+            "/v1/responses/{response_id}": {
+                "get": {
+                    "summary": "A response as it stands, or (`stream=true`) its events from "
+                    "the start or after `starting_after`, then the live ones",
+                    "parameters": [
+                        _RESPONSE_ID,
+                        {"name": "stream", "in": "query", "schema": {"type": "boolean"}},
+                        {
+                            "name": "starting_after",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0},
+                            "description": "the `sequence_number` of the last event received",
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the response object, or its event stream",
+                            "headers": {"x-sluice-session-id": {"schema": {"type": "string"}}},
+                            "content": {"application/json": {"schema": _RESPONSE}, **_SSE},
+                        },
+                        **_errors(
+                            "OpenAIError",
+                            {
+                                "400": "`starting_after` is not a number, or past the last "
+                                "event; or a relayed stream no longer in memory resumed",
+                                "404": "no such response (or another tenant's)",
+                            },
+                        ),
+                    },
+                }
+            },
+            "/v1/responses/{response_id}/cancel": {
+                "post": {
+                    "summary": "Stop: the upstream is closed and the response ends cancelled",
+                    "parameters": [_RESPONSE_ID],
+                    "responses": {
+                        "200": _json(_RESPONSE, "the response as it ended"),
+                        **_errors(
+                            "OpenAIError",
+                            {
+                                "403": "a viewer's credential may not Stop",
+                                "404": "no such response (or another tenant's)",
+                            },
+                        ),
+                    },
+                }
             },
             "/v1/models": {
                 "get": _model_operation(
@@ -912,6 +1100,7 @@ def openapi_document() -> JSONSchema:
             "schemas": {
                 "ChatCompletionRequest": _CHAT_REQUEST,
                 "MessagesRequest": _MESSAGES_REQUEST,
+                "ResponsesRequest": _RESPONSES_REQUEST,
                 "SessionRequest": _NATIVE_REQUEST,
                 "OpenAIError": _OPENAI_ERROR,
                 "AnthropicError": _ANTHROPIC_ERROR,

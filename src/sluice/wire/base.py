@@ -103,6 +103,9 @@ class WireFormat:
     #: Sluice error types answered with a status of the format's own rather than the
     #: gateway's usual one (Anthropic's 529 for ``overloaded``, where others get 503)
     error_statuses: Mapping[str, int] = field(default_factory=lambda: _NO_STATUSES)
+    #: the ``TurnRequest`` fields the format has no word for (Responses has no stop
+    #: sequences): its builder leaves them out, and its parser leaves them at their default
+    drops: frozenset[str] = frozenset()
 
     # -- as a client format (all None / empty: the format is spoken only upstream) --------
 

@@ -37,8 +37,10 @@ from sluice.wire.requests import (
     openai_error_body,
     parse_chat_request,
     parse_messages_request,
+    parse_responses_request,
     render_chat_response,
     render_messages_response,
+    render_responses_response,
 )
 
 __all__ = [
@@ -95,6 +97,12 @@ def _parse_messages(body: JSONDict, path: str) -> TurnRequest:
     return parse_messages_request(body)
 
 
+def _parse_responses(body: JSONDict, path: str) -> TurnRequest:
+    # as a translated request: what only a Responses provider acts on is refused (the
+    # gateway's endpoint parses a body bound for one unchanged leniently)
+    return parse_responses_request(body)
+
+
 def _chat_encoder(response_id: str, model: str, include_usage: bool) -> StreamEncoder:
     return ChatStreamEncoder(response_id, model, int(time.time()), include_usage)
 
@@ -104,7 +112,7 @@ def _messages_encoder(response_id: str, model: str, include_usage: bool) -> Stre
 
 
 def _responses_encoder(response_id: str, model: str, include_usage: bool) -> StreamEncoder:
-    return ResponsesStreamEncoder(response_id, model)
+    return ResponsesStreamEncoder(response_id, model, created_at=int(time.time()))
 
 
 CHAT = WireFormat(
@@ -145,7 +153,8 @@ MESSAGES = WireFormat(
     describe_model=anthropic_model,
 )
 
-#: upstream only, for now: no client endpoint speaks it (its encoder is ready for one)
+#: its client endpoint has a handler of its own in the gateway (``gateway.responses_endpoints``),
+#: beside a response's own endpoints (``GET /v1/responses/{id}``, its ``/cancel``)
 RESPONSES = WireFormat(
     name="responses",
     kind=OPENAI,
@@ -155,8 +164,12 @@ RESPONSES = WireFormat(
     path=lambda model, stream: "/responses",
     auth=bearer_auth,
     error_body=_openai_error,
+    endpoints=("/v1/responses",),
+    parse=_parse_responses,
     encoder=_responses_encoder,
+    render=render_responses_response,
     id_prefix="resp_",
+    drops=frozenset({"stop"}),
 )
 
 #: the formats Sluice ships with, in the order a provider kind prefers them

@@ -19,6 +19,7 @@ from sluice.errors import BadRequest
 from sluice.turn import (
     Message,
     Part,
+    ReasoningSpec,
     TextPart,
     ThinkingPart,
     ToolCallPart,
@@ -29,6 +30,7 @@ from sluice.turn import (
 )
 from sluice.wire.anthropic_messages import anthropic_id, uncached_input
 from sluice.wire.openai_chat import completion_id
+from sluice.wire.openai_responses import ResponsesStreamEncoder
 
 JSONDict = dict[str, Any]
 
@@ -199,6 +201,9 @@ def parse_chat_request(body: JSONDict) -> TurnRequest:
         stream=bool(body.get("stream", False)),
         include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
         user=body.get("user") if isinstance(body.get("user"), str) else None,
+        reasoning=ReasoningSpec(effort=effort)
+        if isinstance(effort := body.get("reasoning_effort"), str)
+        else None,
     )
 
 
@@ -246,6 +251,8 @@ def build_chat_request(turn: TurnRequest, model: str) -> JSONDict:
     }
     if turn.max_tokens is not None:
         body["max_tokens"] = turn.max_tokens
+    if turn.reasoning is not None and turn.reasoning.effort is not None:
+        body["reasoning_effort"] = turn.reasoning.effort
     _copy_sampling(turn, body, stop_key="stop")
     if turn.tools:
         body["tools"] = [
@@ -542,7 +549,239 @@ def anthropic_error_body(status: int, message: str) -> JSONDict:
 
 
 # ---------------------------------------------------------------------------------------------
-# OpenAI Responses (upstream only)
+# OpenAI Responses
+
+#: Request fields that only a Responses upstream can act on: forwarded unchanged to one,
+#: refused when the request is translated (another format has no word for them).
+_RESPONSES_ONLY = {
+    "previous_response_id": "it names a response stored by a Responses provider; send the "
+    "whole conversation in 'input' instead",
+    "conversation": "it names a conversation stored by a Responses provider; send the whole "
+    "conversation in 'input' instead",
+    "prompt": "it names a prompt template stored by a Responses provider",
+}
+
+#: Input item types that translate, besides messages; ``reasoning`` items are dropped (no
+#: other format takes them back).
+_RESPONSES_ITEMS = ("message", "function_call", "function_call_output", "reasoning")
+
+
+def parse_responses_request(body: JSONDict, *, translating: bool = True) -> TurnRequest:
+    """A Responses request (``input`` a string or a list of items, ``instructions``,
+    function ``tools``...) as a ``TurnRequest``.
+
+    With ``translating`` (the request goes to a provider of another format), what no other
+    format can say is refused, naming the field: hosted tools, image and file parts,
+    ``previous_response_id``, ``conversation``, ``prompt``, a structured ``text.format``,
+    input items other than messages, function calls, their outputs and reasoning (reasoning
+    items are dropped). Without it (the body goes unchanged to a Responses provider), those
+    are left out of the ``TurnRequest`` only: the provider gets them in the body.
+    """
+    model = _require(body, "model", str, "a string")
+    for key, why in _RESPONSES_ONLY.items():
+        if body.get(key) is not None and translating:
+            raise BadRequest(f"'{key}' cannot be translated between provider formats: {why}")
+    system: list[str] = []
+    messages: list[Message] = []
+    raw_input = body.get("input")
+    if isinstance(raw_input, str):
+        messages.append(Message("user", [TextPart(raw_input)]))
+    elif isinstance(raw_input, list):
+        for i, item in enumerate(raw_input):
+            _responses_item(item, f"input[{i}]", translating, system, messages)
+    elif raw_input is not None:
+        raise BadRequest("'input' must be a string or a list of items")
+    elif translating or not any(body.get(key) is not None for key in _RESPONSES_ONLY):
+        raise BadRequest("'input' is required")
+    if translating and not messages:
+        raise BadRequest("'input' must hold a message, a function call or its output")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise BadRequest("'instructions' must be a string")
+    if instructions:
+        system.insert(0, instructions)
+    tools: list[ToolSpec] = []
+    for i, tool in enumerate(_tool_list(body)):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind != "function":
+            if translating or not isinstance(tool, dict):
+                raise BadRequest(
+                    f"tools[{i}]: tools of type {kind!r} cannot be translated between provider "
+                    "formats; only 'function' tools can"
+                )
+            continue
+        name, parameters = tool.get("name"), tool.get("parameters")
+        if not isinstance(name, str):
+            raise BadRequest(f"tools[{i}]: 'name' is required")
+        description = tool.get("description")
+        tools.append(
+            ToolSpec(
+                name,
+                description if isinstance(description, str) else None,
+                parameters if isinstance(parameters, dict) else {"type": "object"},
+            )
+        )
+    _check_responses_options(body, translating)
+    return TurnRequest(
+        model=model,
+        messages=messages,
+        system="\n\n".join(system) or None,
+        max_tokens=_optional_int(body, "max_output_tokens"),
+        temperature=_optional_number(body, "temperature"),
+        top_p=_optional_number(body, "top_p"),
+        tools=tools,
+        tool_choice=_responses_tool_choice(body.get("tool_choice"), translating),
+        stream=body.get("stream") is True,
+        include_usage=True,
+        user=body.get("user") if isinstance(body.get("user"), str) else None,
+        reasoning=_responses_reasoning(body.get("reasoning")),
+    )
+
+
+def _responses_item(
+    item: Any, where: str, translating: bool, system: list[str], messages: list[Message]
+) -> None:
+    if not isinstance(item, dict):
+        raise BadRequest(f"{where} must be an object")
+    kind = item.get("type", "message" if "role" in item else None)
+    if kind == "message":
+        role = item.get("role")
+        if role not in ("user", "assistant", "system", "developer"):
+            raise BadRequest(
+                f"{where}: 'role' must be 'user', 'assistant', 'system' or 'developer'"
+            )
+        text = _responses_text(item.get("content"), where, translating)
+        if role in ("system", "developer"):
+            system.append(text)
+        elif text or role == "user":
+            _append(messages, role, [TextPart(text)])
+    elif kind == "function_call":
+        call_id, name = item.get("call_id"), item.get("name")
+        if not isinstance(call_id, str) or not isinstance(name, str):
+            raise BadRequest(f"{where}: a function_call needs 'call_id' and 'name'")
+        arguments = _load_arguments(item.get("arguments"), where)
+        _append(messages, "assistant", [ToolCallPart(call_id, name, arguments)])
+    elif kind == "function_call_output":
+        call_id = item.get("call_id")
+        if not isinstance(call_id, str):
+            raise BadRequest(f"{where}: a function_call_output needs 'call_id'")
+        output = _responses_text(item.get("output"), where, translating, key="output")
+        _append(messages, "user", [ToolResultPart(call_id, output)])
+    elif translating and kind not in _RESPONSES_ITEMS:
+        raise BadRequest(
+            f"{where}: input items of type {kind!r} cannot be translated between provider "
+            "formats; send messages, function calls and their outputs"
+        )
+
+
+def _responses_text(content: Any, where: str, translating: bool, key: str = "content") -> str:
+    """The text of a message's ``content`` (or a call output's ``output``): a string or a
+    list of text parts; other parts are refused when translating, else skipped."""
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if not isinstance(content, list):
+        raise BadRequest(f"{where}: '{key}' must be a string or a list of parts")
+    pieces = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text", "text"):
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise BadRequest(f"{where}: a {kind} part needs 'text'")
+            pieces.append(text)
+        elif translating or not isinstance(part, dict):
+            raise BadRequest(
+                f"{where}: content part of type {kind!r} cannot be translated between provider "
+                "formats; send text parts"
+            )
+    return "".join(pieces)
+
+
+def _responses_tool_choice(choice: Any, translating: bool) -> str | None:
+    if choice is None or choice in ("auto", "none", "required"):
+        return choice  # type: ignore[no-any-return]
+    if isinstance(choice, dict):
+        name = choice.get("name")
+        if choice.get("type") == "function" and isinstance(name, str):
+            return name
+        if not translating:
+            return None  # a hosted tool's, or a list of allowed tools: the provider's own
+        raise BadRequest(
+            f"'tool_choice' of type {choice.get('type')!r} cannot be translated between "
+            "provider formats; choose 'auto', 'none', 'required' or a function"
+        )
+    raise BadRequest(
+        "'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function', 'name': …}"
+    )
+
+
+def _responses_reasoning(reasoning: Any) -> ReasoningSpec | None:
+    """``reasoning.effort``, and ``reasoning.summary`` (any: the client wants the reasoning's
+    summary in the answer)."""
+    if reasoning is None:
+        return None
+    if not isinstance(reasoning, dict):
+        raise BadRequest("'reasoning' must be an object")
+    effort, summary = reasoning.get("effort"), reasoning.get("summary")
+    for key, value in (("effort", effort), ("summary", summary)):
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"'reasoning.{key}' must be a string")
+    if effort is None and summary is None:
+        return None
+    return ReasoningSpec(effort=effort, include=summary is not None)
+
+
+def _check_responses_options(body: JSONDict, translating: bool) -> None:
+    """The types of the options Sluice reads or passes over, and ``text.format``."""
+    for key in ("stream", "store", "background", "parallel_tool_calls"):
+        if body.get(key) is not None and not isinstance(body[key], bool):
+            raise BadRequest(f"'{key}' must be a boolean")
+    metadata = body.get("metadata")
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise BadRequest("'metadata' must be an object of strings")
+    text = body.get("text")
+    if text is not None and not isinstance(text, dict):
+        raise BadRequest("'text' must be an object")
+    form = text.get("format") if isinstance(text, dict) else None
+    kind = form.get("type") if isinstance(form, dict) else form
+    if translating and kind not in (None, "text"):
+        raise BadRequest(
+            f"'text.format' of type {kind!r} cannot be translated between provider "
+            "formats; only plain text can"
+        )
+
+
+def render_responses_response(result: TurnResult, model: str) -> JSONDict:
+    """A finished turn as a Responses response object: its reasoning, its text and its calls
+    as output items, in that order, written by the stream encoder (so in the shape its
+    ``response.completed`` carries). The gateway's own endpoint renders a session's events
+    instead, which keeps their order and the stream's item ids."""
+    encoder = ResponsesStreamEncoder(
+        result.response_id or "resp_sluice",
+        model,
+        created_at=int(time.time()),
+        starting_after=2**62,
+    )
+    events: list[ev.Event] = []
+    if result.reasoning:
+        events.append(ev.ReasoningDelta(result.reasoning))
+    if result.text:
+        events.append(ev.TextDelta(result.text))
+    for index, call in enumerate(result.tool_calls):
+        arguments = call.arguments
+        events.append(
+            ev.ToolCallDone(index, call.call_id, call.name, call.raw, arguments, call.status)
+        )
+    if result.usage is not None:
+        events.append(result.usage)
+    events.append(result.error or ev.Finish(result.finish_reason or ev.FINISH_STOP))
+    for event in events:
+        encoder.encode(event)
+    return encoder.response()
 
 
 def build_responses_request(turn: TurnRequest, model: str) -> JSONDict:
@@ -577,6 +816,11 @@ def build_responses_request(turn: TurnRequest, model: str) -> JSONDict:
         body["temperature"] = turn.temperature
     if turn.top_p is not None:
         body["top_p"] = turn.top_p
+    reasoning = turn.reasoning
+    if reasoning is not None and (reasoning.effort is not None or reasoning.include):
+        body["reasoning"] = {"effort": reasoning.effort} | (
+            {"summary": "auto"} if reasoning.include else {}
+        )
     if turn.tools:
         body["tools"] = [
             {

@@ -135,7 +135,7 @@ def test_anthropic_usage_counts_far_below_zero_do_not_break_the_native_stream() 
         ("PUT", "/api/sessions/op-x/cancel", 405, "native"),
         ("POST", "/healthz", 405, "native"),
         ("GET", "/api/no-such-thing", 404, "native"),
-        ("POST", "/v1/responses", 404, "openai"),
+        ("POST", "/v1/embeddings", 404, "openai"),
     ],
 )
 async def test_routing_refusals_on_api_paths_use_the_api_error_format(

@@ -13,7 +13,11 @@ Event kinds, in the order a well-formed turn produces them::
     Finish | Error  -- exactly one terminal event
 
 The session adds ``Status`` (progress before the answer) and ``Retry`` (a whole-turn retry
-begins) to its own log; adapters never produce them.
+begins) to its own log; adapters never produce them. An agent run's log holds one such turn per
+step, each between ``StepStart`` and ``StepEnd``, with the tools it called executed in between
+(``ToolStart`` ``ToolProgress``* ``ToolEnd``, per call)::
+
+    StepStart  <a turn, as above>  (ToolStart ToolProgress* ToolEnd)*  StepEnd
 """
 
 from __future__ import annotations
@@ -167,6 +171,55 @@ class Retry(_Event):
     delay: float = 0.0
 
 
+class StepStart(_Event):
+    """An agent run's step begins: one model turn, then the tools it called."""
+
+    step: int
+
+
+class StepEnd(_Event):
+    """A step ended: its model turn's finish reason, its usage (``Usage``'s fields, or None when
+    the provider told none) and its length in seconds, tools included."""
+
+    step: int
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+    duration: float
+
+
+class ToolStart(_Event):
+    """The gateway calls a tool the model asked for. ``name`` is the name the model used,
+    ``tool`` where it comes from (``server.tool``, or a built-in tool's name)."""
+
+    call_id: str
+    name: str
+    tool: str
+    arguments: dict[str, Any]
+
+
+class ToolProgress(_Event):
+    """A running tool's progress (MCP ``notifications/progress``)."""
+
+    call_id: str
+    progress: float
+    total: float | None = None
+    message: str | None = None
+
+
+class ToolEnd(_Event):
+    """A tool call ended. ``result`` is the text the model is given (bounded); ``error`` the
+    stable type of a call that produced no result (``tool_timeout``, ``tool_unavailable``,
+    ``cancelled``…), whose ``result`` then says what the model is told; ``is_error`` is set for
+    both and for a tool that ran and failed."""
+
+    call_id: str
+    name: str
+    duration: float
+    result: str
+    is_error: bool = False
+    error: str | None = None
+
+
 Event = (
     Start
     | TextDelta
@@ -180,6 +233,11 @@ Event = (
     | Finish
     | Status
     | Retry
+    | StepStart
+    | StepEnd
+    | ToolStart
+    | ToolProgress
+    | ToolEnd
 )
 
 TERMINAL = (Finish, Error)
@@ -232,6 +290,38 @@ def payload(event: Event) -> tuple[str, dict[str, Any]]:
                 "retryable": event.retryable,
                 "status": event.status,
             }
+        case StepStart(step=step):
+            return "step.start", {"step": step}
+        case StepEnd():
+            return "step.end", {
+                "step": event.step,
+                "finish_reason": event.finish_reason,
+                "usage": event.usage,
+                "duration": event.duration,
+            }
+        case ToolStart():
+            return "tool.start", {
+                "id": event.call_id,
+                "name": event.name,
+                "tool": event.tool,
+                "arguments": event.arguments,
+            }
+        case ToolProgress():
+            return "tool.progress", {
+                "id": event.call_id,
+                "progress": event.progress,
+                "total": event.total,
+                "message": event.message,
+            }
+        case ToolEnd():
+            return "tool.end", {
+                "id": event.call_id,
+                "name": event.name,
+                "duration": event.duration,
+                "result": event.result,
+                "is_error": event.is_error,
+                "error": event.error,
+            }
     raise TypeError(f"not an event: {event!r}")
 
 
@@ -272,6 +362,25 @@ def from_payload(kind: str, data: dict[str, Any]) -> Event | None:
                 return Retry(data["attempt"], data["reason"], data["delay"])
             case "error":
                 return Error(data["type"], data["message"], data["retryable"], data["status"])
+            case "step.start":
+                return StepStart(data["step"])
+            case "step.end":
+                return StepEnd(
+                    data["step"], data["finish_reason"], data["usage"], data["duration"]
+                )
+            case "tool.start":
+                return ToolStart(data["id"], data["name"], data["tool"], data["arguments"])
+            case "tool.progress":
+                return ToolProgress(data["id"], data["progress"], data["total"], data["message"])
+            case "tool.end":
+                return ToolEnd(
+                    data["id"],
+                    data["name"],
+                    data["duration"],
+                    data["result"],
+                    data["is_error"],
+                    data["error"],
+                )
     except (KeyError, TypeError):
         return None
     return None

@@ -25,6 +25,11 @@ EVERY_EVENT: list[ev.Event] = [
     ev.Finish("stop", "end_turn"),
     ev.Retry(2, "overloaded", 0.5),
     ev.Error("overloaded", "busy", True, 529),
+    ev.StepStart(1),
+    ev.StepEnd(1, "tool_calls", {"input_tokens": 3, "output_tokens": 4}, 0.25),
+    ev.ToolStart("call_1", "lookup", "orders.lookup", {"id": 1}),
+    ev.ToolProgress("call_1", 1.0, 2.0, "half way"),
+    ev.ToolEnd("call_1", "lookup", 0.1, "order 1: shipped", False, None),
 ]
 
 

@@ -38,6 +38,7 @@ async def test_a_fresh_database_migrates_to_the_head_and_a_second_run_does_nothi
     assert tables == {
         "sessions",
         "session_journal",
+        "conversations",
         "api_keys",
         "sluice_meta",
         postgres.VERSION_TABLE,
@@ -46,6 +47,10 @@ async def test_a_fresh_database_migrates_to_the_head_and_a_second_run_does_nothi
         fresh_pg_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'sessions'"
     )
     assert {"sessions_created", "sessions_tenant"} <= indexes
+    indexes = await _names(
+        fresh_pg_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'conversations'"
+    )
+    assert "conversations_updated" in indexes
     assert await postgres.migrate(fresh_pg_url) == (head, head)
     assert await _names(fresh_pg_url, f"SELECT version_num FROM {postgres.VERSION_TABLE}") == {head}
 

@@ -16,13 +16,14 @@ import pytest
 from sluice.config import AgentConfig, Settings
 from sluice.sse import SSEDecoder
 from tests.agents.conftest import stdio_server
-from tests.conftest import GatewayUnderTest, running_gateway, test_settings
+from tests.conftest import GatewayUnderTest, running_gateway
+from tests.conftest import test_settings as gateway_settings
 
 TOOLS = ["testtools.add", "testtools.echo", "testtools.fail", "testtools.sleep"]
 
 
 def agent_settings(tmp_path: Path, **agent: Any) -> Settings:
-    settings = test_settings(tmp_path)
+    settings = gateway_settings(tmp_path)
     settings.mcp = {"testtools": stdio_server()}
     settings.agents = {
         "helper": AgentConfig(

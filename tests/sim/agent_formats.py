@@ -1,6 +1,7 @@
 """The ``agent`` scenario's requests and answers in each wire format, written and read by hand
 (raw JSON, no SDK): a conversation in neutral terms becomes each format's request body, and
-each format's stream or body is checked frame by frame and read back as text, calls and stop."""
+each format's stream or body is checked frame by frame and read back as text, calls and stop;
+and the tools, question and results the agent tests share."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .helpers import check_gemini_stream, gemini_chunks, split_sse
+from .helpers import LOOKUP_ORDER_SCHEMA, check_gemini_stream, gemini_chunks, split_sse
 
 MODEL = "agent"
 
@@ -530,3 +531,34 @@ class Gemini(Format):
 
 
 FORMATS: list[Format] = [Chat(), Responses(), Messages(), Gemini()]
+
+LOOKUP_ORDER = Tool("lookup_order", "Look up an order by id.", LOOKUP_ORDER_SCHEMA)
+SHIPPING_ESTIMATE = Tool(
+    "shipping_estimate",
+    "Estimate when an order arrives.",
+    {
+        "type": "object",
+        "properties": {"order_id": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["order_id"],
+    },
+)
+CALCULATOR = Tool(
+    "calculator",
+    "Arithmetic.",
+    {
+        "type": "object",
+        "properties": {"expression": {"type": "string"}},
+        "required": ["expression"],
+    },
+)
+CLOCK = Tool("clock", "The time now.", {"type": "object", "properties": {}})
+TOOLS = [LOOKUP_ORDER, SHIPPING_ESTIMATE, CALCULATOR, CLOCK]
+
+QUESTION = "Where is my order A-1042, and what is the shipping time?"
+ORDER_RESULT = "Order A-1042 shipped on 2 May by courier."
+SHIPPING_RESULT = "Arrives within 3 days.\nTracking:   TRK-77"
+ANSWER = (
+    "Here is what I found. lookup_order: Order A-1042 shipped on 2 May by courier. "
+    "shipping_estimate: Arrives within 3 days. Tracking: TRK-77. "
+    "Let me know if you need anything else."
+)

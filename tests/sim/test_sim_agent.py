@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 
 from .agent_formats import (
+    ANSWER,
     FORMATS,
+    ORDER_RESULT,
+    QUESTION,
+    SHIPPING_RESULT,
+    TOOLS,
     Answer,
     Assistant,
     Call,
@@ -23,38 +28,7 @@ from .agent_formats import (
     Tool,
     User,
 )
-from .helpers import FAST, LOOKUP_ORDER_SCHEMA, Sim, new_session
-
-LOOKUP_ORDER = Tool("lookup_order", "Look up an order by id.", LOOKUP_ORDER_SCHEMA)
-SHIPPING_ESTIMATE = Tool(
-    "shipping_estimate",
-    "Estimate when an order arrives.",
-    {
-        "type": "object",
-        "properties": {"order_id": {"type": "string"}, "days": {"type": "integer"}},
-        "required": ["order_id"],
-    },
-)
-CALCULATOR = Tool(
-    "calculator",
-    "Arithmetic.",
-    {
-        "type": "object",
-        "properties": {"expression": {"type": "string"}},
-        "required": ["expression"],
-    },
-)
-CLOCK = Tool("clock", "The time now.", {"type": "object", "properties": {}})
-TOOLS = [LOOKUP_ORDER, SHIPPING_ESTIMATE, CALCULATOR, CLOCK]
-
-QUESTION = "Where is my order A-1042, and what is the shipping time?"
-ORDER_RESULT = "Order A-1042 shipped on 2 May by courier."
-SHIPPING_RESULT = "Arrives within 3 days.\nTracking:   TRK-77"
-ANSWER = (
-    "Here is what I found. lookup_order: Order A-1042 shipped on 2 May by courier. "
-    "shipping_estimate: Arrives within 3 days. Tracking: TRK-77. "
-    "Let me know if you need anything else."
-)
+from .helpers import FAST, Sim, new_session
 
 by_format = pytest.mark.parametrize("wire", FORMATS, ids=lambda wire: wire.name)
 by_format_and_mode = pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from typing import Any
 
 from google.genai import types as genai_types
 
+from .agent_formats import ANSWER, ORDER_RESULT, QUESTION, SHIPPING_RESULT, TOOLS
 from .helpers import Sim, new_session
-from .test_sim_agent import ANSWER, ORDER_RESULT, QUESTION, SHIPPING_RESULT, TOOLS
 
 RESULTS = {"lookup_order": ORDER_RESULT, "shipping_estimate": SHIPPING_RESULT}
 CALLED = [

@@ -74,14 +74,15 @@ def pg_database() -> Iterator[str]:
 async def _empty(url: str) -> None:
     connection = await asyncpg.connect(url, timeout=10)
     try:
-        await connection.execute("TRUNCATE sessions, api_keys", timeout=60)
+        await connection.execute("TRUNCATE sessions, api_keys, conversations", timeout=60)
     finally:
         await connection.close()
 
 
 @pytest.fixture
 def pg_url(pg_database: str) -> str:
-    """The run's database with its sessions and keys removed: each test starts empty.
+    """The run's database with its sessions, keys and conversations removed: each test starts
+    empty.
     (A plain fixture, so that an async fixture may ask for it by name.)"""
     _run(_empty(pg_database))
     return pg_database

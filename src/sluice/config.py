@@ -276,6 +276,9 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     auth: AuthSettings = field(default_factory=AuthSettings)
     store_url: str = "sqlite:///var/sluice.db"
+    #: whether records keep what was said (prompts, messages, answers, reasoning, tool
+    #: arguments and results) and the gateway keeps conversations' history (docs/agents.md)
+    keep_content: bool = True
     #: seconds between two writes of live sessions' new events to the store: a ``kill -9``
     #: loses at most this much of a live session (and the store's commit, a few ms more)
     journal_window: float = 0.1
@@ -345,9 +348,13 @@ def _from_dict(data: dict[str, Any]) -> Settings:
     s.client_limits = _client_limits(server)
     store = data.get("store", {})
     for key in store:
-        if key not in ("url", "journal_window"):
+        if key not in ("url", "journal_window", "keep_content"):
             raise ConfigError(f"store.{key} is not a setting (see docs/configuration.md)")
     s.store_url = store.get("url", s.store_url)
+    keep_content = store.get("keep_content", s.keep_content)
+    if not isinstance(keep_content, bool):
+        raise ConfigError("store.keep_content must be true or false")
+    s.keep_content = keep_content
     window = store.get("journal_window", s.journal_window)
     if isinstance(window, bool) or not isinstance(window, int | float) or not 0.01 <= window <= 5:
         raise ConfigError("store.journal_window must be a number of seconds from 0.01 to 5")

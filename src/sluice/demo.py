@@ -1,8 +1,11 @@
-"""``sluice demo``: the gateway with its simulator, one support answer streamed end to end.
+"""``sluice demo``: the gateway with its simulator, one support answer streamed end to end,
+then an agent's run that needs two tools.
 
 Prints the question, the answer as it arrives, then structured lines with the figures measured
 for it: how the turn ended, how the stream flowed, what it used and cost, and that the
-operations center heard of its end.
+operations center heard of its end. Then the agent ``support`` (the simulator's ``agent``
+model, the demo's orders MCP server over stdio) answers a question about an order: one line
+per step (its tools, with their arguments and durations), the answer, and how the run ended.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from sluice.config import Settings
+from sluice.config import AgentConfig, McpServerConfig, Settings
 from sluice.gateway.app import create_app
 from sluice.gateway.server import RunningServer
 from sluice.logs import kv
@@ -23,10 +26,33 @@ from sluice.sse import SSEDecoder
 
 PROMPT = "Our nightly deploy fails with 'permission denied' on the release step. How do I fix it?"
 MODEL = "sim/support"
+AGENT = "support"
+AGENT_PROMPT = "My order A-1042 hasn't arrived yet. Can you check the order and its shipping?"
+
+
+def with_demo_agent(settings: Settings) -> Settings:
+    """The demo's agent and its MCP server, unless the configuration has an agent of that
+    name already."""
+    if AGENT not in settings.agents:
+        settings.mcp.setdefault(
+            "orders",
+            McpServerConfig(
+                name="orders", command=[sys.executable, "-m", "sluice.agents.demo_orders"]
+            ),
+        )
+        settings.agents[AGENT] = AgentConfig(
+            name=AGENT,
+            model="sim/agent",
+            system="You answer customers' questions about their orders.",
+            tools=["orders", "clock"],
+            max_steps=4,
+            tool_timeout=10.0,
+        )
+    return settings
 
 
 async def run_demo(settings: Settings, once: bool, out: Any = sys.stdout) -> int:
-    app = create_app(settings)
+    app = create_app(with_demo_agent(settings))
     gateway = app.state.gateway
     async with RunningServer(app, settings.host, settings.port) as server:
         print(
@@ -43,7 +69,9 @@ async def run_demo(settings: Settings, once: bool, out: Any = sys.stdout) -> int
                 broadcast.cancel()
             # What the operations center's live views were told: the session's final state.
             print("ops center notified " + kv(state=final["state"]), file=out, flush=True)
-        if state != "complete":
+        print(f"\nagent {AGENT}: {AGENT_PROMPT}", file=out, flush=True)
+        run_state = await _run_agent(server.url, out)
+        if state != "complete" or run_state != "complete":
             return 1
         if once:
             print(
@@ -124,6 +152,73 @@ async def _stream_one(base_url: str, out: Any) -> str:
         flush=True,
     )
     return str(end["state"])
+
+
+async def _run_agent(base_url: str, out: Any) -> str:
+    """The agent's run, streamed: one line per step as it ends, then the answer and the end."""
+    decoder = SSEDecoder()
+    end: dict[str, Any] = {}
+    answer: list[str] = []
+    tools: dict[str, dict[str, Any]] = {}
+    steps = 0
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            f"{base_url}/api/agents/{AGENT}/runs",
+            json={"prompt": AGENT_PROMPT},
+            headers={"accept": "text/event-stream"},
+        ) as response,
+    ):
+        if response.status != 200:
+            raise RuntimeError(f"gateway answered {response.status}: {await response.text()}")
+        print(kv(session_id=response.headers["x-sluice-session-id"], agent=AGENT), file=out)
+        async for chunk in response.content.iter_any():
+            for event in decoder.decode(chunk):
+                data = orjson.loads(event.data)
+                if event.event == "text":
+                    answer.append(data["text"])
+                elif event.event == "tool.start":
+                    tools[data["id"]] = {"name": data["name"], "arguments": data["arguments"]}
+                elif event.event == "tool.end":
+                    tools[data["id"]]["ms"] = round(data["duration"] * 1000)
+                    tools[data["id"]]["ok"] = not data["is_error"]
+                elif event.event == "step.end":
+                    # one line per step: how its model turn ended, the tools it called
+                    used = ",".join(
+                        f"{t['name']}({orjson.dumps(t['arguments']).decode()})={t['ms']}ms"
+                        + ("" if t["ok"] else "!")
+                        for t in tools.values()
+                    )
+                    print(
+                        "agent step "
+                        + kv(
+                            step=data["step"],
+                            finish_reason=data["finish_reason"],
+                            tools=used or "-",
+                            duration_ms=round(data["duration"] * 1000),
+                        ),
+                        file=out,
+                        flush=True,
+                    )
+                    tools = {}
+                    steps += 1
+                elif event.event == "end":
+                    end = data
+    print("\n" + "".join(answer) + "\n", file=out)
+    usage, cost = end.get("usage") or {}, end.get("cost") or {}
+    total = cost.get("total")
+    print(
+        "agent run ended "
+        + kv(
+            state=end.get("state"),
+            steps=steps,
+            output_tokens=usage.get("output_tokens"),
+            total_cost="unknown" if total is None else f"{total:.6f}",
+        ),
+        file=out,
+        flush=True,
+    )
+    return str(end.get("state"))
 
 
 def _stats_line(telemetry: dict[str, Any]) -> str:

@@ -365,9 +365,7 @@ def from_payload(kind: str, data: dict[str, Any]) -> Event | None:
             case "step.start":
                 return StepStart(data["step"])
             case "step.end":
-                return StepEnd(
-                    data["step"], data["finish_reason"], data["usage"], data["duration"]
-                )
+                return StepEnd(data["step"], data["finish_reason"], data["usage"], data["duration"])
             case "tool.start":
                 return ToolStart(data["id"], data["name"], data["tool"], data["arguments"])
             case "tool.progress":

@@ -38,6 +38,7 @@ async def test_a_fresh_database_migrates_to_the_head_and_a_second_run_does_nothi
     assert tables == {
         "sessions",
         "session_journal",
+        "conversations",
         "api_keys",
         "sluice_meta",
         postgres.VERSION_TABLE,
@@ -46,8 +47,42 @@ async def test_a_fresh_database_migrates_to_the_head_and_a_second_run_does_nothi
         fresh_pg_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'sessions'"
     )
     assert {"sessions_created", "sessions_tenant"} <= indexes
+    indexes = await _names(
+        fresh_pg_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'conversations'"
+    )
+    assert "conversations_updated" in indexes
     assert await postgres.migrate(fresh_pg_url) == (head, head)
     assert await _names(fresh_pg_url, f"SELECT version_num FROM {postgres.VERSION_TABLE}") == {head}
+
+
+async def test_a_database_at_the_previous_revision_gains_conversations_and_keeps_its_rows(
+    fresh_pg_url: str,
+) -> None:
+    assert await postgres.migrate(fresh_pg_url, "0002") == (None, "0002")
+    connection = await asyncpg.connect(fresh_pg_url)
+    try:
+        await connection.execute(
+            "INSERT INTO sessions (id, created_at, state, provider, record) "
+            "VALUES ('op-1', 1.0, 'complete', 'sim', $1)",
+            b'{"id":"op-1","created_at":1.0,"state":"complete","provider":"sim"}',
+        )
+    finally:
+        await connection.close()
+    tables = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    assert "conversations" not in await _names(fresh_pg_url, tables)
+    head = postgres.head()
+    assert head == "0003"
+    assert await postgres.migrate(fresh_pg_url) == ("0002", head)
+    assert "conversations" in await _names(fresh_pg_url, tables)
+    store = PostgresStore(fresh_pg_url)
+    await store.open()
+    try:
+        assert (await store.get("op-1") or {})["state"] == "complete"
+        conversation = {"id": "cv-1", "tenant": None, "updated_at": 2.0, "messages": []}
+        await store.put_conversation(conversation)
+        assert await store.get_conversation("cv-1") == conversation
+    finally:
+        await store.close()
 
 
 async def test_processes_that_migrate_together_migrate_once(fresh_pg_url: str) -> None:

@@ -1,5 +1,5 @@
-"""One contract, every store backend (memory, SQLite, Postgres): records and event logs
-survive a round trip. Then what each backend does on its own."""
+"""One contract, every store backend (memory, SQLite, Postgres): records, event logs and
+conversations survive a round trip. Then what each backend does on its own."""
 
 from __future__ import annotations
 
@@ -207,6 +207,155 @@ async def test_deleting_old_sessions_deletes_their_journals(store: SessionStore)
     assert await store.delete_before(2.0) == 1
     await store.put(_record("op-old", 3.0, state="streaming"))
     assert await store.get_events("op-old") == []
+
+
+def _conversation(cid: str, updated: float, messages: int = 1, tenant: str | None = "acme") -> dict:
+    turns = [
+        {"role": "user" if n % 2 == 0 else "assistant", "content": f"turn {n}"}
+        for n in range(messages)
+    ]
+    return {
+        "id": cid,
+        "tenant": tenant,
+        "agent": "researcher",
+        "model": "sim-1",
+        "messages": turns,
+        "sessions": [f"op-{n}" for n in range(0, messages, 2)],
+        "created_at": 1.0,
+        "updated_at": updated,
+    }
+
+
+async def test_a_stored_conversation_reads_back_equal(store: SessionStore) -> None:
+    conversation = _conversation("cv-1", 2.0, messages=3)
+    conversation["messages"][0]["content"] = "a\u0000b \u00e9 \U0001f600"  # any text a prompt holds
+    await store.put_conversation(conversation)
+    assert await store.get_conversation("cv-1") == conversation
+
+
+async def test_a_conversation_put_again_is_replaced_whole(store: SessionStore) -> None:
+    await store.put_conversation(_conversation("cv-1", 2.0, messages=1))
+    later = _conversation("cv-1", 3.0, messages=2, tenant=None)
+    await store.put_conversation(later)
+    assert await store.get_conversation("cv-1") == later
+
+
+async def test_conversations_put_together_keep_their_call_order(store: SessionStore) -> None:
+    writes = [store.put_conversation(_conversation("cv-1", float(n), n)) for n in range(1, 6)]
+    writes.append(store.put_conversation(_conversation("cv-2", 9.0)))
+    await asyncio.gather(*writes)
+    assert (await store.get_conversation("cv-1") or {})["updated_at"] == 5.0
+    assert len((await store.get_conversation("cv-1") or {})["messages"]) == 5
+    assert await store.get_conversation("cv-2") == _conversation("cv-2", 9.0)
+
+
+async def test_an_unknown_conversation_reads_as_none(store: SessionStore) -> None:
+    await store.put_conversation(_conversation("cv-1", 2.0))
+    assert await store.get_conversation("cv-2") is None
+    assert await store.get("cv-1") is None  # a conversation is not a session
+
+
+async def test_a_conversation_id_is_a_value_never_sql(store: SessionStore) -> None:
+    hostile = ["x'; DROP TABLE conversations; --", 'x" OR 1=1 --', "%", "' OR ''='"]
+    for cid in hostile:
+        await store.put_conversation(_conversation(cid, 2.0))
+    await store.put_conversation(_conversation("cv-plain", 2.0))
+    for cid in hostile:
+        assert (await store.get_conversation(cid) or {})["id"] == cid
+    assert await store.get_conversation("x") is None
+    assert await store.get_conversation("' OR ''='") is not None
+    assert await store.get_conversation("' OR 1=1 --") is None
+    assert await store.get_conversation("cv-plain") is not None
+
+
+async def test_a_conversation_that_does_not_encode_fails_alone(store: SessionStore) -> None:
+    bad = _conversation("cv-bad", 2.0) | {"agent": object()}
+    outcomes = await asyncio.gather(
+        store.put_conversation(bad),
+        store.put_conversation({"id": "cv-no-time", "messages": []}),
+        store.put_conversation(_conversation("cv-good", 2.0)),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], StoreError) and isinstance(outcomes[1], StoreError)
+    assert outcomes[2] is None
+    assert await store.get_conversation("cv-bad") is None
+    assert await store.get_conversation("cv-no-time") is None
+    assert await store.get_conversation("cv-good") is not None
+
+
+async def test_conversations_not_updated_since_the_cutoff_are_deleted(store: SessionStore) -> None:
+    await store.put(_record("op-old", 1.0))
+    await store.put_conversation(_conversation("cv-old", 2.0))
+    await store.put_conversation(_conversation("cv-edge", 3.0))
+    await store.put_conversation(_conversation("cv-new", 5.0))
+    # the return value counts the session records, not the conversations
+    assert await store.delete_before(3.0) == 1
+    assert await store.get_conversation("cv-old") is None
+    assert await store.get_conversation("cv-edge") is not None
+    assert await store.get_conversation("cv-new") is not None
+    # a conversation updated since it was created is kept by its last update
+    await store.put_conversation(_conversation("cv-new", 9.0))
+    assert await store.delete_before(6.0) == 0
+    assert (await store.get_conversation("cv-new") or {})["updated_at"] == 9.0
+
+
+async def test_sqlite_conversations_survive_reopening_the_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    store = SQLiteStore(path)
+    await store.open()
+    conversation = _conversation("cv-1", 2.0, messages=4)
+    await store.put_conversation(conversation)
+    await store.close()
+    reopened = SQLiteStore(path)
+    await reopened.open()
+    try:
+        assert await reopened.get_conversation("cv-1") == conversation
+    finally:
+        await reopened.close()
+
+
+async def test_sqlite_a_file_from_before_conversations_gains_their_table(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    await store.put(_record("op-1", 1.0))
+    await store.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE conversations")
+    db.commit()
+    db.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        assert await store.get("op-1") == _record("op-1", 1.0)
+        assert await store.get_conversation("cv-1") is None
+        await store.put_conversation(_conversation("cv-1", 2.0))
+        assert await store.get_conversation("cv-1") == _conversation("cv-1", 2.0)
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_conversation_is_committed_in_the_next_turn_not_the_window(
+    tmp_path: Path,
+) -> None:
+    # The next turn of a conversation may be asked for as soon as this one ends.
+    store = SQLiteStore(str(tmp_path / "s.db"), commit_interval=10.0)
+    await store.open()
+    try:
+        start = asyncio.ensure_future(store.put(_record("op-1", 1.0, state="streaming")))
+        await asyncio.wait_for(store.put_conversation(_conversation("cv-1", 2.0)), 5.0)
+        assert await store.get_conversation("cv-1") is not None
+        await start
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_conversation_put_before_open_fails(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    with pytest.raises(StoreError, match="not open"):
+        await store.put_conversation(_conversation("cv-1", 2.0))
 
 
 async def test_sqlite_a_file_with_the_old_table_of_logs_is_migrated(tmp_path: Path) -> None:
@@ -470,6 +619,39 @@ async def test_postgres_a_row_the_server_refuses_fails_alone(pg_url: str) -> Non
         await store.close()
 
 
+async def test_postgres_a_conversation_the_server_refuses_fails_alone(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        # a text column cannot hold U+0000: the batch is refused, then written one by one
+        outcomes = await asyncio.gather(
+            store.put_conversation(_conversation("cv-good", 2.0)),
+            store.put_conversation(_conversation("cv-\x00bad", 2.0)),
+            store.put_conversation(_conversation("cv-fine", 2.0, tenant="acme\x00")),
+            store.put_conversation(_conversation("cv-too", 2.0)),
+            return_exceptions=True,
+        )
+        assert outcomes[0] is None and outcomes[3] is None
+        assert isinstance(outcomes[1], StoreError) and isinstance(outcomes[2], StoreError)
+        assert await _scalar(pg_url, "SELECT count(*) FROM conversations") == 2
+    finally:
+        await store.close()
+
+
+async def test_postgres_conversations_queued_together_are_one_statement(pg_url: str) -> None:
+    store = PostgresStore(pg_url, commit_interval=10.0)
+    await store.open()
+    try:
+        writes = [store.put_conversation(_conversation(f"cv-{n}", 2.0)) for n in range(20)]
+        writes.append(store.put_conversation(_conversation("cv-3", 4.0)))
+        await asyncio.gather(*writes)
+        # rows written by one statement share its transaction id
+        assert await _scalar(pg_url, "SELECT count(DISTINCT xmin::text) FROM conversations") == 1
+        assert (await store.get_conversation("cv-3") or {})["updated_at"] == 4.0
+    finally:
+        await store.close()
+
+
 async def test_postgres_close_writes_what_is_still_queued(pg_url: str) -> None:
     store = PostgresStore(pg_url, commit_interval=10.0)
     await store.open()
@@ -491,6 +673,10 @@ async def test_postgres_a_put_before_open_or_after_close_fails(pg_url: str) -> N
         await store.put(_record("op-2", 1.0))
     with pytest.raises(StoreError, match="not open"):
         await store.get("op-1")
+    with pytest.raises(StoreError, match="not open"):
+        await store.put_conversation(_conversation("cv-1", 2.0))
+    with pytest.raises(StoreError, match="not open"):
+        await store.get_conversation("cv-1")
 
 
 async def test_postgres_a_server_that_does_not_answer_is_a_store_error_without_the_password() -> (

@@ -27,6 +27,8 @@ from starlette.types import Receive, Scope, Send
 
 from sluice.access.control import ANONYMOUS, KeyRing, Principal
 from sluice.access.keys import open_key_store
+from sluice.agents.builtin import builtin_tools
+from sluice.agents.mcp import ToolBox
 from sluice.config import Settings
 from sluice.distributed.backplane import build_backplane
 from sluice.errors import (
@@ -41,6 +43,7 @@ from sluice.errors import (
 )
 from sluice.gateway.admin import admin_routes
 from sluice.gateway.admission import SharedAdmission
+from sluice.gateway.agent_endpoints import AgentEndpoints
 from sluice.gateway.diagnostics import DiagnosticStream
 from sluice.gateway.guard import CORS_ORIGIN, PRINCIPAL, Guard, cors_send
 from sluice.gateway.metrics import GatewayMetrics
@@ -71,7 +74,7 @@ from sluice.session.clusterfeed import answer_watchers
 from sluice.session.manager import SessionManager, new_node_id, new_session_id
 from sluice.session.opsfeed import OpsFeed
 from sluice.session.recovery import close_interrupted
-from sluice.session.session import Session, SessionNotRetryable, SessionSpec
+from sluice.session.session import Session, SessionFactory, SessionNotRetryable, SessionSpec
 from sluice.session.store import LIVE_STATES, Record, SessionStore, open_store
 from sluice.sse import encode_event
 from sluice.turn import TurnRequest
@@ -186,9 +189,15 @@ class Gateway:
             redaction=ProviderKeys(lambda: [p.api_key() for p in settings.providers.values()]),
             node=node,
             journal_window=settings.journal_window,
+            keep_content=settings.keep_content,
         )
+        #: the tools agents call: the configured MCP servers' (connected on first use) and
+        #: the built-in ones
+        self.toolbox = ToolBox(settings.mcp, builtin_tools())
         #: this process as a node among others (None: one process on its own)
         self.nodes: NodeLink | None = None
+        #: agents' runs and conversations
+        self.agents = AgentEndpoints(self)
         if backplane is not None:
             self.nodes = NodeLink(
                 backplane, self.sessions, settings.bus, self._nodes_lost, self._take_over
@@ -198,6 +207,7 @@ class Gateway:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.sessions.prices.warm()  # before the server accepts: a 170 ms stall otherwise
         await self.store.open()
+        await self.toolbox.__aenter__()
         await self.keys.open()
         if self.nodes is not None:
             await self.nodes.start()
@@ -223,6 +233,7 @@ class Gateway:
             journal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await journal
+            await self.toolbox.__aexit__(None, None, None)
             if self.nodes is not None:
                 await self.nodes.close()
             await self.keys.close()
@@ -242,7 +253,9 @@ class Gateway:
                 return False
             return nodes is None or owner is None or not await nodes.alive(owner)
 
-        closed = await close_interrupted(self.store, self.sessions.prices, gone)
+        closed = await close_interrupted(
+            self.store, self.sessions.prices, gone, keep_content=self.settings.keep_content
+        )
         self._nodes_lost(closed)
         if closed:
             log.warning("sessions interrupted at start %s", kv(count=len(closed)))
@@ -336,7 +349,10 @@ class Gateway:
         endpoint: str,
         client_wire: str | None,
         default_policy: str | None = None,
+        make: SessionFactory | None = None,
     ) -> Session:
+        """Check, admit and start a session of ``turn`` for the request's caller: ``make``
+        builds it (an agent's run), else it is a plain session."""
         principal: Principal = request.scope.get(PRINCIPAL, ANONYMOUS)
         if not principal.may_start:
             raise Forbidden("this credential may not start sessions")
@@ -389,6 +405,8 @@ class Gateway:
                     "sim_headers": sim_headers,
                 }
             )
+        if make is not None:
+            return self.sessions.launch(make(session_id, spec, self.sessions.deps()))
         return self.sessions.start(session_id, spec)
 
     async def _take_over(
@@ -858,6 +876,7 @@ def create_app(
         *(Route(path, endpoint, methods=[method]) for (method, path), endpoint in direct.items()),
         *responses.routes(),
         *model_routes(gateway),
+        *gateway.agents.routes(),
         Route("/api/sessions", gateway.create_session, methods=["POST"]),
         Route("/api/sessions", gateway.list_sessions, methods=["GET"]),
         Route("/api/sessions/{session_id}", gateway.get_session, methods=["GET"]),

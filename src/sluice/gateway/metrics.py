@@ -20,6 +20,10 @@ from sluice.session.session import Session
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 _GAP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
+_SMOOTHNESS_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+#: distinct ``model`` label values kept; later models are counted as ``other`` (a client
+#: names its model, and a label's every value is a series kept for ever)
+MAX_MODELS = 200
 
 
 #: prometheus_client's variable: where the processes of one gateway write their values
@@ -74,6 +78,32 @@ class GatewayMetrics:
             buckets=_GAP_BUCKETS,
             registry=r,
         )
+        self.smoothness = Histogram(
+            "sluice_stream_smoothness",
+            "Each stream's smoothness, 1/(1+cv) of its gaps between tokens (1: an even pace)",
+            ["provider", "model"],
+            buckets=_SMOOTHNESS_BUCKETS,
+            registry=r,
+        )
+        self.stalls = Counter(
+            "sluice_stream_stalls",
+            "Gaps between tokens over 5 times the stream's mean gap and 0.1 s",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.burst_tokens = Counter(
+            "sluice_stream_burst_tokens",
+            "Tokens that came within 2 ms of the one before (in a burst)",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.gaps = Counter(
+            "sluice_stream_gaps",
+            "Gaps between tokens measured (the denominator of the burst share)",
+            ["provider", "model"],
+            registry=r,
+        )
+        self._models: set[str] = set()
         self.output_tokens = Counter(
             "sluice_output_tokens",
             "Output tokens (provider-reported or estimated)",
@@ -126,11 +156,27 @@ class GatewayMetrics:
             self.ttft.labels(provider).observe(telemetry["ttft_ms"] / 1000)
         if telemetry["gap_p99_ms"] is not None:
             self.gap_p99.labels(provider).observe(telemetry["gap_p99_ms"] / 1000)
+        if telemetry.get("smoothness") is not None:
+            model = self._model_label(session.route.model)
+            self.smoothness.labels(provider, model).observe(telemetry["smoothness"])
+            self.stalls.labels(provider, model).inc(telemetry["stalls"])
+            gaps = len(session.clock.gaps)
+            self.gaps.labels(provider, model).inc(gaps)
+            self.burst_tokens.labels(provider, model).inc(round(telemetry["burst_share"] * gaps))
         self.output_tokens.labels(provider, session.usage_source).inc(session.output_tokens())
         total = (session.cost or {}).get("total")
         if total:
             self.cost.labels(provider).inc(total)
         self.events.labels(provider).inc(len(session.log))
+
+    def _model_label(self, model: str) -> str:
+        models = self._models
+        if model in models:
+            return model
+        if len(models) >= MAX_MODELS:
+            return "other"
+        models.add(model)
+        return model
 
     def session_interrupted(self, provider: str, error: str) -> None:
         """A session a dead process left live, closed ``interrupted`` at start."""

@@ -80,6 +80,7 @@ class SessionStream:
         "_tick",
         "_wake",
         "after",
+        "extra_headers",
         "heartbeat",
         "presenter",
         "send_timeout",
@@ -94,8 +95,11 @@ class SessionStream:
         *,
         heartbeat: float | None = None,
         send_timeout: float | None = None,
+        extra_headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         self.session = session
+        #: headers of the response besides the SSE ones and the session's id
+        self.extra_headers = extra_headers
         self.presenter = presenter
         self.after = after
         settings = session.settings
@@ -136,6 +140,7 @@ class SessionStream:
                 "headers": sse_headers(
                     session.settings.accel_buffering_header,
                     (b"x-sluice-session-id", session.id.encode()),
+                    *self.extra_headers,
                 ),
             }
         )

@@ -79,10 +79,11 @@ def refusals() -> tuple[type[BaseException], ...]:
     return (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
-async def migrate(url: str) -> tuple[str | None, str | None]:
-    """Bring the schema to its head; return its revision before and after (equal when there
-    was nothing to do). Several processes may call it at once: one migrates, the others wait
-    on the advisory lock and then find nothing to do.
+async def migrate(url: str, revision: str = "head") -> tuple[str | None, str | None]:
+    """Bring the schema to its head (or up to ``revision``: a database as an earlier release
+    left it); return its revision before and after (equal when there was nothing to do).
+    Several processes may call it at once: one migrates, the others wait on the advisory lock
+    and then find nothing to do.
 
     Alembic runs on SQLAlchemy's asyncpg dialect with one connection that asyncpg opens from
     ``url`` as given (so the url means the same to the migration as to the pools)."""
@@ -98,7 +99,7 @@ async def migrate(url: str) -> tuple[str | None, str | None]:
     engine = create_async_engine("postgresql+asyncpg://", async_creator=connect, poolclass=NullPool)
     try:
         async with asyncio.timeout(MIGRATE_TIMEOUT), engine.connect() as connection:
-            revisions: tuple[str | None, str | None] = await connection.run_sync(_upgrade)
+            revisions: tuple[str | None, str | None] = await connection.run_sync(_upgrade, revision)
             return revisions
     except SQLAlchemyError as exc:  # the driver's error, without SQLAlchemy's wrapping
         orig = getattr(exc, "orig", None)  # SQLAlchemy's adapter, then asyncpg's own
@@ -110,7 +111,7 @@ async def migrate(url: str) -> tuple[str | None, str | None]:
         await engine.dispose()
 
 
-def _upgrade(connection: Any) -> tuple[str | None, str | None]:
+def _upgrade(connection: Any, revision: str) -> tuple[str | None, str | None]:
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
@@ -124,7 +125,7 @@ def _upgrade(connection: Any) -> tuple[str | None, str | None]:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
         after = MigrationContext.configure(
             connection, opts={"version_table": VERSION_TABLE}
         ).get_current_revision()

@@ -93,6 +93,7 @@ class SessionManager:
         redaction: ProviderKeys | None = None,
         node: str | None = None,
         journal_window: float = 0.1,
+        keep_content: bool = True,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -128,6 +129,8 @@ class SessionManager:
         #: seconds between two journal writes: what a ``kill -9`` may lose of a live
         #: session's events is at most this and the store's commit (docs/deployment.md)
         self.journal_window = journal_window
+        #: whether final records and logs keep what was said (``[store] keep_content``)
+        self.keep_content = keep_content
         #: where each window's new events go: the store, and the shared live log if any
         self.journal_sinks: list[JournalSink] = [store]
         #: set when a session is launched: the journal's task sleeps while none is live
@@ -144,7 +147,14 @@ class SessionManager:
         """What a new session works with: this manager's upstream, store, prices, settings
         and redaction as they are now, and the manager as its observer."""
         return SessionDeps(
-            self.upstream, self.store, self.prices, self.settings, self.redaction, self, self.node
+            self.upstream,
+            self.store,
+            self.prices,
+            self.settings,
+            self.redaction,
+            self,
+            self.node,
+            self.keep_content,
         )
 
     def take_over(
@@ -182,6 +192,11 @@ class SessionManager:
         if self.live:
             return 0.0
         return time.monotonic() - self._last_activity
+
+    def launch(self, session: Session) -> Session:
+        """Start the pump of a session made with ``deps()`` (an agent's run, say)."""
+        self._launch(session)
+        return session
 
     def _launch(self, session: Session) -> None:
         self._last_activity = time.monotonic()

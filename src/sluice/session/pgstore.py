@@ -1,4 +1,5 @@
-"""Session records and their event logs in Postgres (``[store] url = "postgresql://…"``).
+"""Session records, their event logs and conversations in Postgres (``[store] url =
+"postgresql://…"``).
 
 The same contract as ``SQLiteStore``, on a pool of asyncpg connections: writes are queued
 and written together (group commit), reads take a connection of the pool each.
@@ -8,18 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from sluice import postgres
 from sluice.session.store import (
     LIVE_STATES,
+    ConversationRow,
     NewEvent,
     Record,
     StoredEvent,
     StoreError,
+    _conversation_row,
     _decode_events,
     _encode_events,
     _with_journal,
@@ -53,6 +56,14 @@ ON CONFLICT DO NOTHING
 #: the sessions whose whole log a batch stored: their journals have served
 _DROP_JOURNALS = "DELETE FROM session_journal WHERE session_id = ANY($1::text[])"
 
+#: the conversations queued, in one statement (each id once: a later put replaces a queued one)
+_CONVERSATIONS = """
+INSERT INTO conversations (id, tenant, updated_at, data)
+SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::bytea[])
+ON CONFLICT (id) DO UPDATE SET
+    tenant = excluded.tenant, updated_at = excluded.updated_at, data = excluded.data
+"""
+
 
 class PostgresStore:
     """Records in the ``sessions`` table of a Postgres database, one row per session: its
@@ -74,6 +85,11 @@ class PostgresStore:
     write for a stream shorter than the window). Encoding a record or a log that cannot be
     encoded fails that write alone, and so does a row the server refuses (the batch is then
     written again one session at a time).
+
+    A conversation is one row of ``conversations``, the whole of it as orjson bytes beside
+    its id, tenant and last update. Its write is encoded when ``put_conversation`` is called
+    and, as a session's end, sets the writer going at once (the turn that follows reads it);
+    the conversations queued meanwhile are one statement.
     """
 
     #: write at once when this many sessions are waiting, and at most so many per statement
@@ -98,6 +114,8 @@ class PostgresStore:
         self._queue: dict[str, _RecordWrite] = {}
         #: journal batches waiting for the writer: (session id, first seq, events), futures
         self._journal: list[tuple[tuple[str, int, bytes], asyncio.Future[None]]] = []
+        #: the queued conversation writes by id, in call order
+        self._conversations: dict[str, _ConversationWrite] = {}
         self._timer: asyncio.TimerHandle | None = None
         #: the task writing batches, while there are any to write
         self._writer: asyncio.Task[None] | None = None
@@ -164,28 +182,51 @@ class PostgresStore:
             self._timer = loop.call_later(self.commit_interval, self._start_writer)
         return future
 
+    def put_conversation(self, conversation: Record) -> Awaitable[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if self._pool is None:
+            future.set_exception(StoreError("the session store is not open"))
+            return future
+        try:
+            row = _conversation_row(conversation)
+        except StoreError as exc:
+            future.set_exception(exc)
+            return future
+        queued = self._conversations.get(row[0])
+        if queued is None:
+            queued = self._conversations[row[0]] = _ConversationWrite(row)
+        else:  # still waiting: that write writes this one
+            queued.row = row
+        queued.futures.append(future)
+        self._start_writer()  # a running writer takes it when its batch is done
+        return future
+
+    def _pending(self) -> bool:
+        return bool(self._queue or self._conversations or self._journal)
+
     def _start_writer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._writer is None and (self._queue or self._journal):
+        if self._writer is None and self._pending():
             self._writer = asyncio.get_running_loop().create_task(self._write_queue())
 
     async def _write_queue(self) -> None:
         try:
-            while self._queue or self._journal:
+            while self._pending():
                 # Records first: a journal batch needs its session's first record, and one
                 # that follows the session's final record is not needed (it is ignored).
                 rows = self._take()
                 if rows:
-                    await self._write_rows(rows)
+                    await self._write_rows(rows, self._upsert)
+                if self._conversations:
+                    await self._write_rows(self._take_conversations(), self._upsert_conversations)
                 if self._journal:
                     await self._write_journal()
         finally:
             self._writer = None
-            if (
-                self._queue or self._journal
-            ) and self._timer is None:  # the writer failed: the rest goes on
+            if self._pending() and self._timer is None:  # the writer failed: the rest goes on
                 loop = asyncio.get_running_loop()
                 self._timer = loop.call_later(self.commit_interval, self._start_writer)
 
@@ -208,6 +249,11 @@ class PostgresStore:
             else:
                 rows.append(write)
         return rows
+
+    def _take_conversations(self) -> list[_ConversationWrite]:
+        """The oldest queued conversation writes (encoded already), at most ``MAX_BATCH``."""
+        queue = self._conversations
+        return [queue.pop(next(iter(queue))) for _ in range(min(len(queue), self.MAX_BATCH))]
 
     async def _write_journal(self) -> None:
         """The queued journal batches, in one round trip; each caller learns the outcome."""
@@ -238,18 +284,20 @@ class PostgresStore:
             else:
                 future.set_exception(outcome)
 
-    async def _write_rows(self, rows: list[_RecordWrite]) -> None:
-        """One statement for ``rows``; each write's future gets the outcome."""
+    async def _write_rows(
+        self, rows: list[_W], upsert: Callable[[list[_W]], Awaitable[None]]
+    ) -> None:
+        """One statement (``upsert``) for ``rows``; each write's future gets the outcome."""
         try:
             async with self._lock:
-                await self._upsert(rows)
+                await upsert(rows)
         except StoreError as exc:
             for write in rows:
                 write.settle(exc)
         except self._errors as exc:
             if len(rows) > 1 and isinstance(exc, self._refused):
                 for write in rows:  # one row refused: the others are written, one by one
-                    await self._write_rows([write])
+                    await self._write_rows([write], upsert)
                 return
             for write in rows:
                 write.settle(self._fail(exc))
@@ -272,6 +320,14 @@ class PostgresStore:
             if logged:
                 await connection.execute(_DROP_JOURNALS, logged, timeout=self.TIMEOUT)
 
+    async def _upsert_conversations(self, writes: list[_ConversationWrite]) -> None:
+        pool = self._pool
+        if pool is None:
+            raise StoreError("the session store is closed")
+        columns = [list(column) for column in zip(*(write.row for write in writes), strict=True)]
+        async with pool.acquire(timeout=self.TIMEOUT) as connection:
+            await connection.execute(_CONVERSATIONS, *columns, timeout=self.TIMEOUT)
+
     async def delete_before(self, cutoff: float) -> int:
         pool = self._require()
         try:
@@ -288,6 +344,11 @@ class PostgresStore:
                 )
                 status = await connection.execute(
                     "DELETE FROM sessions WHERE created_at < $1", cutoff, timeout=self.TIMEOUT
+                )
+                await connection.execute(
+                    "DELETE FROM conversations WHERE updated_at < $1",
+                    cutoff,
+                    timeout=self.TIMEOUT,
                 )
         except self._errors as exc:
             raise self._fail(exc) from exc
@@ -310,6 +371,10 @@ class PostgresStore:
 
     async def get(self, session_id: str) -> Record | None:
         rows = await self._fetch("SELECT record FROM sessions WHERE id = $1", session_id)
+        return dict(orjson.loads(rows[0][0])) if rows else None
+
+    async def get_conversation(self, conversation_id: str) -> Record | None:
+        rows = await self._fetch("SELECT data FROM conversations WHERE id = $1", conversation_id)
         return dict(orjson.loads(rows[0][0])) if rows else None
 
     async def query(
@@ -365,20 +430,41 @@ class PostgresStore:
             await postgres.close_pool(pool, self.TIMEOUT)
 
 
-class _RecordWrite:
+class _Write:
+    """A queued write of one row, and the futures of the callers it writes for."""
+
+    __slots__ = ("futures",)
+
+    def __init__(self) -> None:
+        #: the callers' futures: the first and any whose later write replaced its row
+        self.futures: list[asyncio.Future[None]] = []
+
+    def settle(self, error: BaseException | None) -> None:
+        for future in self.futures:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
+_W = TypeVar("_W", bound=_Write)
+
+
+class _RecordWrite(_Write):
     """A queued write of one session's record (and, at its end, its event log), encoded
     when its batch is written; until then a later ``put`` of the same id replaces them."""
 
-    __slots__ = ("events", "futures", "record", "row")
+    __slots__ = ("events", "record", "row")
 
     def __init__(self, record: Record, events: Sequence[NewEvent] | None) -> None:
+        super().__init__()
         self.record = record
         self.events = events
         #: the row's columns, once encoded: id, created_at, state, provider, tenant, record,
         #: events
         self.row: tuple[Any, ...] = ()
-        #: the callers' futures: the first ``put`` and any that replaced its record
-        self.futures: list[asyncio.Future[None]] = []
 
     def encode(self) -> None:
         record = self.record
@@ -392,11 +478,13 @@ class _RecordWrite:
             None if self.events is None else _encode_events(self.events),
         )
 
-    def settle(self, error: BaseException | None) -> None:
-        for future in self.futures:
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
+
+class _ConversationWrite(_Write):
+    """A queued write of one conversation, encoded already; until its batch is written, a
+    later ``put_conversation`` of the same id replaces its row."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: ConversationRow) -> None:
+        super().__init__()
+        self.row = row

@@ -19,7 +19,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -115,6 +115,8 @@ class SessionDeps:
     #: the process that relays the session, named in its record (the recovery at start
     #: closes the records of processes that are gone)
     node: str = "local"
+    #: whether the final record and log keep what was said (``[store] keep_content``)
+    keep_content: bool = True
 
 
 class Reader:
@@ -244,6 +246,28 @@ def _add_usage(
     )
     estimated = "estimated" in (before_source, source)
     return total, "estimated" if estimated else "provider"
+
+
+#: what a record says of the conversation, blanked under ``[store] keep_content = false``
+CONTENT_FIELDS = ("prompt_preview", "prompt", "text", "reasoning", "messages")
+
+
+def without_content(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with nothing of what was said: no prompt, messages, answer, reasoning,
+    reasoning tokens, tool arguments or results; their lengths and names are kept."""
+    for name in CONTENT_FIELDS:
+        if name in record:
+            record[name] = [] if name == "messages" else ""
+    record["signatures"] = []
+    record["tool_calls"] = [
+        call | {"arguments": None, "raw_arguments": ""} for call in record.get("tool_calls", ())
+    ]
+    for step in record.get("steps", ()):
+        step["text"] = ""
+        step["tool_calls"] = [
+            call | {"arguments": None, "result": "", "content": []} for call in step["tool_calls"]
+        ]
+    return record
 
 
 class Session:
@@ -404,10 +428,15 @@ class Session:
     def _begin_attempt(self, reason: str, delay: float) -> None:
         """A new attempt of the whole turn: a ``retry`` event, and the answer starts afresh.
         What the attempt that ends here was billed is kept for the record's usage."""
-        self._earlier_usage = _add_usage(self._earlier_usage, *self._attempt_usage())
+        self._carry_usage()
         self.attempts += 1
         self.log.append(ev.Retry(self.attempts, reason, delay))
         self.log.notify()
+
+    def _carry_usage(self) -> None:
+        """What the model call that ends here was billed counts in the record's usage; the
+        next call's answer is accumulated afresh."""
+        self._earlier_usage = _add_usage(self._earlier_usage, *self._attempt_usage())
         self.acc = TurnAccumulator()
         self._answering = False
         self._phase = None
@@ -808,7 +837,8 @@ class Session:
         # The record and the log, one write. The first record's write was queued when this
         # session's task first ran; while it waits for its commit, this one replaces it
         # there (the store keeps a later put of an id after an earlier).
-        writes: list[Awaitable[None]] = [store.put(record, self.stored_events())]
+        events = self.stored_events() if self.deps.keep_content else []
+        writes: list[Awaitable[None]] = [store.put(record, events), *self._final_writes()]
         if self._stored_initial is not None:
             writes.append(self._stored_initial)
         for outcome in await asyncio.gather(*writes, return_exceptions=True):
@@ -828,6 +858,10 @@ class Session:
         self.updated_at = time.time()
         self.finished.set()
         await self.deps.observer.on_finished(self)
+
+    def _final_writes(self) -> list[Awaitable[None]]:
+        """Writes besides the record that a client must find done once told of the end."""
+        return []
 
     def _final_usage(self) -> ev.Usage:
         """This attempt's usage, plus what earlier attempts that reached the stream were
@@ -889,6 +923,10 @@ class Session:
         return self.clock.summary(self.output_tokens())
 
     def record(self) -> dict[str, Any]:
+        record = self._record()
+        return record if self.deps.keep_content else without_content(record)
+
+    def _record(self) -> dict[str, Any]:
         acc = self.acc
         return {
             "id": self.id,
@@ -944,3 +982,7 @@ class Session:
             else:
                 append((seq, *payload(event)))
         return out
+
+
+#: Makes the session an endpoint starts (an agent's run is one): its id, spec and deps.
+SessionFactory = Callable[[str, SessionSpec, SessionDeps], Session]

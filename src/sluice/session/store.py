@@ -1,5 +1,5 @@
-"""Where session records and their event logs are kept: a protocol and two embedded backends
-(the Postgres one is ``sluice.session.pgstore``).
+"""Where session records, their event logs and conversations are kept: a protocol and two
+embedded backends (the Postgres one is ``sluice.session.pgstore``).
 
 ``MemoryStore`` keeps everything in dictionaries (tests, ``store.url = "memory://"``).
 ``SQLiteStore`` keeps records in one SQLite file (WAL): writes are committed together on the
@@ -8,6 +8,11 @@ thread of low priority.
 
 A write is queued when ``put`` is called and its awaitable says when it is stored: writes
 made together keep their call order, and awaiting several of them (``gather``) makes no task.
+
+A conversation ties several sessions (the turns of an agent or a chat) together: its
+messages so far and its sessions' ids, kept so that a client sends only its next prompt. The
+store keeps it whole, as one JSON document, found by its id and removed by retention once it
+has not been updated for as long as a session is kept.
 """
 
 from __future__ import annotations
@@ -84,8 +89,18 @@ class SessionStore(Protocol):
         """The session's stored log after sequence number ``after``; for a session still
         live in the store, what its journal holds so far."""
 
+    def put_conversation(self, conversation: Record) -> Awaitable[None]:
+        """Insert or replace the conversation with ``conversation["id"]`` (JSON-ready: ``id``,
+        ``tenant`` (or None), ``agent``, ``model``, ``messages``, ``sessions``, ``created_at``,
+        ``updated_at``). Queued as ``put`` is, and committed as soon as a session's end is
+        (the next turn reads it); the awaitable ends once it is stored, or raises
+        ``StoreError``."""
+
+    async def get_conversation(self, conversation_id: str) -> Record | None: ...
+
     async def delete_before(self, cutoff: float) -> int:
-        """Remove records (and their events) created before ``cutoff``; return how many."""
+        """Remove records (and their events) created before ``cutoff``, and conversations
+        last updated before it; return how many records."""
 
     async def close(self) -> None: ...
 
@@ -95,6 +110,8 @@ class MemoryStore:
         self._records: dict[str, Record] = {}
         self._events: dict[str, list[StoredEvent]] = {}
         self._journal: dict[str, list[StoredEvent]] = {}
+        #: conversations by id: (``updated_at``, the conversation as JSON)
+        self._conversations: dict[str, tuple[float, bytes]] = {}
 
     async def open(self) -> None:
         return None
@@ -159,12 +176,29 @@ class MemoryStore:
             stored = _with_journal(stored, self._journal.get(session_id, []))
         return [e for e in stored if e[0] > after]
 
+    def put_conversation(self, conversation: Record) -> Awaitable[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            conversation_id, _, updated_at, data = _conversation_row(conversation)
+        except StoreError as exc:
+            done.set_exception(exc)
+            return done
+        self._conversations[conversation_id] = (updated_at, data)
+        done.set_result(None)
+        return done
+
+    async def get_conversation(self, conversation_id: str) -> Record | None:
+        stored = self._conversations.get(conversation_id)
+        return None if stored is None else dict(orjson.loads(stored[1]))
+
     async def delete_before(self, cutoff: float) -> int:
         old = [k for k, r in self._records.items() if r["created_at"] < cutoff]
         for session_id in old:
             del self._records[session_id]
             self._events.pop(session_id, None)
             self._journal.pop(session_id, None)
+        for conversation_id in [k for k, c in self._conversations.items() if c[0] < cutoff]:
+            del self._conversations[conversation_id]
         return len(old)
 
     async def close(self) -> None:
@@ -192,7 +226,24 @@ CREATE TABLE IF NOT EXISTS journal_batches (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS journal_batches_session
     ON journal_batches (session_id, first_seq);
+-- A conversation is one row: the whole of it as JSON, beside what finds it (its id), whose it
+-- is (tenant) and what retention looks at (its last update). A file from before conversations
+-- gains the table here.
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    tenant TEXT,
+    updated_at REAL NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_updated ON conversations (updated_at);
 """
+
+#: a conversation's write: a new one, or the whole of it replaced
+_CONVERSATION = (
+    "INSERT INTO conversations (id, tenant, updated_at, data) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, "
+    "updated_at = excluded.updated_at, data = excluded.data"
+)
 
 #: a journal batch is kept only for a session whose record is live (the final ``put``, which
 #: deletes the journal, may have been merged into a write queued before the batch)
@@ -275,6 +326,9 @@ class SQLiteStore:
     queued (a stream shorter than the commit interval), the queued write takes the newer
     record and the log, and no second write is queued: one write, encoded once, for both
     callers.
+
+    A conversation is one row of ``conversations``, the whole of it as JSON, written whole
+    each time (once per turn) and queued as an end: the turn that follows reads it.
     """
 
     #: run a checkpoint on the thread after this many writes
@@ -518,6 +572,24 @@ class SQLiteStore:
             failed.set_exception(exc)
             return failed
 
+    def put_conversation(self, conversation: Record) -> Awaitable[None]:
+        """Encoded now, and queued as a session's end is (ahead of the other writes,
+        committed in the loop's next turn): a conversation is stored when a turn ends, and
+        the next turn, which a client may ask for at once, reads it."""
+        try:
+            row = _conversation_row(conversation)
+
+            def write(db: sqlite3.Connection) -> None:
+                db.execute(_CONVERSATION, row)
+
+            written = self._write(write, end=True)
+        except StoreError as exc:  # it does not encode, or the store is not open
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+        self._flush_soon()
+        return written
+
     async def delete_before(self, cutoff: float) -> int:
         def delete(db: sqlite3.Connection) -> int:
             db.execute(
@@ -528,6 +600,7 @@ class SQLiteStore:
             removed: int = db.execute(
                 "DELETE FROM sessions WHERE created_at < ?", (cutoff,)
             ).rowcount
+            db.execute("DELETE FROM conversations WHERE updated_at < ?", (cutoff,))
             return removed
 
         removed: int = await self._write(delete)
@@ -551,6 +624,16 @@ class SQLiteStore:
             return None if row is None else bytes(row[0])
 
         blob = await self._read(get)
+        return None if blob is None else dict(orjson.loads(blob))
+
+    async def get_conversation(self, conversation_id: str) -> Record | None:
+        def get_conversation(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute(
+                "SELECT data FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        blob = await self._read(get_conversation)
         return None if blob is None else dict(orjson.loads(blob))
 
     async def query(
@@ -734,6 +817,30 @@ def _encode_events(events: Sequence[NewEvent]) -> bytes:
 
 def _decode_events(blob: bytes) -> list[StoredEvent]:
     return [(seq, kind, orjson.dumps(data)) for seq, kind, data in orjson.loads(blob)]
+
+
+#: a conversation's columns: id, tenant, updated_at, the whole of it as JSON
+ConversationRow = tuple[str, str | None, float, bytes]
+
+
+def _conversation_row(conversation: Record) -> ConversationRow:
+    """The columns every backend stores a conversation in; ``StoreError`` when it lacks its
+    id or its time of update, or does not encode (the same refusal from every backend)."""
+    try:
+        conversation_id = conversation["id"]
+        tenant = conversation.get("tenant")
+        updated_at = conversation["updated_at"]
+        data = orjson.dumps(conversation)
+    except (KeyError, TypeError, orjson.JSONEncodeError) as exc:
+        raise StoreError(f"conversation not stored: {exc!r}") from exc
+    if (
+        not isinstance(conversation_id, str)
+        or not (tenant is None or isinstance(tenant, str))
+        or isinstance(updated_at, bool)
+        or not isinstance(updated_at, int | float)
+    ):
+        raise StoreError("conversation not stored: its id, tenant or updated_at is not valid")
+    return conversation_id, tenant, float(updated_at), data
 
 
 def open_store(url: str) -> SessionStore:

@@ -65,7 +65,7 @@ async def test_a_question_hinting_at_two_tools_calls_both_in_parallel(
     session = new_session()
     answer = await ask(sim, wire, [User(QUESTION)], stream=stream, session=session)
 
-    assert answer.text == "Let me check that."
+    assert answer.text == "Let me check that.\n\n"
     assert [(call.name, call.args) for call in answer.calls] == [
         ("lookup_order", {"order_id": "A-1042", "include_history": False}),
         ("shipping_estimate", {"order_id": "A-1042"}),
@@ -146,7 +146,7 @@ async def test_a_later_turn_quotes_the_first_question(sim: Sim, wire: Format) ->
     opening = f'Following up on your earlier question ("{QUESTION}"): '
     assert text_turn.text.startswith(opening + 'You asked: "Thanks! Anything else I should know?"')
     assert text_turn.calls == []
-    assert call_turn.text == opening + "Let me check that."
+    assert call_turn.text == opening + "Let me check that.\n\n"
     assert [(call.name, call.args) for call in call_turn.calls] == [
         ("shipping_estimate", {"order_id": "A-1042"})
     ]

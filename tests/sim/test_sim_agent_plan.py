@@ -58,7 +58,7 @@ def test_tools_are_called_by_whole_name_else_by_a_long_part(
 ) -> None:
     result = asked(question, ORDERS, TICKETS, CLOCK)
     assert [name for name, _ in result.calls] == names
-    assert result.text == ("Let me check that." if names else f'You asked: "{question}"\n\n')
+    assert result.text == ("Let me check that.\n\n" if names else f'You asked: "{question}"\n\n')
 
 
 def test_the_tool_choice_limits_and_forces_the_calls() -> None:
@@ -173,7 +173,7 @@ def test_only_results_after_the_last_assistant_turn_count() -> None:
     result = plan(Conversation((ORDERS,), turns=turns))
     assert (
         result.text
-        == 'Following up on your earlier question ("where is my order"): Let me check that.'
+        == 'Following up on your earlier question ("where is my order"): Let me check that.\n\n'
     )
     assert [name for name, _ in result.calls] == ["lookup_order"]
 

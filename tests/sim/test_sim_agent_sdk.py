@@ -57,7 +57,7 @@ async def test_openai_responses_run(sim: Sim) -> None:
         first = await s.get_final_response()
     calls = [item for item in first.output if item.type == "function_call"]
     assert [(c.name, json.loads(c.arguments)) for c in calls] == CALLED
-    assert first.output_text == "Let me check that."
+    assert first.output_text == "Let me check that.\n\n"
 
     given: Any = [
         {"role": "user", "content": QUESTION},

@@ -10,10 +10,11 @@ results does not). The rules (``docs/simulator.md`` says them for clients):
    ``Let me know if you need anything else.``
 2. Otherwise, when tools are declared and the tool choice is not ``none``, the tools the
    question names are called, all in parallel, in the order declared, after
-   ``Let me check that.``: a tool whose whole name is a word of the question (any case); when
-   the question names no tool whole, a tool that has a part of its name (split at ``_`` and
-   ``-``) of five letters or more that begins a word of the question. A choice of one tool
-   allows only it; a required choice (or one tool) with no match calls the first tool allowed.
+   ``Let me check that.`` and a blank line: a tool whose whole name is a word of the question
+   (any case); when the question names no tool whole, a tool that has a part of its name
+   (split at ``_`` and ``-``) of five letters or more that begins a word of the question. A
+   choice of one tool allows only it; a required choice (or one tool) with no match calls the
+   first tool allowed.
 3. Otherwise the turn answers in text: ``You asked: "<question>"``, then the ``support``
    answer to it.
 
@@ -49,7 +50,7 @@ from sluice.sim.conversation import Conversation, DeclaredTool, ToolResult
 
 #: How much of a question or a tool result a turn quotes, in characters.
 QUOTE = 200
-CHECKING = "Let me check that."
+CHECKING = "Let me check that.\n\n"
 FOUND = "Here is what I found."
 CLOSING = "Let me know if you need anything else."
 

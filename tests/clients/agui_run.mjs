@@ -3,13 +3,15 @@
 //
 //   node agui_run.mjs URL [OPTIONS_JSON]
 //
-// OPTIONS_JSON: {threadId, runId, messages (AG-UI messages: the thread so far), headers,
-// forwardedProps, stopOn (an event type: at its first arrival the run is stopped through the
-// gateway's POST {cancelBase}/api/sessions/{id}/cancel, the id from RUN_STARTED's metadata)}.
+// OPTIONS_JSON: {threadId, messages (AG-UI messages: the thread so far), texts (user messages:
+// one run each, in turn, on the same thread, as a chat front end sends them; none: one run of
+// the thread as it is), headers, forwardedProps, stopOn (an event type: at its first arrival
+// the run is stopped through the gateway's POST {cancelBase}/api/sessions/{id}/cancel, the id
+// from RUN_STARTED's metadata)}.
 //
-// Output: {events (as the client applied them, after its schema checks and verifyEvents),
-// messages (the agent's messages at the end), newMessages, result, failed (onRunFailed's
-// error), rejected (runAgent's rejection), stopped (the cancel's HTTP status)}.
+// Output: {runs: [{events (as the client applied them, after its schema checks and
+// verifyEvents), newMessages, result, failed (onRunFailed's error), rejected (runAgent's
+// rejection), stopped (the cancel's HTTP status)}], messages (the agent's at the end)}.
 import { HttpAgent } from "@ag-ui/client";
 
 const [url, optionsJson = "{}"] = process.argv.slice(2);
@@ -26,35 +28,45 @@ const agent = new HttpAgent({
   initialMessages: options.messages ?? [],
 });
 
-const out = { events: [], failed: null, rejected: null, stopped: null };
-let sessionId = null;
-
-const subscriber = {
-  async onEvent({ event }) {
-    out.events.push(event);
-    if (event.type === "RUN_STARTED") sessionId = event.metadata?.sessionId ?? null;
-    if (options.stopOn && event.type === options.stopOn && out.stopped === null) {
-      out.stopped = 0;
-      const response = await fetch(`${options.cancelBase}/api/sessions/${sessionId}/cancel`, {
-        method: "POST",
-      });
-      out.stopped = response.status;
-    }
-  },
-  onRunFailed({ error }) {
-    out.failed = String(error?.message ?? error);
-  },
-};
-
-try {
-  const { result, newMessages } = await agent.runAgent(
-    { runId: options.runId, forwardedProps: options.forwardedProps },
-    subscriber,
-  );
-  out.result = result ?? null;
-  out.newMessages = newMessages;
-} catch (error) {
-  out.rejected = String(error?.message ?? error);
+async function run(runId) {
+  const out = { events: [], failed: null, rejected: null, stopped: null };
+  let sessionId = null;
+  const subscriber = {
+    async onEvent({ event }) {
+      out.events.push(event);
+      if (event.type === "RUN_STARTED") sessionId = event.metadata?.sessionId ?? null;
+      if (options.stopOn && event.type === options.stopOn && out.stopped === null) {
+        out.stopped = 0;
+        const response = await fetch(`${options.cancelBase}/api/sessions/${sessionId}/cancel`, {
+          method: "POST",
+        });
+        out.stopped = response.status;
+      }
+    },
+    onRunFailed({ error }) {
+      out.failed = String(error?.message ?? error);
+    },
+  };
+  try {
+    const { result, newMessages } = await agent.runAgent(
+      { runId, forwardedProps: options.forwardedProps },
+      subscriber,
+    );
+    out.result = result ?? null;
+    out.newMessages = newMessages;
+  } catch (error) {
+    out.rejected = String(error?.message ?? error);
+  }
+  return out;
 }
-out.messages = agent.messages;
-process.stdout.write(JSON.stringify(out));
+
+const runs = [];
+if (options.texts) {
+  for (const [i, text] of options.texts.entries()) {
+    agent.addMessage({ id: `user-${i + 1}`, role: "user", content: text });
+    runs.push(await run(`run-${i + 1}`));
+  }
+} else {
+  runs.push(await run(options.runId));
+}
+process.stdout.write(JSON.stringify({ runs, messages: agent.messages }));

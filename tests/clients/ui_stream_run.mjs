@@ -3,16 +3,17 @@
 //
 //   node ui_stream_run.mjs API_URL [OPTIONS_JSON]
 //
-// OPTIONS_JSON: {chatId, text (the user's message), messages (the chat so far, UIMessage[]),
+// OPTIONS_JSON: {chatId, texts (the user's messages, sent in turn, each once the answer to the
+// one before has ended), messages (the chat so far, UIMessage[]),
 // body (the transport's extra body keys), headers, resume (reconnect to the chat's stream,
 // GET {api}/{chatId}/stream, instead of sending), stopOn (a chunk type: at its first arrival
 // the run is stopped through the gateway's POST {cancelBase}/api/sessions/{id}/cancel, the id
 // being the assistant message's)}.
 //
 // Output: {status, error, messages (the chat's at the end), chunks (every chunk of the
-// response body in order, "[DONE]" included), data (the data parts onData got), finish
-// (onFinish's flags and reason), errors (onError's), responses (HTTP status of each request),
-// stopped (the cancel's HTTP status)}.
+// response bodies in order, each body's "[DONE]" included), data (the data parts onData got),
+// finishes (onFinish's flags and reason, per answer), errors (onError's), responses (HTTP
+// status of each request), stopped (the cancel's HTTP status)}.
 import { AbstractChat, DefaultChatTransport } from "ai";
 
 const [api, optionsJson = "{}"] = process.argv.slice(2);
@@ -51,7 +52,7 @@ class NodeChat extends AbstractChat {
   }
 }
 
-const out = { chunks: [], data: [], errors: [], responses: [], finish: null, stopped: null };
+const out = { chunks: [], data: [], errors: [], responses: [], finishes: [], stopped: null };
 const reading = [];
 
 /** fetch, with a copy of each response body read as SSE chunks (and the Stop, when asked). */
@@ -107,12 +108,15 @@ const chat = new NodeChat({
   onData: (part) => out.data.push(part),
   onError: (error) => out.errors.push(String(error?.message ?? error)),
   onFinish: ({ isAbort, isDisconnect, isError, finishReason }) => {
-    out.finish = { isAbort, isDisconnect, isError, finishReason: finishReason ?? null };
+    out.finishes.push({ isAbort, isDisconnect, isError, finishReason: finishReason ?? null });
   },
 });
 
 if (options.resume) await chat.resumeStream();
-else await chat.sendMessage({ text: options.text });
+for (const text of options.texts ?? []) {
+  await chat.sendMessage({ text });
+  await Promise.all(reading);
+}
 await Promise.all(reading);
 out.status = chat.status;
 out.error = chat.error ? String(chat.error.message) : null;

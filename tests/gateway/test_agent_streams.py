@@ -100,6 +100,13 @@ async def test_a_run_from_another_site_is_refused(gw: GatewayUnderTest) -> None:
     assert_native_error(response, 403, "forbidden")
 
 
+async def test_a_resume_from_another_site_is_refused(gw: GatewayUnderTest) -> None:
+    response = await gw.http.get(
+        "/api/agents/talker/ui/chat-1/stream", headers={"origin": "https://elsewhere.example"}
+    )
+    assert_native_error(response, 403, "forbidden")
+
+
 async def read_all(gw: GatewayUnderTest, path: str, body: Any) -> httpx.Response:
     response = await gw.http.post(path, json=body)
     assert response.status_code == 200, response.text

@@ -93,6 +93,13 @@ async def test_a_body_that_is_no_json_object_is_400_and_a_form_415(
     assert form.status_code == 415
 
 
+async def test_a_method_the_path_does_not_take_is_405_in_the_native_shape(
+    gw: GatewayUnderTest,
+) -> None:
+    assert_native_error(await gw.http.get("/ag-ui/agents/talker"), 405, "method_not_allowed")
+    assert_native_error(await gw.http.put("/api/agents/talker/ui"), 405, "method_not_allowed")
+
+
 async def test_a_run_from_another_site_is_refused(gw: GatewayUnderTest) -> None:
     response = await gw.http.post(
         "/ag-ui/agents/talker", json=AGUI_BODY, headers={"origin": "https://elsewhere.example"}

@@ -477,3 +477,33 @@ async def test_ai_sdk_chat_resumes_a_run_under_way_from_its_start(
         {"chatId": "c-resume", "resume": True},
     )
     assert again["responses"] == [204] and again["messages"] == []
+
+
+async def test_ai_sdk_chat_resumes_a_retried_run_at_its_new_attempt(
+    js_clients: Path, gw: GatewayUnderTest
+) -> None:
+    body = {
+        "id": "c-retried",
+        "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "Hi"}]}],
+    }
+    # the first attempt fails mid-answer; the simulator answers the next one, slowly
+    headers = {"x-sim-fail-count": "1", "x-sim-token-rate": "1000", "x-sim-output-tokens": "3000"}
+    failed = await gw.http.post("/api/agents/failing/ui", json=body, headers=headers)
+    assert b'"type":"error"' in failed.content
+    session_id = failed.headers["x-sluice-session-id"]
+    retried = await gw.http.post(f"/api/sessions/{session_id}/retry")
+    assert retried.status_code == 202, retried.text
+    seen = await run_client(
+        "ui_stream_run.mjs",
+        f"{gw.url}/api/agents/failing/ui",
+        {"chatId": "c-retried", "resume": True, "messages": body["messages"]},
+    )
+    assert seen["responses"] == [200] and seen["errors"] == [], seen
+    kinds = [c if c == "[DONE]" else c["type"] for c in seen["chunks"]]
+    # only the new attempt: no error of the first, no retry marker
+    assert kinds[:2] == ["start", "start-step"] and kinds[-2:] == ["finish", "[DONE]"]
+    assert "error" not in kinds and "data-retry" not in kinds
+    record = await gw.final_record(session_id)
+    assert record["state"] == "complete" and record["attempts"] == 2
+    text = "".join(p["text"] for p in seen["messages"][-1]["parts"] if p["type"] == "text")
+    assert text == record["text"]

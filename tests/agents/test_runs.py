@@ -290,6 +290,7 @@ async def test_a_conversation_keeps_its_history_and_the_second_answer_uses_the_f
     assert stored["messages"][3]["content"] == text_of(second)
     assert stored["agent"] == "helper" and len(stored["sessions"]) == 2
     record = await gw.final_record(stored["sessions"][1])
+    assert gw.gateway.agents._running == {}  # a run is its conversation's only while it runs
     assert [m["content"] for m in record["messages"]][:2] == [
         "Please add 2 and 3.",
         text_of(first),

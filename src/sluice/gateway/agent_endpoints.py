@@ -88,7 +88,8 @@ class AgentEndpoints:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.agents = gateway.settings.agents
-        #: the run under way of each conversation in this process: one at a time
+        #: the run under way of each conversation in this process: one at a time (kept from
+        #: a run's start to its end, ``run_started`` and ``run_ended``)
         self._running: dict[str, Session] = {}
 
     def routes(self) -> list[BaseRoute]:
@@ -339,11 +340,20 @@ class AgentEndpoints:
         session = await gateway._start(request, turn, body, "agent", None, default_policy, make)
         assert isinstance(session, AgentRun)
         if session.conversation_id is not None:
-            self._running[session.conversation_id] = session
             assert session.conversation is not None
             session.conversation["sessions"] = [*session.conversation["sessions"], session.id]
             await gateway.store.put_conversation(session.conversation)
         return session
+
+    def run_started(self, session: Session) -> None:
+        """A session began (or began again, retried): a run is its conversation's current."""
+        if isinstance(session, AgentRun) and session.conversation_id is not None:
+            self._running[session.conversation_id] = session
+
+    def run_ended(self, session: Session) -> None:
+        conversation = getattr(session, "conversation_id", None)
+        if conversation is not None and self._running.get(conversation) is session:
+            del self._running[conversation]
 
     def _answer(self, request: Request, run: AgentRun) -> Response:
         headers = {"x-sluice-session-id": run.id}

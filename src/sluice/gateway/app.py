@@ -272,6 +272,7 @@ class Gateway:
 
     def _session_started(self, session: Session) -> None:
         self.metrics.session_started(session)
+        self.agents.run_started(session)
         if self.shared is not None:
             self.shared.restarted(session.id, session.spec.admission_key)
         if self.nodes is not None:
@@ -279,6 +280,7 @@ class Gateway:
 
     def _session_finished(self, session: Session) -> None:
         self.metrics.session_finished(session)
+        self.agents.run_ended(session)
         if self.nodes is not None:
             self.nodes.session_ended(session)
         spec = session.spec

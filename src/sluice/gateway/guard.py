@@ -69,7 +69,7 @@ _CORS_ALLOW_HEADERS = (
     "x-stainless-os, x-stainless-package-version, x-stainless-runtime, "
     "x-stainless-runtime-version, x-stainless-retry-count, x-stainless-timeout"
 )
-_CORS_EXPOSE_HEADERS = "x-sluice-session-id, retry-after, location"
+_CORS_EXPOSE_HEADERS = "x-sluice-session-id, x-sluice-conversation-id, retry-after, location"
 
 
 def _host_name(value: bytes) -> bytes:

@@ -7,6 +7,10 @@ of its own, and ``/metrics``, answered by any worker, reads them all: counters a
 summed over every worker that has run (a dead worker's counts stay), gauges summed over the
 workers alive (``livesum``; the supervisor removes a dead worker's). The names are the same;
 counters have no ``_created`` series there.
+
+The ``model`` label is the model as the request named it after its provider's name. Each
+provider's first ``MODELS_PER_PROVIDER`` distinct models keep their name and any later one is
+counted as ``other``: a client cannot grow the series without bound.
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from sluice.session.session import Session
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 _GAP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
+_TPOT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1)
+
+#: distinct ``model`` label values kept per provider; later ones are ``other``
+MODELS_PER_PROVIDER = 50
+OTHER_MODEL = "other"
 
 
 #: prometheus_client's variable: where the processes of one gateway write their values
@@ -63,8 +72,15 @@ class GatewayMetrics:
         self.ttft = Histogram(
             "sluice_time_to_first_token_seconds",
             "Time to first token measured at the gateway",
-            ["provider"],
+            ["provider", "model"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "sluice_time_per_output_token_seconds",
+            "Each session's time per output token after the first",
+            ["provider", "model"],
+            buckets=_TPOT_BUCKETS,
             registry=r,
         )
         self.gap_p99 = Histogram(
@@ -83,12 +99,25 @@ class GatewayMetrics:
         self.cost = Counter(
             "sluice_cost_usd",
             "Attributed cost in US dollars, where the price is known",
-            ["provider"],
+            ["provider", "model"],
             registry=r,
         )
         self.events = Counter(
             "sluice_relayed_events",
             "Normalised events produced from upstream streams",
+            ["provider"],
+            registry=r,
+        )
+        self.backpressure = Counter(
+            "sluice_session_backpressure",
+            "Sessions ended, by the share of their stream spent waiting for a slow reader "
+            "(low under 10 %, medium under 50 %, high)",
+            ["provider", "level"],
+            registry=r,
+        )
+        self.held = Counter(
+            "sluice_upstream_held_seconds",
+            "Seconds upstream reads were paused for a reader too far behind",
             ["provider"],
             registry=r,
         )
@@ -112,25 +141,44 @@ class GatewayMetrics:
             registry=r,
         )
 
+        #: the ``model`` label values given out so far, by provider
+        self._models: dict[str, set[str]] = {}
+
+    def model_label(self, provider: str, model: str) -> str:
+        """``model``, or ``other`` once its provider has ``MODELS_PER_PROVIDER`` others."""
+        seen = self._models.setdefault(provider, set())
+        if model in seen:
+            return model
+        if len(seen) >= MODELS_PER_PROVIDER:
+            return OTHER_MODEL
+        seen.add(model)
+        return model
+
     def session_started(self, session: Session) -> None:
         self.live.inc()
 
     def session_finished(self, session: Session) -> None:
         provider = session.route.provider.name
+        model = self.model_label(provider, session.route.model)
         self.live.dec()
         self.sessions.labels(provider, session.state).inc()
         if session.error:
             self.errors.labels(provider, session.error["type"]).inc()
         telemetry = session.telemetry()
         if telemetry["ttft_ms"] is not None:
-            self.ttft.labels(provider).observe(telemetry["ttft_ms"] / 1000)
+            self.ttft.labels(provider, model).observe(telemetry["ttft_ms"] / 1000)
+        if telemetry["tpot_ms"] is not None:
+            self.tpot.labels(provider, model).observe(telemetry["tpot_ms"] / 1000)
         if telemetry["gap_p99_ms"] is not None:
             self.gap_p99.labels(provider).observe(telemetry["gap_p99_ms"] / 1000)
         self.output_tokens.labels(provider, session.usage_source).inc(session.output_tokens())
         total = (session.cost or {}).get("total")
         if total:
-            self.cost.labels(provider).inc(total)
+            self.cost.labels(provider, model).inc(total)
         self.events.labels(provider).inc(len(session.log))
+        if not session.failed_before_stream:
+            self.backpressure.labels(provider, telemetry["backpressure"]).inc()
+            self.held.labels(provider).inc(telemetry["blocked_ms"] / 1000)
 
     def session_interrupted(self, provider: str, error: str) -> None:
         """A session a dead process left live, closed ``interrupted`` at start."""

@@ -30,8 +30,10 @@ typecheck: setup
 
 # System programs the tests use for real, installed from Debian's packages when missing:
 # nginx, HAProxy and Caddy (the proxy proofs), Chromium (the browser tests, via Playwright),
-# tinyproxy (a forward proxy the upstream transports go through).
-SYSTEM_PACKAGES := nginx=nginx-light haproxy=haproxy caddy=caddy chromium=chromium tinyproxy=tinyproxy
+# tinyproxy (a forward proxy the upstream transports go through), promtool (Prometheus's
+# checker of the alert rules and dashboard queries in deploy/).
+SYSTEM_PACKAGES := nginx=nginx-light haproxy=haproxy caddy=caddy chromium=chromium tinyproxy=tinyproxy \
+	promtool=prometheus
 
 system-deps:
 	bash scripts/ensure-packages.sh $(SYSTEM_PACKAGES) >/dev/null

@@ -255,7 +255,9 @@ class Gateway:
                 return False
             return nodes is None or owner is None or not await nodes.alive(owner)
 
-        closed = await close_interrupted(self.store, self.sessions.prices, gone)
+        closed = await close_interrupted(
+            self.store, self.sessions.prices, gone, keep_content=self.settings.keep_content
+        )
         self._nodes_lost(closed)
         if closed:
             log.warning("sessions interrupted at start %s", kv(count=len(closed)))

@@ -7,10 +7,6 @@ of its own, and ``/metrics``, answered by any worker, reads them all: counters a
 summed over every worker that has run (a dead worker's counts stay), gauges summed over the
 workers alive (``livesum``; the supervisor removes a dead worker's). The names are the same;
 counters have no ``_created`` series there.
-
-The ``model`` label is the model as the request named it after its provider's name. Each
-provider's first ``MODELS_PER_PROVIDER`` distinct models keep their name and any later one is
-counted as ``other``: a client cannot grow the series without bound.
 """
 
 from __future__ import annotations
@@ -24,11 +20,11 @@ from sluice.session.session import Session
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 _GAP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
+_SMOOTHNESS_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 _TPOT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1)
-
-#: distinct ``model`` label values kept per provider; later ones are ``other``
-MODELS_PER_PROVIDER = 50
-OTHER_MODEL = "other"
+#: distinct ``model`` label values kept; later models are counted as ``other`` (a client
+#: names its model, and a label's every value is a series kept for ever)
+MAX_MODELS = 200
 
 
 #: prometheus_client's variable: where the processes of one gateway write their values
@@ -90,6 +86,32 @@ class GatewayMetrics:
             buckets=_GAP_BUCKETS,
             registry=r,
         )
+        self.smoothness = Histogram(
+            "sluice_stream_smoothness",
+            "Each stream's smoothness, 1/(1+cv) of its gaps between tokens (1: an even pace)",
+            ["provider", "model"],
+            buckets=_SMOOTHNESS_BUCKETS,
+            registry=r,
+        )
+        self.stalls = Counter(
+            "sluice_stream_stalls",
+            "Gaps between tokens over 5 times the stream's mean gap and 0.1 s",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.burst_tokens = Counter(
+            "sluice_stream_burst_tokens",
+            "Tokens that came within 2 ms of the one before (in a burst)",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.gaps = Counter(
+            "sluice_stream_gaps",
+            "Gaps between tokens measured (the denominator of the burst share)",
+            ["provider", "model"],
+            registry=r,
+        )
+        self._models: set[str] = set()
         self.output_tokens = Counter(
             "sluice_output_tokens",
             "Output tokens (provider-reported or estimated)",
@@ -141,25 +163,12 @@ class GatewayMetrics:
             registry=r,
         )
 
-        #: the ``model`` label values given out so far, by provider
-        self._models: dict[str, set[str]] = {}
-
-    def model_label(self, provider: str, model: str) -> str:
-        """``model``, or ``other`` once its provider has ``MODELS_PER_PROVIDER`` others."""
-        seen = self._models.setdefault(provider, set())
-        if model in seen:
-            return model
-        if len(seen) >= MODELS_PER_PROVIDER:
-            return OTHER_MODEL
-        seen.add(model)
-        return model
-
     def session_started(self, session: Session) -> None:
         self.live.inc()
 
     def session_finished(self, session: Session) -> None:
         provider = session.route.provider.name
-        model = self.model_label(provider, session.route.model)
+        model = self._model_label(session.route.model)
         self.live.dec()
         self.sessions.labels(provider, session.state).inc()
         if session.error:
@@ -171,6 +180,12 @@ class GatewayMetrics:
             self.tpot.labels(provider, model).observe(telemetry["tpot_ms"] / 1000)
         if telemetry["gap_p99_ms"] is not None:
             self.gap_p99.labels(provider).observe(telemetry["gap_p99_ms"] / 1000)
+        if telemetry.get("smoothness") is not None:
+            self.smoothness.labels(provider, model).observe(telemetry["smoothness"])
+            self.stalls.labels(provider, model).inc(telemetry["stalls"])
+            gaps = len(session.clock.gaps)
+            self.gaps.labels(provider, model).inc(gaps)
+            self.burst_tokens.labels(provider, model).inc(round(telemetry["burst_share"] * gaps))
         self.output_tokens.labels(provider, session.usage_source).inc(session.output_tokens())
         total = (session.cost or {}).get("total")
         if total:
@@ -179,6 +194,15 @@ class GatewayMetrics:
         if not session.failed_before_stream:
             self.backpressure.labels(provider, telemetry["backpressure"]).inc()
             self.held.labels(provider).inc(telemetry["blocked_ms"] / 1000)
+
+    def _model_label(self, model: str) -> str:
+        models = self._models
+        if model in models:
+            return model
+        if len(models) >= MAX_MODELS:
+            return "other"
+        models.add(model)
+        return model
 
     def session_interrupted(self, provider: str, error: str) -> None:
         """A session a dead process left live, closed ``interrupted`` at start."""

@@ -18,7 +18,15 @@ import pytest
 
 from sluice.bench.proc import free_port
 from sluice.gateway.app import correlation_id
-from sluice.logs import CORRELATION_ID, REDACTION, SESSION_ID, kv, redact_logs, setup_logging
+from sluice.logs import (
+    ASGI_SERVER_LOGGERS,
+    CORRELATION_ID,
+    REDACTION,
+    SESSION_ID,
+    kv,
+    redact_logs,
+    setup_logging,
+)
 from sluice.redact import Redactor
 from tests.gateways import gateway_node
 
@@ -37,7 +45,7 @@ def restored_logging() -> Iterator[None]:
         logging.logProcesses,
         logging.logMultiprocessing,
     )
-    loggers = [logging.getLogger("sluice"), logging.getLogger()]
+    loggers = [logging.getLogger(name) for name in ("sluice", None, *ASGI_SERVER_LOGGERS)]
     kept = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
     structured, sources = REDACTION.structured, REDACTION.sources[:]
     try:
@@ -190,6 +198,9 @@ def test_json_lines_are_redacted_as_text_lines_are(
 def test_the_warnings_of_other_libraries_are_json_lines_too(
     restored_logging: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # as an earlier server in this process may have left it: a handler of its own
+    logging.getLogger("uvicorn").addHandler(logging.StreamHandler())
+    logging.getLogger("uvicorn").propagate = False
     setup_logging("info", "json")
     logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
     logging.getLogger("asyncio").info("not shown: below warning")

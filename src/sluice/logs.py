@@ -18,6 +18,8 @@ from sluice.redact import TOKENS_ONLY, Redactor
 
 #: the formats ``[server] log_format`` takes
 LOG_FORMATS = ("text", "json")
+#: uvicorn's loggers that JSON lines take over (its access log stays off)
+ASGI_SERVER_LOGGERS = ("uvicorn", "uvicorn.error")
 
 #: the id that ties a request's lines together: the client's ``X-Request-Id`` (or
 #: ``X-Correlation-Id``), else one made for the request; a session's lines carry the one of
@@ -80,6 +82,10 @@ def setup_logging(level: str = "info", log_format: str = "text") -> None:
         others = logging.getLogger()
         others.handlers[:] = [handler]
         others.setLevel(logging.WARNING)
+        for name in ASGI_SERVER_LOGGERS:  # (their handlers, if an earlier server set them)
+            server = logging.getLogger(name)
+            server.handlers.clear()
+            server.propagate = True
 
 
 def json_lines() -> bool:

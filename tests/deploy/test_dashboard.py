@@ -126,7 +126,7 @@ def test_the_panels_filter_by_the_provider_and_model_variables() -> None:
     for panel in dashboard()["panels"]:
         for target in panel.get("targets", []):
             expr = target["expr"]
-            if "sluice_time_to_first_token" in expr or "sluice_cost_usd" in expr:
+            if any(f"sluice_{name}" in expr for name in ("time_", "cost_usd", "stream_")):
                 assert 'model=~"$model"' in expr, panel["title"]
             if "provider" in expr:
                 assert 'provider=~"$provider"' in expr, panel["title"]

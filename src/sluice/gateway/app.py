@@ -92,7 +92,7 @@ log = logging.getLogger("sluice.gateway")
 
 
 #: Paths of the native and operations API, whose routing refusals are native JSON errors.
-_NATIVE_PATHS = ("/api/", "/healthz", "/metrics", "/openapi.json")
+_NATIVE_PATHS = ("/api/", "/ag-ui/", "/healthz", "/metrics", "/openapi.json")
 
 
 def error_format(path: str, header_names: Iterable[str] = ()) -> str | None:
@@ -770,7 +770,7 @@ def _area(path: str) -> str:
         return fmt
     if path.startswith(("/ops", "/api/admin/", "/metrics", "/login")):
         return path.split("/", 2)[1] if path.count("/") > 1 else path.strip("/")
-    return "native" if path.startswith("/api/") else "pages"
+    return "native" if path.startswith(("/api/", "/ag-ui/")) else "pages"
 
 
 def _stored_end_id(record: dict[str, Any], stored: list[Any], after: int) -> int:

@@ -423,6 +423,113 @@ def _run_operation(summary: str, request: str, parameters: list[JSONSchema]) -> 
     }
 
 
+_TEXT_PARTS = {
+    "anyOf": [
+        {"type": "string"},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {"type": {"type": "string"}, "text": {"type": "string"}},
+            },
+        },
+    ]
+}
+
+_AGUI_INPUT = {
+    "type": "object",
+    "description": "AG-UI's RunAgentInput: the thread's id (the conversation's) and its whole "
+    "history; system, developer, user and assistant messages are the run's, by their text "
+    "(docs/agents.md, AG-UI)",
+    "required": ["threadId", "runId", "messages"],
+    "properties": {
+        "threadId": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+        "runId": {"type": "string", "minLength": 1},
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "role"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "role": {
+                        "enum": [
+                            "developer",
+                            "system",
+                            "user",
+                            "assistant",
+                            "tool",
+                            "activity",
+                            "reasoning",
+                        ]
+                    },
+                    "content": _TEXT_PARTS,
+                },
+            },
+        },
+        "tools": {"type": "array"},
+        "context": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["description", "value"],
+                "properties": {"description": {"type": "string"}, "value": {"type": "string"}},
+            },
+        },
+        "state": {},
+        "forwardedProps": {
+            "type": "object",
+            "properties": {"disconnect_policy": {"enum": ["cancel", "detach", "drain"]}},
+        },
+    },
+}
+
+_CHAT_REQUEST = {
+    "type": "object",
+    "description": "The AI SDK chat transport's request (useChat): the chat's id (the "
+    "conversation's) and its whole history as UI messages, whose text parts are the run's "
+    "(docs/agents.md, AI SDK UI message stream)",
+    "required": ["id", "messages"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "role", "parts"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "role": {"enum": ["system", "user", "assistant"]},
+                    "parts": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["type"],
+                            "properties": {
+                                "type": {"type": "string"},
+                                "text": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "trigger": {"enum": ["submit-message", "regenerate-message"]},
+        "messageId": {"type": "string"},
+        "disconnect_policy": {"enum": ["cancel", "detach", "drain"]},
+    },
+}
+
+_FRONT_END_ERRORS = {
+    **_RUN_ERRORS,
+    "400": "malformed JSON, a body this cannot run (no user message with text, a bad id)",
+    "415": "a body that is not JSON",
+}
+
+_AGENT_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 _SESSION_STATES = [
     "starting",
     "streaming",
@@ -1028,6 +1135,65 @@ def openapi_document() -> JSONSchema:
                     ],
                 )
             },
+            "/ag-ui/agents/{name}": {
+                "post": {
+                    "summary": "An agent's run for an AG-UI client: RunAgentInput in, the "
+                    "run's AG-UI events out",
+                    "parameters": [_AGENT_NAME],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("AGUIRunInput")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "AG-UI events, `data: <json>` each: RUN_STARTED, "
+                            "steps, messages, tool calls and results, RUN_FINISHED or "
+                            "RUN_ERROR",
+                            "content": _SSE,
+                        },
+                        **_errors("NativeError", _FRONT_END_ERRORS),
+                    },
+                }
+            },
+            "/api/agents/{name}/ui": {
+                "post": {
+                    "summary": "An agent's run for an AI SDK chat (useChat): the transport's "
+                    "request in, the UI message stream out",
+                    "parameters": [_AGENT_NAME],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ChatRequest")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "UI message stream chunks, `data: <json>` each, "
+                            "then `data: [DONE]` (header `x-vercel-ai-ui-message-stream: v1`)",
+                            "content": _SSE,
+                        },
+                        **_errors("NativeError", _FRONT_END_ERRORS),
+                    },
+                }
+            },
+            "/api/agents/{name}/ui/{chat_id}/stream": {
+                "get": {
+                    "summary": "The chat's run under way, as the UI message stream from its "
+                    "start (the AI SDK's resume)",
+                    "parameters": [
+                        _AGENT_NAME,
+                        {
+                            "name": "chat_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {"description": "the UI message stream", "content": _SSE},
+                        "204": {"description": "the chat has no run under way"},
+                        **_errors("NativeError", {"404": "no such agent (unknown_agent)"}),
+                    },
+                }
+            },
             "/api/conversations/{conversation_id}": {
                 "get": {
                     "summary": "A conversation: its history and its runs",
@@ -1258,6 +1424,8 @@ def openapi_document() -> JSONSchema:
                 "SessionRequest": _NATIVE_REQUEST,
                 "RunRequest": _RUN_REQUEST,
                 "TurnRequest": _TURN_REQUEST,
+                "AGUIRunInput": _AGUI_INPUT,
+                "ChatRequest": _CHAT_REQUEST,
                 "OpenAIError": _OPENAI_ERROR,
                 "AnthropicError": _ANTHROPIC_ERROR,
                 "NativeError": _NATIVE_ERROR,

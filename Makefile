@@ -31,9 +31,10 @@ typecheck: setup
 # System programs the tests use for real, installed from Debian's packages when missing:
 # nginx, HAProxy and Caddy (the proxy proofs), Chromium (the browser tests, via Playwright),
 # tinyproxy (a forward proxy the upstream transports go through), Node.js and npm (the agent
-# front ends' JavaScript clients).
+# front ends' JavaScript clients), promtool (Prometheus's checker of the alert rules and
+# dashboard queries in deploy/).
 SYSTEM_PACKAGES := nginx=nginx-light haproxy=haproxy caddy=caddy chromium=chromium \
-	tinyproxy=tinyproxy node=nodejs npm=npm
+	tinyproxy=tinyproxy node=nodejs npm=npm promtool=prometheus
 
 system-deps:
 	bash scripts/ensure-packages.sh $(SYSTEM_PACKAGES) >/dev/null

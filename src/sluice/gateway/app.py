@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -65,7 +67,7 @@ from sluice.gateway.siblings import left_before
 from sluice.gateway.streaming import SessionStream, summary_of
 from sluice.gateway.upstreams import build_upstream
 from sluice.gateway.websocket import session_socket_endpoint
-from sluice.logs import kv, redact_logs
+from sluice.logs import CORRELATION_ID, SESSION_ID, kv, redact_logs
 from sluice.pricing import PriceBook
 from sluice.providers import SIM_HEADER_PREFIX, Router, build_body
 from sluice.redact import ProviderKeys
@@ -391,7 +393,9 @@ class Gateway:
             admission_key=admission_key,
             tenant=principal.tenant,
             api_key=None if key is None else key.name,
+            correlation_id=CORRELATION_ID.get(),
         )
+        SESSION_ID.set(session_id)  # the rest of this request's lines are about it
         if (
             self.nodes is not None
             and endpoint == "native"
@@ -405,6 +409,7 @@ class Gateway:
                     "tenant": spec.tenant,
                     "api_key": spec.api_key,
                     "sim_headers": sim_headers,
+                    "correlation_id": spec.correlation_id,
                 }
             )
         if make is not None:
@@ -438,6 +443,7 @@ class Gateway:
             tenant=kept["tenant"],
             api_key=kept["api_key"],
             handover=request,
+            correlation_id=kept.get("correlation_id"),
         )
         self.sessions.take_over(session_id, spec, record, stored, "node_lost")
         return True
@@ -787,7 +793,9 @@ class GatewayApp(Starlette):
     (and each route once more): three closures per relayed chunk. The provider endpoints
     handle their own errors, so they are called directly; any other path takes the router.
     An endpoint is a path (``direct``), or a prefix under which the POSTs its format claims
-    are the format's (``prefixed``: Gemini's paths name the model and the method).
+    are the format's (``prefixed``: Gemini's paths name the model and the method). Each
+    request and WebSocket runs with its correlation id set (``sluice.logs.CORRELATION_ID``),
+    for its log lines.
     """
 
     def __init__(
@@ -805,6 +813,16 @@ class GatewayApp(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        if kind == "lifespan":
+            await super().__call__(scope, receive, send)
+            return
+        token = CORRELATION_ID.set(correlation_id(scope))
+        try:
+            await self._request(kind, scope, receive, send)
+        finally:
+            CORRELATION_ID.reset(token)
+
+    async def _request(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
         if kind == "http":
             checked = self._guard.http(scope)
             if type(checked) is not Principal:
@@ -836,6 +854,26 @@ class GatewayApp(Starlette):
                 return
             scope[PRINCIPAL] = principal
         await super().__call__(scope, receive, send)
+
+
+#: the request headers a client may name its own correlation id in, in order of preference
+CORRELATION_HEADERS = (b"x-request-id", b"x-correlation-id")
+#: what such an id may be: a short token, nothing a log line could be forged with
+_CORRELATION_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def correlation_id(scope: Scope) -> str:
+    """The request's correlation id: the client's ``X-Request-Id`` (or ``X-Correlation-Id``)
+    when it is a short token, else a new one."""
+    found: dict[bytes, bytes] = {}
+    for name, value in scope.get("headers") or ():
+        if name in CORRELATION_HEADERS:
+            found.setdefault(name, value)
+    for name in CORRELATION_HEADERS:
+        value = found.get(name)
+        if value is not None and _CORRELATION_ID.fullmatch(value):
+            return value.decode()
+    return os.urandom(8).hex()
 
 
 def _under(prefixed: tuple[tuple[str, WireFormat, Endpoint], ...], path: str) -> Endpoint | None:

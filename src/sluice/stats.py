@@ -15,11 +15,13 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return percentiles(values, q)[0]
 
 
-def percentiles(values: Sequence[float], *qs: float) -> list[float | None]:
-    """Several nearest-rank percentiles of ``values``, sorting them once."""
+def percentiles(values: Sequence[float], *qs: float, ordered: bool = False) -> list[float | None]:
+    """Several nearest-rank percentiles of ``values``, sorting them once (not at all when
+    they are ``ordered`` already)."""
     if any(not 0 <= q <= 100 for q in qs):
         raise ValueError("q must be within 0..100")
     if not values:
         return [None] * len(qs)
-    ordered = sorted(values)
-    return [ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1] for q in qs]
+    ordered_values = values if ordered else sorted(values)
+    n = len(ordered_values)
+    return [ordered_values[max(1, math.ceil(q / 100 * n)) - 1] for q in qs]

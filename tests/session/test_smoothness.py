@@ -11,14 +11,12 @@ from pathlib import Path
 from sluice.bench.smoothness import compare
 from sluice.bench.smoothness import main as smoothness_main
 from sluice.session.smoothness import smoothness
-from sluice.stats import percentiles
 from tests.conftest import running_gateway
 from tests.conftest import test_settings as gateway_settings
 
 
 def figures(gaps: list[float]) -> dict[str, object]:
-    p50, p99 = percentiles(gaps, 50, 99)
-    return smoothness(gaps, p50, p99)
+    return smoothness(sorted(gaps))
 
 
 def test_an_even_pace_is_perfectly_smooth() -> None:

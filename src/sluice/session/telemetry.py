@@ -76,7 +76,8 @@ class StreamClock:
             return None if t is None or origin is None else round((t - origin) * 1000, 3)
 
         tpot, rate = self.pace(output_tokens)
-        p50, p99 = percentiles(self.gaps, 50, 99)
+        ordered = sorted(self.gaps)
+        p50, p99 = percentiles(ordered, 50, 99, ordered=True)
         return {
             "ttft_ms": since(self.first_token, self.started),
             "time_to_first_event_ms": since(self.first_event, self.started),
@@ -89,4 +90,4 @@ class StreamClock:
             "finalization_ms": since(self.finalized, self.ended),
             "backpressure": self.backpressure(),
             "blocked_ms": round(self.blocked * 1000, 3),
-        } | smoothness(self.gaps, p50, p99)
+        } | smoothness(ordered)

@@ -235,6 +235,9 @@ class AgentRun(Session):
         self.conversation = updated
         return [self.deps.store.put_conversation(updated)]
 
+    def run_progress(self) -> tuple[str, int, int] | None:
+        return self.agent.name, self.step, len(self.steps)
+
     def _record(self) -> dict[str, Any]:
         record = super()._record()
         steps = self.steps

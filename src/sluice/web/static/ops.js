@@ -6,6 +6,8 @@
 // Everything the model or a provider says is set as text, never as HTML; the one HTML string
 // used (a finished answer) was rendered and sanitised by the gateway.
 
+import { renderSteps } from "/static/steps.js";
+
 const $ = (id) => document.getElementById(id);
 
 const GAP_TAIL = 30;
@@ -45,6 +47,20 @@ function fmtTokens(row) {
 function fmtCost(row) {
   if (!TERMINAL_STATES.has(row.state)) return NONE;
   return row.cost == null ? "unknown" : `$${row.cost.toFixed(6)}`;
+}
+
+function fmtRun(row) {
+  if (row.step == null) return "";
+  const name = row.agent || "model";
+  if (TERMINAL_STATES.has(row.state)) return `${name} · ${row.step} step${row.step === 1 ? "" : "s"}`;
+  return `${name} · step ${row.step}`;
+}
+
+function fmtRunTitle(row) {
+  if (row.step == null) return "";
+  const agent = row.agent ? `agent ${row.agent}` : "a model's turn";
+  const steps = row.steps || 0;
+  return `${agent}: step ${row.step}, ${steps} step${steps === 1 ? "" : "s"} ended`;
 }
 
 function setText(node, text) {
@@ -188,6 +204,8 @@ function opsCenter(table) {
     setText(cells.provider, data.provider);
     setText(cells.model, data.model);
     cells.model.parentElement.title = `${data.provider}/${data.model}`;
+    setText(cells.run, fmtRun(data));
+    cells.run.title = fmtRunTitle(data);
     setText(cells.prompt, data.prompt || "");
     cells.prompt.title = data.prompt || "";
     const progress = cells.progress;
@@ -319,6 +337,8 @@ function sessionPage(head) {
   const id = head.dataset.id;
   const answer = $("answer");
   const timeline = $("timeline");
+  const stepsCard = $("steps-card");
+  const stepsList = $("steps");
   const summary = $("summary");
   const stateBadge = head.querySelector('[data-field="state"]');
   const cancel = head.querySelector('[data-action="cancel"]');
@@ -389,6 +409,10 @@ function sessionPage(head) {
     if (message.text !== undefined) setText(answer, message.text);
     if (message.text_add) answer.append(message.text_add);
     if (message.timeline) showTimeline(message.timeline);
+    if (message.steps) {
+      stepsCard.hidden = message.steps.length === 0;
+      renderSteps(stepsList, message.steps);
+    }
     if (message.row) showRow(message.row);
     if (message.type === "final") {
       showState(message.record.state);

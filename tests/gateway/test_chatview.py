@@ -233,28 +233,30 @@ def run_events(answer: str = "The sum is 4.") -> list[Event]:
 def test_a_runs_steps_keep_what_each_said_and_the_answer_is_the_last_steps() -> None:
     view = ChatView()
     events = run_events()
-    finish = events.index(("finish", {"reason": "tool_calls", "raw": "tool_calls"}))
-    for kind, data in events[:finish]:
+    started = next(i for i, (kind, _) in enumerate(events) if kind == "tool.start")
+    for kind, data in events[:started]:
         view.apply(kind, data)
     assert view.answer == "Let me check that."
     assert view.tools == []  # (the model's calls are the step's)
-    view.apply(*events[finish])
-    assert view.answer == ""  # the answer starts afresh with the next step
-    assert view.state == "streaming" and view.finish_reason is None
+    assert (view.state, view.finish_reason) == ("streaming", "tool_calls")
+    assert view.run.steps[0]["text"] == ""
+    view.apply(*events[started])
+    assert view.answer == ""  # the tools run: the answer starts afresh with the next step
+    assert view.state == "streaming"
     [step] = view.run.steps
     assert step["text"] == "Let me check that."
     assert step["calls"][0] | {"progress": None} == {
         "id": "c1",
         "name": "add",
-        "tool": None,
-        "arguments": '{"a": 2, "b": 2}',
-        "state": "called",
+        "state": "running",
+        "tool": "testtools.add",
+        "arguments": '{\n  "a": 2,\n  "b": 2\n}',
         "duration": None,
         "result": None,
         "error": None,
         "progress": None,
     }
-    for kind, data in events[finish + 1 :]:
+    for kind, data in events[started + 1 :]:
         view.apply(kind, data)
     assert (view.state, view.finish_reason, view.answer) == (COMPLETE, "stop", "The sum is 4.")
     first, second = view.run.steps
@@ -301,6 +303,19 @@ def test_the_status_names_the_running_tools_and_their_last_progress() -> None:
     assert view.status == {"phase": "waiting", "detail": None}
 
 
+def test_calls_that_nothing_runs_end_the_run_with_them_as_its_answer() -> None:
+    view = ChatView()
+    events = run_events()
+    finish = events.index(("finish", {"reason": "tool_calls", "raw": "tool_calls"}))
+    for kind, data in events[: finish + 1]:
+        view.apply(kind, data)
+    usage = {"input_tokens": 10, "output_tokens": 5}
+    view.apply("step.end", {"step": 1, "finish_reason": "tool_calls", "usage": usage})
+    assert (view.state, view.finish_reason) == (COMPLETE, "tool_calls")
+    assert view.answer == "Let me check that." and view.status is None
+    assert [call["state"] for call in view.run.steps[0]["calls"]] == ["called"]
+
+
 def test_a_stop_during_a_tool_ends_the_step_and_the_call_stopped() -> None:
     view = ChatView()
     events = run_events()
@@ -323,9 +338,7 @@ def test_steps_are_sent_when_they_change_and_a_retry_clears_them() -> None:
     for seq, (kind, data) in enumerate(events, start=1):
         view.apply(kind, data)
         update = updates.update(view, seq)
-        # (a finish that calls tools gives its step the text said before them)
-        changed = kind in STEP_CHANGES or data == {"reason": "tool_calls", "raw": "tool_calls"}
-        assert ("steps" in update) == changed, kind
+        assert ("steps" in update) == (kind in STEP_CHANGES), kind
     view.apply("retry", {"attempt": 2, "reason": "recover"})
     assert updates.update(view, len(events) + 1)["steps"] == []
 

@@ -572,7 +572,7 @@ def test_the_trail_lists_a_runs_steps_and_tools_and_keeps_its_steps() -> None:
     ]
     progress = next(e for e in trail.timeline if e["kind"] == "tool.progress")
     assert progress["count"] == 2
-    assert trail.text == "Let me check.Done."
+    assert trail.text == "Done."  # (a run's answer is its last step's)
     first, second = trail.run.steps
     assert first["text"] == "Let me check." and second["text"] == ""
     [call] = first["calls"]

@@ -3,7 +3,7 @@
 ``ChatView.apply(kind, data)`` folds the native events (the same names and fields as the
 native API and the store) into what the page shows: the answer's text, the reasoning, the
 status while no text flows, tool calls and the ending; and for an agent's run, its steps
-(``RunSteps``): a step that called tools keeps what the model said before them, and the answer
+(``RunSteps``): a step whose tools ran keeps what the model said before them, and the answer
 is what the run's last step says. ``ChatUpdates`` turns successive views
 into page updates: the answer as sanitised HTML blocks, sending only the blocks from the first
 one that changed. Both are deterministic and do no I/O, so folding a log to sequence number N
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from sluice.gateway.markdown import render_tail
-from sluice.session.steps import RunSteps
+from sluice.session.steps import RunSteps, step_ran
 
 STREAMING, COMPLETE, ERRORED, CANCELLED = "streaming", "complete", "errored", "cancelled"
 
@@ -105,11 +105,13 @@ class ChatView:
                     ended["arguments"] = data.get("raw_arguments") or ended["arguments"]
                     ended["status"] = data.get("status") or "ok"
                 self.urgent = True
-            case "finish" if data.get("reason") == "tool_calls" and self.run.current is not None:
-                # An agent's step that called tools: what it said goes with the step, and
-                # the answer starts afresh with the next step.
-                self.run.set_text(self.answer)
-                self.text = []
+            case "finish" if self.run.current is not None:
+                # An agent's step: a turn that calls tools leaves the run going (the tools
+                # run next), or ends it (``step.end``: there was nothing to run).
+                self.finish_reason = data.get("reason")
+                if self.finish_reason != "tool_calls":
+                    self.state = COMPLETE
+                    self.status = None
                 self.urgent = True
             case "finish":
                 self.state = COMPLETE
@@ -129,6 +131,12 @@ class ChatView:
 
     def _run_event(self, kind: str, data: dict[str, Any]) -> None:
         run = self.run
+        step = run.current
+        if kind == "tool.start" and step is not None and not step_ran(step):
+            # The step's tools begin: what it said goes with the step, and the answer starts
+            # afresh with the next step.
+            run.set_text(self.answer)
+            self.text = []
         run.apply(kind, data)
         if kind == "tool.progress":
             # (coalesced: a tool may tell its progress far more often than a page redraws)
@@ -136,7 +144,15 @@ class ChatView:
         else:
             self.urgent = True
             if kind == "step.start":
-                self._progress = None
+                self._progress, self.finish_reason = None, None
+            elif (
+                kind == "step.end"
+                and data.get("finish_reason") == "tool_calls"
+                and step is not None
+                and not step_ran(step)
+            ):
+                # calls that nothing ran: the run ends with them (or with max_steps)
+                self.state, self.status = COMPLETE, None
             if kind != "tool.end":
                 return
         if self.status is None or self.status["phase"] != "tool":

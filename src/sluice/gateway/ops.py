@@ -152,23 +152,24 @@ def fmt_cost(row: dict[str, Any]) -> str:
 
 
 def fmt_run(row: dict[str, Any]) -> str:
-    """An agent's run: its agent and the step under way, or how many steps it ran."""
-    step = row.get("step")
-    if step is None:
+    """An agent's run: its agent and the step under way, or how many steps it ran (nothing
+    for a plain session, nor for a model's turn of a conversation: one step, no tools)."""
+    step, agent = row.get("step"), row.get("agent")
+    if step is None or not agent:
         return ""
-    name = row.get("agent") or "model"
     if row.get("state") in TERMINAL_STATES:
-        return f"{name} · {step} step" + ("" if step == 1 else "s")
-    return f"{name} · step {step}"
+        return f"{agent} · {step} step" + ("" if step == 1 else "s")
+    return f"{agent} · step {step}"
 
 
 def fmt_run_title(row: dict[str, Any]) -> str:
-    step = row.get("step")
+    step, agent = row.get("step"), row.get("agent")
     if step is None:
         return ""
-    agent = f"agent {row['agent']}" if row.get("agent") else "a model's turn"
+    if not agent:
+        return "a model's turn of a conversation"
     steps = row.get("steps") or 0
-    return f"{agent}: step {step}, {steps} step{'' if steps == 1 else 's'} ended"
+    return f"agent {agent}: step {step}, {steps} step{'' if steps == 1 else 's'} ended"
 
 
 def fmt_percent(value: float | None) -> str:

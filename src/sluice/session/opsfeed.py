@@ -41,7 +41,7 @@ from sluice.config import OpsSettings
 from sluice.session.bus import Bus, Message
 from sluice.session.eventlog import Entry
 from sluice.session.session import CANCELLED, ERRORED, TERMINAL_STATES, Session
-from sluice.session.steps import RunSteps
+from sluice.session.steps import RunSteps, step_ran
 
 
 class RecordSource(Protocol):
@@ -507,13 +507,14 @@ _RUNS = {
 
 class SessionTrail:
     """A fold over a session's events: the answer so far, a timeline of its milestones and,
-    for an agent's run, its steps (``RunSteps``).
+    for an agent's run, its steps (``RunSteps``). A run's answer is its last step's text: what
+    a step that called tools said goes with that step.
 
     Runs of deltas become one timeline entry (212 answer-text deltas); status changes, tool calls,
     steps, retries, usage, errors and the finish are listed each. No I/O.
     """
 
-    __slots__ = ("_step_from", "_text", "run", "timeline", "version")
+    __slots__ = ("_text", "run", "timeline", "version")
 
     def __init__(self) -> None:
         self._text: list[str] = []
@@ -521,8 +522,6 @@ class SessionTrail:
         #: bumped whenever the timeline changes
         self.version = 0
         self.run = RunSteps()
-        #: where the text of the step under way begins in the answer
-        self._step_from = 0
 
     @property
     def text(self) -> str:
@@ -533,6 +532,11 @@ class SessionTrail:
     def apply(self, seq: int, kind: str, data: dict[str, Any]) -> None:
         if kind == "text":
             self._text.append(data.get("text", ""))
+        step = self.run.current
+        if kind == "tool.start" and step is not None and not step_ran(step):
+            # a run's step whose tools begin: what it said goes with the step
+            self.run.set_text(self.text)
+            self._text.clear()
         self.run.apply(kind, data)
         if kind in _RUNS:
             last = self.timeline[-1] if self.timeline else None
@@ -568,17 +572,13 @@ class SessionTrail:
             case "retry":
                 self._text.clear()
                 self.run = RunSteps()
-                self._step_from = 0
                 self._add(seq, kind, f"attempt {data.get('attempt')} after {data.get('reason')}")
             case "error":
                 self.run.end(data.get("type") == "cancelled")
                 self._add(seq, kind, f"{data.get('type')}: {data.get('message')}")
             case "finish":
-                if data.get("reason") == "tool_calls" and self.run.current is not None:
-                    self.run.set_text(self.text[self._step_from :])
                 self._add(seq, kind, f"finished: {data.get('reason')}")
             case "step.start":
-                self._step_from = len(self.text)
                 self._add(seq, kind, f"step {data.get('step')} began")
             case "step.end":
                 self._add(

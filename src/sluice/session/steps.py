@@ -18,8 +18,8 @@ A step (JSON-ready, sent to pages as it is)::
            "duration": s | None, "result": text | None, "error": type | None,
            "progress": {"progress", "total", "message"} | None}
 
-``text`` is what the model said in a step that went on to call tools (the page that folds
-the answer sets it; the run's last step's text is the answer).
+``text`` is what the model said in a step whose tools then ran (the fold of the answer sets
+it, ``set_text``; the run's last step's text is the answer).
 """
 
 from __future__ import annotations
@@ -28,8 +28,17 @@ from typing import Any
 
 import orjson
 
+#: shown for what a record does not keep (``[store] keep_content = false``)
+NOT_KEPT = "(not kept)"
 #: the states of a call that has ended
 CALL_ENDED = frozenset({"ok", "error", "stopped"})
+#: the states of a call the model is writing or has written, that the gateway has not run
+CALL_UNRUN = frozenset({"calling", "called"})
+
+
+def step_ran(step: dict[str, Any]) -> bool:
+    """Whether the gateway began running any of the step's tool calls."""
+    return any(call["state"] not in CALL_UNRUN for call in step["calls"])
 
 
 def arguments_text(arguments: Any) -> str:
@@ -64,15 +73,16 @@ class RunSteps:
             calls = []
             for call in kept.get("tool_calls") or ():
                 error = call.get("error")
+                said = call.get("arguments") is not None  # (None: ``keep_content`` off)
                 calls.append(
                     {
                         "id": call.get("id") or "",
                         "name": call.get("name") or "",
                         "tool": call.get("tool"),
-                        "arguments": arguments_text(call.get("arguments")),
+                        "arguments": arguments_text(call["arguments"]) if said else NOT_KEPT,
                         "state": _ended(error, call.get("is_error")),
                         "duration": call.get("duration"),
-                        "result": call.get("result"),
+                        "result": call.get("result") if said else NOT_KEPT,
                         "error": error,
                         "progress": None,
                     }

@@ -50,17 +50,16 @@ function fmtCost(row) {
 }
 
 function fmtRun(row) {
-  if (row.step == null) return "";
-  const name = row.agent || "model";
-  if (TERMINAL_STATES.has(row.state)) return `${name} · ${row.step} step${row.step === 1 ? "" : "s"}`;
-  return `${name} · step ${row.step}`;
+  if (row.step == null || !row.agent) return "";
+  if (TERMINAL_STATES.has(row.state)) return `${row.agent} · ${row.step} step${row.step === 1 ? "" : "s"}`;
+  return `${row.agent} · step ${row.step}`;
 }
 
 function fmtRunTitle(row) {
   if (row.step == null) return "";
-  const agent = row.agent ? `agent ${row.agent}` : "a model's turn";
+  if (!row.agent) return "a model's turn of a conversation";
   const steps = row.steps || 0;
-  return `${agent}: step ${row.step}, ${steps} step${steps === 1 ? "" : "s"} ended`;
+  return `agent ${row.agent}: step ${row.step}, ${steps} step${steps === 1 ? "" : "s"} ended`;
 }
 
 function setText(node, text) {

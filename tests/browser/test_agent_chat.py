@@ -272,9 +272,10 @@ async def test_the_operations_center_and_the_session_page_show_a_runs_steps(
     await page.goto(gw.url + "/ops")
     row = page.locator(f'#ops-rows tr[data-id="{run_id}"]')
     await expect(row.locator('[data-field="run"]')).to_have_text("field · step 1", timeout=WAIT_MS)
-    await expect(row.locator('[data-field="run"]')).to_have_attribute(
-        "title", "agent field: step 1, 0 steps ended"
+    await expect(row.locator(".col-model")).to_have_attribute(
+        "title", "agent field on sim/agent: step 1, 0 steps ended"
     )
+    assert not await row.locator('[data-field="model"]').is_visible()  # (the agent instead)
 
     # Its page: the step under way, the tool running with its arguments, live.
     await page.goto(f"{gw.url}/ops/sessions/{run_id}")

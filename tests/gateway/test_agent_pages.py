@@ -106,11 +106,16 @@ async def test_the_operations_center_names_a_runs_agent_and_steps(tmp_path: Path
         await gw.final_record(plain.json()["id"])
         page = (await gw.http.get("/ops")).text
     row = page[page.index(f'data-id="{record["id"]}"') :]
-    cell = row[row.index('data-field="run"') :]
-    cell = cell[: cell.index("</td>")]
-    assert cell == 'data-field="run" title="agent support: step 2, 2 steps ended">support · 2 steps'
+    cell = row[row.index('<td class="col-model') :]
+    assert cell.startswith(
+        '<td class="col-model is-run" title="agent support on sim/agent: step 2, 2 steps ended">'
+        '<span class="run" data-field="run">support · 2 steps</span>'
+    )
     other = page[page.index(f'data-id="{plain.json()["id"]}"') :]
-    assert other[other.index('data-field="run"') :].startswith('data-field="run" title=""></td>')
+    cell = other[other.index('<td class="col-model') :]
+    assert cell.startswith(
+        '<td class="col-model" title="sim/support"><span class="run" data-field="run"></span>'
+    )
 
 
 async def test_without_content_kept_a_runs_page_shows_its_steps_from_the_record(

@@ -162,14 +162,14 @@ def fmt_run(row: dict[str, Any]) -> str:
     return f"{agent} · step {step}"
 
 
-def fmt_run_title(row: dict[str, Any]) -> str:
+def fmt_model_title(row: dict[str, Any]) -> str:
+    """The model column's tooltip: ``provider/model``, and an agent run's step and steps."""
+    model = f"{row['provider']}/{row['model']}" if row.get("provider") else ""
     step, agent = row.get("step"), row.get("agent")
-    if step is None:
-        return ""
-    if not agent:
-        return "a model's turn of a conversation"
+    if step is None or not agent:
+        return model
     steps = row.get("steps") or 0
-    return f"agent {agent}: step {step}, {steps} step{'' if steps == 1 else 's'} ended"
+    return f"agent {agent} on {model}: step {step}, {steps} step{'' if steps == 1 else 's'} ended"
 
 
 def fmt_percent(value: float | None) -> str:
@@ -202,7 +202,7 @@ FORMATTERS: dict[str, Any] = {
     "fmt_tokens": fmt_tokens,
     "fmt_cost": fmt_cost,
     "fmt_run": fmt_run,
-    "fmt_run_title": fmt_run_title,
+    "fmt_model_title": fmt_model_title,
     "fmt_seconds": fmt_seconds,
     "fmt_percent": fmt_percent,
     "fmt_over": fmt_over,

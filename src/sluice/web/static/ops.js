@@ -55,11 +55,11 @@ function fmtRun(row) {
   return `${row.agent} · step ${row.step}`;
 }
 
-function fmtRunTitle(row) {
-  if (row.step == null) return "";
-  if (!row.agent) return "a model's turn of a conversation";
+function fmtModelTitle(row) {
+  const model = row.provider ? `${row.provider}/${row.model}` : "";
+  if (row.step == null || !row.agent) return model;
   const steps = row.steps || 0;
-  return `agent ${row.agent}: step ${row.step}, ${steps} step${steps === 1 ? "" : "s"} ended`;
+  return `agent ${row.agent} on ${model}: step ${row.step}, ${steps} step${steps === 1 ? "" : "s"} ended`;
 }
 
 function setText(node, text) {
@@ -202,9 +202,11 @@ function opsCenter(table) {
     if (cells.node) setText(cells.node, data.node || "");
     setText(cells.provider, data.provider);
     setText(cells.model, data.model);
-    cells.model.parentElement.title = `${data.provider}/${data.model}`;
-    setText(cells.run, fmtRun(data));
-    cells.run.title = fmtRunTitle(data);
+    const run = fmtRun(data);
+    setText(cells.run, run);
+    const modelCell = cells.model.closest("td");
+    modelCell.classList.toggle("is-run", Boolean(run));
+    modelCell.title = fmtModelTitle(data);
     setText(cells.prompt, data.prompt || "");
     cells.prompt.title = data.prompt || "";
     const progress = cells.progress;

@@ -309,3 +309,24 @@ async def test_the_operations_center_and_the_session_page_show_a_runs_steps(
     await expect(steps.nth(0).locator(".call-result")).to_have_text("5")
     await expect(steps.nth(0).locator(".step-duration")).to_have_text(re.compile(r"\d (ms|s)$"))
     assert "calculator: 5." in (await page.text_content("#answer") or "")
+
+
+async def test_without_conversations_kept_each_turn_stands_alone(
+    tmp_path: Path, page: Page
+) -> None:
+    settings = agent_settings(tmp_path)
+    settings.keep_content = False
+    async with running_gateway(settings) as gw:
+        await open_chat(page, gw.url + "/")
+        await expect(page.locator("#not-kept")).to_contain_text("keep_content = false")
+        await page.select_option("#model", "sim/support")
+        plain = await ask(page, "Where is my parcel?")
+        assert await wait_state(page, "complete", "errored", "cancelled") == "complete"
+        run = await ask(page, "What is 2 + 2? Use the calculator.", agent="support")
+        assert await wait_state(page, "complete", "errored", "cancelled") == "complete"
+        answer = await page.text_content("#answer") or ""
+        assert "calculator: 4." in answer and "Following up" not in answer  # no history
+        assert f"session={run}" in page.url and "conversation=" not in page.url
+        records = [await gw.final_record(s) for s in (plain, run)]
+        assert [r["endpoint"] for r in records] == ["native", "agent"]
+        assert [r["conversation_id"] for r in records[1:]] == [None]

@@ -79,7 +79,8 @@ function renderStep(step) {
     );
   }
   item.append(head);
-  if (step.text) item.append(node("p", "step-text", step.text));
+  const said = (step.text || "").trim();
+  if (said) item.append(node("p", "step-text", said));
   if (step.calls.length) {
     const calls = node("ul", "calls");
     calls.append(...step.calls.map(renderCall));

@@ -4,6 +4,7 @@ Starts a gateway with its embedded simulator on a free loopback port (records in
 directory), drives the system Chromium through Playwright, and writes:
 
 - chat-midstream.png: the chat page while an answer streams;
+- chat-agent.png: a conversation of two turns with an agent, the last one's steps opened;
 - ops-under-load.png: the operations center with about 200 live sessions;
 - session-telemetry.png: a finished session's page with its final telemetry;
 - login.png: the login page of a gateway with ``[auth] required`` on;
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -26,7 +28,7 @@ from typing import Any
 import httpx
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from sluice.config import ProviderConfig, load_settings
+from sluice.config import AgentConfig, ProviderConfig, load_settings
 from sluice.gateway.app import create_app
 from sluice.gateway.server import RunningServer
 
@@ -85,6 +87,20 @@ async def chat_midstream(page: Page, url: str) -> None:
             await asyncio.sleep(0.1)
     await page.screenshot(path=OUT / "chat-midstream.png")
     await page.click("#stop")
+
+
+async def chat_agent(page: Page, url: str) -> None:
+    await page.goto(f"{url}/")
+    await page.select_option("#agent", "support")
+    turn = page.locator("#turn")
+    for prompt in ("What is 1234 * 5678? Use the calculator.", "And the time, by the clock?"):
+        await page.fill("#prompt", prompt)
+        await page.click("#send")
+        await expect(turn).to_have_attribute("data-session-id", re.compile("."))
+        await expect(turn).to_have_attribute("data-state", "complete", timeout=WAIT_MS)
+    await page.click("#steps-summary")
+    await page.locator("#composer").scroll_into_view_if_needed()
+    await page.screenshot(path=OUT / "chat-agent.png")
 
 
 async def ops_under_load(page: Page, url: str, http: httpx.AsyncClient) -> None:
@@ -171,7 +187,7 @@ async def _stop_all(gateway: Any) -> None:
 
 
 #: the images, by name, and whether each needs the gateway with auth on
-OPEN_SHOTS = ("chat-midstream", "session-telemetry", "ops-under-load")
+OPEN_SHOTS = ("chat-midstream", "chat-agent", "session-telemetry", "ops-under-load")
 AUTH_SHOTS = ("login", "ops-viewer")
 
 
@@ -221,6 +237,11 @@ async def _open_gateway_shots(browser: Browser, wanted: set[str], errors: list[s
         settings = load_settings(None, store_url=f"sqlite:///{tmp}/sluice.db")
         settings.sim = {"token_rate": 20.0, "ttft": 0.3}
         settings.providers["simchat"] = ProviderConfig("simchat", "sim", wire="chat")
+        settings.agents = {
+            "support": AgentConfig(
+                name="support", model="sim/agent", tools=["calculator", "clock", "docs_search"]
+            )
+        }
         app = create_app(settings)
         async with (
             RunningServer(app) as server,
@@ -229,6 +250,8 @@ async def _open_gateway_shots(browser: Browser, wanted: set[str], errors: list[s
             page = await _new_page(browser, errors)
             if "chat-midstream" in wanted:
                 await chat_midstream(page, server.url)
+            if "chat-agent" in wanted:
+                await chat_agent(page, server.url)
             if "session-telemetry" in wanted:
                 await session_telemetry(page, server.url, http)
             if "ops-under-load" in wanted:

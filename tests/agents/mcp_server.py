@@ -3,8 +3,8 @@
 ``python mcp_server.py stdio`` serves over stdin and stdout; ``python mcp_server.py http``
 binds a loopback port, prints it on a line of its own, and serves Streamable HTTP at
 ``/mcp``. Its tools: sums and echoes, one that raises, one that sleeps, one that hangs until
-cancelled (and counts the cancellations it saw), one that reports progress, one that makes
-the process exit in the middle of the call.
+cancelled (and counts the cancellations it saw), two that report progress (at once, and over a
+while), one that makes the process exit in the middle of the call.
 """
 
 from __future__ import annotations
@@ -64,6 +64,14 @@ async def count(steps: int, ctx: Context) -> str:
     for step in range(1, steps + 1):
         await ctx.report_progress(step, steps, f"step {step}")
     return f"counted {steps}"
+
+
+@server.tool(description="Visit each site in turn, telling the progress as it goes.")
+async def survey(sites: int, ctx: Context) -> str:
+    for site in range(1, sites + 1):
+        await ctx.report_progress(site, sites, f"site {site}")
+        await anyio.sleep(0.4)
+    return f"surveyed {sites} sites"
 
 
 @server.tool(description="This process's id.")

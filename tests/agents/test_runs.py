@@ -310,6 +310,22 @@ async def test_a_conversation_turn_may_name_a_plain_model(gw: GatewayUnderTest) 
     assert stored["agent"] is None and stored["model"] == "sim/agent"
 
 
+async def test_a_model_turns_tool_calls_end_it_as_they_end_a_plain_session(
+    gw: GatewayUnderTest,
+) -> None:
+    # (a model that asks for tools though none is declared: nothing runs them)
+    headers, events = await stream_run(
+        gw,
+        {"prompt": "Where is order A-1042?", "model": "sim/parallel-tools"},
+        "/api/conversations/chat-2/turns",
+    )
+    assert kinds(events).count("step.start") == 1 and "tool.start" not in kinds(events)
+    assert events[-1][2]["state"] == "complete"
+    record = await gw.final_record(headers["x-sluice-session-id"])
+    assert (record["finish_reason"], record["error"]) == ("tool_calls", None)
+    assert [c["name"] for c in record["tool_calls"]] == ["lookup_order", "list_open_tickets"]
+
+
 async def test_refusals_are_native_errors_with_their_status(gw: GatewayUnderTest) -> None:
     cases = [
         ("/api/agents/nobody/runs", {"prompt": "hi"}, 404, "unknown_agent"),

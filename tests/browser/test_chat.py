@@ -42,16 +42,20 @@ async def ask(page: Page, base_url: str, model: str, prompt: str) -> str:
 
 
 async def watch_answer(page: Page) -> None:
-    """Record every distinct text of the answer, as the browser renders it."""
+    """Record every distinct text of the latest answer, as the browser renders it."""
     await page.evaluate(
         """() => {
             window.__states = [];
-            const answer = document.getElementById("answer");
+            // (the turn, and its answer, appear when the prompt is sent)
             new MutationObserver(() => {
+                const answer = document.getElementById("answer");
+                if (!answer) return;
                 const text = answer.textContent;
                 const states = window.__states;
                 if (states[states.length - 1] !== text) states.push(text);
-            }).observe(answer, {childList: true, subtree: true, characterData: true});
+            }).observe(document.getElementById("turns"), {
+                childList: true, subtree: true, characterData: true,
+            });
         }"""
     )
 
@@ -106,7 +110,7 @@ async def test_an_answer_renders_incrementally_then_matches_the_final_text(
     assert await page.locator("#answer pre.code span").count() > 0
     assert await page.locator("#answer pre.code-open").count() == 0
     # telemetry and status
-    assert (await page.text_content("#status")) == "complete"
+    assert (await page.text_content("#status")) == "Complete"
     assert (await page.text_content("#ttft") or "").endswith("ms")
     assert (await page.text_content("#rate") or "").endswith("tok/s")
     assert await page.text_content("#tokens") == str(record["usage"]["output_tokens"])
@@ -119,7 +123,8 @@ async def test_reasoning_shows_thinking_then_collapses_when_the_answer_starts(
     async with running_gateway(settings) as gw:
         await ask(page, gw.url, "sim/slow-start", "Why is my order late?")
         await page.wait_for_selector("#reasoning[open]", timeout=WAIT * 1000)
-        assert await page.text_content("#status") == "thinking"
+        assert await page.text_content("#status") == "Thinking…"
+        assert await page.get_attribute("#status", "data-phase") == "thinking"
         assert (await page.text_content("#reasoning-text") or "").strip()
         assert await page.locator("#answer .md-block").count() == 0
         assert await wait_state(page, "complete", "errored") == "complete"
@@ -131,11 +136,13 @@ async def test_a_tool_call_shows_its_name(tmp_path: Path, page: Page) -> None:
     async with running_gateway(settings_for(tmp_path, token_rate=20.0)) as gw:
         await ask(page, gw.url, "sim/parallel-tools", "Where is order A-1042?")
         await page.wait_for_function(
-            "() => document.getElementById('status').textContent.startsWith('using tool: ')",
+            "() => document.getElementById('status').textContent.startsWith('Using tool: ')",
             timeout=WAIT * 1000,
         )
         assert await wait_state(page, "complete", "errored") == "complete"
-        names = await page.locator("#tools .tool-name").all_text_contents()
+        # (a model's turn of the conversation: its calls are its step's, which nothing ran)
+        assert await page.text_content("#status") == "Complete (tool_calls)"
+        names = await page.locator("#steps .call-name").all_text_contents()
         assert names == ["lookup_order", "list_open_tickets"]
 
 
@@ -159,7 +166,7 @@ async def test_stop_halts_the_text_and_the_generation(tmp_path: Path, page: Page
         record = await gw.final_record(session_id)
         assert record["state"] == "cancelled" and record["cancel_reason"] == "client_stop"
         assert await page.is_visible("#retry")
-        assert await page.text_content("#status") == "stopped"
+        assert await page.text_content("#status") == "Stopped"
 
 
 async def test_a_terminal_error_shows_the_reason_and_retry_recovers(

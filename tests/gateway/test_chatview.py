@@ -3,6 +3,7 @@ resumed from any event id, is the final answer's rendering, with nothing twice."
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from hypothesis import given, settings
@@ -34,11 +35,14 @@ class Page:
     def __init__(self) -> None:
         self.blocks: list[str] = []
         self.reasoning = ""
+        self.steps: list[dict[str, Any]] = []
         self.last_id = 0
 
     def apply(self, update: dict[str, Any]) -> None:
         self.blocks = self.blocks[: update["base"]] + update["blocks"]
         self.reasoning = self.reasoning[: update["reasoning_from"]] + update["reasoning"]
+        if "steps" in update:  # (sent only when they changed; the page keeps the last)
+            self.steps = copy.deepcopy(update["steps"])
         self.last_id = update["seq"]
 
 
@@ -192,3 +196,176 @@ def test_rendering_only_the_open_tail_gives_the_whole_rendering(
             assert page.blocks == render_blocks(text)
     page.apply(updates.update(view, len(pieces) + 1))
     assert page.blocks == render_blocks(text)
+
+
+def run_events(answer: str = "The sum is 4.") -> list[Event]:
+    """An agent's run: a step that says a word, calls a tool that tells its progress, then
+    a step that answers."""
+    events: list[Event] = [("step.start", {"step": 1}), ("status", {"phase": "waiting"})]
+    events += [("text", {"text": piece}) for piece in split_pieces("Let me check that.")]
+    events.append(("tool_call.start", {"index": 0, "id": "c1", "name": "add"}))
+    events += [("tool_call.delta", {"index": 0, "fragment": f}) for f in ('{"a": 2', ', "b": 2}')]
+    events.append(
+        (
+            "tool_call.done",
+            {"index": 0, "id": "c1", "name": "add", "raw_arguments": '{"a": 2, "b": 2}'},
+        )
+    )
+    events.append(("finish", {"reason": "tool_calls", "raw": "tool_calls"}))
+    events.append(("status", {"phase": "tool", "detail": "add"}))
+    tool = {"id": "c1", "name": "add", "tool": "testtools.add", "arguments": {"a": 2, "b": 2}}
+    events.append(("tool.start", tool))
+    progress = {"id": "c1", "progress": 1, "total": 2, "message": "adding"}
+    events.append(("tool.progress", progress))
+    end = {"id": "c1", "name": "add", "duration": 0.25, "result": "4", "is_error": False}
+    events.append(("tool.end", end | {"error": None}))
+    usage = {"input_tokens": 10, "output_tokens": 5}
+    step_end = {"step": 1, "finish_reason": "tool_calls", "usage": usage, "duration": 0.5}
+    events.append(("step.end", step_end))
+    events += [("step.start", {"step": 2}), ("status", {"phase": "waiting"})]
+    events += [("text", {"text": piece}) for piece in split_pieces(answer)]
+    events.append(("finish", {"reason": "stop", "raw": "stop"}))
+    step_end = {"step": 2, "finish_reason": "stop", "usage": usage, "duration": 0.3}
+    events.append(("step.end", step_end))
+    return events
+
+
+def test_a_runs_steps_keep_what_each_said_and_the_answer_is_the_last_steps() -> None:
+    view = ChatView()
+    events = run_events()
+    started = next(i for i, (kind, _) in enumerate(events) if kind == "tool.start")
+    for kind, data in events[:started]:
+        view.apply(kind, data)
+    assert view.answer == "Let me check that."
+    assert view.tools == []  # (the model's calls are the step's)
+    assert (view.state, view.finish_reason) == ("streaming", "tool_calls")
+    assert view.run.steps[0]["text"] == ""
+    view.apply(*events[started])
+    assert view.answer == ""  # the tools run: the answer starts afresh with the next step
+    assert view.state == "streaming"
+    [step] = view.run.steps
+    assert step["text"] == "Let me check that."
+    assert step["calls"][0] | {"progress": None} == {
+        "id": "c1",
+        "name": "add",
+        "state": "running",
+        "tool": "testtools.add",
+        "arguments": '{\n  "a": 2,\n  "b": 2\n}',
+        "duration": None,
+        "result": None,
+        "error": None,
+        "progress": None,
+    }
+    for kind, data in events[started + 1 :]:
+        view.apply(kind, data)
+    assert (view.state, view.finish_reason, view.answer) == (COMPLETE, "stop", "The sum is 4.")
+    first, second = view.run.steps
+    assert (first["state"], first["duration"]) == ("done", 0.5)
+    assert first["finish_reason"] == "tool_calls"
+    [call] = first["calls"]
+    assert call["tool"] == "testtools.add" and call["state"] == "ok"
+    assert call["arguments"] == '{\n  "a": 2,\n  "b": 2\n}'
+    assert (call["result"], call["duration"], call["progress"]) == ("4", 0.25, None)
+    assert (second["state"], second["text"], second["calls"]) == ("done", "", [])
+
+
+def test_the_status_names_the_running_tools_and_their_last_progress() -> None:
+    view = ChatView()
+    view.apply("step.start", {"step": 1})
+    view.apply("status", {"phase": "waiting", "detail": None})
+    assert view.status == {"phase": "waiting", "detail": None}
+    for index, (call_id, name) in enumerate([("a", "survey"), ("b", "clock")]):
+        view.apply("tool_call.start", {"index": index, "id": call_id, "name": name})
+        view.apply("tool_call.done", {"index": index, "id": call_id, "name": name})
+    view.apply("finish", {"reason": "tool_calls"})
+    view.apply("status", {"phase": "tool", "detail": "survey, clock"})
+    for call_id, name in [("a", "survey"), ("b", "clock")]:
+        view.apply("tool.start", {"id": call_id, "name": name, "tool": name, "arguments": {}})
+    view.urgent = False
+    view.apply("tool.progress", {"id": "a", "progress": 1, "total": 3, "message": "site 1"})
+    assert not view.urgent  # progress is coalesced into the flush window
+    assert view.status == {
+        "phase": "tool",
+        "detail": "survey, clock",
+        "progress": {"tool": "survey", "progress": 1, "total": 3, "message": "site 1"},
+    }
+    end = {"duration": 0.1, "result": "now", "is_error": False, "error": None}
+    view.apply("tool.end", {"id": "b", "name": "clock", **end})
+    assert view.urgent
+    assert view.status is not None and view.status["detail"] == "survey"
+    assert view.status["progress"]["message"] == "site 1"
+    view.apply("tool.end", {"id": "a", "name": "survey", **end})
+    assert view.status is not None and view.status["detail"] == "survey"
+    assert "progress" not in view.status
+    view.apply("step.end", {"step": 1, "finish_reason": "tool_calls", "duration": 1.0})
+    view.apply("step.start", {"step": 2})
+    view.apply("status", {"phase": "waiting", "detail": None})
+    assert view.status == {"phase": "waiting", "detail": None}
+
+
+def test_calls_that_nothing_runs_end_the_run_with_them_as_its_answer() -> None:
+    view = ChatView()
+    events = run_events()
+    finish = events.index(("finish", {"reason": "tool_calls", "raw": "tool_calls"}))
+    for kind, data in events[: finish + 1]:
+        view.apply(kind, data)
+    usage = {"input_tokens": 10, "output_tokens": 5}
+    view.apply("step.end", {"step": 1, "finish_reason": "tool_calls", "usage": usage})
+    assert (view.state, view.finish_reason) == (COMPLETE, "tool_calls")
+    assert view.answer == "Let me check that." and view.status is None
+    assert [call["state"] for call in view.run.steps[0]["calls"]] == ["called"]
+
+
+def test_a_stop_during_a_tool_ends_the_step_and_the_call_stopped() -> None:
+    view = ChatView()
+    events = run_events()
+    running = next(i for i, (kind, _) in enumerate(events) if kind == "tool.progress")
+    for kind, data in events[: running + 1]:
+        view.apply(kind, data)
+    end = {"id": "c1", "name": "add", "duration": 3.0, "result": "stopped", "is_error": True}
+    view.apply("tool.end", end | {"error": "cancelled"})
+    view.apply("error", {"type": "cancelled", "message": "stopped: client_stop"})
+    assert view.state == CANCELLED and view.status is None
+    [step] = view.run.steps
+    assert step["state"] == "stopped"
+    assert [call["state"] for call in step["calls"]] == ["stopped"]
+
+
+def test_steps_are_sent_when_they_change_and_a_retry_clears_them() -> None:
+    view, updates = ChatView(), ChatUpdates()
+    assert updates.update(view, 0)["steps"] == []
+    events = run_events()
+    for seq, (kind, data) in enumerate(events, start=1):
+        view.apply(kind, data)
+        update = updates.update(view, seq)
+        assert ("steps" in update) == (kind in STEP_CHANGES), kind
+    view.apply("retry", {"attempt": 2, "reason": "recover"})
+    assert updates.update(view, len(events) + 1)["steps"] == []
+
+
+STEP_CHANGES = {
+    "step.start",
+    "step.end",
+    "tool_call.start",
+    "tool_call.delta",
+    "tool_call.done",
+    "tool.start",
+    "tool.progress",
+    "tool.end",
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_resuming_a_run_from_any_event_id_gives_the_same_page(data: st.DataObject) -> None:
+    events = run_events("## Done\n\nThe sum is **4**.\n")
+    whole = ChatView()
+    for kind, payload in events:
+        whole.apply(kind, payload)
+    flushes = data.draw(st.lists(st.integers(1, len(events)), max_size=30))
+    cut = data.draw(st.integers(0, len(flushes)))
+    page = Page()
+    stream(events[: max(sorted(flushes)[:cut], default=0)], page, sorted(flushes)[:cut])
+    stream(events, page, flushes, after=page.last_id)
+    assert page.blocks == render_blocks("## Done\n\nThe sum is **4**.\n")
+    assert page.steps == whole.run.steps

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from sluice import events as ev
-from sluice.config import ConfigError, OpsSettings, ProviderConfig, load_settings
+from sluice.agents.declare import AgentTools
+from sluice.agents.run import AgentRun
+from sluice.config import AgentConfig, ConfigError, OpsSettings, ProviderConfig, load_settings
 from sluice.pricing import PriceBook
 from sluice.providers import Route
 from sluice.session.bus import MemoryBus, Message
@@ -25,6 +27,7 @@ from sluice.session.opsfeed import (
     SessionTrail,
     follow_session,
     prompt_line,
+    recorded_row,
 )
 from sluice.session.session import COMPLETE, ERRORED, STREAMING, Session, SessionSpec
 from sluice.session.store import MemoryStore
@@ -44,7 +47,9 @@ class Harness:
         )
         self.count = 0
 
-    def session(self, max_tokens: int | None = 100, provider: str = "sim") -> Session:
+    def session(
+        self, max_tokens: int | None = 100, provider: str = "sim", agent: str | None = None
+    ) -> Session:
         self.count += 1
         turn = TurnRequest(
             model=f"{provider}/support",
@@ -61,7 +66,14 @@ class Harness:
             passthrough=False,
             disconnect_policy="cancel",
         )
-        session = Session(f"op-test{self.count:04d}", spec, self.manager.deps())
+        session_id, deps = f"op-test{self.count:04d}", self.manager.deps()
+        if agent is None:
+            session = Session(session_id, spec, deps)
+        else:
+            config = AgentConfig(name=agent, model=turn.model)
+            session = AgentRun(
+                session_id, spec, deps, agent=config, tools=AgentTools([]), build=lambda t: b"{}"
+            )
         self.manager.on_state(session)  # as the manager's launch does
         return session
 
@@ -403,6 +415,49 @@ async def test_a_reader_that_fell_behind_gets_a_fresh_snapshot_not_a_gap() -> No
         assert view["sessions"] == feed.snapshot()["sessions"]
 
 
+async def test_a_runs_row_carries_its_agent_its_step_and_the_steps_ended(
+    harness: Harness,
+) -> None:
+    plain, run = harness.session(), harness.session(agent="support")
+    first = harness.feed.collect()
+    assert first is not None
+    row = first["sessions"][plain.id]
+    assert (row["agent"], row["step"], row["steps"]) == (None, None, None)
+    assert (
+        first["sessions"][run.id] | {"agent": "support", "step": 0, "steps": 0}
+        == (first["sessions"][run.id])
+    )
+    assert isinstance(run, AgentRun)
+    harness.stream(run)
+    run.step = 1
+    run.log.append(ev.StepStart(1))
+    change = harness.feed.collect()
+    assert change is not None
+    assert change["sessions"][run.id]["step"] == 1
+    assert "agent" not in change["sessions"][run.id]  # only what changed
+    run.steps.append({"step": 1, "duration": 0.5, "text": "", "tool_calls": []})
+    run.step = 2
+    run.log.append(ev.StepEnd(1, "tool_calls", None, 0.5))
+    run.log.append(ev.StepStart(2))
+    change = harness.feed.collect()
+    assert change is not None
+    assert (change["sessions"][run.id]["step"], change["sessions"][run.id]["steps"]) == (2, 1)
+
+
+def test_a_stored_runs_row_counts_the_steps_it_ended() -> None:
+    record = {
+        "id": "op-stored",
+        "state": "cancelled",
+        "agent": "support",
+        "step": 2,
+        "steps": [{"step": 1, "duration": 0.5}, {"step": 2, "text": "", "tool_calls": []}],
+    }
+    row = recorded_row(record)
+    assert (row["agent"], row["step"], row["steps"]) == ("support", 2, 1)
+    plain = recorded_row({"id": "op-plain", "state": "complete"})
+    assert (plain["agent"], plain["step"], plain["steps"]) == (None, None, None)
+
+
 # -- one session's page -----------------------------------------------------------------------
 
 
@@ -480,6 +535,74 @@ async def test_a_session_page_feed_sends_text_as_appends_then_the_final_record(
     assert final["record"]["state"] == "complete"
     with pytest.raises(StopAsyncIteration):
         await next_message(feed)
+
+
+RUN: list[tuple[str, dict[str, Any]]] = [
+    ("step.start", {"step": 1}),
+    ("text", {"text": "Let me check."}),
+    ("tool_call.start", {"index": 0, "id": "c1", "name": "echo"}),
+    ("tool_call.delta", {"index": 0, "fragment": '{"text": "<b>hi</b>"}'}),
+    ("tool_call.done", {"index": 0, "id": "c1", "name": "echo", "status": "ok"}),
+    ("finish", {"reason": "tool_calls", "raw": "tool_calls"}),
+    ("tool.start", {"id": "c1", "name": "echo", "tool": "t.echo", "arguments": {"text": "<b>"}}),
+    ("tool.progress", {"id": "c1", "progress": 1, "total": 2, "message": "half"}),
+    ("tool.progress", {"id": "c1", "progress": 2, "total": 2, "message": "all"}),
+    ("tool.end", {"id": "c1", "name": "echo", "duration": 0.012, "result": "echo: <b>"}),
+    ("step.end", {"step": 1, "finish_reason": "tool_calls", "usage": None, "duration": 1.5}),
+    ("step.start", {"step": 2}),
+    ("text", {"text": "Done."}),
+    ("finish", {"reason": "stop", "raw": "stop"}),
+    ("step.end", {"step": 2, "finish_reason": "stop", "usage": None, "duration": 0.2}),
+]
+
+
+def test_the_trail_lists_a_runs_steps_and_tools_and_keeps_its_steps() -> None:
+    trail = SessionTrail()
+    for seq, (kind, data) in enumerate(RUN, start=1):
+        trail.apply(seq, kind, data)
+    labels = [e["label"] for e in trail.timeline if e["kind"].startswith(("step.", "tool."))]
+    assert labels == [
+        "step 1 began",
+        "tool t.echo called",
+        "tool progress",
+        "tool echo: ok after 12 ms",
+        "step 1 ended (tool_calls) after 1.50 s",
+        "step 2 began",
+        "step 2 ended (stop) after 200 ms",
+    ]
+    progress = next(e for e in trail.timeline if e["kind"] == "tool.progress")
+    assert progress["count"] == 2
+    assert trail.text == "Done."  # (a run's answer is its last step's)
+    first, second = trail.run.steps
+    assert first["text"] == "Let me check." and second["text"] == ""
+    [call] = first["calls"]
+    assert (call["tool"], call["state"], call["result"]) == ("t.echo", "ok", "echo: <b>")
+    assert call["arguments"] == '{\n  "text": "<b>"\n}'
+
+
+async def test_a_session_page_feed_sends_a_runs_steps_when_they_change(harness: Harness) -> None:
+    run = harness.session(agent="support")
+    harness.stream(run)
+    feed = follow_session(run, interval=0.05)
+    snapshot = await next_message(feed)
+    assert "steps" not in snapshot  # (none yet)
+    run.log.append(ev.StepStart(1))
+    run.log.append(ev.ToolStart("c1", "echo", "t.echo", {"text": "x"}))
+    run.log.notify()
+    update = await next_message(feed)
+    assert [step["step"] for step in update["steps"]] == [1]
+    assert update["steps"][0]["calls"][0]["state"] == "running"
+    run.log.append(ev.TextDelta("more"))
+    run.log.notify()
+    update = await next_message(feed)
+    assert "steps" not in update and update["text_add"] == "more"
+    run.log.append(ev.ToolEnd("c1", "echo", 0.1, "echo: x"))
+    run.log.notify()
+    update = await next_message(feed)
+    assert (
+        update["steps"][0]["calls"][0] | {"duration": 0.1, "result": "echo: x"}
+        == (update["steps"][0]["calls"][0])
+    )
 
 
 # -- configuration ----------------------------------------------------------------------------

@@ -85,7 +85,9 @@ class AgentRun(Session):
                 return  # (the step's error is the run's: it ends with it)
             acc = self.acc
             calls = acc.tool_calls
-            if acc.finish_reason != ev.FINISH_TOOL_CALLS or not calls:
+            if acc.finish_reason != ev.FINISH_TOOL_CALLS or not calls or not self.agent.tools:
+                # The answer; or calls with no tool to run them (a model's turn of a
+                # conversation): they end the run as they end a plain session.
                 self._end_step([])
                 return
             if self.step >= self.agent.max_steps:
@@ -234,6 +236,9 @@ class AgentRun(Session):
         }
         self.conversation = updated
         return [self.deps.store.put_conversation(updated)]
+
+    def run_progress(self) -> tuple[str, int, int] | None:
+        return self.agent.name, self.step, len(self.steps)
 
     def _record(self) -> dict[str, Any]:
         record = super()._record()

@@ -110,7 +110,10 @@ class AgentEndpoints:
     # -- endpoints ----------------------------------------------------------------------------
 
     async def list_agents(self, request: Request) -> Response:
-        principal = _principal(request)
+        return JSONResponse({"agents": self.offered(_principal(request))})
+
+    def offered(self, principal: Principal) -> list[dict[str, Any]]:
+        """The agents ``principal`` may run (those whose model its key allows)."""
         keys = self.gateway.keys
         listed = []
         for agent in self.agents.values():
@@ -126,7 +129,7 @@ class AgentEndpoints:
                     "max_steps": agent.max_steps,
                 }
             )
-        return JSONResponse({"agents": listed})
+        return listed
 
     async def create_run(self, request: Request) -> Response:
         gateway = self.gateway

@@ -3,7 +3,8 @@
 - ``GET /ops``: every live and recent session, those the store holds from earlier runs
   included (rows rendered on the server from the feed's snapshot, then kept current by
   ``ops.js``);
-- ``GET /ops/sessions/{id}``: one session's answer, event timeline and final telemetry;
+- ``GET /ops/sessions/{id}``: one session's answer, event timeline and final telemetry, and an
+  agent run's steps with each tool call's arguments, result and duration;
   ``GET /ops/sessions/{id}/summary`` is that page's final part alone (fetched when it ends);
 - ``WS /ops/feed``: the operations feed (``sluice.session.opsfeed``): a snapshot, then one
   coalesced diff per flush window, as JSON text frames;
@@ -38,6 +39,7 @@ from sluice.logs import kv
 from sluice.session.clusterfeed import follow_cluster
 from sluice.session.opsfeed import GAP_TAIL, SessionTrail, derive, follow_session
 from sluice.session.session import TERMINAL_STATES
+from sluice.session.steps import RunSteps
 
 if TYPE_CHECKING:
     from sluice.gateway.app import Gateway
@@ -82,6 +84,9 @@ BLANK_ROW: dict[str, Any] = {
     "reason": None,
     "message": None,
     "node": None,
+    "agent": None,
+    "step": None,
+    "steps": None,
 }
 
 BLANK_TOTALS: dict[str, Any] = {
@@ -114,6 +119,13 @@ def spark_points(gaps: list[float]) -> str:
     )
 
 
+def fmt_seconds(value: float | None) -> str:
+    """Seconds as steps.js shows them."""
+    if value is None:
+        return NONE
+    return f"{round(value * 1000)} ms" if value < 1 else f"{value:.2f} s"
+
+
 def fmt_ms(value: float | None) -> str:
     if value is None:
         return NONE
@@ -137,6 +149,27 @@ def fmt_cost(row: dict[str, Any]) -> str:
         return NONE
     cost = row.get("cost")
     return "unknown" if cost is None else f"${cost:.6f}"
+
+
+def fmt_run(row: dict[str, Any]) -> str:
+    """An agent's run: its agent and the step under way, or how many steps it ran (nothing
+    for a plain session, nor for a model's turn of a conversation: one step, no tools)."""
+    step, agent = row.get("step"), row.get("agent")
+    if step is None or not agent:
+        return ""
+    if row.get("state") in TERMINAL_STATES:
+        return f"{agent} · {step} step" + ("" if step == 1 else "s")
+    return f"{agent} · step {step}"
+
+
+def fmt_model_title(row: dict[str, Any]) -> str:
+    """The model column's tooltip: ``provider/model``, and an agent run's step and steps."""
+    model = f"{row['provider']}/{row['model']}" if row.get("provider") else ""
+    step, agent = row.get("step"), row.get("agent")
+    if step is None or not agent:
+        return model
+    steps = row.get("steps") or 0
+    return f"agent {agent} on {model}: step {step}, {steps} step{'' if steps == 1 else 's'} ended"
 
 
 def fmt_percent(value: float | None) -> str:
@@ -168,6 +201,9 @@ FORMATTERS: dict[str, Any] = {
     "fmt_rate": fmt_rate,
     "fmt_tokens": fmt_tokens,
     "fmt_cost": fmt_cost,
+    "fmt_run": fmt_run,
+    "fmt_model_title": fmt_model_title,
+    "fmt_seconds": fmt_seconds,
     "fmt_percent": fmt_percent,
     "fmt_over": fmt_over,
     "fmt_spend": fmt_spend,
@@ -261,8 +297,14 @@ class OpsPages:
                 "backpressure": (record.get("telemetry") or {}).get("backpressure") or "",
             }
         text = trail.text
+        steps = trail.run
+        if not steps.steps and record.get("steps"):
+            # (a run whose stored log is gone: ``keep_content`` off)
+            unfinished = "stopped" if record["state"] == "cancelled" else "failed"
+            steps = RunSteps.from_record(record["steps"], unfinished)
         return {
             **FORMATTERS,
+            "steps": steps.steps,
             "record": record,
             "row": row,
             "text": text,

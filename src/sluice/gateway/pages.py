@@ -5,7 +5,8 @@ CSS and small hand-written ES modules are served from ``sluice/web/static`` unde
 Every page gets ``PAGE_CSP``: scripts, styles and connections only from the gateway itself, so
 templates load their code from ``/static`` and use no inline ``<script>`` or ``style=``.
 
-The chat page starts sessions through the native API and follows one through
+The chat page holds a conversation: each turn is an agent's run or a plain model's turn,
+started with ``POST /api/conversations/{id}/turns``; it follows each through
 ``GET /chat/sessions/{id}/stream``: server-rendered, sanitised HTML of the answer, coalesced
 into at most one update per ``FLUSH_INTERVAL``, each with the session log's sequence number as
 its SSE id so that a reconnecting page resumes exactly (see docs/pages.md).
@@ -346,6 +347,8 @@ class Pages:
             {
                 "active_nav": "chat",
                 "providers": model_catalogue(self.gateway, principal),
+                "agents": self.gateway.agents.offered(principal),
+                "keep_content": self.gateway.settings.keep_content,
                 "who": who_of(request),
             },
         )

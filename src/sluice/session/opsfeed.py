@@ -22,7 +22,8 @@ since the last message, which the reader appends (keeping the last ``GAP_TAIL``)
 fell behind (the bus dropped messages it had not taken) gets a fresh snapshot instead of a gap.
 
 ``SessionTrail`` and ``follow_session`` do the same for one session's page: the answer as it
-streams and a summarised timeline of its events, at most once per window.
+streams, a summarised timeline of its events and an agent run's steps (sent when they change),
+at most once per window.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from sluice.config import OpsSettings
 from sluice.session.bus import Bus, Message
 from sluice.session.eventlog import Entry
 from sluice.session.session import CANCELLED, ERRORED, TERMINAL_STATES, Session
+from sluice.session.steps import RunSteps, step_ran
 
 
 class RecordSource(Protocol):
@@ -106,6 +108,7 @@ def derive(session: Session, typical: dict[str, float] | None = None) -> Row:
     cost = session.cost or {}
     error = session.error or {}
     reason = error.get("type") or session.cancel_reason
+    run = session.run_progress()
     return {
         "id": session.id,
         "state": state,
@@ -131,6 +134,10 @@ def derive(session: Session, typical: dict[str, float] | None = None) -> Row:
         "message": (error.get("message") or "")[:200] or None,
         "attempts": session.attempts,
         "node": session.deps.node,
+        # an agent's run: its agent (empty for a model's turn), step under way, steps ended
+        "agent": None if run is None else run[0],
+        "step": None if run is None else run[1],
+        "steps": None if run is None else run[2],
     }
 
 
@@ -161,6 +168,11 @@ def recorded_row(record: dict[str, Any]) -> Row:
         "message": (error.get("message") or "")[:200] or None,
         "attempts": record.get("attempts", 1),
         "node": record.get("node"),
+        "agent": record.get("agent"),
+        "step": record.get("step"),
+        "steps": None
+        if record.get("steps") is None
+        else sum(1 for step in record["steps"] if "duration" in step),
     }
 
 
@@ -485,23 +497,31 @@ class OpsFeed:
 
 
 #: the event kinds that are summarised as runs rather than listed
-_RUNS = {"text": "answer text", "reasoning": "reasoning", "tool_call.delta": "tool arguments"}
+_RUNS = {
+    "text": "answer text",
+    "reasoning": "reasoning",
+    "tool_call.delta": "tool arguments",
+    "tool.progress": "tool progress",
+}
 
 
 class SessionTrail:
-    """A fold over a session's events: the answer so far and a timeline of its milestones.
+    """A fold over a session's events: the answer so far, a timeline of its milestones and,
+    for an agent's run, its steps (``RunSteps``). A run's answer is its last step's text: what
+    a step that called tools said goes with that step.
 
     Runs of deltas become one timeline entry (212 answer-text deltas); status changes, tool calls,
-    retries, usage, errors and the finish are listed each. No I/O.
+    steps, retries, usage, errors and the finish are listed each. No I/O.
     """
 
-    __slots__ = ("_text", "timeline", "version")
+    __slots__ = ("_text", "run", "timeline", "version")
 
     def __init__(self) -> None:
         self._text: list[str] = []
         self.timeline: list[dict[str, Any]] = []
         #: bumped whenever the timeline changes
         self.version = 0
+        self.run = RunSteps()
 
     @property
     def text(self) -> str:
@@ -512,6 +532,12 @@ class SessionTrail:
     def apply(self, seq: int, kind: str, data: dict[str, Any]) -> None:
         if kind == "text":
             self._text.append(data.get("text", ""))
+        step = self.run.current
+        if kind == "tool.start" and step is not None and not step_ran(step):
+            # a run's step whose tools begin: what it said goes with the step
+            self.run.set_text(self.text)
+            self._text.clear()
+        self.run.apply(kind, data)
         if kind in _RUNS:
             last = self.timeline[-1] if self.timeline else None
             if last is not None and last["kind"] == kind:
@@ -545,11 +571,31 @@ class SessionTrail:
                 )
             case "retry":
                 self._text.clear()
+                self.run = RunSteps()
                 self._add(seq, kind, f"attempt {data.get('attempt')} after {data.get('reason')}")
             case "error":
+                self.run.end(data.get("type") == "cancelled")
                 self._add(seq, kind, f"{data.get('type')}: {data.get('message')}")
             case "finish":
                 self._add(seq, kind, f"finished: {data.get('reason')}")
+            case "step.start":
+                self._add(seq, kind, f"step {data.get('step')} began")
+            case "step.end":
+                self._add(
+                    seq,
+                    kind,
+                    f"step {data.get('step')} ended ({data.get('finish_reason')}) after "
+                    f"{_seconds(data.get('duration'))}",
+                )
+            case "tool.start":
+                self._add(seq, kind, f"tool {data.get('tool') or data.get('name')} called")
+            case "tool.end":
+                outcome = data.get("error") or ("failed" if data.get("is_error") else "ok")
+                self._add(
+                    seq,
+                    kind,
+                    f"tool {data.get('name')}: {outcome} after {_seconds(data.get('duration'))}",
+                )
             case _:
                 self._add(seq, kind, kind)
 
@@ -579,6 +625,8 @@ async def follow_session(session: Session, interval: float) -> AsyncIterator[Mes
     position = 0
     sent_text = 0
     sent_version = -1
+    sent_run: RunSteps | None = None
+    sent_steps = -1
     last_row: Row | None = None
     attempts = session.attempts
     kind = "snapshot"
@@ -598,6 +646,10 @@ async def follow_session(session: Session, interval: float) -> AsyncIterator[Mes
         if trail.version != sent_version:
             message["timeline"] = trail.timeline
             sent_version = trail.version
+        run = trail.run  # (a new one after a retry: the page then drops the steps it has)
+        if (run is not sent_run or run.version != sent_steps) and (run.steps or sent_run):
+            message["steps"] = run.steps
+            sent_run, sent_steps = run, run.version
         row = derive(session)
         change = diff_row(last_row, row)
         if change:
@@ -617,6 +669,12 @@ async def follow_session(session: Session, interval: float) -> AsyncIterator[Mes
                 await session.finished.wait()
         if not session.finished.is_set() and len(session.log) == position:
             await _first_of(session.log.wait_beyond(position), session.finished.wait())
+
+
+def _seconds(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "?"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
 async def _first_of(*awaitables: Any) -> None:

@@ -927,6 +927,11 @@ class Session:
             return self._final_telemetry
         return self.clock.summary(self.output_tokens())
 
+    def run_progress(self) -> tuple[str, int, int] | None:
+        """An agent's run: its agent's name (empty for a model's turn of a conversation), the
+        step under way (or the last) and how many steps ended; None for a plain session."""
+        return None
+
     def record(self) -> dict[str, Any]:
         record = self._record()
         return record if self.deps.keep_content else without_content(record)

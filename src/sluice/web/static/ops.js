@@ -6,6 +6,8 @@
 // Everything the model or a provider says is set as text, never as HTML; the one HTML string
 // used (a finished answer) was rendered and sanitised by the gateway.
 
+import { renderSteps } from "/static/steps.js";
+
 const $ = (id) => document.getElementById(id);
 
 const GAP_TAIL = 30;
@@ -45,6 +47,19 @@ function fmtTokens(row) {
 function fmtCost(row) {
   if (!TERMINAL_STATES.has(row.state)) return NONE;
   return row.cost == null ? "unknown" : `$${row.cost.toFixed(6)}`;
+}
+
+function fmtRun(row) {
+  if (row.step == null || !row.agent) return "";
+  if (TERMINAL_STATES.has(row.state)) return `${row.agent} · ${row.step} step${row.step === 1 ? "" : "s"}`;
+  return `${row.agent} · step ${row.step}`;
+}
+
+function fmtModelTitle(row) {
+  const model = row.provider ? `${row.provider}/${row.model}` : "";
+  if (row.step == null || !row.agent) return model;
+  const steps = row.steps || 0;
+  return `agent ${row.agent} on ${model}: step ${row.step}, ${steps} step${steps === 1 ? "" : "s"} ended`;
 }
 
 function setText(node, text) {
@@ -187,7 +202,11 @@ function opsCenter(table) {
     if (cells.node) setText(cells.node, data.node || "");
     setText(cells.provider, data.provider);
     setText(cells.model, data.model);
-    cells.model.parentElement.title = `${data.provider}/${data.model}`;
+    const run = fmtRun(data);
+    setText(cells.run, run);
+    const modelCell = cells.model.closest("td");
+    modelCell.classList.toggle("is-run", Boolean(run));
+    modelCell.title = fmtModelTitle(data);
     setText(cells.prompt, data.prompt || "");
     cells.prompt.title = data.prompt || "";
     const progress = cells.progress;
@@ -319,6 +338,8 @@ function sessionPage(head) {
   const id = head.dataset.id;
   const answer = $("answer");
   const timeline = $("timeline");
+  const stepsCard = $("steps-card");
+  const stepsList = $("steps");
   const summary = $("summary");
   const stateBadge = head.querySelector('[data-field="state"]');
   const cancel = head.querySelector('[data-action="cancel"]');
@@ -389,6 +410,10 @@ function sessionPage(head) {
     if (message.text !== undefined) setText(answer, message.text);
     if (message.text_add) answer.append(message.text_add);
     if (message.timeline) showTimeline(message.timeline);
+    if (message.steps) {
+      stepsCard.hidden = message.steps.length === 0;
+      renderSteps(stepsList, message.steps);
+    }
     if (message.row) showRow(message.row);
     if (message.type === "final") {
       showState(message.record.state);

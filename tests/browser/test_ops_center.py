@@ -317,3 +317,32 @@ async def test_the_sessions_shown_are_those_the_records_hold_across_restarts(
         await expect(old).to_have_attribute("data-state", "complete")
         await expect(old.locator('[data-field="prompt"]')).to_have_text("question 0")
         await expect(old.locator('[data-field="tokens"]')).to_have_text("20")
+
+
+async def test_smoothness_by_provider_and_model_tells_steady_from_bursty(
+    tmp_path: Path, page: Page
+) -> None:
+    settings = gateway_settings(tmp_path, token_rate=100.0, jitter=0.1, output_tokens=40)
+    async with running_gateway(settings) as gw:
+        await page.goto(f"{gw.url}/ops")
+        rows = page.locator("#ops-smoothness tr")
+        await expect(rows).to_have_count(0)
+        for model in ("sim/support", "sim/bursty"):
+            response = await gw.http.post(
+                "/v1/chat/completions",
+                json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert response.status_code == 200, response.text
+        # smoothest first: the steady stream, then the bursty one, each with its figures
+        await expect(rows).to_have_count(2, timeout=WAIT_MS)
+        steady, bursty = [
+            [await cell.text_content() for cell in await row.locator("td").all()]
+            for row in await rows.all()
+        ]
+        assert steady[:2] == ["sim / support", "1"] and bursty[:2] == ["sim / bursty", "1"]
+        assert float(steady[2] or 0) > 0.8 > 0.5 > float(bursty[2] or 1)
+        assert steady[3] == "0%" and int((bursty[3] or "0%").rstrip("%")) > 50
+    # a new page of a gateway on the same store shows the recorded streams' figures too
+    async with running_gateway(settings) as gw:
+        await page.goto(f"{gw.url}/ops")
+        await expect(page.locator("#ops-smoothness tr")).to_have_count(2, timeout=WAIT_MS)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sluice.bench.smoothness import compare
 from sluice.bench.smoothness import main as smoothness_main
-from sluice.session.smoothness import smoothness
+from sluice.session.smoothness import SmoothnessBook, merge_summaries, smoothness
 from tests.conftest import running_gateway
 from tests.conftest import test_settings as gateway_settings
 
@@ -111,3 +111,56 @@ def test_bench_smoothness_records_a_sample_and_writes_its_table_and_chart(
     svg = (tmp_path / "smoothness.svg").read_text()
     assert svg.startswith("<svg") and svg.count("<rect") == len(rows)
     assert "sim-responses / bursty" in svg
+
+
+def test_the_book_keeps_medians_by_route_and_forgets_the_oldest_route() -> None:
+    book = SmoothnessBook()
+    for score in (0.9, 0.7, 0.8):
+        book.add("p", "steady", {"smoothness": score, "burst_share": 0.0, "stalls": 0})
+    book.add("p", "bursty", {"smoothness": 0.3, "burst_share": 0.8, "stalls": 2})
+    book.add("p", "none", {"smoothness": None})  # no figure: not counted
+    summary = book.summary()
+    assert summary is book.summary()  # unchanged until a stream is added
+    assert [(r["model"], r["sessions"], r["smoothness"], r["stalls"]) for r in summary] == [
+        ("steady", 3, 0.8, 0),
+        ("bursty", 1, 0.3, 2),
+    ]
+    for n in range(SmoothnessBook.GROUPS):
+        book.add("q", f"m{n}", {"smoothness": 0.5})
+    models = {r["model"] for r in book.summary()}
+    assert len(models) == SmoothnessBook.GROUPS and "steady" not in models
+
+
+def test_nodes_summaries_merge_weighted_by_sessions() -> None:
+    a = [
+        {
+            "provider": "p",
+            "model": "m",
+            "sessions": 3,
+            "smoothness": 0.9,
+            "burst_share": 0.0,
+            "stalls": 1,
+        }
+    ]
+    b = [
+        {
+            "provider": "p",
+            "model": "m",
+            "sessions": 1,
+            "smoothness": 0.5,
+            "burst_share": 0.4,
+            "stalls": 2,
+        },
+        {
+            "provider": "p",
+            "model": "x",
+            "sessions": 2,
+            "smoothness": 0.95,
+            "burst_share": 0.0,
+            "stalls": 0,
+        },
+    ]
+    merged = merge_summaries([a, b])
+    assert [
+        (r["model"], r["sessions"], r["smoothness"], r["burst_share"], r["stalls"]) for r in merged
+    ] == [("x", 2, 0.95, 0.0, 0), ("m", 4, 0.8, 0.1, 3)]

@@ -97,6 +97,7 @@ BLANK_TOTALS: dict[str, Any] = {
     "errors_over": 0,
     "spend": 0.0,
     "unpriced": 0,
+    "smoothness": [],
 }
 
 

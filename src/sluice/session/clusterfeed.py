@@ -28,6 +28,7 @@ from typing import Any
 
 from sluice.session.bus import Message
 from sluice.session.opsfeed import OpsFeed
+from sluice.session.smoothness import merge_summaries
 
 WATCH_TOPIC = "ops.watch"
 #: seconds a node keeps publishing after a view last said it watches
@@ -152,6 +153,7 @@ class ClusterView:
         over = sum(n for _, n in weighted)
         totals["error_rate"] = round(sum(r * n for r, n in weighted) / over, 4) if over else None
         totals["nodes"] = len(states)
+        totals["smoothness"] = merge_summaries([s.totals.get("smoothness") or [] for s in states])
         return totals
 
     def _diff(self, sessions: dict[str, Any], removed: list[str]) -> Message | None:

@@ -41,6 +41,7 @@ from sluice.config import OpsSettings
 from sluice.session.bus import Bus, Message
 from sluice.session.eventlog import Entry
 from sluice.session.session import CANCELLED, ERRORED, TERMINAL_STATES, Session
+from sluice.session.smoothness import SmoothnessBook
 from sluice.session.steps import RunSteps, step_ran
 
 
@@ -239,6 +240,8 @@ class OpsFeed:
         self._tokens_seen: dict[str, int] = {}
         self._tokens_total = 0
         self._rate_samples: deque[tuple[float, int]] = deque()
+        #: recent streams' smoothness by provider and model
+        self.smoothness = SmoothnessBook()
         #: output tokens of recent complete sessions per route, for progress without max_tokens
         self._typical: dict[str, float] = {}
         #: what each row was derived from: a session whose stamp is unchanged is not read again
@@ -275,6 +278,7 @@ class OpsFeed:
         self._active.add(session.id)
         self._finished[session.id] = None
         self._outcomes.append(session.state == ERRORED)
+        self.smoothness.add(session.route.provider.name, session.route.model, session.telemetry())
         total = (session.cost or {}).get("total")
         if total is None:
             self._unpriced += 1
@@ -417,6 +421,7 @@ class OpsFeed:
             "errors_over": len(outcomes),
             "spend": round(self._spend, 6),
             "unpriced": self._unpriced,
+            "smoothness": self.smoothness.summary(),
         }
 
     # -- sessions from the store ---------------------------------------------------------------
@@ -447,6 +452,8 @@ class OpsFeed:
                 continue  # this process ran it: its own row is better
             self._rows[session_id] = recorded_row(record)
             older[session_id] = None
+            telemetry = record.get("telemetry") or {}
+            self.smoothness.add(str(record.get("provider")), str(record.get("model")), telemetry)
         self._finished = older | self._finished
         self._forget_oldest()
         self._totals["sessions"] = len(self._rows)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import math
 import operator
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,3 +53,70 @@ def smoothness(ordered: Sequence[float]) -> dict[str, Any]:
         "burst_share": round(bursts / n, 4),
         "stalls": stalls,
     }
+
+
+class SmoothnessBook:
+    """Recent streams' figures by provider and model, for the operations center: the last
+    ``KEEP`` of each of at most ``GROUPS`` routes (the oldest route is forgotten first).
+    ``summary()`` is computed again only after a stream was added."""
+
+    GROUPS = 64
+    KEEP = 200
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, str], deque[tuple[float, float, int]]] = {}
+        self._summary: list[dict[str, Any]] | None = []
+
+    def add(self, provider: str, model: str, telemetry: dict[str, Any]) -> None:
+        score = telemetry.get("smoothness")
+        if score is None:
+            return
+        key = (provider, model)
+        kept = self._groups.pop(key, None)  # (re-inserted: the newest route is last)
+        if kept is None:
+            kept = deque(maxlen=self.KEEP)
+            if len(self._groups) >= self.GROUPS:
+                del self._groups[next(iter(self._groups))]
+        kept.append((score, telemetry.get("burst_share") or 0.0, telemetry.get("stalls") or 0))
+        self._groups[key] = kept
+        self._summary = None
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Each route's sessions, median smoothness and burst share, and stalls, smoothest
+        first."""
+        if self._summary is None:
+            rows: list[dict[str, Any]] = []
+            for (provider, model), kept in self._groups.items():
+                n = len(kept)
+                rows.append(
+                    {
+                        "provider": provider,
+                        "model": model,
+                        "sessions": n,
+                        "smoothness": sorted(s for s, _, _ in kept)[(n - 1) // 2],
+                        "burst_share": sorted(b for _, b, _ in kept)[(n - 1) // 2],
+                        "stalls": sum(st for _, _, st in kept),
+                    }
+                )
+            rows.sort(key=lambda r: (-r["smoothness"], r["provider"], r["model"]))
+            self._summary = rows
+        return self._summary
+
+
+def merge_summaries(summaries: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Several nodes' ``SmoothnessBook.summary()`` as one: per route, the sessions and stalls
+    summed, the medians averaged weighted by sessions."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for summary in summaries:
+        for row in summary:
+            key = (row["provider"], row["model"])
+            into = merged.get(key)
+            if into is None:
+                merged[key] = dict(row)
+                continue
+            n, m = into["sessions"], row["sessions"]
+            for name in ("smoothness", "burst_share"):
+                into[name] = round((into[name] * n + row[name] * m) / (n + m), 4)
+            into["sessions"] = n + m
+            into["stalls"] += row["stalls"]
+    return sorted(merged.values(), key=lambda r: (-r["smoothness"], r["provider"], r["model"]))

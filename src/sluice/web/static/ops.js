@@ -271,10 +271,35 @@ function opsCenter(table) {
     }
   }
 
+  function smoothness(body, groups) {
+    const rows = (groups || []).map((g) => {
+      const tr = document.createElement("tr");
+      const cells = [
+        `${g.provider} / ${g.model}`,
+        String(g.sessions),
+        g.smoothness.toFixed(2),
+        `${Math.round(g.burst_share * 100)}%`,
+        String(g.stalls),
+      ];
+      cells.forEach((text, i) => {
+        const td = document.createElement("td");
+        if (i > 0) td.className = "num";
+        td.textContent = text;
+        tr.append(td);
+      });
+      return tr;
+    });
+    body.replaceChildren(...rows);
+  }
+
   function totals(values) {
     for (const [key, value] of Object.entries(values || {})) {
       const node = document.querySelector(`[data-total="${key}"]`);
       if (!node) continue;
+      if (key === "smoothness") {
+        smoothness(node, value);
+        continue;
+      }
       const text = {
         error_rate: fmtPercent,
         spend: fmtSpend,

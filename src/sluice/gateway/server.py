@@ -78,7 +78,7 @@ class _Protocol(HttpToolsProtocol):
       or by uvicorn's own message logger) gets a hook that only says when the client leaves,
       and every byte of its responses passes through its ``send``.
 
-    ``data_received`` is uvicorn's with two changes (no keep-alive timer to cancel, the head's
+    ``data_received`` is uvicorn's with three changes (no keep-alive timer to cancel, the head's
     size counted, no second answer to a request refused already); every other callback calls
     uvicorn's and changes only what is listed here.
     """

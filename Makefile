@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup system-deps demo test lint typecheck unit lock clean bench bench-full bench-choices screenshots
+.PHONY: setup system-deps clients demo test lint typecheck unit lock clean bench bench-full bench-choices screenshots
 
 # The C modules (src/sluice/wire/_scan.c, src/sluice/_redact.c) are built in place by the
 # editable install.
@@ -30,13 +30,20 @@ typecheck: setup
 
 # System programs the tests use for real, installed from Debian's packages when missing:
 # nginx, HAProxy and Caddy (the proxy proofs), Chromium (the browser tests, via Playwright),
-# tinyproxy (a forward proxy the upstream transports go through).
-SYSTEM_PACKAGES := nginx=nginx-light haproxy=haproxy caddy=caddy chromium=chromium tinyproxy=tinyproxy
+# tinyproxy (a forward proxy the upstream transports go through), Node.js and npm (the agent
+# front ends' JavaScript clients), promtool (Prometheus's checker of the alert rules and
+# dashboard queries in deploy/).
+SYSTEM_PACKAGES := nginx=nginx-light haproxy=haproxy caddy=caddy chromium=chromium \
+	tinyproxy=tinyproxy node=nodejs npm=npm promtool=prometheus
 
 system-deps:
 	bash scripts/ensure-packages.sh $(SYSTEM_PACKAGES) >/dev/null
 
-unit: setup system-deps
+# The JavaScript clients the agent front-end tests run (tests/clients, `npm ci` from its lock).
+clients: system-deps
+	bash scripts/ensure-clients.sh
+
+unit: setup system-deps clients
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
@@ -64,4 +71,4 @@ lock: setup
 	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check > constraints.txt
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/clients/node_modules

@@ -50,8 +50,9 @@ if [ ${#missing[@]} -gt 0 ]; then
             break
         fi
     done
-    # The packaged services (nginx, haproxy, caddy) are never used: tests run their own
-    # instances with generated configurations on free ports.
+    # The packaged services (nginx, haproxy, caddy, prometheus) are never used: tests run
+    # their own instances with generated configurations on free ports, or (promtool) only
+    # check files.
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
         || give_up "apt-get install failed"
 fi

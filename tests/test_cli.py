@@ -71,6 +71,18 @@ def test_the_demo_prints_the_prompt_and_one_whole_answer(tmp_path: Path) -> None
     usage = fields(next(line for line in lines if line.startswith("usage ")))
     assert int(usage["output_tokens"]) > 0
     assert "ops center notified state=complete" in lines
+    # Then the agent's run: one line per step, the first calling two tools of the demo's
+    # MCP server in parallel, the second answering with their results.
+    steps = [fields(line) for line in lines if line.startswith("agent step ")]
+    assert [s["step"] for s in steps] == ["1", "2"]
+    assert steps[0]["finish_reason"] == "tool_calls" and steps[1]["finish_reason"] == "stop"
+    assert "lookup_order(order_id=A-1042)=" in steps[0]["tools"]
+    assert "shipping_estimate(order_id=A-1042)=" in steps[0]["tools"]
+    assert steps[1]["tools"] == "-"
+    answer = next(line for line in lines if line.startswith("Here is what I found."))
+    assert "tracking PC-88412" in answer and "5 days after shipping" in answer
+    run = fields(next(line for line in lines if line.startswith("agent run ended ")))
+    assert run["state"] == "complete" and run["steps"] == "2"
     # --once ends the gateway with the demo, and says so rather than that it serves.
     assert "is serving" not in done.stdout and "Ctrl-C" not in done.stdout
     assert lines[-1].startswith("demo done")

@@ -89,6 +89,8 @@ embedded = false
         ("[streams]\nmax_line_bytes = 9000000", "max_line_bytes must not be over"),
         ("[streams]\nmax_stream_events = 100", "must be over streams.buffer_events"),
         ("[streams]\nmax_stream_bytes = 10", "max_stream_bytes must be at least 1024"),
+        ('[server]\nlog_format = "xml"', 'log_format must be "text" or "json"'),
+        ("[server]\nlog_format = true", 'log_format must be "text" or "json"'),
     ],
 )
 def test_impossible_settings_are_refused_with_a_reason(
@@ -96,6 +98,12 @@ def test_impossible_settings_are_refused_with_a_reason(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(write(tmp_path, text))
+
+
+def test_log_format_is_text_unless_the_file_says_json(tmp_path: Path) -> None:
+    assert load_settings(None).log_format == "text"
+    path = write(tmp_path, '[server]\nlog_format = "json"')
+    assert load_settings(path).log_format == "json"
 
 
 def test_a_refused_key_is_not_echoed(tmp_path: Path) -> None:
@@ -184,6 +192,7 @@ def test_the_example_file_has_every_section_and_key() -> None:
         "port",
         "max_body_bytes",
         "log_level",
+        "log_format",
         "allowed_hosts",
         "allowed_origins",
         "cors_origins",

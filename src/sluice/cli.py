@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"sluice: {exposed}", file=sys.stderr)
                 return 2
             require_keys(settings)
-            setup_logging(settings.log_level)
+            setup_logging(settings.log_level, settings.log_format)
             from sluice.gateway import workers
             from sluice.gateway.server import serve_forever
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sluice.logs import LOG_FORMATS
 from sluice.transports.network import ProxyError, parse_proxy
 from sluice.wire import formats
 
@@ -284,6 +285,8 @@ class Settings:
     journal_window: float = 0.1
     bus: BusSettings = field(default_factory=BusSettings)
     log_level: str = "info"
+    #: text (``message key=value``) or json (one object a line); docs/observability.md#logs
+    log_format: str = "text"
     streams: StreamSettings = field(default_factory=StreamSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
     client_limits: ClientLimits = field(default_factory=ClientLimits)
@@ -339,6 +342,10 @@ def _from_dict(data: dict[str, Any]) -> Settings:
     s.port = int(server.get("port", s.port))
     s.max_body_bytes = int(server.get("max_body_bytes", s.max_body_bytes))
     s.log_level = server.get("log_level", s.log_level)
+    log_format = server.get("log_format", s.log_format)
+    if log_format not in LOG_FORMATS:
+        raise ConfigError('server.log_format must be "text" or "json"')
+    s.log_format = log_format
     for name in ("allowed_hosts", "allowed_origins", "cors_origins"):
         value = server.get(name, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

@@ -185,7 +185,7 @@ async def _run_agent(base_url: str, out: Any) -> str:
                 elif event.event == "step.end":
                     # one line per step: how its model turn ended, the tools it called
                     used = ",".join(
-                        f"{t['name']}({orjson.dumps(t['arguments']).decode()})={t['ms']}ms"
+                        f"{t['name']}({_arguments(t['arguments'])})={t['ms']}ms"
                         + ("" if t["ok"] else "!")
                         for t in tools.values()
                     )
@@ -219,6 +219,10 @@ async def _run_agent(base_url: str, out: Any) -> str:
         flush=True,
     )
     return str(end.get("state"))
+
+
+def _arguments(arguments: dict[str, Any]) -> str:
+    return ";".join(f"{k}={v}" for k, v in arguments.items())
 
 
 def _stats_line(telemetry: dict[str, Any]) -> str:

@@ -141,6 +141,7 @@ async def test_a_configured_front_end_gets_preflights_and_cors_headers(tmp_path:
             assert streamed.status_code == 200
             assert streamed.headers["access-control-allow-origin"] == "https://chat.example"
             assert "x-sluice-session-id" in streamed.headers["access-control-expose-headers"]
+            assert "x-sluice-conversation-id" in streamed.headers["access-control-expose-headers"]
             body = b"".join([chunk async for chunk in streamed.aiter_bytes()])
         assert body.rstrip().endswith(b"data: [DONE]")
         other = await gw.http.post(

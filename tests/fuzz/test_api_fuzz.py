@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from sluice.config import Settings
+from sluice.config import AgentConfig, Settings
 from sluice.gateway.app import create_app
 from sluice.gateway.openapi import openapi_document
 from sluice.gateway.server import RunningServer
@@ -81,6 +81,10 @@ def fuzz_settings(directory: Path) -> Settings:
         name: provider for name, provider in settings.providers.items() if provider.kind == "sim"
     }
     settings.streams.stall_timeout = 10.0
+    # an agent with built-in tools, so that the runs' endpoints are reached past the lookup
+    settings.agents = {
+        "support": AgentConfig(name="support", model="sim/agent", tools=["calculator", "clock"])
+    }
     return settings
 
 

@@ -41,7 +41,8 @@ def system_binary(name: str) -> str:
     if found is None:
         raise RuntimeError(
             f"{name} is not installed: run `make system-deps` (scripts/ensure-packages.sh installs "
-            "nginx-light, haproxy, caddy, chromium and tinyproxy from Debian's packages)"
+            "nginx-light, haproxy, caddy, chromium, tinyproxy and prometheus from Debian's "
+            "packages)"
         )
     return found
 

@@ -146,3 +146,21 @@ async def test_only_the_records_of_processes_that_are_gone_are_closed(
     assert done is not None and done["state"] == "complete"
     # a second pass finds nothing more to close
     assert await close_interrupted(store, PriceBook({}), gone) == []
+
+
+async def test_without_keep_content_a_closed_record_keeps_nothing_said(
+    store: SessionStore,
+) -> None:
+    await store.put(LIVE | {"id": "op-dead", "node": "dead", "prompt": "secret plans"})
+    await store.append_events("op-dead", [(1, "text", {"text": "what was said"})])
+
+    async def gone(node: str | None) -> bool:
+        return node == "dead"
+
+    closed = await close_interrupted(store, PriceBook({}), gone, keep_content=False)
+    assert [r["id"] for r in closed] == ["op-dead"]
+    dead = await store.get("op-dead")
+    assert dead is not None and dead["state"] == "interrupted"
+    assert (dead["text"], dead["prompt"]) == ("", "")
+    assert dead["usage"]["output_tokens"] == 1  # what it cost is kept
+    assert await store.get_events("op-dead") == []

@@ -7,6 +7,8 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -17,6 +19,8 @@ from google import genai
 from google.genai import types as genai_types
 
 from sluice.sim import SimApp
+
+RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "recorded"
 
 #: Fast streams: tests never wait for the default 40 tokens/s.
 FAST = {"x-sim-token-rate": "5000", "x-sim-ttft": "0", "x-sim-jitter": "0"}
@@ -140,3 +144,50 @@ def split_sse(body: str) -> list[tuple[str | None, str]]:
 def payloads(body: str) -> list[Any]:
     """The JSON data of every frame except ``[DONE]``."""
     return [json.loads(data) for _, data in split_sse(body) if data != "[DONE]"]
+
+
+def gemini_chunks(body: bytes) -> list[Any]:
+    """The JSON of each event of a Gemini stream (CRLF line ends, one data line each)."""
+    assert body.endswith(b"\r\n\r\n")
+    events = body.split(b"\r\n\r\n")[:-1]
+    assert all(event.startswith(b"data: ") and b"\n" not in event for event in events)
+    return [json.loads(event.removeprefix(b"data: ")) for event in events]
+
+
+@cache
+def _recorded_gemini_keys() -> tuple[set[str], set[str], set[str], set[str]]:
+    """The keys the recorded Gemini streams use: of a chunk, a candidate, a part, the usage."""
+    recorded = [
+        chunk
+        for path in sorted(RECORDED.glob("gemini-*.sse"))
+        for chunk in gemini_chunks(path.read_bytes())
+    ]
+    return (
+        {key for chunk in recorded for key in chunk},
+        {key for chunk in recorded for key in chunk["candidates"][0]},
+        {
+            key
+            for chunk in recorded
+            for part in chunk["candidates"][0]["content"]["parts"]
+            for key in part
+        },
+        {key for chunk in recorded for key in chunk["usageMetadata"]},
+    )
+
+
+def check_gemini_stream(ours: list[Any]) -> None:
+    """Assert that a simulated Gemini stream uses only the recorded streams' keys, names one
+    response, and carries ``finishReason`` on its last chunk only, an empty text part."""
+    top, candidate_keys, part_keys, usage_keys = _recorded_gemini_keys()
+    for chunk in ours:
+        assert set(chunk) <= top and {"usageMetadata", "modelVersion", "responseId"} <= set(chunk)
+        [candidate] = chunk["candidates"]
+        assert set(candidate) <= candidate_keys
+        assert candidate["content"]["role"] == "model"
+        assert all(set(part) <= part_keys for part in candidate["content"]["parts"])
+        assert set(chunk["usageMetadata"]) <= usage_keys
+    assert [("finishReason" in c["candidates"][0]) for c in ours] == [False] * (len(ours) - 1) + [
+        True
+    ]
+    assert ours[-1]["candidates"][0]["content"]["parts"] == [{"text": ""}]
+    assert len({c["responseId"] for c in ours}) == 1

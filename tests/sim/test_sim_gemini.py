@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from .helpers import FAST, LOOKUP_ORDER_ARGS, Sim, new_session
+from .helpers import FAST, LOOKUP_ORDER_ARGS, Sim, check_gemini_stream, new_session
+from .helpers import gemini_chunks as chunks
 
 PROMPT = "My API key stopped working, what should I do?"
-RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "recorded"
 TOOLS = [
     types.Tool(
         function_declarations=[
@@ -29,14 +28,6 @@ TOOLS = [
 NO_AUTOMATIC_CALLS = types.AutomaticFunctionCallingConfig(disable=True)
 STREAM = "/v1beta/models/{model}:streamGenerateContent?alt=sse"
 BODY = {"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]}
-
-
-def chunks(body: bytes) -> list[Any]:
-    """The JSON of each event of a Gemini stream (CRLF line ends, one data line each)."""
-    assert body.endswith(b"\r\n\r\n")
-    events = body.split(b"\r\n\r\n")[:-1]
-    assert all(event.startswith(b"data: ") and b"\n" not in event for event in events)
-    return [json.loads(event.removeprefix(b"data: ")) for event in events]
 
 
 async def post(sim: Sim, path: str, body: Any = BODY, **headers: str) -> tuple[int, Any, bytes]:
@@ -141,33 +132,7 @@ async def test_the_stream_has_the_recorded_streams_shape(sim: Sim) -> None:
     status, headers, body = await post(sim, STREAM.format(model="tools"))
     assert status == 200 and headers["content-type"].startswith("text/event-stream")
     assert b"event:" not in body and b"[DONE]" not in body
-    ours = chunks(body)
-    recorded = [
-        chunk
-        for path in sorted(RECORDED.glob("gemini-*.sse"))
-        for chunk in chunks(path.read_bytes())
-    ]
-    top = {key for chunk in recorded for key in chunk}
-    candidate_keys = {key for chunk in recorded for key in chunk["candidates"][0]}
-    part_keys = {
-        key
-        for chunk in recorded
-        for part in chunk["candidates"][0]["content"]["parts"]
-        for key in part
-    }
-    usage_keys = {key for chunk in recorded for key in chunk["usageMetadata"]}
-    for chunk in ours:
-        assert set(chunk) <= top and {"usageMetadata", "modelVersion", "responseId"} <= set(chunk)
-        [candidate] = chunk["candidates"]
-        assert set(candidate) <= candidate_keys
-        assert candidate["content"]["role"] == "model"
-        assert all(set(part) <= part_keys for part in candidate["content"]["parts"])
-        assert set(chunk["usageMetadata"]) <= usage_keys
-    assert [("finishReason" in c["candidates"][0]) for c in ours] == [False] * (len(ours) - 1) + [
-        True
-    ]
-    assert ours[-1]["candidates"][0]["content"]["parts"] == [{"text": ""}]
-    assert len({c["responseId"] for c in ours}) == 1
+    check_gemini_stream(chunks(body))
 
 
 async def test_either_version_and_a_models_prefixed_model_are_served(sim: Sim) -> None:

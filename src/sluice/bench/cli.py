@@ -104,6 +104,10 @@ def plan_from(args: argparse.Namespace) -> Plan:
 
 def main(argv: list[str] | None = None, prog: str = "sluice bench") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["smoothness"]:
+        from sluice.bench.smoothness import main as smoothness_main
+
+        return smoothness_main(argv[1:], f"{prog} smoothness")
     args = build_parser(prog).parse_args(argv)
     command = " ".join([prog, shlex.join(argv)]).strip()
     try:

@@ -6,11 +6,18 @@
     POST /api/conversations/{id}/turns         the conversation's next turn: ``prompt`` (its
                                                agent, or ``agent``/``model`` to choose)
     GET  /api/conversations/{id}               the conversation: its messages and runs
+    POST /ag-ui/agents/{name}                  a run in AG-UI: ``RunAgentInput`` in, its
+                                               events streamed (``agui``)
+    POST /api/agents/{name}/ui                 a run for the AI SDK's ``useChat``: the chat
+                                               transport's request in, the UI message stream
+                                               out (``uimessages``)
+    GET  /api/agents/{name}/ui/{chat_id}/stream   the chat's run under way, streamed again
+                                               from its start (204: none)
 
 A run answers as ``POST /api/sessions`` does (its id, or the native stream at once with
 ``Accept: text/event-stream``); the session's endpoints (events, cancel, retry, WebSocket)
-serve it. ``start_run`` is what the agent front ends' formats (AG-UI, the AI SDK's UI message
-stream) start their runs with.
+serve it. The front ends' formats start their runs with ``start_run`` too, the client's
+thread or chat id as the conversation's.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from sluice import events as ev
 from sluice.access.control import ANONYMOUS, Principal
 from sluice.agents.declare import AgentTools
 from sluice.agents.run import AgentRun
 from sluice.agents.tools import ToolError
 from sluice.config import AgentConfig
 from sluice.errors import BadRequest, Forbidden, RequestError, SluiceError
+from sluice.gateway import agui, uimessages
 from sluice.gateway.guard import PRINCIPAL
 from sluice.gateway.presenters import NativePresenter
 from sluice.gateway.responses import JSONResponse
@@ -79,7 +88,8 @@ class AgentEndpoints:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.agents = gateway.settings.agents
-        #: the run under way of each conversation in this process: one at a time
+        #: the run under way of each conversation in this process: one at a time (kept from
+        #: a run's start to its end, ``run_started`` and ``run_ended``)
         self._running: dict[str, Session] = {}
 
     def routes(self) -> list[BaseRoute]:
@@ -92,6 +102,9 @@ class AgentEndpoints:
                 self.conversation_turn,
                 methods=["POST"],
             ),
+            Route("/ag-ui/agents/{name}", self.agui_run, methods=["POST"]),
+            Route("/api/agents/{name}/ui", self.ui_run, methods=["POST"]),
+            Route("/api/agents/{name}/ui/{chat_id}/stream", self.ui_resume, methods=["GET"]),
         ]
 
     # -- endpoints ----------------------------------------------------------------------------
@@ -165,6 +178,74 @@ class AgentEndpoints:
         except SluiceError as exc:
             return self.gateway._reject("native", "conversations", exc)
         return JSONResponse(stored)
+
+    # -- the front ends' formats --------------------------------------------------------------
+
+    async def agui_run(self, request: Request) -> Response:
+        """An AG-UI run: the thread's messages, as the client sends them all, and its id as
+        the conversation's; the run's events in AG-UI (``forwardedProps.disconnect_policy``
+        may choose what a client that leaves does to the run)."""
+        gateway = self.gateway
+        try:
+            agent = self.agent(request.path_params["name"])
+            body = await gateway.read_json(request)
+            thread_id, run_id, messages = agui.run_input(body)
+            _check_id(thread_id, "threadId")
+            run_body: dict[str, Any] = {"messages": messages}
+            props = body.get("forwardedProps")
+            if isinstance(props, dict) and "disconnect_policy" in props:
+                run_body["disconnect_policy"] = props["disconnect_policy"]
+            run = await self.start_run(request, agent, run_body, thread_id)
+        except SluiceError as exc:
+            return gateway._reject("native", "agents", exc)
+        presenter = agui.AGUIPresenter(thread_id, run_id, run.id)
+        return SessionStream(run, presenter, extra_headers=_conversation_header(run))  # type: ignore[return-value]
+
+    async def ui_run(self, request: Request) -> Response:
+        """A run for ``useChat``: the chat's messages, as the transport sends them all, and
+        its id as the conversation's; the run as the UI message stream (a ``disconnect_policy``
+        beside them, which the transport's ``body`` option adds, is the run's)."""
+        gateway = self.gateway
+        try:
+            agent = self.agent(request.path_params["name"])
+            body = await gateway.read_json(request)
+            chat_id, messages = uimessages.chat_request(body)
+            _check_id(chat_id, "id")
+            run_body: dict[str, Any] = {"messages": messages}
+            if "disconnect_policy" in body:
+                run_body["disconnect_policy"] = body["disconnect_policy"]
+            run = await self.start_run(request, agent, run_body, chat_id)
+        except SluiceError as exc:
+            return gateway._reject("native", "agents", exc)
+        return self._ui_stream(run, 0)
+
+    async def ui_resume(self, request: Request) -> Response:
+        """The chat's run under way, as the UI message stream from its start (its latest
+        attempt's, after a Retry); 204 when the chat has none (the AI SDK's resume)."""
+        try:
+            agent = self.agent(request.path_params["name"])
+        except SluiceError as exc:
+            return self.gateway._reject("native", "agents", exc)
+        run = self._running.get(request.path_params["chat_id"])
+        if (
+            run is None
+            or not isinstance(run, AgentRun)
+            or run.state in TERMINAL_STATES
+            or run.agent.name != agent.name
+            or run.spec.tenant != _principal(request).tenant
+        ):
+            return Response(status_code=204)
+        entries = run.log.entries
+        after = next(
+            (i + 1 for i in range(len(entries) - 1, -1, -1) if type(entries[i][0]) is ev.Retry),
+            0,
+        )
+        return self._ui_stream(run, after)
+
+    def _ui_stream(self, run: AgentRun, after: int) -> Response:
+        headers = (uimessages.STREAM_HEADER, *_conversation_header(run))
+        presenter = uimessages.UIMessagePresenter(run.id)
+        return SessionStream(run, presenter, after, extra_headers=headers)  # type: ignore[return-value]
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -259,23 +340,27 @@ class AgentEndpoints:
         session = await gateway._start(request, turn, body, "agent", None, default_policy, make)
         assert isinstance(session, AgentRun)
         if session.conversation_id is not None:
-            self._running[session.conversation_id] = session
             assert session.conversation is not None
             session.conversation["sessions"] = [*session.conversation["sessions"], session.id]
             await gateway.store.put_conversation(session.conversation)
         return session
+
+    def run_started(self, session: Session) -> None:
+        """A session began (or began again, retried): a run is its conversation's current."""
+        if isinstance(session, AgentRun) and session.conversation_id is not None:
+            self._running[session.conversation_id] = session
+
+    def run_ended(self, session: Session) -> None:
+        conversation = getattr(session, "conversation_id", None)
+        if conversation is not None and self._running.get(conversation) is session:
+            del self._running[conversation]
 
     def _answer(self, request: Request, run: AgentRun) -> Response:
         headers = {"x-sluice-session-id": run.id}
         if run.conversation_id is not None:
             headers["x-sluice-conversation-id"] = run.conversation_id
         if "text/event-stream" in request.headers.get("accept", ""):
-            extra = (
-                ()
-                if run.conversation_id is None
-                else ((b"x-sluice-conversation-id", run.conversation_id.encode()),)
-            )
-            stream = SessionStream(run, NativePresenter(), extra_headers=extra)
+            stream = SessionStream(run, NativePresenter(), extra_headers=_conversation_header(run))
             return stream  # type: ignore[return-value]
         return JSONResponse(
             {
@@ -306,6 +391,17 @@ class AgentEndpoints:
 def model_agent(model: str) -> AgentConfig:
     """A plain model's turn of a conversation, run as an agent with no tools and one step."""
     return AgentConfig(name="", model=model, max_steps=1)
+
+
+def _check_id(conversation_id: str, field: str) -> None:
+    if CONVERSATION_ID.fullmatch(conversation_id) is None:
+        raise BadRequest(f"{field!r} must be 1 to 128 letters, digits, or . _ : -")
+
+
+def _conversation_header(run: AgentRun) -> tuple[tuple[bytes, bytes], ...]:
+    if run.conversation_id is None:
+        return ()
+    return ((b"x-sluice-conversation-id", run.conversation_id.encode()),)
 
 
 def _principal(request: Request) -> Principal:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -68,7 +70,7 @@ from sluice.gateway.siblings import left_before
 from sluice.gateway.streaming import SessionStream, summary_of
 from sluice.gateway.upstreams import build_upstream
 from sluice.gateway.websocket import session_socket_endpoint
-from sluice.logs import kv, redact_logs
+from sluice.logs import CORRELATION_ID, SESSION_ID, kv, redact_logs
 from sluice.pricing import PriceBook
 from sluice.providers import SIM_HEADER_PREFIX, Router, build_body
 from sluice.redact import ProviderKeys
@@ -93,7 +95,7 @@ log = logging.getLogger("sluice.gateway")
 
 
 #: Paths of the native and operations API, whose routing refusals are native JSON errors.
-_NATIVE_PATHS = ("/api/", "/healthz", "/metrics", "/openapi.json")
+_NATIVE_PATHS = ("/api/", "/ag-ui/", "/healthz", "/metrics", "/openapi.json")
 
 
 def error_format(path: str, header_names: Iterable[str] = ()) -> str | None:
@@ -256,7 +258,9 @@ class Gateway:
                 return False
             return nodes is None or owner is None or not await nodes.alive(owner)
 
-        closed = await close_interrupted(self.store, self.sessions.prices, gone)
+        closed = await close_interrupted(
+            self.store, self.sessions.prices, gone, keep_content=self.settings.keep_content
+        )
         self._nodes_lost(closed)
         if closed:
             log.warning("sessions interrupted at start %s", kv(count=len(closed)))
@@ -273,6 +277,7 @@ class Gateway:
 
     def _session_started(self, session: Session) -> None:
         self.metrics.session_started(session)
+        self.agents.run_started(session)
         if self.shared is not None:
             self.shared.restarted(session.id, session.spec.admission_key)
         if self.nodes is not None:
@@ -280,6 +285,7 @@ class Gateway:
 
     def _session_finished(self, session: Session) -> None:
         self.metrics.session_finished(session)
+        self.agents.run_ended(session)
         if self.nodes is not None:
             self.nodes.session_ended(session)
         spec = session.spec
@@ -390,7 +396,9 @@ class Gateway:
             admission_key=admission_key,
             tenant=principal.tenant,
             api_key=None if key is None else key.name,
+            correlation_id=CORRELATION_ID.get(),
         )
+        SESSION_ID.set(session_id)  # the rest of this request's lines are about it
         if (
             self.nodes is not None
             and endpoint == "native"
@@ -404,6 +412,7 @@ class Gateway:
                     "tenant": spec.tenant,
                     "api_key": spec.api_key,
                     "sim_headers": sim_headers,
+                    "correlation_id": spec.correlation_id,
                 }
             )
         if make is not None:
@@ -437,6 +446,7 @@ class Gateway:
             tenant=kept["tenant"],
             api_key=kept["api_key"],
             handover=request,
+            correlation_id=kept.get("correlation_id"),
         )
         self.sessions.take_over(session_id, spec, record, stored, "node_lost")
         return True
@@ -765,7 +775,7 @@ def _area(path: str) -> str:
         return fmt
     if path.startswith(("/ops", "/api/admin/", "/metrics", "/login")):
         return path.split("/", 2)[1] if path.count("/") > 1 else path.strip("/")
-    return "native" if path.startswith("/api/") else "pages"
+    return "native" if path.startswith(("/api/", "/ag-ui/")) else "pages"
 
 
 def _stored_end_id(record: dict[str, Any], stored: list[Any], after: int) -> int:
@@ -786,7 +796,9 @@ class GatewayApp(Starlette):
     (and each route once more): three closures per relayed chunk. The provider endpoints
     handle their own errors, so they are called directly; any other path takes the router.
     An endpoint is a path (``direct``), or a prefix under which the POSTs its format claims
-    are the format's (``prefixed``: Gemini's paths name the model and the method).
+    are the format's (``prefixed``: Gemini's paths name the model and the method). Each
+    request and WebSocket runs with its correlation id set (``sluice.logs.CORRELATION_ID``),
+    for its log lines.
     """
 
     def __init__(
@@ -813,6 +825,16 @@ class GatewayApp(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        if kind == "lifespan":
+            await super().__call__(scope, receive, send)
+            return
+        token = CORRELATION_ID.set(correlation_id(scope))
+        try:
+            await self._request(kind, scope, receive, send)
+        finally:
+            CORRELATION_ID.reset(token)
+
+    async def _request(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
         if kind == "http":
             checked = self._guard.http(scope)
             if type(checked) is not Principal:
@@ -844,6 +866,26 @@ class GatewayApp(Starlette):
                 return
             scope[PRINCIPAL] = principal
         await super().__call__(scope, receive, send)
+
+
+#: the request headers a client may name its own correlation id in, in order of preference
+CORRELATION_HEADERS = (b"x-request-id", b"x-correlation-id")
+#: what such an id may be: a short token, nothing a log line could be forged with
+_CORRELATION_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def correlation_id(scope: Scope) -> str:
+    """The request's correlation id: the client's ``X-Request-Id`` (or ``X-Correlation-Id``)
+    when it is a short token, else a new one."""
+    found: dict[bytes, bytes] = {}
+    for name, value in scope.get("headers") or ():
+        if name in CORRELATION_HEADERS:
+            found.setdefault(name, value)
+    for name in CORRELATION_HEADERS:
+        value = found.get(name)
+        if value is not None and _CORRELATION_ID.fullmatch(value):
+            return value.decode()
+    return os.urandom(8).hex()
 
 
 def _under(prefixed: tuple[tuple[str, WireFormat, Endpoint], ...], path: str) -> Endpoint | None:

@@ -69,7 +69,7 @@ _CORS_ALLOW_HEADERS = (
     "x-stainless-os, x-stainless-package-version, x-stainless-runtime, "
     "x-stainless-runtime-version, x-stainless-retry-count, x-stainless-timeout"
 )
-_CORS_EXPOSE_HEADERS = "x-sluice-session-id, retry-after, location"
+_CORS_EXPOSE_HEADERS = "x-sluice-session-id, x-sluice-conversation-id, retry-after, location"
 
 
 def _host_name(value: bytes) -> bytes:
@@ -319,7 +319,7 @@ _WANTED = frozenset(
 
 
 #: the API paths whose state changes must carry JSON
-_JSON_PREFIXES = ("/api/", "/v1/", "/v1beta/")
+_JSON_PREFIXES = ("/api/", "/v1/", "/v1beta/", "/ag-ui/")
 #: the paths whose clients may send their key as ``?key=`` (Gemini's endpoints, as Google's)
 _KEY_IN_QUERY = formats.GEMINI.endpoints
 
@@ -339,10 +339,12 @@ def _wanted_headers(scope: Any) -> dict[bytes, bytes]:
 
 
 def _follows_session(path: str) -> bool:
-    """A GET that attaches a reader to a session: its SSE events, the chat page's stream, or
-    a Responses response (streamed from its log when asked)."""
-    return path.startswith(("/chat/sessions/", "/v1/responses/")) or (
-        path.startswith("/api/sessions/") and path.endswith("/events")
+    """A GET that attaches a reader to a session: its SSE events, the chat page's stream, a
+    Responses response (streamed from its log when asked), or a chat's run resumed."""
+    return (
+        path.startswith(("/chat/sessions/", "/v1/responses/"))
+        or (path.startswith("/api/sessions/") and path.endswith("/events"))
+        or (path.startswith("/api/agents/") and path.endswith("/stream"))
     )
 
 

@@ -219,7 +219,13 @@ class NodeLink:
                 return owner == lost
 
             records = await close_interrupted(
-                self.store, self.prices, gone, NODE_LOST, ERRORED, keep=taken
+                self.store,
+                self.prices,
+                gone,
+                NODE_LOST,
+                ERRORED,
+                keep=taken,
+                keep_content=self.sessions.keep_content,
             )
             for record in records:
                 events = await self.store.get_events(record["id"], max(0, record["events"] - 1))

@@ -342,6 +342,194 @@ _NATIVE_REQUEST = {
     },
 }
 
+_RUN_REQUEST = {
+    "type": "object",
+    "description": "A run's input: a `prompt` (one user message, after the conversation's "
+    "history), or `messages` in the Chat shape (the whole conversation)",
+    "anyOf": [{"required": ["messages"]}, {"required": ["prompt"]}],
+    "properties": {
+        "prompt": {"type": "string", "minLength": 1},
+        "messages": _CHAT_FIELDS["messages"],
+        "conversation_id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "disconnect_policy": {"enum": ["cancel", "detach", "drain"]},
+    },
+}
+
+_TURN_REQUEST = {
+    "type": "object",
+    "description": "A conversation's next turn: its `prompt`, run by the conversation's "
+    "agent (or model), or by the `agent` or `model` named",
+    "required": ["prompt"],
+    "properties": {
+        "prompt": {"type": "string", "minLength": 1},
+        "agent": {"type": "string"},
+        "model": _CHAT_FIELDS["model"],
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "disconnect_policy": {"enum": ["cancel", "detach", "drain"]},
+    },
+}
+
+_RUN_STARTED = {
+    "type": "object",
+    "required": ["id", "state", "agent", "conversation_id", "events_url", "record_url"],
+    "properties": {
+        "id": {"type": "string"},
+        "state": {"type": "string"},
+        "agent": {"type": ["string", "null"]},
+        "conversation_id": {"type": ["string", "null"]},
+        "events_url": {"type": "string"},
+        "record_url": {"type": "string"},
+    },
+}
+
+_RUN_ERRORS = {
+    "400": "malformed JSON, neither prompt nor messages, or a bad value",
+    "403": "this credential may not start sessions, or not with the agent's model",
+    "404": "no such agent (unknown_agent) or model",
+    "409": "the conversation has a run under way (conversation_busy), or its history is not "
+    "kept here (conversation_not_kept)",
+    "413": "the body is over the configured limit",
+    "429": "this key's ceiling of streams, rate or budget (`Retry-After`)",
+    "503": "the gateway's capacity is reached, or the agent's tools are unavailable",
+}
+
+_CONVERSATION_ID = {
+    "name": "conversation_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "the conversation's id (`cv-…`, or one the client chose)",
+}
+
+
+def _run_operation(summary: str, request: str, parameters: list[JSONSchema]) -> JSONSchema:
+    return {
+        "summary": summary,
+        "parameters": parameters,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(request)}},
+        },
+        "responses": {
+            "201": _json(_RUN_STARTED, "the run started"),
+            "200": {
+                "description": "the run's native events (`Accept: text/event-stream`)",
+                "content": _SSE,
+            },
+            **_errors("NativeError", _RUN_ERRORS),
+        },
+    }
+
+
+_TEXT_PARTS = {
+    "anyOf": [
+        {"type": "string"},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {"type": {"type": "string"}, "text": {"type": "string"}},
+            },
+        },
+    ]
+}
+
+_AGUI_INPUT = {
+    "type": "object",
+    "description": "AG-UI's RunAgentInput: the thread's id (the conversation's) and its whole "
+    "history; system, developer, user and assistant messages are the run's, by their text "
+    "(docs/agents.md, AG-UI)",
+    "required": ["threadId", "runId", "messages"],
+    "properties": {
+        "threadId": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+        "runId": {"type": "string", "minLength": 1},
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "role"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "role": {
+                        "enum": [
+                            "developer",
+                            "system",
+                            "user",
+                            "assistant",
+                            "tool",
+                            "activity",
+                            "reasoning",
+                        ]
+                    },
+                    "content": _TEXT_PARTS,
+                },
+            },
+        },
+        "tools": {"type": "array"},
+        "context": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["description", "value"],
+                "properties": {"description": {"type": "string"}, "value": {"type": "string"}},
+            },
+        },
+        "state": {},
+        "forwardedProps": {
+            "type": "object",
+            "properties": {"disconnect_policy": {"enum": ["cancel", "detach", "drain"]}},
+        },
+    },
+}
+
+_CHAT_REQUEST = {
+    "type": "object",
+    "description": "The AI SDK chat transport's request (useChat): the chat's id (the "
+    "conversation's) and its whole history as UI messages, whose text parts are the run's "
+    "(docs/agents.md, AI SDK UI message stream)",
+    "required": ["id", "messages"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "role", "parts"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "role": {"enum": ["system", "user", "assistant"]},
+                    "parts": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["type"],
+                            "properties": {
+                                "type": {"type": "string"},
+                                "text": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "trigger": {"enum": ["submit-message", "regenerate-message"]},
+        "messageId": {"type": "string"},
+        "disconnect_policy": {"enum": ["cancel", "detach", "drain"]},
+    },
+}
+
+_FRONT_END_ERRORS = {
+    **_RUN_ERRORS,
+    "400": "malformed JSON, a body this cannot run (no user message with text, a bad id)",
+    "415": "a body that is not JSON",
+}
+
+_AGENT_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 _SESSION_STATES = [
     "starting",
     "streaming",
@@ -904,6 +1092,138 @@ def openapi_document() -> JSONSchema:
                     },
                 },
             },
+            "/api/agents": {
+                "get": {
+                    "summary": "The agents this caller may run",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["agents"],
+                                "properties": {
+                                    "agents": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["name", "model", "tools", "max_steps"],
+                                            "properties": {
+                                                "name": {"type": "string"},
+                                                "model": {"type": "string"},
+                                                "tools": _STRING_LIST,
+                                                "max_steps": {"type": "integer"},
+                                            },
+                                        },
+                                    }
+                                },
+                            },
+                            "the agents",
+                        )
+                    },
+                }
+            },
+            "/api/agents/{name}/runs": {
+                "post": _run_operation(
+                    "Start an agent's run (a session); `Accept: text/event-stream` streams it",
+                    "RunRequest",
+                    [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                )
+            },
+            "/ag-ui/agents/{name}": {
+                "post": {
+                    "summary": "An agent's run for an AG-UI client: RunAgentInput in, the "
+                    "run's AG-UI events out",
+                    "parameters": [_AGENT_NAME],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("AGUIRunInput")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "AG-UI events, `data: <json>` each: RUN_STARTED, "
+                            "steps, messages, tool calls and results, RUN_FINISHED or "
+                            "RUN_ERROR",
+                            "content": _SSE,
+                        },
+                        **_errors("NativeError", _FRONT_END_ERRORS),
+                    },
+                }
+            },
+            "/api/agents/{name}/ui": {
+                "post": {
+                    "summary": "An agent's run for an AI SDK chat (useChat): the transport's "
+                    "request in, the UI message stream out",
+                    "parameters": [_AGENT_NAME],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ChatRequest")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "UI message stream chunks, `data: <json>` each, "
+                            "then `data: [DONE]` (header `x-vercel-ai-ui-message-stream: v1`)",
+                            "content": _SSE,
+                        },
+                        **_errors("NativeError", _FRONT_END_ERRORS),
+                    },
+                }
+            },
+            "/api/agents/{name}/ui/{chat_id}/stream": {
+                "get": {
+                    "summary": "The chat's run under way, as the UI message stream from its "
+                    "start (the AI SDK's resume)",
+                    "parameters": [
+                        _AGENT_NAME,
+                        {
+                            "name": "chat_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {"description": "the UI message stream", "content": _SSE},
+                        "204": {"description": "the chat has no run under way"},
+                        **_errors("NativeError", {"404": "no such agent (unknown_agent)"}),
+                    },
+                }
+            },
+            "/api/conversations/{conversation_id}": {
+                "get": {
+                    "summary": "A conversation: its history and its runs",
+                    "parameters": [_CONVERSATION_ID],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["id", "model", "messages", "sessions"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "agent": {"type": ["string", "null"]},
+                                    "model": {"type": "string"},
+                                    "messages": {"type": "array"},
+                                    "sessions": _STRING_LIST,
+                                },
+                            },
+                            "the conversation",
+                        ),
+                        **_errors("NativeError", {"404": "no such conversation"}),
+                    },
+                }
+            },
+            "/api/conversations/{conversation_id}/turns": {
+                "post": _run_operation(
+                    "The conversation's next turn, run by its agent or model",
+                    "TurnRequest",
+                    [_CONVERSATION_ID],
+                )
+            },
             "/api/sessions/{session_id}": {
                 "get": {
                     "summary": "One session's record",
@@ -1102,6 +1422,10 @@ def openapi_document() -> JSONSchema:
                 "MessagesRequest": _MESSAGES_REQUEST,
                 "ResponsesRequest": _RESPONSES_REQUEST,
                 "SessionRequest": _NATIVE_REQUEST,
+                "RunRequest": _RUN_REQUEST,
+                "TurnRequest": _TURN_REQUEST,
+                "AGUIRunInput": _AGUI_INPUT,
+                "ChatRequest": _CHAT_REQUEST,
                 "OpenAIError": _OPENAI_ERROR,
                 "AnthropicError": _ANTHROPIC_ERROR,
                 "NativeError": _NATIVE_ERROR,

@@ -6,6 +6,9 @@
   time.
 - ``NativePresenter``: Sluice's own event format, every event with an SSE ``id``, ``end``
   included.
+
+An agent run's front-end formats have their own modules: ``agui`` (AG-UI) and ``uimessages``
+(the AI SDK's UI message stream).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from sluice.wire.sequencer import ToolCallSequencer
 class Presenter(Protocol):
     #: true once a terminal event was rendered: a provider-format stream ends there
     finished: bool
-    #: whether to keep following the log after a terminal event (until the record is final)
+    #: whether to keep following the log after a terminal event, until the record is final:
+    #: ``close()`` is then written once it is (an agent run's log holds a terminal event per
+    #: step; its end is the log's)
     follows_finalization: bool
 
     def render(self, seq: int, event: ev.Event | None, raw: bytes) -> bytes: ...

@@ -29,7 +29,7 @@ from sluice.gateway.metrics import GatewayMetrics
 from sluice.gateway.responses import error_response
 from sluice.gateway.siblings import CONNECTION_HOOK, ConnectionHook
 from sluice.listen import LISTENERS, listening_sockets
-from sluice.logs import kv
+from sluice.logs import json_lines, kv
 from sluice.session.flag import Flag
 
 log = logging.getLogger("sluice.server")
@@ -642,6 +642,8 @@ class RunningServer:
             loop="none",
             lifespan="on",
             log_level="warning",
+            # uvicorn's own handlers, except under JSON lines (its warnings go to the root's)
+            log_config=None if json_lines() else uvicorn.config.LOGGING_CONFIG,
             access_log=False,
             # No X-Forwarded-For rewriting: nothing uses the client address, and it would be
             # one more wrapper around every request.

@@ -280,10 +280,11 @@ class SessionStream:
             finally:
                 self._wake = None
                 entries.unlisten(self._push)
-        if isinstance(presenter, NativePresenter):
+        if presenter.follows_finalization:  # its last frames tell of the final record
             await self.session.settled.wait()
             end_id = len(entries) + 1
-            if self.after < end_id:  # else the client resumed after the end itself
+            if isinstance(presenter, NativePresenter) and self.after < end_id:
+                # (else the client resumed after the end itself)
                 presenter.end(orjson.dumps(end_summary(self.session)), end_id)
         self._sending_since = loop.time()
         await send({"type": "http.response.body", "body": presenter.close(), "more_body": False})

@@ -23,7 +23,7 @@ import orjson
 from sluice import events as ev
 from sluice.logs import kv
 from sluice.pricing import PriceBook
-from sluice.session.session import INTERRUPTED
+from sluice.session.session import INTERRUPTED, without_content
 from sluice.session.store import NewEvent, Record, SessionStore, StoreError
 from sluice.turn import answer_of
 
@@ -104,10 +104,12 @@ async def close_interrupted(
     reason: str = GATEWAY_LOST,
     state: str = INTERRUPTED,
     keep: Collection[str] = (),
+    keep_content: bool = True,
 ) -> list[Record]:
     """Close every record left live by a process that is ``gone`` (in ``state``, with the
     error ``reason``) but those in ``keep``; return their closed records. A record that fails
-    to store is logged and left for the next start."""
+    to store is logged and left for the next start. Without ``keep_content`` the closed
+    record keeps nothing that was said, and its journaled log is removed."""
     closed: list[Record] = []
     skipped: set[str] = set(keep)
     while True:
@@ -121,6 +123,8 @@ async def close_interrupted(
                 continue
             stored = await store.get_events(session_id)
             final, events = interrupted(record, stored, prices, reason, state)
+            if not keep_content:
+                final, events = without_content(final), []
             try:
                 await store.put(final, events)
             except StoreError as exc:

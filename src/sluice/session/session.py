@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from sluice import events as ev
 from sluice.config import StreamSettings
 from sluice.errors import SluiceError, UpstreamError, UpstreamStatus, UpstreamTooLarge
-from sluice.logs import kv
+from sluice.logs import CORRELATION_ID, SESSION_ID, kv
 from sluice.pricing import PriceBook
 from sluice.providers import Route
 from sluice.redact import ProviderKeys, Redactor, scan
@@ -83,6 +83,8 @@ class SessionSpec:
     #: what another process needs to run this turn again should this one die (set where
     #: processes share a bus and the turn may be retried whole)
     handover: bytes | None = None
+    #: the correlation id of the request that started it, on its log lines
+    correlation_id: str | None = None
 
 
 class SessionObserver(Protocol):
@@ -532,6 +534,9 @@ class Session:
         """Owned by the manager's task; finalisation is shielded so a Stop still ends with a
         stored record."""
         self._running = True
+        # every line logged in this task (and the tasks it starts) names the session
+        SESSION_ID.set(self.id)
+        CORRELATION_ID.set(self.spec.correlation_id)
         if self.cancel_reason is not None:  # stopped before this task began
             opening, self._opening = self._opening, None
             if opening is not None:

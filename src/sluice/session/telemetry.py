@@ -5,6 +5,7 @@ from __future__ import annotations
 from array import array
 from typing import Any
 
+from sluice.session.smoothness import smoothness
 from sluice.stats import percentiles
 
 
@@ -88,4 +89,4 @@ class StreamClock:
             "finalization_ms": since(self.finalized, self.ended),
             "backpressure": self.backpressure(),
             "blocked_ms": round(self.blocked * 1000, 3),
-        }
+        } | smoothness(self.gaps, p50, p99)

@@ -1,8 +1,9 @@
 """The provider simulator: a stand-in for paid LLM APIs that speaks their wire formats exactly.
 
-It serves OpenAI Chat Completions, OpenAI Responses and Anthropic Messages, streaming and not,
-plays a scenario chosen by the request's ``model`` (steady text, bursts, slow reasoning, tool
-calls, and failures of every kind), and records every request for tests to inspect.
+It serves OpenAI Chat Completions, OpenAI Responses, Anthropic Messages and Google Gemini,
+streaming and not, plays a scenario chosen by the request's ``model`` (steady text, bursts, slow
+reasoning, tool calls, an agent's turns, and failures of every kind), and records every request
+for tests to inspect.
 """
 
 from __future__ import annotations

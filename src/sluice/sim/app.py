@@ -308,6 +308,12 @@ class SimApp:
             raise _Rejected("rate_limit", message, retry_after=params.retry_after)
         if record.fault == Scenario.OVERLOADED:
             raise _Rejected("overloaded", "Overloaded")
+        conversation = None
+        if plays is Scenario.AGENT:
+            try:
+                conversation = wire.conversation(body)
+            except ValueError as exc:
+                raise _Rejected("invalid_request", str(exc)) from exc
 
         exchange = Exchange(
             request_id=record.id,
@@ -318,7 +324,12 @@ class SimApp:
             body=body,
         )
         steps = script(
-            plays, params, digest=prompt_digest(model, prompt), max_tokens=max_tokens, prompt=prompt
+            plays,
+            params,
+            digest=prompt_digest(model, prompt),
+            max_tokens=max_tokens,
+            prompt=prompt,
+            conversation=conversation,
         )
         if record.stream:
             await self._stream(wire, exchange, steps, receive, out, record)

@@ -21,10 +21,14 @@ stall               ``stall_after`` tokens, ``stall_seconds`` of silence, then t
 malformed           one extra frame of invalid JSON after ``fail_after`` tokens, then the rest
 truncated           ``fail_after`` tokens, then a clean end of body without the terminator
 echo                the prompt's text said back, one piece per frame (for rendering tests)
+agent               one turn of an agent run, planned from the request's tools and conversation:
+                    the results it carries quoted, or the tools its question names called in
+                    parallel (arguments from their schemas), or a text answer (``agent.py``)
 ==================  ==========================================================================
 
 ``output_tokens`` sets the answer's length: it ends on its own at the first end of a sentence at
-or after that many tokens, with the format's stop reason (tool scenarios and ``echo`` ignore it).
+or after that many tokens, with the format's stop reason (tool scenarios and ``echo`` ignore it;
+``agent`` gives it to the ``support`` answer it says when it calls no tool and has no results).
 The request's ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` is its token
 budget: it caps every token, reasoning and tool arguments included, and an answer it cuts ends
 with the format's length reason (``length``, ``max_tokens``, ``incomplete``).
@@ -38,7 +42,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from random import Random
 
-from sluice.sim import corpus
+from sluice.sim import agent, corpus
+from sluice.sim.conversation import Conversation
 from sluice.sim.script import (
     TOKEN_EVENTS,
     ConnectionReset,
@@ -70,6 +75,7 @@ class Scenario(StrEnum):
     MALFORMED = "malformed"
     TRUNCATED = "truncated"
     ECHO = "echo"
+    AGENT = "agent"
 
 
 ALIASES: dict[str, Scenario] = {"steady": Scenario.SUPPORT}
@@ -115,16 +121,21 @@ def script(
     digest: bytes,
     max_tokens: int | None = None,
     prompt: str = "",
+    conversation: Conversation | None = None,
 ) -> Iterator[Step]:
     """The steps ``scenario`` plays. Lazy: a long answer is never held in memory.
 
     ``max_tokens`` caps the tokens (reasoning and tool arguments included); a capped turn
     finishes with ``length``. ``rate-limit`` and ``overloaded`` play ``support`` here: their
-    fault is an HTTP status, which the app sends instead of playing the script.
+    fault is an HTTP status, which the app sends instead of playing the script. ``agent``
+    plans its turn from ``conversation`` (none: an empty one).
     """
     seed = params.seed if params.seed is not None else int.from_bytes(digest[:8], "big")
     rng = Random(seed)
-    output = _Capped(_output(scenario, params, digest, rng, prompt), max_tokens)
+    plan = None
+    if scenario is Scenario.AGENT:
+        plan = agent.plan(conversation or Conversation())
+    output = _Capped(_output(scenario, params, digest, rng, prompt, plan), max_tokens)
     # slow-start fills its ttft with reasoning, which begins one interval in.
     slow = scenario is Scenario.SLOW_START
     first_delay = 1.0 / params.token_rate if slow else params.ttft
@@ -138,12 +149,17 @@ def script(
         fault=fault,
     )
     if fault is None or not fault.ends_stream:
-        reason: StopReason = "length" if output.capped else _natural_finish(scenario)
+        reason: StopReason = "length" if output.capped else _natural_finish(scenario, plan)
         yield Step(0.0, (Finish(reason),))
 
 
 def _output(
-    scenario: Scenario, params: StreamParams, digest: bytes, rng: Random, prompt: str
+    scenario: Scenario,
+    params: StreamParams,
+    digest: bytes,
+    rng: Random,
+    prompt: str,
+    plan: agent.Plan | None,
 ) -> Iterator[Event]:
     """Everything the model says, token by token, with tool-call starts in between."""
     match scenario:
@@ -159,6 +175,13 @@ def _output(
             yield from _tool_call(1, *corpus.LIST_OPEN_TICKETS, rng)
         case Scenario.ECHO:
             yield from map(TextDelta, corpus.split_pieces(prompt))
+        case Scenario.AGENT if plan is not None:
+            yield from map(TextDelta, corpus.split_pieces(plan.text))
+            if plan.answer_to is not None:
+                answer = corpus.answer(plan.answer_to, digest, params.output_tokens)
+                yield from map(TextDelta, answer)
+            for index, (name, arguments) in enumerate(plan.calls):
+                yield from _tool_call(index, name, arguments, rng)
         case _:
             yield from map(TextDelta, corpus.answer(prompt, digest, params.output_tokens))
 
@@ -169,8 +192,10 @@ def _tool_call(index: int, name: str, arguments: str, rng: Random) -> Iterator[E
         yield ToolArgsDelta(index, fragment)
 
 
-def _natural_finish(scenario: Scenario) -> StopReason:
+def _natural_finish(scenario: Scenario, plan: agent.Plan | None) -> StopReason:
     if scenario in (Scenario.TOOLS, Scenario.PARALLEL_TOOLS):
+        return "tool_calls"
+    if plan is not None and plan.calls:
         return "tool_calls"
     return "stop"
 

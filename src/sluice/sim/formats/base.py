@@ -1,4 +1,4 @@
-"""The contract every simulated wire format fulfils, and the helpers the three formats share."""
+"""The contract every simulated wire format fulfils, and the helpers the formats share."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from sluice.sim.conversation import Conversation
 from sluice.sim.script import Event, Transcript
 
 ErrorKind = Literal[
@@ -73,6 +74,11 @@ class WireFormat(Protocol):
 
     def max_tokens(self, body: Mapping[str, Any]) -> int | None:
         """The request's output cap; raises ``ValueError`` when it is not a positive integer."""
+        ...
+
+    def conversation(self, body: Mapping[str, Any]) -> Conversation:
+        """The request's tools, tool choice and messages; raises ``ValueError`` for a tool
+        result that answers no earlier call."""
         ...
 
     def stream(self, exchange: Exchange, transcript: Transcript) -> StreamEncoder: ...

@@ -5,6 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sluice.sim.conversation import (
+    CallNames,
+    Conversation,
+    DeclaredTool,
+    ToolResult,
+    Turn,
+    as_list,
+    as_mapping,
+    openai_choice,
+    text_of,
+)
 from sluice.sim.formats.base import (
     ErrorKind,
     ErrorReply,
@@ -146,6 +157,40 @@ class ChatFormat:
 
     def max_tokens(self, body: Mapping[str, Any]) -> int | None:
         return positive_int(body, "max_completion_tokens", "max_tokens")
+
+    def conversation(self, body: Mapping[str, Any]) -> Conversation:
+        """``tools[].function``, ``tool_choice``, and the messages: ``user`` text, ``assistant``
+        text and ``tool_calls``, ``tool`` results tied to their call by ``tool_call_id``."""
+        tools = []
+        for entry in map(as_mapping, as_list(body.get("tools"))):
+            function = as_mapping(entry.get("function"))
+            name = function.get("name")
+            if entry.get("type", "function") == "function" and isinstance(name, str) and name:
+                description = function.get("description")
+                tools.append(
+                    DeclaredTool(
+                        name,
+                        description if isinstance(description, str) else "",
+                        as_mapping(function.get("parameters")),
+                    )
+                )
+        names = CallNames()
+        turns: list[Turn] = []
+        for at, message in enumerate(map(as_mapping, as_list(body.get("messages")))):
+            content = message.get("content")
+            match message.get("role"):
+                case "user":
+                    turns.append(Turn("user", text_of(content)))
+                case "assistant":
+                    calls = tuple(
+                        names.add(call.get("id"), as_mapping(call.get("function")).get("name"))
+                        for call in map(as_mapping, as_list(message.get("tool_calls")))
+                    )
+                    turns.append(Turn("assistant", text_of(content), calls=calls))
+                case "tool":
+                    name = names.name(message.get("tool_call_id"), f"messages[{at}]")
+                    turns.append(Turn("user", results=(ToolResult(name, text_of(content)),)))
+        return Conversation(tuple(tools), openai_choice(body.get("tool_choice")), tuple(turns))
 
     def stream(self, exchange: Exchange, transcript: Transcript) -> ChatStream:
         options = exchange.body.get("stream_options")

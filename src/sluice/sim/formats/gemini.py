@@ -16,6 +16,17 @@ from typing import Any
 
 import orjson
 
+from sluice.sim.conversation import (
+    ChoiceMode,
+    Conversation,
+    DeclaredTool,
+    ToolChoice,
+    ToolResult,
+    Turn,
+    as_list,
+    as_mapping,
+    json_text,
+)
 from sluice.sim.formats.base import ErrorKind, ErrorReply, Exchange, dumps
 from sluice.sim.script import (
     ConnectionReset,
@@ -236,6 +247,52 @@ class GeminiFormat:
             raise ValueError("generationConfig.maxOutputTokens must be an integer >= 1")
         return value
 
+    def conversation(self, body: Mapping[str, Any]) -> Conversation:
+        """``tools[].functionDeclarations``, ``toolConfig.functionCallingConfig``, and the
+        ``contents``: ``model`` turns (text, ``functionCall`` parts) and the others (text,
+        ``functionResponse`` parts, named by their tool; one whose ``response`` holds an
+        ``error`` key failed). Field names may be camelCase or snake_case."""
+        tools = []
+        for entry in map(as_mapping, as_list(body.get("tools"))):
+            declarations = _get(entry, "functionDeclarations", "function_declarations")
+            for declaration in map(as_mapping, as_list(declarations)):
+                name = declaration.get("name")
+                if isinstance(name, str) and name:
+                    description = declaration.get("description")
+                    schema = _get(
+                        declaration, "parametersJsonSchema", "parameters_json_schema"
+                    ) or declaration.get("parameters")
+                    tools.append(
+                        DeclaredTool(
+                            name,
+                            description if isinstance(description, str) else "",
+                            as_mapping(schema),
+                        )
+                    )
+        turns: list[Turn] = []
+        for content in map(as_mapping, as_list(body.get("contents"))):
+            parts = [as_mapping(part) for part in as_list(content.get("parts"))]
+            text = "\n".join(
+                part["text"]
+                for part in parts
+                if isinstance(part.get("text"), str) and part.get("thought") is not True
+            )
+            if content.get("role") == "model":
+                calls = tuple(
+                    str(as_mapping(_get(part, "functionCall", "function_call")).get("name"))
+                    for part in parts
+                    if _get(part, "functionCall", "function_call") is not None
+                )
+                turns.append(Turn("assistant", text, calls=calls))
+                continue
+            results = tuple(
+                _result(as_mapping(_get(part, "functionResponse", "function_response")))
+                for part in parts
+                if _get(part, "functionResponse", "function_response") is not None
+            )
+            turns.append(Turn("user", text, results))
+        return Conversation(tuple(tools), _choice(body), tuple(turns))
+
     def stream(self, exchange: Exchange, transcript: Transcript) -> GeminiStream:
         return GeminiStream(exchange, transcript, thoughts=include_thoughts(exchange.body))
 
@@ -276,6 +333,43 @@ class GeminiFormat:
         return ErrorReply(
             status, dumps({"error": {"code": status, "message": message, "status": word}})
         )
+
+
+def _get(value: Mapping[str, Any], camel: str, snake: str) -> Any:
+    return value.get(camel, value.get(snake))
+
+
+_CHOICE_MODES: Mapping[Any, ChoiceMode] = {"NONE": "none", "ANY": "required"}
+
+
+def _choice(body: Mapping[str, Any]) -> ToolChoice:
+    """``toolConfig.functionCallingConfig``: ``mode`` (``NONE``, ``ANY``; ``AUTO`` and
+    ``VALIDATED`` leave the choice to the model) and ``allowedFunctionNames``."""
+    config = as_mapping(
+        _get(
+            as_mapping(_get(body, "toolConfig", "tool_config")),
+            "functionCallingConfig",
+            "function_calling_config",
+        )
+    )
+    mode = config.get("mode")
+    allowed = _get(config, "allowedFunctionNames", "allowed_function_names")
+    names = frozenset(name for name in as_list(allowed) if isinstance(name, str))
+    return ToolChoice(
+        _CHOICE_MODES.get(mode.upper() if isinstance(mode, str) else mode, "auto"),
+        names or None,
+    )
+
+
+def _result(response: Mapping[str, Any]) -> ToolResult:
+    """A ``functionResponse``: its ``response``'s ``error`` (failed) or ``output``, else the
+    whole ``response``, as Google describes the object."""
+    name = response.get("name")
+    name = name if isinstance(name, str) and name else "a tool"
+    value = as_mapping(response.get("response"))
+    if "error" in value:
+        return ToolResult(name, json_text(value["error"]), is_error=True)
+    return ToolResult(name, json_text(value.get("output", value)))
 
 
 def _texts(content: Mapping[str, Any]) -> list[str]:

@@ -9,6 +9,18 @@ from typing import Any, Literal
 
 import orjson
 
+from sluice.sim.conversation import (
+    CallNames,
+    ChoiceMode,
+    Conversation,
+    DeclaredTool,
+    ToolChoice,
+    ToolResult,
+    Turn,
+    as_list,
+    as_mapping,
+    text_of,
+)
 from sluice.sim.formats.base import (
     ErrorKind,
     ErrorReply,
@@ -204,6 +216,48 @@ class MessagesFormat:
             raise ValueError("max_tokens: Field required")
         return positive_int(body, "max_tokens")
 
+    def conversation(self, body: Mapping[str, Any]) -> Conversation:
+        """Client ``tools`` (``input_schema``; server tools are the provider's to run, and
+        left out), ``tool_choice``, and the messages: text blocks, ``tool_use`` blocks, and
+        ``tool_result`` blocks tied to their call by ``tool_use_id``, ``is_error`` kept."""
+        tools = []
+        for entry in map(as_mapping, as_list(body.get("tools"))):
+            name = entry.get("name")
+            if entry.get("type", "custom") == "custom" and isinstance(name, str) and name:
+                description = entry.get("description")
+                tools.append(
+                    DeclaredTool(
+                        name,
+                        description if isinstance(description, str) else "",
+                        as_mapping(entry.get("input_schema")),
+                    )
+                )
+        names = CallNames()
+        turns: list[Turn] = []
+        for at, message in enumerate(map(as_mapping, as_list(body.get("messages")))):
+            content = message.get("content")
+            blocks = [as_mapping(block) for block in as_list(content)]
+            match message.get("role"):
+                case "user":
+                    results = tuple(
+                        ToolResult(
+                            names.name(block.get("tool_use_id"), f"messages[{at}]"),
+                            text_of(block.get("content")),
+                            block.get("is_error") is True,
+                        )
+                        for block in blocks
+                        if block.get("type") == "tool_result"
+                    )
+                    turns.append(Turn("user", text_of(content), results))
+                case "assistant":
+                    calls = tuple(
+                        names.add(block.get("id"), block.get("name"))
+                        for block in blocks
+                        if block.get("type") == "tool_use"
+                    )
+                    turns.append(Turn("assistant", text_of(content), calls=calls))
+        return Conversation(tuple(tools), _choice(body.get("tool_choice")), tuple(turns))
+
     def stream(self, exchange: Exchange, transcript: Transcript) -> MessagesStream:
         return MessagesStream(exchange, transcript)
 
@@ -252,6 +306,19 @@ class MessagesFormat:
         return ErrorReply(
             status, dumps({"type": "error", "error": {"type": type_, "message": message}})
         )
+
+
+_CHOICE_MODES: Mapping[Any, ChoiceMode] = {"none": "none", "any": "required", "tool": "required"}
+
+
+def _choice(value: Any) -> ToolChoice:
+    """``tool_choice``: ``{"type": "auto" | "any" | "none"}`` or ``{"type": "tool", "name"}``."""
+    choice = as_mapping(value)
+    mode = _CHOICE_MODES.get(choice.get("type"), "auto")
+    name = choice.get("name")
+    if choice.get("type") == "tool" and isinstance(name, str):
+        return ToolChoice(mode, frozenset({name}))
+    return ToolChoice(mode)
 
 
 def _arguments(text: str) -> Any:

@@ -6,6 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sluice.sim.conversation import (
+    CallNames,
+    Conversation,
+    DeclaredTool,
+    ToolResult,
+    Turn,
+    as_list,
+    as_mapping,
+    openai_choice,
+    text_of,
+)
 from sluice.sim.formats.base import (
     ErrorKind,
     ErrorReply,
@@ -343,6 +354,47 @@ class ResponsesFormat:
 
     def max_tokens(self, body: Mapping[str, Any]) -> int | None:
         return positive_int(body, "max_output_tokens")
+
+    def conversation(self, body: Mapping[str, Any]) -> Conversation:
+        """Function ``tools``, ``tool_choice``, and the ``input``: a string (one question) or
+        items: ``user`` and ``assistant`` messages, ``function_call`` items, and
+        ``function_call_output`` items tied to their call by ``call_id``. A request that
+        continues a stored response (``previous_response_id``) may answer calls the input does
+        not hold: such a result is named by its ``call_id``."""
+        tools = []
+        for entry in map(as_mapping, as_list(body.get("tools"))):
+            name = entry.get("name")
+            if entry.get("type") == "function" and isinstance(name, str) and name:
+                description = entry.get("description")
+                tools.append(
+                    DeclaredTool(
+                        name,
+                        description if isinstance(description, str) else "",
+                        as_mapping(entry.get("parameters")),
+                    )
+                )
+        names = CallNames()
+        stored = body.get("previous_response_id") is not None
+        turns: list[Turn] = []
+        given = body.get("input")
+        if isinstance(given, str):
+            turns.append(Turn("user", given))
+        for at, item in enumerate(map(as_mapping, as_list(given))):
+            match item.get("type", "message"):
+                case "message" if item.get("role") in ("user", "assistant"):
+                    turns.append(Turn(item["role"], text_of(item.get("content"))))
+                case "function_call":
+                    name = names.add(item.get("call_id"), item.get("name"))
+                    turns.append(Turn("assistant", calls=(name,)))
+                case "function_call_output":
+                    call_id = item.get("call_id")
+                    if stored and not names.known(call_id):
+                        name = str(call_id)
+                    else:
+                        name = names.name(call_id, f"input[{at}]")
+                    result = ToolResult(name, text_of(item.get("output")))
+                    turns.append(Turn("user", results=(result,)))
+        return Conversation(tuple(tools), openai_choice(body.get("tool_choice")), tuple(turns))
 
     def stream(self, exchange: Exchange, transcript: Transcript) -> ResponsesStream:
         return ResponsesStream(exchange, transcript)

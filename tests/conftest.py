@@ -72,10 +72,13 @@ class GatewayUnderTest:
 
 
 @asynccontextmanager
-async def running_gateway(settings: Settings, **server: Any) -> AsyncIterator[GatewayUnderTest]:
+async def running_gateway(
+    settings: Settings, wrap: Callable[[Any], Any] | None = None, **server: Any
+) -> AsyncIterator[GatewayUnderTest]:
+    """The gateway on a loopback port; ``wrap`` puts a middleware around its app."""
     app = create_app(settings)
     async with (
-        RunningServer(app, **server) as server,
+        RunningServer(app if wrap is None else wrap(app), **server) as server,
         httpx.AsyncClient(base_url=server.url, timeout=30) as http,
     ):
         yield GatewayUnderTest(server.url, app.state.gateway, http)

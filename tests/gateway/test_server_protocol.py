@@ -1,5 +1,7 @@
 """The gateway's HTTP/1.1 protocol (uvicorn's, lighter per connection) still speaks HTTP/1.1
-as uvicorn does: pipelined requests, ``Expect: 100-continue``, lowercase header names."""
+as uvicorn does: pipelined requests, ``Expect: 100-continue``, lowercase header names, header
+values as uvicorn's own protocol gives them. (``test_uvicorn_newest.py`` runs this file again
+against the newest uvicorn release the project allows.)"""
 
 from __future__ import annotations
 
@@ -62,6 +64,67 @@ async def test_expect_100_continue_is_honoured() -> None:
         writer.close()
 
 
+#: a request whose headers a parser may read in more than one way
+_ODD_HEADERS = (
+    b"GET /odd HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 7 \t\r\nX-Lead:   lead\r\n"
+    b"X-Inner: a  b\t c\r\nX-Empty:\r\nX-Blank:  \t \r\nX-MiXeD-Case: Value\r\n\r\n"
+)
+
+
+async def test_header_values_are_uvicorns_own() -> None:
+    """The same request gives the application the same headers under uvicorn's own protocol
+    and under the gateway's: names lowercased, leading and (from uvicorn 0.55) trailing
+    whitespace out of the value, the inner kept."""
+    seen: dict[str, list[tuple[bytes, bytes]]] = {}
+    for http in ("httptools", server_module._Protocol):
+        scopes: list[dict[str, Any]] = []
+        async with RunningServer(_echo_app(scopes), http=http) as server:
+            await _exchange(server.port, _ODD_HEADERS, b"/odd:")
+        [scope] = scopes
+        seen["uvicorn" if http == "httptools" else "gateway"] = list(scope["headers"])
+    assert seen["gateway"] == seen["uvicorn"]
+    headers = dict(seen["gateway"])
+    assert headers[b"last-event-id"] == b"7" and headers[b"x-lead"] == b"lead"
+    assert headers[b"x-inner"] == b"a  b\t c" and headers[b"x-mixed-case"] == b"Value"
+    assert headers[b"x-empty"] == headers[b"x-blank"] == b""
+
+
+def _dechunk(answer: bytes) -> bytes:
+    """The body of a chunked HTTP/1.1 response."""
+    rest = answer.partition(b"\r\n\r\n")[2]
+    body = b""
+    while True:
+        size, _, rest = rest.partition(b"\r\n")
+        length = int(size, 16)
+        if not length:
+            return body
+        body, rest = body + rest[:length], rest[length + 2 :]
+
+
+async def test_a_last_event_id_with_trailing_whitespace_resumes(gateway: GatewayUnderTest) -> None:
+    """``Last-Event-ID: 3`` followed by whitespace resumes after event 3, as uvicorn reads the
+    header, rather than being refused as an id that is not a number."""
+    session_id = await start(gateway)
+    await gateway.final_record(session_id)
+    after_3 = await gateway.http.get(f"/api/sessions/{session_id}/events?after=3")
+    assert after_3.status_code == 200
+    host = gateway.url.removeprefix("http://")
+    request = (
+        b"GET /api/sessions/%b/events HTTP/1.1\r\nHost: %b\r\nConnection: close\r\n"
+        b"Last-Event-ID: 3 \t\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(host.rsplit(":", 1)[1]))
+    try:
+        writer.write(request % (session_id.encode(), host.encode()))
+        answer = await asyncio.wait_for(reader.read(), 10)  # to the end: the server closes
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    body = _dechunk(answer)
+    first_frame = body.split(b"\n\n", 1)[0]
+    assert body == after_3.content and b"\nid: 4\n" in first_frame
+
+
 async def test_header_names_and_the_asgi_entry_are_shared_between_requests() -> None:
     scopes: list[dict[str, Any]] = []
     async with RunningServer(_echo_app(scopes)) as server:
@@ -117,7 +180,7 @@ async def test_the_hook_writes_a_chunk_directly_only_into_a_started_chunked_body
         await send({"type": "http.response.body", "body": b"+asgi", "more_body": False})
         answers.append(("after the end", hook.write(b"late")))
 
-    async with RunningServer(app) as server:
+    async with RunningServer(app, direct_writes=True) as server:
         chunked = await _exchange(server.port, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", b"0\r\n\r\n")
         by_length = await _exchange(
             server.port, b"GET /length HTTP/1.1\r\nhost: x\r\n\r\n", b"\r\n\r\nbody"
@@ -147,7 +210,7 @@ async def test_the_hook_writes_nothing_while_the_clients_socket_is_full() -> Non
         written.append(scope[CONNECTION_HOOK].write(b"sent"))
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async with RunningServer(app) as server:
+    async with RunningServer(app, direct_writes=True) as server:
         answer = await _exchange(server.port, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", b"0\r\n\r\n")
     assert written == [False, True]
     assert b"held back" not in answer and b"4\r\nsent\r\n" in answer
@@ -194,7 +257,7 @@ async def test_a_held_head_goes_out_in_one_write_with_the_first_piece_of_the_bod
         assert hook.write(b"next")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async with RunningServer(app) as server:
+    async with RunningServer(app, direct_writes=True) as server:
         answers = {
             path: await _exchange(
                 server.port, b"GET %s HTTP/1.1\r\nhost: x\r\n\r\n" % path.encode(), b"0\r\n\r\n"
@@ -228,7 +291,7 @@ async def test_a_head_held_for_a_client_that_left_is_dropped() -> None:
         hook.release_head()
         released.set_result(type(hook.cycle().transport).__name__)
 
-    async with RunningServer(app) as server:
+    async with RunningServer(app, direct_writes=True) as server:
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         await writer.drain()

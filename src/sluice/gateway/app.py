@@ -4,7 +4,10 @@
 format that clients may speak, from the registry ``sluice.wire.formats``), which carry nearly
 all of the traffic, are dispatched straight to their handlers by ``GatewayApp``: one dict
 lookup, and their ``SessionStream`` responses write to the server's own ``send``, with no
-middleware wrapping the body. Everything else goes through Starlette's router.
+middleware wrapping the body. Everything else goes through Starlette's router. Middleware
+goes around the application (``SomeMiddleware(create_app(settings))``), where it sees every
+request and every byte (see ``server.RunningServer``'s ``direct_writes``); it cannot be added
+inside it.
 """
 
 from __future__ import annotations
@@ -810,6 +813,15 @@ class GatewayApp(Starlette):
         self._direct = direct
         self._prefixed = prefixed
         self._guard = guard
+
+    def add_middleware(self, middleware_class: Any, *args: Any, **kwargs: Any) -> None:
+        """Refused: the provider endpoints are dispatched ahead of Starlette's middleware
+        stack, so a middleware added inside the app would miss them. Wrap the app instead:
+        ``middleware_class(app, ...)`` sees every request, and every byte of every stream."""
+        raise TypeError(
+            "middleware cannot be added inside the gateway's app; wrap it instead: "
+            f"{getattr(middleware_class, '__name__', 'Middleware')}(app, ...)"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

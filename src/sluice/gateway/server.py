@@ -23,7 +23,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from sluice.config import ClientLimits, Settings
-from sluice.gateway.app import Gateway, create_app, error_format
+from sluice.gateway.app import Gateway, GatewayApp, create_app, error_format
 from sluice.gateway.gcpolicy import YoungCollections, collect_when_quiet, tune_gc
 from sluice.gateway.metrics import GatewayMetrics
 from sluice.gateway.responses import error_response
@@ -35,7 +35,7 @@ from sluice.session.flag import Flag
 log = logging.getLogger("sluice.server")
 
 
-#: header names as clients send them -> the lowercase name, shared by every request's scope;
+#: lowercase header names, each the one object of its name that every request's scope shares;
 #: bounded, so a client inventing names cannot grow it (past the bound, names are copied)
 _HEADER_NAMES: dict[bytes, bytes] = {}
 _HEADER_NAMES_KEPT = 512
@@ -57,7 +57,9 @@ class _Protocol(HttpToolsProtocol):
       on the first wait) and a list, before anything can wait on them.
     - A header's name is one shared lowercase ``bytes`` object per distinct name, not a new
       one per header of every request (uvicorn lowercases each into a copy); so is the
-      scope's ``asgi`` dict, the same two version strings for every request.
+      scope's ``asgi`` dict, the same two version strings for every request. Everything else
+      about a header (its value's whitespace, ``Expect: 100-continue``) is uvicorn's own:
+      ``on_header`` calls it first and only swaps the name afterwards.
     - A streaming response can hold its head back (``hold_head``) for the first piece of
       its body: the two go out in one write, one system call and one wake-up of the client
       fewer before the first token.
@@ -68,11 +70,23 @@ class _Protocol(HttpToolsProtocol):
       is in no queue: an open stream carries no deadline of these, and its writes no check.
       The one thing a connection holds for them is ``_head``, the bytes of the request head
       read so far (-1 between heads). uvicorn's keep-alive timer, a loop timer per idle
-      connection, is not used.
+      connection, is not used: uvicorn's ``on_response_complete`` runs, and the timer it
+      arms is cancelled at once.
+    - The fast write path: a request's hook writes past ``send`` (``_Hook``) only when the
+      application uvicorn calls is ``direct_app``, the one the server was told reads nothing
+      of its responses through ``send``. Any other (the gateway's app wrapped in middleware,
+      or by uvicorn's own message logger) gets a hook that only says when the client leaves,
+      and every byte of its responses passes through its ``send``.
+
+    ``data_received`` is uvicorn's with three changes (no keep-alive timer to cancel, the head's
+    size counted, no second answer to a request refused already); every other callback calls
+    uvicorn's and changes only what is listed here.
     """
 
     #: the bounds of the server this protocol class is made for (``bound``)
     guard: ClassVar[ClientGuard]
+    #: the application whose responses may be written past ``send`` (``bound``); None: none
+    direct_app: ClassVar[object | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -80,9 +94,14 @@ class _Protocol(HttpToolsProtocol):
         self._head = -1
 
     @classmethod
-    def bound(cls, guard: ClientGuard) -> type[_Protocol]:
-        """This protocol for one server: its connections under ``guard``."""
-        return type(cls.__name__, (cls,), {"guard": guard})
+    def bound(cls, guard: ClientGuard, direct_app: object | None = None) -> type[_Protocol]:
+        """This protocol for one server: its connections under ``guard``, and the responses
+        of ``direct_app`` (when uvicorn calls it as it is) written past ``send``."""
+        # (a staticmethod: an application that is a function stays itself when read through
+        # an instance, not a bound method)
+        kept: Any = staticmethod(direct_app)  # type: ignore[arg-type]
+        attributes = {"guard": guard, "direct_app": kept}
+        return type(cls.__name__, (cls,), attributes)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -119,20 +138,27 @@ class _Protocol(HttpToolsProtocol):
         self._head = 0
         self.guard.head_begun(self)
         scope = self.scope
-        scope[CONNECTION_HOOK] = _Hook()  # type: ignore[literal-required]
+        # the fast write path only for the application itself: nothing between it and the
+        # server would see what the hook writes
+        hook = _Hook() if self.app is self.direct_app else ConnectionHook()
+        scope[CONNECTION_HOOK] = hook  # type: ignore[literal-required]
         asgi = scope["asgi"]  # the same two constants for every request: one shared dict
         key = (asgi.get("version", ""), asgi.get("spec_version", ""))
         scope["asgi"] = _ASGI.setdefault(key, asgi)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lowered = _HEADER_NAMES.get(name)
-        if lowered is None:
-            lowered = name.lower()
+        """uvicorn's (the name lowercased, the value's trailing whitespace dropped,
+        ``Expect: 100-continue`` noted), then the header's name swapped for the one shared
+        object of that name."""
+        super().on_header(name, value)
+        headers = self.headers
+        lowered, kept = headers[-1]
+        shared = _HEADER_NAMES.get(lowered)
+        if shared is None:
             if len(_HEADER_NAMES) < _HEADER_NAMES_KEPT:
-                _HEADER_NAMES[name] = lowered
-        if lowered == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
-        self.headers.append((lowered, value))
+                _HEADER_NAMES[lowered] = lowered
+        else:
+            headers[-1] = (shared, kept)
 
     def on_headers_complete(self) -> None:
         guard = self.guard
@@ -158,15 +184,15 @@ class _Protocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         """uvicorn's, with the wait for the next request in the guard's idle queue instead
-        of a loop timer of its own."""
-        self.server_state.total_requests += 1
-        if self.transport.is_closing():
+        of a loop timer of its own: uvicorn arms its keep-alive timer where no pipelined
+        request follows, and that timer is cancelled at once."""
+        super().on_response_complete()
+        timer = self.timeout_keep_alive_task
+        if timer is None:  # closing, or a pipelined request started
             return
-        self.flow.resume_reading()
-        if self.pipeline:
-            cycle, app = self.pipeline.pop()
-            self._start_asgi_task(cycle, app)
-        elif self._head < 0:  # the next request has not begun
+        timer.cancel()
+        self.timeout_keep_alive_task = None
+        if self._head < 0:  # the next request has not begun
             guard = self.guard
             guard.wait(guard.idle, self, guard.limits.idle_timeout)
 
@@ -264,6 +290,8 @@ class _Hook(ConnectionHook):
     references would outlive its request until a full collection."""
 
     __slots__ = ("cycle",)
+
+    direct = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -548,6 +576,19 @@ def raise_open_file_limit() -> tuple[int, int]:
     return soft, hard
 
 
+def served_gateway(app: object) -> Gateway | None:
+    """The gateway whose app ``app`` is, or wraps: an ASGI middleware keeps the application
+    it wraps as ``app`` (Starlette's, OpenTelemetry's), followed a few layers down."""
+    for _ in range(16):
+        gateway = getattr(getattr(app, "state", None), "gateway", None)
+        if isinstance(gateway, Gateway):
+            return gateway
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
+
+
 class _Server(uvicorn.Server):
     """uvicorn, without its own signal handlers: ``serve_forever`` owns SIGINT and SIGTERM, so
     that live sessions are finalised before the server waits for its connections to close."""
@@ -570,20 +611,28 @@ class RunningServer:
         listeners: int = LISTENERS,
         limits: ClientLimits | None = None,
         sockets: list[socket.socket] | None = None,
+        direct_writes: bool | None = None,
     ) -> None:
         """``limits`` default to the gateway's ``[server]`` settings when ``app`` is the
-        gateway's (its metrics then count what they close), else to the defaults.
-        ``sockets``, bound already (a worker's, from its supervisor), are served instead of
-        binding ``host`` and ``port``."""
+        gateway's, or a middleware around it (its metrics then count what they close), else
+        to the defaults. ``sockets``, bound already (a worker's, from its supervisor), are
+        served instead of binding ``host`` and ``port``.
+
+        ``direct_writes``: whether ``app``'s responses may write past ``send`` (the fast
+        write path, ``ConnectionHook.write``). By default only when ``app`` is the gateway's
+        own app, with no middleware inside it: anything wrapped around it (an ASGI
+        middleware, OpenTelemetry's instrumentation) is another object, and then every byte
+        passes through ``send``. True is for an application that is served as it is and
+        reads nothing of its responses (the protocol's tests)."""
         self.app = app
-        gateway = getattr(getattr(app, "state", None), "gateway", None)
-        if not isinstance(gateway, Gateway):
-            gateway = None
+        gateway = served_gateway(app)
         if limits is None:
             limits = gateway.settings.client_limits if gateway is not None else ClientLimits()
         self.guard = ClientGuard(limits, gateway.metrics if gateway is not None else None)
+        if direct_writes is None:
+            direct_writes = isinstance(app, GatewayApp) and not app.user_middleware
         if isinstance(http, type) and issubclass(http, _Protocol):
-            http = http.bound(self.guard)
+            http = http.bound(self.guard, app if direct_writes else None)
         self.host = host
         self._sockets = sockets or listening_sockets(host, port, listeners)
         self.port: int = self._sockets[0].getsockname()[1]

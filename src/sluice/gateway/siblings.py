@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from starlette.types import Receive, Send
 
@@ -40,9 +40,17 @@ class ConnectionHook:
     connection: ``lost`` and ``callback``, set and called by the server when the client's
     connection is lost, so that the response learns of it at once, with no task waiting on
     ``receive()``; and ``write()``, a body chunk written straight to the socket when that can
-    be done at once, with no ASGI message and no coroutine for it."""
+    be done at once, with no ASGI message and no coroutine for it.
+
+    Only a hook whose ``direct`` is true writes: the server offers one only to the
+    application it calls as it is, with nothing around it that would miss what is written
+    past ``send``. Middleware around the application gets this base, which writes nothing:
+    there every byte goes through ``send``."""
 
     __slots__ = ("callback", "lost")
+
+    #: whether ``write()`` and ``hold_head()`` act: the response's ``send`` is the server's own
+    direct: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.lost = False

@@ -3,9 +3,12 @@
 The relay belongs to the response's own task: log → presenter → ``send``, one write per
 batch of new entries. While the client keeps up, the task sleeps and the log's listener
 (``_push``) does the relay's work in the upstream's read callback: a chunk reaches the client's
-socket with no task switch, and, under the gateway's own server, with no ASGI message either
-(``ConnectionHook.write``). The task takes over when a write blocks (the socket is full) and
-at the end. Beside it, per connection:
+socket with no task switch, and, under the gateway's own server serving the gateway's app
+itself, with no ASGI message either (``ConnectionHook.write``, the fast write path). With
+middleware around the app, every piece goes through ``send`` (the middleware's), started in
+the response's context (``_context``) so that what the middleware keeps in context variables
+(a trace's current span) is the request's. The task takes over when a write blocks (the
+socket is full) and at the end. Beside it, per connection:
 
 - the server's ``ConnectionHook`` says when the client leaves; under another ASGI server, a
   watcher task does (``receive`` until ``http.disconnect``);
@@ -21,6 +24,7 @@ middleware, and no timer per chunk: the watchdog reads two timestamps the relay 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Coroutine, Generator, Mapping
 from types import CoroutineType
@@ -59,12 +63,13 @@ _NO_HOOK = ConnectionHook()
 
 class SessionStream:
     """An ASGI response: ``await SessionStream(...)(scope, receive, send)``. (Slotted: there
-    is one per open stream, and an instance dictionary of its twenty-one fields would be
+    is one per open stream, and an instance dictionary of its twenty-two fields would be
     about 150 bytes more.)"""
 
     __slots__ = (
         "_blocked",
         "_consumed",
+        "_context",
         "_ended_by",
         "_hook",
         "_last_send",
@@ -125,13 +130,18 @@ class SessionStream:
         self._blocked: Awaitable[None] | None = None
         #: the server's hook for this connection; the base one writes nothing directly
         self._hook = _NO_HOOK
+        #: where ``send`` is not the server's own: the context the response was called in,
+        #: in which the listener starts ``send`` (None on the fast write path)
+        self._context: contextvars.Context | None = None
         self._loop: asyncio.AbstractEventLoop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self.session
         hook = scope.get(CONNECTION_HOOK)
-        if isinstance(hook, ConnectionHook):  # released in ``_relay``'s first step, unawaited
-            hook.hold_head()
+        if isinstance(hook, ConnectionHook) and hook.direct:
+            hook.hold_head()  # released in ``_relay``'s first step, unawaited
+        else:  # ``send`` may be a middleware's, which may read context variables
+            self._context = contextvars.copy_context()
         # (the headers are not a local: this frame lasts as long as the stream)
         await send(
             {
@@ -222,7 +232,9 @@ class SessionStream:
         elif self._ping is None and heartbeat:
             idle = now - self._last_send
             if idle >= heartbeat:
-                self._ping = asyncio.ensure_future(self._send_ping(self._send))
+                self._ping = self._loop.create_task(
+                    self._send_ping(self._send), context=self._context
+                )
             else:
                 tick = min(tick, heartbeat - idle)
         self._slot = wheel().call_at(now + tick, self, SessionStream._watch)
@@ -324,11 +336,12 @@ class SessionStream:
         )
         if type(sending) is not CoroutineType:  # a server whose send is another awaitable
             return sending
-        try:
-            waiting = sending.send(None)
+        context = self._context
+        try:  # in the response's context, if any, not the upstream's read callback's
+            waiting = sending.send(None) if context is None else context.run(sending.send, None)
         except StopIteration:  # finished without suspending
             return None
-        return _Resumed(sending, waiting)
+        return _Resumed(sending, waiting, context)
 
     def _push(self) -> bool:
         """The log's listener: new entries, in the writer's call. Returns whether it wants the
@@ -353,16 +366,23 @@ class _Resumed:
     """Awaitable: the rest of a coroutine that was started outside any task (by ``send()`` on
     it) and is suspended on ``waiting``. Awaiting it does what ``await coroutine`` would have
     done from there on: the task waits for the same future, then resumes the coroutine, and
-    forwards a cancellation into it."""
+    forwards a cancellation into it; each step in ``context`` when the coroutine was started
+    in one (a middleware's ``send`` may hold a context variable's token across its await)."""
 
-    __slots__ = ("_coroutine", "_waiting")
+    __slots__ = ("_context", "_coroutine", "_waiting")
 
-    def __init__(self, coroutine: Coroutine[Any, Any, Any], waiting: Any) -> None:
+    def __init__(
+        self,
+        coroutine: Coroutine[Any, Any, Any],
+        waiting: Any,
+        context: contextvars.Context | None = None,
+    ) -> None:
         self._coroutine = coroutine
         self._waiting = waiting
+        self._context = context
 
     def __await__(self) -> Generator[Any, None, None]:
-        coroutine, waiting = self._coroutine, self._waiting
+        coroutine, waiting, context = self._coroutine, self._waiting, self._context
         while True:
             try:
                 yield waiting
@@ -371,12 +391,18 @@ class _Resumed:
                 raise
             except BaseException as exc:  # noqa: BLE001 - forwarded, as ``await`` would
                 try:
-                    waiting = coroutine.throw(exc)
+                    if context is None:
+                        waiting = coroutine.throw(exc)
+                    else:
+                        waiting = context.run(coroutine.throw, exc)
                 except StopIteration:
                     return
             else:
                 try:
-                    waiting = coroutine.send(None)
+                    if context is None:
+                        waiting = coroutine.send(None)
+                    else:
+                        waiting = context.run(coroutine.send, None)
                 except StopIteration:
                     return
 

@@ -66,6 +66,7 @@ from sluice.gateway.streaming import SessionStream, summary_of
 from sluice.gateway.upstreams import build_upstream
 from sluice.gateway.websocket import session_socket_endpoint
 from sluice.logs import kv, redact_logs
+from sluice.otel import client_trace, open_telemetry
 from sluice.pricing import PriceBook
 from sluice.providers import SIM_HEADER_PREFIX, Router, build_body
 from sluice.redact import ProviderKeys
@@ -191,6 +192,10 @@ class Gateway:
             journal_window=settings.journal_window,
             keep_content=settings.keep_content,
         )
+        #: OpenTelemetry's observer of the sessions (``[telemetry] enabled``), else None
+        self.telemetry = open_telemetry(settings.telemetry, node)
+        if self.telemetry is not None:
+            self.sessions.observers.append(self.telemetry)
         #: the tools agents call: the configured MCP servers' (connected on first use) and
         #: the built-in ones
         self.toolbox = ToolBox(settings.mcp, builtin_tools())
@@ -239,6 +244,8 @@ class Gateway:
             await self.keys.close()
             await self.upstream.close()
             await self.store.close()
+            if self.telemetry is not None:
+                await self.telemetry.close()
             stop_redacting()
 
     async def _close_interrupted(self) -> None:
@@ -388,6 +395,8 @@ class Gateway:
             tenant=principal.tenant,
             api_key=None if key is None else key.name,
         )
+        if self.telemetry is not None:
+            spec.trace_context, spec.correlation_id = client_trace(request.headers)
         if (
             self.nodes is not None
             and endpoint == "native"
@@ -401,6 +410,8 @@ class Gateway:
                     "tenant": spec.tenant,
                     "api_key": spec.api_key,
                     "sim_headers": sim_headers,
+                    "trace_context": spec.trace_context,
+                    "correlation_id": spec.correlation_id,
                 }
             )
         if make is not None:
@@ -434,6 +445,8 @@ class Gateway:
             tenant=kept["tenant"],
             api_key=kept["api_key"],
             handover=request,
+            trace_context=kept.get("trace_context"),
+            correlation_id=kept.get("correlation_id"),
         )
         self.sessions.take_over(session_id, spec, record, stored, "node_lost")
         return True

@@ -396,7 +396,9 @@ class Gateway:
             api_key=None if key is None else key.name,
         )
         if self.telemetry is not None:
-            spec.trace_context, spec.correlation_id = client_trace(request.headers)
+            spec.trace_context, correlation_id = client_trace(request.headers)
+            if spec.correlation_id is None:
+                spec.correlation_id = correlation_id
         if (
             self.nodes is not None
             and endpoint == "native"

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 #: the W3C trace context headers a client may send (https://www.w3.org/TR/trace-context/)
 TRACE_HEADERS = ("traceparent", "tracestate")
 #: request headers whose value is the client's id for its request, first found wins
-CORRELATION_HEADERS = ("x-correlation-id", "x-request-id")
+CORRELATION_HEADERS = ("x-request-id", "x-correlation-id")
 #: a correlation id longer than this, or with characters outside printable ASCII, is ignored
 CORRELATION_MAX = 128
 

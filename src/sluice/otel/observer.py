@@ -11,7 +11,10 @@ chunks' timing comes from the session's clock at the end (``StreamClock.mark``/`
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +29,24 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from sluice import __version__
 from sluice import events as ev
 from sluice.errors import UpstreamError
+from sluice.logs import kv
 from sluice.otel import genai
 from sluice.session.session import Session
 
+log = logging.getLogger("sluice.otel")
+
 #: the instrumentation scope of every span and metric
 SCOPE = "sluice"
+
+
+@contextmanager
+def _kept_apart(session: Session, step: str) -> Iterator[None]:
+    """A failure of telemetry is logged and goes no further: the session it observes is
+    relayed and recorded all the same."""
+    try:
+        yield
+    except Exception:
+        log.exception("telemetry failed %s", kv(session_id=session.id, step=step))
 
 
 @dataclass(slots=True)
@@ -72,6 +88,28 @@ class SessionTelemetry:
         pass
 
     def on_attempt(self, session: Session) -> None:
+        with _kept_apart(session, "attempt"):
+            self._attempt(session)
+
+    def on_attempt_end(self, session: Session, error: UpstreamError | ev.Error | None) -> None:
+        with _kept_apart(session, "attempt_end"):
+            traced = self._traces.get(session.id)
+            if traced is not None and traced.attempt_attributes:
+                self._end_attempt(session, traced, error)
+
+    def on_tool_end(self, session: Session, call: dict[str, Any], started: float) -> None:
+        with _kept_apart(session, "tool_end"):
+            self._tool(session, call, started)
+
+    async def on_finished(self, session: Session) -> None:
+        with _kept_apart(session, "finished"):
+            self._finished(session)
+
+    # -- spans ----------------------------------------------------------------------------------
+
+    def _attempt(self, session: Session) -> None:
+        """An upstream request is about to go out: its span (and the session's, before the
+        first), and its ``traceparent`` among the request's headers."""
         tracer = self._tracer
         traced = self._traces.get(session.id)
         if traced is None:
@@ -90,12 +128,7 @@ class SessionTelemetry:
         traced.attempt_started = time.monotonic()
         traced.attempt_mark = session.clock.mark()
 
-    def on_attempt_end(self, session: Session, error: UpstreamError | ev.Error | None) -> None:
-        traced = self._traces.get(session.id)
-        if traced is not None and traced.attempt_attributes:
-            self._end_attempt(session, traced, error)
-
-    def on_tool_end(self, session: Session, call: dict[str, Any], started: float) -> None:
+    def _tool(self, session: Session, call: dict[str, Any], started: float) -> None:
         traced, tracer = self._traces.get(session.id), self._tracer
         if traced is None or tracer is None:
             return
@@ -112,7 +145,7 @@ class SessionTelemetry:
             span.set_status(Status(StatusCode.ERROR))
         span.end(ended)
 
-    async def on_finished(self, session: Session) -> None:
+    def _finished(self, session: Session) -> None:
         traced = self._traces.pop(session.id, None)
         if traced is None:  # (a session that sent no request: there is none today)
             traced = _Trace(self._session_span(session))
@@ -127,8 +160,6 @@ class SessionTelemetry:
         span.end()
         if self._metrics is not None:
             self._metrics.session(session)
-
-    # -- spans ----------------------------------------------------------------------------------
 
     def _session_span(self, session: Session) -> Span:
         """The session's span, begun as its first request goes out; its parent is the span

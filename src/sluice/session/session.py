@@ -83,9 +83,10 @@ class SessionSpec:
     #: what another process needs to run this turn again should this one die (set where
     #: processes share a bus and the turn may be retried whole)
     handover: bytes | None = None
-    #: the client's W3C trace context (``traceparent``, ``tracestate``), and the id it gave
-    #: its request; read only while tracing is on (docs/observability.md)
+    #: the client's W3C trace context (``traceparent``, ``tracestate``), read only while
+    #: tracing is on (docs/observability.md)
     trace_context: dict[str, str] | None = None
+    #: the id the client gave its request (``X-Request-Id``), on the session's span
     correlation_id: str | None = None
 
 

@@ -9,6 +9,7 @@ OpenTelemetry here: plain names and dicts, built once per session, attempt or to
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -178,12 +179,18 @@ def attempt_start_attributes(session: Session, number: int) -> Attributes:
         "gen_ai.request.stream": True,
         "sluice.attempt": number,
     }
-    url = urlsplit(session.spec.url)
-    if url.hostname:
-        attributes["server.address"] = url.hostname
-        port = url.port or (443 if url.scheme == "https" else 80)
+    host, port = server_of(session.spec.url)
+    if host is not None:
+        attributes["server.address"] = host
         attributes["server.port"] = port
     return attributes
+
+
+@lru_cache(maxsize=256)
+def server_of(url: str) -> tuple[str | None, int]:
+    """The host and port an upstream URL names (a provider's few URLs, parsed once each)."""
+    parts = urlsplit(url)
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def attempt_end_attributes(

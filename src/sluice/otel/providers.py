@@ -6,7 +6,8 @@
   ``http/protobuf`` (the default, port 4318) or ``grpc`` (port 4317);
 - everything else (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``_HEADERS``, ``_TIMEOUT``,
   ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``,
-  ``OTEL_BSP_*``, ``OTEL_METRIC_EXPORT_INTERVAL``) is read by the SDK and its exporters.
+  ``OTEL_BSP_*``, ``OTEL_METRIC_EXPORT_INTERVAL``) is read by the SDK and its exporters; the
+  one default the gateway changes is the spans' batch (``SPAN_BATCH``).
 
 The providers are the gateway's own, not the process's global ones: two gateways in one
 process (the tests) each export their own.
@@ -32,6 +33,12 @@ from sluice.config import ConfigError
 EXPORTERS = ("otlp", "console", "none")
 PROTOCOLS = ("http/protobuf", "grpc")
 
+#: spans per export unless ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` says otherwise. The SDK's export
+#: thread encodes a batch holding the interpreter's lock in long stretches, and the event loop
+#: that relays the streams waits meanwhile: a batch of 64 takes a few milliseconds to encode,
+#: the SDK's 512 tens of them (docs/observability.md#traces)
+SPAN_BATCH = 64
+
 
 def build_providers(node: str) -> tuple[TracerProvider | None, MeterProvider | None]:
     """The providers of the signals whose exporter is not ``none``; ``node`` is this
@@ -41,7 +48,9 @@ def build_providers(node: str) -> tuple[TracerProvider | None, MeterProvider | N
     traces = _exporter_name("TRACES")
     if traces != "none":
         tracer_provider = TracerProvider(resource=resource)
-        tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(traces)))
+        batch = None if os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") else SPAN_BATCH
+        processor = BatchSpanProcessor(_span_exporter(traces), max_export_batch_size=batch)
+        tracer_provider.add_span_processor(processor)
     metrics = _exporter_name("METRICS")
     if metrics != "none":
         reader = PeriodicExportingMetricReader(_metric_exporter(metrics))

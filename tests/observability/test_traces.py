@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from sluice.config import AgentConfig
+from tests.conftest import LONG, tokens_when_running
 from tests.conftest import test_settings as gateway_settings
 from tests.observability.conftest import (
     CLIENT_HEADERS,
@@ -261,3 +262,29 @@ async def test_a_session_without_a_traceparent_starts_a_trace_of_its_own(traced:
     [attempt] = received.children(span)
     # sampled, and (a trace the gateway began) its trace id random: W3C trace context level 2
     assert upstream["traceparent"] == f"00-{span.trace_id}-{attempt.span_id}-03"
+
+
+async def test_a_stopped_session_ends_its_open_request_span_without_an_error(
+    traced: Traced,
+) -> None:
+    async with traced() as (gw, received):
+        response = await gw.http.post(
+            "/api/sessions",
+            json={"model": "sim/support", "prompt": "hello"},
+            headers={**LONG, **CLIENT_HEADERS},
+        )
+        session_id = response.json()["id"]
+        await tokens_when_running(gw, session_id)
+        await gw.http.post(f"/api/sessions/{session_id}/cancel")
+        record = await gw.final_record(session_id)
+    assert record["state"] == "cancelled"
+    span = session_span(received, session_id)
+    assert span.attributes["sluice.session.state"] == "cancelled"
+    assert span.attributes["sluice.cancel_reason"] == "client_stop"
+    assert "error.type" not in span.attributes and span.status == 0
+    [attempt] = received.children(span)
+    assert attempt.attributes["sluice.cancel_reason"] == "client_stop"
+    assert "error.type" not in attempt.attributes
+    # what it had streamed when stopped: an estimate, as the record's
+    assert attempt.attributes["sluice.usage.source"] == "estimated"
+    assert attempt.attributes["gen_ai.usage.output_tokens"] == record["usage"]["output_tokens"]

@@ -150,7 +150,7 @@ class SessionTelemetry:
         if traced is None:  # (a session that sent no request: there is none today)
             traced = _Trace(self._session_span(session))
         if traced.attempt_attributes:  # cut short by Stop or a failure of the gateway
-            self._end_attempt(session, traced, None, session)
+            self._end_attempt(session, traced, None, with_session=True)
         span = traced.span
         if span.is_recording():
             attributes = genai.session_end_attributes(session)
@@ -189,15 +189,17 @@ class SessionTelemetry:
         session: Session,
         traced: _Trace,
         error: UpstreamError | ev.Error | None,
-        ended_with: Session | None = None,
+        *,
+        with_session: bool = False,
     ) -> None:
         """The upstream request under way is over: its span ends with its outcome, and the
-        client metrics count it. ``ended_with``: it ended with the session (Stop, a bug)."""
+        client metrics count it. ``with_session``: it ended with the session (Stop, a bug),
+        whose error or Stop is its own."""
         duration = time.monotonic() - traced.attempt_started
         count, first, last = session.clock.since(traced.attempt_mark)
         to_first = None if first is None else first - traced.attempt_started
         end = genai.attempt_end_attributes(session, error, to_first)
-        if ended_with is not None:
+        if with_session:
             failure = genai.session_error(session)
             if failure is not None:
                 end["error.type"] = failure

@@ -84,7 +84,7 @@ def session_span_name(session: Session) -> str:
 
 
 def session_start_attributes(session: Session) -> Attributes:
-    """What is known as the session begins (and what a sampler may look at)."""
+    """What is known as the session begins."""
     spec = session.spec
     attributes: Attributes = {
         "gen_ai.operation.name": session_operation(session),

@@ -3,7 +3,8 @@
 Per session: its span begins as its first upstream request goes out (so that the request can
 carry the trace), and ends with its record, its attributes set then from the record and the
 clock. Per upstream request: a child span, begun before the request is sent (its
-``traceparent`` goes with it), ended with the request, and the client metrics. Per tool
+``traceparent`` goes with it), ended with the request, and the client metrics. Spans begin
+bare: the request waits for their start, not for their attributes. Per tool
 execution of an agent: a child span, made whole when the tool ends. Nothing per chunk: the
 chunks' timing comes from the session's clock at the end (``StreamClock.mark``/``since``).
 """
@@ -117,11 +118,12 @@ class SessionTelemetry:
         traced.attempts += 1
         attributes = genai.attempt_start_attributes(session, traced.attempts)
         if tracer is not None:
+            # (no attributes yet: the request waits for this span, its attributes can wait for
+            # its end)
             traced.attempt = tracer.start_span(
                 genai.attempt_span_name(session),
                 trace.set_span_in_context(traced.span),
                 SpanKind.CLIENT,
-                attributes,
             )
             self._propagator.inject(session.spec.headers, trace.set_span_in_context(traced.attempt))
         traced.attempt_attributes = attributes
@@ -153,7 +155,8 @@ class SessionTelemetry:
             self._end_attempt(session, traced, None, with_session=True)
         span = traced.span
         if span.is_recording():
-            attributes = genai.session_end_attributes(session)
+            attributes = genai.session_start_attributes(session)
+            attributes |= genai.session_end_attributes(session)
             span.set_attributes(attributes)
             if "error.type" in attributes:
                 span.set_status(Status(StatusCode.ERROR, (session.error or {}).get("message")))
@@ -177,12 +180,7 @@ class SessionTelemetry:
             parent = self._propagator.extract(session.spec.trace_context)
         else:
             parent = Context()
-        return tracer.start_span(
-            genai.session_span_name(session),
-            parent,
-            kind,
-            genai.session_start_attributes(session),
-        )
+        return tracer.start_span(genai.session_span_name(session), parent, kind)
 
     def _end_attempt(
         self,
@@ -208,7 +206,7 @@ class SessionTelemetry:
         span = traced.attempt
         if span is not None:
             if span.is_recording():
-                span.set_attributes(end)
+                span.set_attributes(traced.attempt_attributes | end)
                 if "error.type" in end:
                     span.set_status(Status(StatusCode.ERROR))
             span.end()

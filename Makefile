@@ -9,11 +9,11 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: setup system-deps clients demo test lint typecheck unit lock clean bench bench-full bench-choices screenshots
 
 # The C modules (src/sluice/wire/_scan.c, src/sluice/_redact.c) are built in place by the
-# editable install.
+# editable install; the otel extra is OpenTelemetry's SDK and exporters ([telemetry]).
 $(STAMP): pyproject.toml constraints.txt setup.py src/sluice/wire/_scan.c src/sluice/_redact.c \
 		src/sluice/_tokens.h
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,otel]'
 	@touch $@
 
 setup: $(STAMP)

@@ -18,6 +18,9 @@ the paced model each chunk arrives on its own, so that part is the same from run
 within about 1.5%; the whole varies more, as the timers' and the store's work follows the
 clock, and valgrind slows the gateway some fifty times.
 
+``--otel`` turns the gateway's telemetry on, exporting its spans and metrics over OTLP/HTTP to
+the mock (``gateway-otel`` of the benchmark): the export thread's instructions count too.
+
 ``--provider-key`` gives the gateway that value as the mock provider's key instead of the
 benchmark's ``bench`` (too short to be a secret, so nothing is looked for); a realistic key
 counts the redactor's look for it in each delta (docs/security.md).
@@ -45,8 +48,10 @@ WARM_UP_STREAMS = 20
 
 
 class _CountedGateway(GatewayProcess):
-    def __init__(self, workdir: Path, cpus: set[int], mock_url: str, key: str | None) -> None:
-        super().__init__(workdir, cpus, mock_url, "chat")
+    def __init__(
+        self, workdir: Path, cpus: set[int], mock_url: str, key: str | None, otel: bool = False
+    ) -> None:
+        super().__init__(workdir, cpus, mock_url, "chat", otel=otel)
         self.counts = workdir / "callgrind.out"
         self.key = key
 
@@ -117,7 +122,7 @@ async def main(args: argparse.Namespace) -> None:
     target_cpus, harness_cpus = cpu_layout()  # as the benchmark pins them
     mock = MockProcess(workdir, harness_cpus)
     await mock.start()
-    gateway = _CountedGateway(workdir, target_cpus, mock.url, args.provider_key)
+    gateway = _CountedGateway(workdir, target_cpus, mock.url, args.provider_key, args.otel)
     try:
         await gateway.start(within=120.0)
         pid = str(gateway.pids()[0])
@@ -155,6 +160,9 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="mock/paced")
     parser.add_argument(
         "--provider-key", default=None, help="the mock provider's key (default: 'bench')"
+    )
+    parser.add_argument(
+        "--otel", action="store_true", help="telemetry on, exporting to the mock over OTLP/HTTP"
     )
     parser.add_argument("--out", default="", help="where the counts go (default: a temp dir)")
     asyncio.run(main(parser.parse_args()))

@@ -15,6 +15,7 @@ from sluice.config import (
     ConfigError,
     OpsSettings,
     StreamSettings,
+    TelemetrySettings,
     load_settings,
 )
 from sluice.sim import SimSettings
@@ -201,7 +202,9 @@ def test_the_example_file_has_every_section_and_key() -> None:
     assert set(data["auth"]) == set(AuthSettings.__dataclass_fields__)
     assert set(data["bus"]) == set(BusSettings.__dataclass_fields__)
     assert set(data["store"]) == {"url", "journal_window"}
-    assert set(data) == {"server", "auth", "store", "bus", "streams", "ops", "sim", "prices"}
+    assert set(data["telemetry"]) == set(TelemetrySettings.__dataclass_fields__)
+    sections = {"server", "auth", "store", "bus", "telemetry", "streams", "ops", "sim", "prices"}
+    assert set(data) == sections
 
 
 def test_the_example_providers_load_once_uncommented(tmp_path: Path) -> None:

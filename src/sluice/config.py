@@ -192,6 +192,15 @@ class AuthSettings:
     secure_cookies: bool = False
 
 
+@dataclass(slots=True)
+class TelemetrySettings:
+    """OpenTelemetry (docs/observability.md): off unless enabled here; where the traces and
+    metrics go is said by the standard ``OTEL_*`` environment variables."""
+
+    #: export a span per session and the GenAI metrics over OTLP
+    enabled: bool = False
+
+
 #: URL schemes ``bus.url`` accepts (redis-py's)
 BUS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -284,6 +293,7 @@ class Settings:
     #: loses at most this much of a live session (and the store's commit, a few ms more)
     journal_window: float = 0.1
     bus: BusSettings = field(default_factory=BusSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     log_level: str = "info"
     #: text (``message key=value``) or json (one object a line); docs/observability.md#logs
     log_format: str = "text"
@@ -367,6 +377,7 @@ def _from_dict(data: dict[str, Any]) -> Settings:
         raise ConfigError("store.journal_window must be a number of seconds from 0.01 to 5")
     s.journal_window = float(window)
     s.bus = _bus(data.get("bus", {}))
+    s.telemetry = _telemetry(data.get("telemetry", {}))
     s.streams = _streams(data.get("streams", {}))
     s.ops = _ops(data.get("ops", {}))
 
@@ -517,6 +528,17 @@ def _auth(raw: dict[str, Any]) -> AuthSettings:
             raise ConfigError(f"auth.{key} must be true or false")
         setattr(auth, key, value)
     return auth
+
+
+def _telemetry(raw: dict[str, Any]) -> TelemetrySettings:
+    telemetry = TelemetrySettings()
+    for key, value in raw.items():
+        if key not in TelemetrySettings.__dataclass_fields__:
+            raise ConfigError(f"telemetry.{key} is not a setting (see docs/configuration.md)")
+        if not isinstance(value, bool):
+            raise ConfigError(f"telemetry.{key} must be true or false")
+        setattr(telemetry, key, value)
+    return telemetry
 
 
 def _bus(raw: dict[str, Any]) -> BusSettings:

@@ -178,3 +178,13 @@ async def test_streams_on_a_kept_alive_connection_read_one_after_another(
         writer.close()
     # the role chunk, three deltas, the finish, usage and [DONE], each time
     assert counts == [7, 7, 7]
+
+
+async def test_otlp_exports_are_taken_and_counted_not_decoded(mock: MockServer) -> None:
+    for path in ("/v1/traces", "/v1/metrics"):
+        body = b"\x0a\x00" * 10  # any bytes: the mock is a sink
+        raw = f"POST {path} HTTP/1.1\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        head, reply = await exchange(mock, raw.encode() + body)
+        assert head.startswith(b"HTTP/1.1 200") and b"application/x-protobuf" in head
+        assert reply == b""  # an empty export response
+    assert (mock.counters.otlp_exports, mock.counters.otlp_bytes) == (2, 40)

@@ -148,3 +148,19 @@ def test_the_gateway_targets_take_the_store_named_on_the_command_line(tmp_path: 
     assert 'url = "memory://"' in named and "sqlite" not in named
     default = gateway_config("http://127.0.0.1:1", "chat", 1, tmp_path, None, "g")
     assert f'url = "sqlite:///{tmp_path}/g.db"' in default
+
+
+async def test_the_gateway_with_telemetry_on_is_measured_exporting_to_the_mock(
+    tmp_path: Path,
+) -> None:
+    result = await run(tiny_plan(["direct", "gateway-otel"]), tmp_path)
+    traced = next(t for t in result.targets if t.name == "gateway-otel")
+    assert traced.errors == []
+    assert traced.gap_probe is not None and traced.gap_probe.summary.lost == 0
+    assert traced.sweep and traced.sweep[0].summary.lost == 0
+    row = next(f for f in figures(result) if f.target == "gateway-otel")
+    assert row.cpu_us_per_chunk_load is not None and row.cpu_us_per_chunk_load > 0
+    assert "[telemetry]\nenabled = true" in (tmp_path / "gateway-otel.toml").read_text()
+    # its spans and metrics reached the mock at its shutdown (an exporter logs each failure)
+    log = (tmp_path / "gateway-otel.log").read_text()
+    assert "Failed to export" not in log and "Traceback" not in log

@@ -21,6 +21,7 @@ import pytest
 
 from sluice import events as ev
 from sluice.config import Price, ProviderConfig, StreamSettings
+from sluice.errors import UpstreamError
 from sluice.pricing import PriceBook
 from sluice.providers import Route, build_body
 from sluice.redact import ProviderKeys
@@ -66,10 +67,23 @@ class Recorder:
         self.states: list[str] = []
         self.first_tokens: list[str] = []
         self.finished: list[str] = []
+        #: each upstream request as it goes ("open") and how it ended (an error type, "ok")
+        self.attempts: list[str] = []
         self._fail_on_first_token = fail_on_first_token
 
     def on_state(self, session: Session) -> None:
         self.states.append(session.state)
+
+    def on_attempt(self, session: Session) -> None:
+        self.attempts.append("open")
+        # the request's headers are read after this: what an observer adds goes out with it
+        session.spec.headers["x-attempt"] = str(self.attempts.count("open"))
+
+    def on_attempt_end(self, session: Session, error: UpstreamError | ev.Error | None) -> None:
+        self.attempts.append("ok" if error is None else error.type)
+
+    def on_tool_end(self, session: Session, call: dict[str, Any], started: float) -> None:
+        raise AssertionError("a plain session runs no tools")
 
     def on_first_token(self, session: Session) -> None:
         self.first_tokens.append(session.acc.text)
@@ -337,6 +351,8 @@ async def test_refusals_are_retried_before_the_stream_until_one_is_accepted(
         assert await ended(launch(session)) is None
 
     assert [seen.body for seen in upstream.seen] == [BODY] * 3
+    assert [seen.headers["x-attempt"] for seen in upstream.seen] == ["1", "2", "3"]
+    assert observer.attempts == ["open", "rate_limited", "open", "upstream_error", "open", "ok"]
     assert observer.states == ["streaming", "finalizing"] and observer.finished == [COMPLETE]
     check_over(session)
     # refusals before the stream are not attempts of the turn: no retry event, one attempt
@@ -411,6 +427,7 @@ async def test_a_mid_stream_failure_retries_the_whole_turn_on_the_native_endpoin
         assert await ended(launch(session)) is None
 
     assert len(upstream.seen) == 2
+    assert observer.attempts == ["open", "upstream_disconnected", "open", "ok"]
     assert observer.states == ["streaming", "streaming", "finalizing"]
     assert observer.finished == [COMPLETE]
     # the clock spans the session: its first token is told once, not once per attempt

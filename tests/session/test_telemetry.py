@@ -56,3 +56,19 @@ def test_backpressure_level_follows_the_share_of_time_blocked() -> None:
     assert clock.backpressure() == "medium"
     clock.blocked = 6.0
     assert clock.backpressure() == "high"
+
+
+def test_the_deltas_since_a_mark_are_one_attempts_without_counting_per_chunk() -> None:
+    clock = StreamClock(started=10.0)
+    first = clock.mark()
+    assert clock.since(first) == (0, None, None)  # nothing yet
+    for at in (10.5, 10.6, 10.8):
+        clock.delta(at, answer=True)
+    assert clock.since(first) == (3, 10.5, 10.8)
+    second = clock.mark()  # a second attempt (an agent's next step, a whole-turn retry)
+    assert clock.since(second) == (0, None, None)
+    clock.delta(12.0, answer=False)
+    clock.delta(12.25, answer=True)
+    count, began, last = clock.since(second)
+    assert (count, last) == (2, 12.25) and began == pytest.approx(12.0)
+    assert clock.since(first)[0] == 5  # the first mark spans both

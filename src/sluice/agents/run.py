@@ -122,7 +122,7 @@ class AgentRun(Session):
         self.log.append(ev.StepStart(self.step))
 
     def _end_step(self, results: list[tuple[ToolResultPart, dict[str, Any]]]) -> None:
-        usage, source = self._attempt_usage()
+        usage, source = self.attempt_usage()
         usage_data = None if source == "refused" else ev.payload(usage)[1] | {"source": source}
         duration = round(time.monotonic() - self._step_started, 6)
         acc = self.acc
@@ -184,6 +184,15 @@ class AgentRun(Session):
         except asyncio.CancelledError:
             duration = round(time.monotonic() - started, 6)
             log.append(ev.ToolEnd(call_id, name, duration, "stopped", True, "cancelled"))
+            stopped: dict[str, Any] = {
+                "id": call_id,
+                "name": name,
+                "tool": origin,
+                "duration": duration,
+                "is_error": True,
+                "error": "cancelled",
+            }
+            self.deps.observer.on_tool_end(self, stopped, started)
             raise
         text = redactor.text(text)
         is_error = error is not None or (outcome is not None and outcome.is_error)
@@ -201,6 +210,7 @@ class AgentRun(Session):
             "error": error,
             "content": redactor.value(outcome.content) if outcome is not None else [],
         }
+        self.deps.observer.on_tool_end(self, record, started)
         return ToolResultPart(call_id, text, is_error), record
 
     # -- retry, record ------------------------------------------------------------------------

@@ -8,7 +8,10 @@ it, pausing when the transport asks (``pause_writing``), which is what a slow re
 Keep-alive is honoured (a pooling gateway reuses its upstream connections); a request with
 ``connection: close`` is answered and closed.
 
-``GET /stats`` answers the server's counters as JSON; ``GET /healthz`` answers ``ok``.
+``GET /stats`` answers the server's counters as JSON; ``GET /healthz`` answers ``ok``. It is
+also the OTLP/HTTP sink of a gateway with telemetry on: ``POST /v1/traces`` and
+``/v1/metrics`` are answered 200 with an empty protobuf body (a valid export response) and
+their bodies counted, not decoded.
 Run alone with ``python -m sluice.bench.mock --port 0``: it prints ``listening <url>``.
 """
 
@@ -39,8 +42,10 @@ from sluice.bench.profiles import Profile, UnknownProfile, profile_for
 from sluice.listen import listening_sockets
 
 _FORMATS = {path: fmt for fmt, path in FORMAT_PATHS.items()}
+#: where an OTLP/HTTP exporter sends its signals
+_OTLP_PATHS = ("/v1/traces", "/v1/metrics")
 _MAX_HEAD = 64 * 1024
-_MAX_BODY = 1024 * 1024
+_MAX_BODY = 8 * 1024 * 1024  # (an OTLP export of 512 spans is near 1 MiB)
 #: Deltas written in one go by a stream of pace 0 before it lets other connections run.
 _BURST = 64
 
@@ -52,6 +57,8 @@ class MockCounters:
     streams_open: int = 0
     streams_completed: int = 0
     bytes_sent: int = 0
+    otlp_exports: int = 0
+    otlp_bytes: int = 0
 
 
 def _plain(status: str, body: bytes, *, close: bool, media: str = "application/json") -> bytes:
@@ -179,6 +186,11 @@ class _Connection(asyncio.Protocol):
             self._reply(_plain("200 OK", stats, close=close), close=close)
         elif method == "GET" and path == "/healthz":
             self._reply(_plain("200 OK", b"ok", close=close, media="text/plain"), close=close)
+        elif method == "POST" and path in _OTLP_PATHS:
+            self._counters.otlp_exports += 1
+            self._counters.otlp_bytes += len(body)
+            reply = _plain("200 OK", b"", close=close, media="application/x-protobuf")
+            self._reply(reply, close=close)
         elif method == "POST" and path in _FORMATS:
             fmt = _FORMATS[path]
             try:

@@ -305,13 +305,17 @@ class Runner:
                 continue
             match target_kind(name):
                 case ("gateway", workers):
-                    running.append(await self._start_gateway(workers, name == "gateway-redis"))
+                    variant = name.removeprefix("gateway-")
+                    running.append(
+                        await self._start_gateway(workers, variant == "redis", variant == "otel")
+                    )
                 case ("nginx", workers):
                     running.append(await self._start_nginx(workers))
                 case _:
                     known = ", ".join(BUILTIN_TARGETS)
                     raise TargetError(
-                        f"unknown target {name!r} (built in: {known}, -wN, gateway-redis)"
+                        f"unknown target {name!r} (built in: {known}, -wN, gateway-redis, "
+                        "gateway-otel)"
                     )
         for name, url in plan.external.items():
             running.append(_Running(Target(name, url.rstrip("/"), "external")))
@@ -321,7 +325,9 @@ class Runner:
         """One process on the target's CPUs; several on every CPU (the harness's too)."""
         return self.target_cpus if workers <= 1 else self.target_cpus | self.harness_cpus
 
-    async def _start_gateway(self, workers: int = 1, redis: bool = False) -> _Running:
+    async def _start_gateway(
+        self, workers: int = 1, redis: bool = False, otel: bool = False
+    ) -> _Running:
         assert self.mock is not None
         cpus = self._cpus(workers)
         process = GatewayProcess(
@@ -332,6 +338,7 @@ class Runner:
             workers,
             self.plan.gateway_store,
             redis,
+            otel,
         )
         self._processes.append(process)
         self.progress.note(f"starting {process.name} on port {process.port}")
@@ -341,7 +348,7 @@ class Runner:
             await self._every_worker_up(process, workers, logged)
         url = f"http://{HOST}:{process.port}/v1"
         target = Target(process.name, url, "gateway", process.pids)
-        return _Running(target, process, lambda: self._start_gateway(workers, redis))
+        return _Running(target, process, lambda: self._start_gateway(workers, redis, otel))
 
     async def _every_worker_up(self, process: ManagedProcess, workers: int, logged: int) -> None:
         """Wait until the supervisor has ``workers`` children and each has started serving

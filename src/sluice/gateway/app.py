@@ -71,6 +71,7 @@ from sluice.gateway.streaming import SessionStream, summary_of
 from sluice.gateway.upstreams import build_upstream
 from sluice.gateway.websocket import session_socket_endpoint
 from sluice.logs import CORRELATION_ID, SESSION_ID, kv, redact_logs
+from sluice.otel import client_trace, open_telemetry
 from sluice.pricing import PriceBook
 from sluice.providers import SIM_HEADER_PREFIX, Router, build_body
 from sluice.redact import ProviderKeys
@@ -196,6 +197,10 @@ class Gateway:
             journal_window=settings.journal_window,
             keep_content=settings.keep_content,
         )
+        #: OpenTelemetry's observer of the sessions (``[telemetry] enabled``), else None
+        self.telemetry = open_telemetry(settings.telemetry, node)
+        if self.telemetry is not None:
+            self.sessions.observers.append(self.telemetry)
         #: the tools agents call: the configured MCP servers' (connected on first use) and
         #: the built-in ones
         self.toolbox = ToolBox(settings.mcp, builtin_tools())
@@ -244,6 +249,8 @@ class Gateway:
             await self.keys.close()
             await self.upstream.close()
             await self.store.close()
+            if self.telemetry is not None:
+                await self.telemetry.close()
             stop_redacting()
 
     async def _close_interrupted(self) -> None:
@@ -399,6 +406,10 @@ class Gateway:
             correlation_id=CORRELATION_ID.get(),
         )
         SESSION_ID.set(session_id)  # the rest of this request's lines are about it
+        if self.telemetry is not None:
+            spec.trace_context, correlation_id = client_trace(request.headers)
+            if spec.correlation_id is None:
+                spec.correlation_id = correlation_id
         if (
             self.nodes is not None
             and endpoint == "native"
@@ -412,6 +423,7 @@ class Gateway:
                     "tenant": spec.tenant,
                     "api_key": spec.api_key,
                     "sim_headers": sim_headers,
+                    "trace_context": spec.trace_context,
                     "correlation_id": spec.correlation_id,
                 }
             )
@@ -446,6 +458,7 @@ class Gateway:
             tenant=kept["tenant"],
             api_key=kept["api_key"],
             handover=request,
+            trace_context=kept.get("trace_context"),
             correlation_id=kept.get("correlation_id"),
         )
         self.sessions.take_over(session_id, spec, record, stored, "node_lost")

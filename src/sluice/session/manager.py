@@ -15,8 +15,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from sluice import events as ev
 from sluice.config import StreamSettings
-from sluice.errors import UnknownSession
+from sluice.errors import UnknownSession, UpstreamError
 from sluice.logs import kv
 from sluice.pricing import PriceBook
 from sluice.redact import ProviderKeys
@@ -27,6 +28,7 @@ from sluice.session.session import (
     TERMINAL_STATES,
     Session,
     SessionDeps,
+    SessionObserver,
     SessionSpec,
 )
 from sluice.session.store import NewEvent, SessionStore
@@ -118,6 +120,9 @@ class SessionManager:
         #: called with each session whose first answer token is being relayed, in the
         #: pump's callback (before the token is written: defer anything slow)
         self.first_token_hooks: list[Callable[[Session], None]] = []
+        #: told everything a session tells, after the feed and the books: tracing, when on
+        #: (empty otherwise, and then nothing more is done per session)
+        self.observers: list[SessionObserver] = []
         #: the operations feed: told of state changes, first tokens and ends; it publishes
         #: coalesced derived state on the bus
         self.feed = feed if feed is not None else OpsFeed(bus)
@@ -231,12 +236,28 @@ class SessionManager:
     def on_state(self, session: Session) -> None:
         """A state change: the operations feed publishes it (coalesced, in its next window)."""
         self.feed.state_changed(session)
+        for observer in self.observers:
+            observer.on_state(session)
+
+    def on_attempt(self, session: Session) -> None:
+        for observer in self.observers:
+            observer.on_attempt(session)
+
+    def on_attempt_end(self, session: Session, error: UpstreamError | ev.Error | None) -> None:
+        for observer in self.observers:
+            observer.on_attempt_end(session, error)
+
+    def on_tool_end(self, session: Session, call: dict[str, Any], started: float) -> None:
+        for observer in self.observers:
+            observer.on_tool_end(session, call, started)
 
     def on_first_token(self, session: Session) -> None:
         """The first answer token (text or tool-call arguments) of an attempt arrived."""
         self.feed.first_token(session)
         for hook in self.first_token_hooks:
             hook(session)
+        for observer in self.observers:
+            observer.on_first_token(session)
 
     async def on_finished(self, session: Session) -> None:
         if self.live.pop(session.id, None) is not None:
@@ -252,6 +273,8 @@ class SessionManager:
         if self._on_end is not None:
             self._on_end(session)
         self.feed.finished(session)
+        for observer in self.observers:
+            await observer.on_finished(session)
         # One summary per finished session, for integrations that want only the endings.
         await self.bus.publish(SESSIONS_TOPIC, self._summary(session))
         telemetry = session.telemetry()

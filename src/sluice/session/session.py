@@ -83,16 +83,35 @@ class SessionSpec:
     #: what another process needs to run this turn again should this one die (set where
     #: processes share a bus and the turn may be retried whole)
     handover: bytes | None = None
-    #: the correlation id of the request that started it, on its log lines
+    #: the client's W3C trace context (``traceparent``, ``tracestate``), read only while
+    #: tracing is on (docs/observability.md)
+    trace_context: dict[str, str] | None = None
+    #: the correlation id of the request that started it (a client's ``X-Request-Id``), on
+    #: its log lines and its span
     correlation_id: str | None = None
 
 
 class SessionObserver(Protocol):
     """What a session tells as it goes: the manager implements it (and passes each to the
-    metrics, the operations feed and its own books)."""
+    metrics, the operations feed, its own books and its observers: tracing). Nothing is told
+    per chunk."""
 
     def on_state(self, session: Session) -> None:
         """The session's state changed."""
+
+    def on_attempt(self, session: Session) -> None:
+        """An upstream request is about to go out (the first, a retry of a refusal, a
+        whole-turn retry, an agent's next model call): ``session.spec.headers`` are read
+        after this call, so an observer may add to them (a tracer's ``traceparent``)."""
+
+    def on_attempt_end(self, session: Session, error: UpstreamError | ev.Error | None) -> None:
+        """That request ended: refused before its stream (``UpstreamError``), its stream
+        ended by an error (``ev.Error``), or its stream complete (None). An attempt cut short
+        by Stop or a failure of the gateway ends with the session (``on_finished``)."""
+
+    def on_tool_end(self, session: Session, call: dict[str, Any], started: float) -> None:
+        """An agent's tool execution ended: its record (``id``, ``name``, ``tool``,
+        ``duration``, ``is_error``, ``error``) and when it began (``time.monotonic()``)."""
 
     def on_first_token(self, session: Session) -> None:
         """An attempt's first answer token is being relayed (in the pump's callback, before
@@ -438,7 +457,7 @@ class Session:
     def _carry_usage(self) -> None:
         """What the model call that ends here was billed counts in the record's usage; the
         next call's answer is accumulated afresh."""
-        self._earlier_usage = _add_usage(self._earlier_usage, *self._attempt_usage())
+        self._earlier_usage = _add_usage(self._earlier_usage, *self.attempt_usage())
         self.acc = TurnAccumulator()
         self._answering = False
         self._phase = None
@@ -528,6 +547,7 @@ class Session:
 
     def _open(self) -> Pending:
         spec = self.spec
+        self.deps.observer.on_attempt(self)
         return self.deps.upstream.open(spec.url, spec.headers, spec.body, accepted=self.ready)
 
     async def run(self) -> None:
@@ -584,6 +604,7 @@ class Session:
                 exc.__traceback__ = None  # (no cycle through this frame: see ``_relay``)
                 # the provider's error body, whose message may be its first bytes only
                 exc.message = self.redactor.tail(exc.message)
+                self.deps.observer.on_attempt_end(self, exc)
                 refused += 1
                 delay = self._backoff(refused, getattr(exc, "retry_after", None))
                 if (
@@ -598,6 +619,7 @@ class Session:
                 return
             del opening  # not held for the stream's length
             error = await self._relay(upstream)
+            self.deps.observer.on_attempt_end(self, error)
             if error is None:
                 return
             if not self._may_retry_turn(error):
@@ -871,10 +893,10 @@ class Session:
     def _final_usage(self) -> ev.Usage:
         """This attempt's usage, plus what earlier attempts that reached the stream were
         billed; ``usage_source`` says ``estimated`` if any part of it is."""
-        usage, self.usage_source = _add_usage(self._earlier_usage, *self._attempt_usage())
+        usage, self.usage_source = _add_usage(self._earlier_usage, *self.attempt_usage())
         return usage
 
-    def _attempt_usage(self) -> tuple[ev.Usage, str]:
+    def attempt_usage(self) -> tuple[ev.Usage, str]:
         """The current attempt's usage and its source: the provider's final figure, an
         estimate, or nothing when the provider refused (or was never reached)."""
         if self.failed_before_stream:

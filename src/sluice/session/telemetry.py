@@ -51,6 +51,26 @@ class StreamClock:
             self.first_token = now
         self.last_delta = now
 
+    def mark(self) -> tuple[int, float | None]:
+        """A point in the stream (before an upstream attempt), for ``since``: nothing on the
+        hot path keeps per-attempt figures."""
+        return len(self.gaps), self.last_delta
+
+    def since(self, mark: tuple[int, float | None]) -> tuple[int, float | None, float | None]:
+        """The content deltas after ``mark``: how many, when the first and the last came.
+        The first is the delta before the mark plus the gap recorded next, which is its own
+        ``now`` (or, with none before the mark, the stream's first event)."""
+        start, before = mark
+        gaps, last = self.gaps, self.last_delta
+        if before is None:
+            if last is None:
+                return 0, None, None
+            return 1 + len(gaps) - start, self.first_event, last
+        count = len(gaps) - start
+        if count <= 0:
+            return 0, None, None
+        return count, before + gaps[start], last
+
     def backpressure(self) -> str:
         if self.ended is None or self.upstream_open is None:
             span = 0.0 if self.last_delta is None else self.last_delta - self.started

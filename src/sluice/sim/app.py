@@ -238,6 +238,7 @@ class SimApp:
             write_block_threshold=self.settings.write_block_threshold,
         )
         record.auth = _credential(headers, query)
+        record.traceparent = headers.get("traceparent")
         out = TimedSend(send, record)
         try:
             await self._answer(target, headers, query, receive, out, record)

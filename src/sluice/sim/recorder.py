@@ -39,6 +39,8 @@ class RequestRecord:
     #: where the request carried a credential (a header's name, or ``?key=``), never the
     #: credential: what a test of a gateway's authentication upstream reads
     auth: str | None = None
+    #: the request's W3C ``traceparent`` header, as sent (a gateway's trace propagation)
+    traceparent: str | None = None
     input_tokens: int = 0
     first_byte_at: float | None = None
     first_token_at: float | None = None
@@ -120,6 +122,7 @@ class RequestRecord:
             "attempt": self.attempt,
             "fault": self.fault,
             "auth": self.auth,
+            "traceparent": self.traceparent,
             "started_at": self.started_at,
             "first_byte_at": self.first_byte_at,
             "first_token_at": self.first_token_at,

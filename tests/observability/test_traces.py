@@ -5,6 +5,7 @@ tool of an agent's run, and the GenAI metrics beside."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +259,8 @@ async def test_a_session_without_a_traceparent_starts_a_trace_of_its_own(traced:
         upstream = await gw.sim_request(session_id)
     span = session_span(received, session_id)
     assert span.parent_span_id == "" and span.trace_id != CLIENT_TRACE
-    assert "sluice.correlation_id" not in span.attributes
+    # the client gave no X-Request-Id: the id the gateway made for the request
+    assert re.fullmatch(r"[0-9a-f]{16}", span.attributes["sluice.correlation_id"])
     [attempt] = received.children(span)
     # sampled, and (a trace the gateway began) its trace id random: W3C trace context level 2
     assert upstream["traceparent"] == f"00-{span.trace_id}-{attempt.span_id}-03"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from sluice.agents.builtin import (
     calculate,
     read_sections,
 )
-from sluice.agents.mcp import ToolBox
+from sluice.agents.toolbox import ToolBox
 from sluice.agents.tools import ToolOutcome, ToolRejected, ToolTimeout
 from sluice.config import BUILTIN_TOOLS
 
@@ -151,3 +154,27 @@ async def test_the_toolbox_gives_built_in_tools_by_name() -> None:
     async with ToolBox({}, builtin_tools()) as toolbox:
         tools = await toolbox.tools(["calculator", "clock"])
     assert [tool.name for tool in tools] == ["calculator", "clock"]
+
+
+def test_a_gateway_without_mcp_servers_never_loads_the_mcp_sdk(tmp_path: Path) -> None:
+    """The SDK (and what it imports: pydantic models, OpenTelemetry's API) is some 35 MB of
+    resident memory: it is loaded with the first MCP server an agent uses, not before."""
+    script = (
+        "import sys\n"
+        "from sluice.config import AgentConfig, load_settings\n"
+        "from sluice.gateway.app import create_app\n"
+        f"settings = load_settings(None, store_url='sqlite:///{tmp_path}/s.db')\n"
+        "settings.agents = {'a': AgentConfig(name='a', model='sim/agent', tools=['clock'])}\n"
+        "create_app(settings)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'mcp', 'opentelemetry'}))\n"
+    )
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": src},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -8,7 +8,7 @@ import pytest
 
 from sluice.agents.builtin import builtin_tools
 from sluice.agents.declare import MODEL_TOOL_NAME, AgentTools
-from sluice.agents.mcp import ToolBox
+from sluice.agents.toolbox import ToolBox
 from sluice.agents.tools import ProgressFn, ToolOutcome, UnknownTool
 from sluice.turn import Message, TextPart, TurnRequest
 from sluice.wire import formats

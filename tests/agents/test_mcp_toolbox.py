@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sluice.agents.mcp import ToolBox
+from sluice.agents.toolbox import ToolBox
 from sluice.agents.tools import (
     ToolProgress,
     ToolRejected,

@@ -1,5 +1,7 @@
-"""Agent runs through a real gateway: the simulator's ``agent`` model, a real MCP server over
-stdio, the native event stream, Stop, Retry, resume, conversations and what records keep."""
+"""Agent runs through a real gateway: the simulator's ``agent`` model, a real MCP server (over
+stdio; over Streamable HTTP too where the transport matters: parallel calls, progress,
+cancellation), the native event stream, Stop, Retry, resume, conversations and what records
+keep."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from sluice.config import AgentConfig, Settings
+from sluice.config import AgentConfig, McpServerConfig, Settings
 from sluice.sse import SSEDecoder
 from tests.agents.conftest import stdio_server
 from tests.conftest import GatewayUnderTest, running_gateway
@@ -22,9 +24,9 @@ from tests.conftest import test_settings as gateway_settings
 TOOLS = ["testtools.add", "testtools.echo", "testtools.fail", "testtools.sleep"]
 
 
-def agent_settings(tmp_path: Path, **agent: Any) -> Settings:
+def agent_settings(tmp_path: Path, server: McpServerConfig | None = None, **agent: Any) -> Settings:
     settings = gateway_settings(tmp_path)
-    settings.mcp = {"testtools": stdio_server()}
+    settings.mcp = {"testtools": server or stdio_server()}
     settings.agents = {
         "helper": AgentConfig(
             name="helper",
@@ -100,8 +102,13 @@ async def start_run(gw: GatewayUnderTest, prompt: str, **body: Any) -> dict[str,
 
 
 async def test_a_run_calls_two_tools_in_parallel_and_answers_with_their_results(
-    gw: GatewayUnderTest,
+    tmp_path: Path, server: McpServerConfig
 ) -> None:
+    async with running_gateway(agent_settings(tmp_path, server)) as gw:
+        await _two_tools_in_parallel(gw)
+
+
+async def _two_tools_in_parallel(gw: GatewayUnderTest) -> None:
     headers, events = await stream_run(gw, {"prompt": "Please add 20 and 22, then echo it."})
     order = kinds(events)
     # one step that called both tools, then the step that answered
@@ -167,8 +174,9 @@ async def test_a_tool_past_its_timeout_is_a_tool_error_and_the_run_goes_on(
 
 async def test_progress_notifications_reach_the_client_in_order(
     agent_gateway: Callable[..., AbstractAsyncContextManager[GatewayUnderTest]],
+    server: McpServerConfig,
 ) -> None:
-    async with agent_gateway(tools=["testtools.count"]) as gw:
+    async with agent_gateway(server=server, tools=["testtools.count"]) as gw:
         _, events = await stream_run(gw, {"prompt": "Please count 3 times."})
     order = kinds(events)
     progress = [d for _, k, d in events if k == "tool.progress"]
@@ -183,8 +191,9 @@ async def test_progress_notifications_reach_the_client_in_order(
 
 async def test_stop_during_a_tool_cancels_it_and_its_server_sees_the_cancellation(
     agent_gateway: Callable[..., AbstractAsyncContextManager[GatewayUnderTest]],
+    server: McpServerConfig,
 ) -> None:
-    async with agent_gateway(tools=["testtools.hang"]) as gw:
+    async with agent_gateway(server=server, tools=["testtools.hang"]) as gw:
         run = await start_run(gw, "Please hang for me.")
         await events_until(gw, run["id"], lambda kind, _: kind == "tool.start")
         response = await gw.http.post(f"/api/sessions/{run['id']}/cancel")

@@ -1,4 +1,4 @@
-"""``ToolBox``: the connections to the configured MCP servers, their tools, and calls to them.
+"""The connections to the configured MCP servers (``McpConnection``), their tools, and calls.
 
 Each server's connection (its transport and its ``ClientSession``) is held by one task of the
 toolbox's task group, which opens it and closes it: anyio's transports must be left by the
@@ -14,7 +14,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,6 @@ from mcp.shared.exceptions import MCPError
 
 from sluice.agents.tools import (
     ProgressFn,
-    Tool,
     ToolOutcome,
     ToolProgress,
     ToolRejected,
@@ -40,15 +39,13 @@ from sluice.agents.tools import (
     check_arguments,
     summarise,
 )
-from sluice.config import BUILTIN_TOOLS, ENV_REFERENCE, McpServerConfig
+from sluice.config import ENV_REFERENCE, McpServerConfig
 
 log = logging.getLogger("sluice.agents")
 
 #: Pages of ``tools/list`` read from one server, and tools kept from it, at most.
 MAX_TOOL_PAGES = 20
 MAX_SERVER_TOOLS = 500
-#: Seconds the toolbox's close waits for its connections to close before cutting them.
-CLOSE_GRACE = 5.0
 
 #: What a broken connection raises under a call, besides the SDK's ``CONNECTION_CLOSED``.
 _CONNECTION_ERRORS = (
@@ -287,69 +284,3 @@ async def _list_tools(session: ClientSession) -> dict[str, types.Tool]:
         if cursor is None or len(tools) >= MAX_SERVER_TOOLS:
             break
     return tools
-
-
-class ToolBox:
-    """The configured MCP servers and the built-in tools; ``async with`` owns the connections.
-
-    ``await box.tools(["orders", "search.web_search", "clock"])`` gives an agent's tools as
-    its ``tools`` entries name them, connecting the servers they come from.
-    """
-
-    def __init__(
-        self,
-        servers: Mapping[str, McpServerConfig],
-        builtins: Mapping[str, Tool] | None = None,
-    ) -> None:
-        self._servers = dict(servers)
-        self._builtins = dict(builtins or {})
-        self._group: anyio.abc.TaskGroup | None = None
-        self._connections: dict[str, McpConnection] = {}
-
-    async def __aenter__(self) -> ToolBox:
-        group = anyio.create_task_group()
-        await group.__aenter__()
-        self._group = group
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        group, self._group = self._group, None
-        if group is None:
-            return
-        for connection in self._connections.values():
-            connection.close()
-        self._connections.clear()
-        # Each connection's task closes its own; one that takes too long is cut.
-        group.cancel_scope.deadline = anyio.current_time() + CLOSE_GRACE
-        await group.__aexit__(None, None, None)
-
-    def connection(self, server: str) -> McpConnection:
-        if self._group is None:
-            raise RuntimeError("the toolbox is not open (use it in `async with`)")
-        if server not in self._servers:
-            raise UnknownTool(f"no MCP server {server!r} is configured")
-        connection = self._connections.get(server)
-        if connection is None:
-            connection = McpConnection(self._servers[server], self._group)
-            self._connections[server] = connection
-        return connection
-
-    async def tools(self, entries: Sequence[str]) -> list[Tool]:
-        """The tools ``entries`` name (an agent's ``tools``), in their order."""
-        chosen: list[Tool] = []
-        for entry in entries:
-            server, dot, name = entry.partition(".")
-            if not dot and entry in BUILTIN_TOOLS:
-                if entry not in self._builtins:
-                    raise UnknownTool(f"the built-in tool {entry!r} is not available here")
-                chosen.append(self._builtins[entry])
-                continue
-            listed = await self.connection(server).tools()
-            if not dot:
-                chosen.extend(listed)
-                continue
-            found = [tool for tool in listed if tool.name == name]
-            if not found:
-                raise UnknownTool(f"{entry}: the server {server!r} lists no tool {name!r}")
-            chosen.extend(found)
-        return chosen

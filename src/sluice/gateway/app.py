@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 from sluice.access.control import ANONYMOUS, KeyRing, Principal
 from sluice.access.keys import open_key_store
 from sluice.agents.builtin import builtin_tools
-from sluice.agents.mcp import ToolBox
+from sluice.agents.toolbox import ToolBox
 from sluice.config import Settings
 from sluice.distributed.backplane import build_backplane
 from sluice.errors import (

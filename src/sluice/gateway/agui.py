@@ -21,6 +21,7 @@ import orjson
 
 from sluice import events as ev
 from sluice.errors import BadRequest
+from sluice.gateway import runnotes
 
 #: the ``CUSTOM`` events' names
 STATUS = "sluice.status"
@@ -309,25 +310,18 @@ class AGUIPresenter:
         return self._close_turn() + frame(result)
 
     def _tool_progress(self, event: ev.ToolProgress) -> bytes:
-        value: dict[str, Any] = {"toolCallId": event.call_id, "progress": event.progress}
-        if event.total is not None:
-            value["total"] = event.total
-        if event.message is not None:
-            value["message"] = event.message
-        return frame({"type": "CUSTOM", "name": TOOL_PROGRESS, "value": value})
+        return frame(
+            {"type": "CUSTOM", "name": TOOL_PROGRESS, "value": runnotes.tool_progress(event)}
+        )
 
     def _status(self, event: ev.Status) -> bytes:
-        value = {"phase": event.phase}
-        if event.detail is not None:
-            value["detail"] = event.detail
-        return frame({"type": "CUSTOM", "name": STATUS, "value": value})
+        return frame({"type": "CUSTOM", "name": STATUS, "value": runnotes.status(event)})
 
     def _retry(self, event: ev.Retry) -> bytes:
         """The run starts again from its first message: what is open closes, a ``CUSTOM``
         event says so, and the new attempt's steps follow in the same run."""
         out = self._close_turn() + self._close_step()
-        value = {"attempt": event.attempt, "reason": event.reason, "delay": event.delay}
-        return out + frame({"type": "CUSTOM", "name": RETRY, "value": value})
+        return out + frame({"type": "CUSTOM", "name": RETRY, "value": runnotes.retry(event)})
 
     def _error(self, event: ev.Error) -> bytes:
         self.finished = True

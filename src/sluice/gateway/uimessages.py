@@ -19,6 +19,7 @@ import orjson
 
 from sluice import events as ev
 from sluice.errors import BadRequest
+from sluice.gateway import runnotes
 
 #: the response header the AI SDK's documentation asks for
 STREAM_HEADER = (b"x-vercel-ai-ui-message-stream", b"v1")
@@ -293,25 +294,17 @@ class UIMessagePresenter:
         return out + frame(chunk)
 
     def _tool_progress(self, event: ev.ToolProgress) -> bytes:
-        data: dict[str, Any] = {"toolCallId": event.call_id, "progress": event.progress}
-        if event.total is not None:
-            data["total"] = event.total
-        if event.message is not None:
-            data["message"] = event.message
+        data = runnotes.tool_progress(event)
         return frame({"type": "data-tool-progress", "data": data, "transient": True})
 
     def _status(self, event: ev.Status) -> bytes:
-        data = {"phase": event.phase}
-        if event.detail is not None:
-            data["detail"] = event.detail
-        return frame({"type": "data-status", "data": data, "transient": True})
+        return frame({"type": "data-status", "data": runnotes.status(event), "transient": True})
 
     def _retry(self, event: ev.Retry) -> bytes:
         """The run starts again from its first message: what is open ends, a transient
         ``data-retry`` says so, and the new attempt's steps follow in the same message."""
         out = self._close_turn() + self._close_step()
-        data = {"attempt": event.attempt, "reason": event.reason, "delay": event.delay}
-        return out + frame({"type": "data-retry", "data": data, "transient": True})
+        return out + frame({"type": "data-retry", "data": runnotes.retry(event), "transient": True})
 
     def _error(self, event: ev.Error) -> bytes:
         """A Stop is an ``abort``; any other error an ``error`` and ``finish``."""

@@ -387,13 +387,4 @@ def _text(content: Any, where: str) -> str:
         return content
     if not isinstance(content, list):
         raise BadRequest(f"{where}: 'content' must be a string or a list of parts")
-    texts = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict):
-            raise BadRequest(f"{where}.content[{j}] must be an object")
-        if part.get("type") == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise BadRequest(f"{where}.content[{j}]: 'text' must be a string")
-            texts.append(text)
-    return "".join(texts)
+    return runnotes.text_of_parts(content, f"{where}.content")

@@ -342,16 +342,7 @@ def chat_request(body: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
         parts = message.get("parts")
         if not isinstance(parts, list):
             raise BadRequest(f"{where}: 'parts' must be a list")
-        texts = []
-        for j, part in enumerate(parts):
-            if not isinstance(part, dict):
-                raise BadRequest(f"{where}.parts[{j}] must be an object")
-            if part.get("type") == "text":
-                text = part.get("text")
-                if not isinstance(text, str):
-                    raise BadRequest(f"{where}.parts[{j}]: 'text' must be a string")
-                texts.append(text)
-        if text := "".join(texts):
+        if text := runnotes.text_of_parts(parts, f"{where}.parts"):
             messages.append({"role": role, "content": text})
     if not any(m["role"] == "user" for m in messages):
         raise BadRequest("'messages' holds no user message with text")

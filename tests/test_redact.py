@@ -34,7 +34,7 @@ SHAPED = [
     ("gsk_" + "G7rq" * 13, "gsk_" + MARKER),
     ("hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567", "hf_" + MARKER),
     ("AKIA" + "IOSFODNN7EXAMPLE", "AKIA" + MARKER),
-    ("ASIAY34FZKBOKMUTVV7A", "ASIA" + MARKER),
+    ("ASIA" + "FAKEKEY0EXAMPLE0", "ASIA" + MARKER),
     ("ghp_" + "1a2B3c4D5e6F7g8H9i0J" * 2, "ghp_" + MARKER),
     ("github_pat_11ABCDEFG0" + "abcdEFGH1234" * 6, "github_pat_" + MARKER),
 ]

@@ -17,7 +17,7 @@ from sluice.sse import SSEDecoder
 from tests.conftest import GatewayUnderTest, running_gateway
 from tests.conftest import test_settings as settings_for
 
-SECRET = "sk-test-0123456789abcdef-not-for-pages"
+SECRET = "sk-" + "fake-page-key-not-real-" + "0" * 12
 
 
 async def page_stream(

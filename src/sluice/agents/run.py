@@ -235,7 +235,7 @@ class AgentRun(Session):
         if conversation is None or not self.deps.keep_content:
             return []
         messages = [_message_record(m) for m in self._messages]
-        answer = "".join(step["text"] for step in self.steps) or self.acc.text
+        answer = "".join(step["text"] for step in self._steps_so_far())
         if answer:
             messages.append({"role": "assistant", "content": answer})
         sessions = [s for s in conversation.get("sessions", ()) if s != self.id]
@@ -250,11 +250,15 @@ class AgentRun(Session):
     def run_progress(self) -> tuple[str, int, int] | None:
         return self.agent.name, self.step, len(self.steps)
 
+    def _steps_so_far(self) -> list[dict[str, Any]]:
+        """The steps ended, and the one under way if any (a Stop, an error)."""
+        if self.step > len(self.steps):
+            return [*self.steps, {"step": self.step, "text": self.acc.text, "tool_calls": []}]
+        return self.steps
+
     def _record(self) -> dict[str, Any]:
         record = super()._record()
-        steps = self.steps
-        if self.step > len(steps):  # the step under way (a Stop, an error)
-            steps = [*steps, {"step": self.step, "text": self.acc.text, "tool_calls": []}]
+        steps = self._steps_so_far()
         record["agent"] = self.agent.name
         record["conversation_id"] = self.conversation_id
         record["steps"] = steps

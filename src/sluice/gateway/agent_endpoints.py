@@ -141,7 +141,7 @@ class AgentEndpoints:
                 raise BadRequest("'conversation_id' must be a string")
             run = await self.start_run(request, agent, body, conversation_id)
         except SluiceError as exc:
-            return gateway._reject("native", "agents", exc)
+            return gateway.reject("native", "agents", exc)
         return self._answer(request, run)
 
     async def conversation_turn(self, request: Request) -> Response:
@@ -170,7 +170,7 @@ class AgentEndpoints:
                 raise BadRequest("a new conversation's first turn names its 'agent' or 'model'")
             run = await self.start_run(request, agent, body, conversation_id)
         except SluiceError as exc:
-            return gateway._reject("native", "conversations", exc)
+            return gateway.reject("native", "conversations", exc)
         return self._answer(request, run)
 
     async def get_conversation(self, request: Request) -> Response:
@@ -179,7 +179,7 @@ class AgentEndpoints:
             if stored is None:
                 raise UnknownConversation("no such conversation")
         except SluiceError as exc:
-            return self.gateway._reject("native", "conversations", exc)
+            return self.gateway.reject("native", "conversations", exc)
         return JSONResponse(stored)
 
     # -- the front ends' formats --------------------------------------------------------------
@@ -200,7 +200,7 @@ class AgentEndpoints:
                 run_body["disconnect_policy"] = props["disconnect_policy"]
             run = await self.start_run(request, agent, run_body, thread_id)
         except SluiceError as exc:
-            return gateway._reject("native", "agents", exc)
+            return gateway.reject("native", "agents", exc)
         presenter = agui.AGUIPresenter(thread_id, run_id, run.id)
         return SessionStream(run, presenter, extra_headers=_conversation_header(run))  # type: ignore[return-value]
 
@@ -219,7 +219,7 @@ class AgentEndpoints:
                 run_body["disconnect_policy"] = body["disconnect_policy"]
             run = await self.start_run(request, agent, run_body, chat_id)
         except SluiceError as exc:
-            return gateway._reject("native", "agents", exc)
+            return gateway.reject("native", "agents", exc)
         return self._ui_stream(run, 0)
 
     async def ui_resume(self, request: Request) -> Response:
@@ -228,7 +228,7 @@ class AgentEndpoints:
         try:
             agent = self.agent(request.path_params["name"])
         except SluiceError as exc:
-            return self.gateway._reject("native", "agents", exc)
+            return self.gateway.reject("native", "agents", exc)
         run = self._running.get(request.path_params["chat_id"])
         if (
             run is None
@@ -340,7 +340,9 @@ class AgentEndpoints:
                 conversation=conversation,
             )
 
-        session = await gateway._start(request, turn, body, "agent", None, default_policy, make)
+        session = await gateway.start_session(
+            request, turn, body, "agent", None, default_policy, make
+        )
         assert isinstance(session, AgentRun)
         if session.conversation_id is not None:
             assert session.conversation is not None

@@ -355,7 +355,7 @@ class Gateway:
             raise BadRequest("request body must be a JSON object")
         return data
 
-    async def _start(
+    async def start_session(
         self,
         request: Request,
         turn: TurnRequest,
@@ -407,9 +407,7 @@ class Gateway:
         )
         SESSION_ID.set(session_id)  # the rest of this request's lines are about it
         if self.telemetry is not None:
-            spec.trace_context, correlation_id = client_trace(request.headers)
-            if spec.correlation_id is None:
-                spec.correlation_id = correlation_id
+            spec.trace_context = client_trace(request.headers)
         if (
             self.nodes is not None
             and endpoint == "native"
@@ -489,7 +487,7 @@ class Gateway:
                 "one ends"
             )
 
-    def _reject(self, fmt: str, endpoint: str, exc: SluiceError) -> Response:
+    def reject(self, fmt: str, endpoint: str, exc: SluiceError) -> Response:
         self.metrics.rejected.labels(endpoint, exc.type).inc()
         log.warning(
             "request rejected %s",
@@ -517,9 +515,9 @@ class Gateway:
         try:
             body = await self.read_json(request)
             turn = fmt.parse(body, request.scope["path"])  # (unescaped: a model's %2F is /)
-            session = await self._start(request, turn, body, endpoint, endpoint)
+            session = await self.start_session(request, turn, body, endpoint, endpoint)
         except SluiceError as exc:
-            return self._reject(endpoint, endpoint, exc)
+            return self.reject(endpoint, endpoint, exc)
         await session.ready
         headers = {"x-sluice-session-id": session.id}
         if session.failed_before_stream and session.error is not None:
@@ -569,9 +567,9 @@ class Gateway:
         try:
             body = await self.read_json(request)
             turn = parse_native_request(body)
-            session = await self._start(request, turn, body, "native", None)
+            session = await self.start_session(request, turn, body, "native", None)
         except SluiceError as exc:
-            return self._reject("native", "native", exc)
+            return self.reject("native", "native", exc)
         if "text/event-stream" in request.headers.get("accept", ""):
             return SessionStream(  # type: ignore[return-value]
                 session,
@@ -627,7 +625,7 @@ class Gateway:
             events = record.get("events")
             check_within(after, events + 1 if isinstance(events, int) else None, session_id)
         except SluiceError as exc:
-            return self._reject("native", "events", exc)
+            return self.reject("native", "events", exc)
         stored = await self.store.get_events(session_id, after)
         frames = [encode_event(data, event=kind, id=str(seq)) for seq, kind, data in stored]
         end_id = _stored_end_id(record, stored, after)
@@ -645,7 +643,7 @@ class Gateway:
         session = self.sessions.get(session_id)
         record = session.record() if session is not None else await self._stored_record(session_id)
         if record is None or not _principal(request).may_see(record.get("tenant")):
-            return self._reject("native", "records", UnknownSession(f"no session {session_id!r}"))
+            return self.reject("native", "records", UnknownSession(f"no session {session_id!r}"))
         return JSONResponse(record)
 
     async def list_sessions(self, request: Request) -> Response:
@@ -699,7 +697,7 @@ class Gateway:
                 return await self._cancel_remote(request, session_id)
             session = self._controlled(request, session_id)
         except SluiceError as exc:
-            return self._reject("native", "cancel", exc)
+            return self.reject("native", "cancel", exc)
         cancelled = session.cancel("client_stop")
         if cancelled:
             await session.finished.wait()
@@ -751,7 +749,7 @@ class Gateway:
             self._controlled(request, session_id)
             session = await self.sessions.retry(session_id)
         except SluiceError as exc:
-            return self._reject("native", "retry", exc)
+            return self.reject("native", "retry", exc)
         return JSONResponse(
             {
                 "id": session.id,

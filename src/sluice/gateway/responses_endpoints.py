@@ -96,7 +96,7 @@ class ResponsesEndpoints:
             if route.wire != ENDPOINT:
                 turn = parse_responses_request(body)
             background = body.get("background") is True
-            session = await gateway._start(
+            session = await gateway.start_session(
                 request,
                 turn,
                 body,
@@ -105,7 +105,7 @@ class ResponsesEndpoints:
                 default_policy="drain" if background else None,
             )
         except SluiceError as exc:
-            return gateway._reject(ENDPOINT, ENDPOINT, exc)
+            return gateway.reject(ENDPOINT, ENDPOINT, exc)
         await session.ready
         headers = {"x-sluice-session-id": session.id}
         if session.failed_before_stream and session.error is not None:
@@ -146,7 +146,7 @@ class ResponsesEndpoints:
                 found, -1 if after is None else resume_id(after, "starting_after")
             )
         except SluiceError as exc:
-            return self.gateway._reject(ENDPOINT, ENDPOINT, exc)
+            return self.gateway.reject(ENDPOINT, ENDPOINT, exc)
 
     async def _response(self, found: _Found) -> Response:
         headers = {"x-sluice-session-id": found.session_id}
@@ -195,7 +195,7 @@ class ResponsesEndpoints:
                 await gateway.nodes.cancel(owner, found.session_id, "client_stop")
                 found = await self._find(request)
         except SluiceError as exc:
-            return gateway._reject(ENDPOINT, ENDPOINT, exc)
+            return gateway.reject(ENDPOINT, ENDPOINT, exc)
         return await self._response(found)
 
     # -- finding a response -----------------------------------------------------------------

@@ -19,10 +19,6 @@ if TYPE_CHECKING:
 
 #: the W3C trace context headers a client may send (https://www.w3.org/TR/trace-context/)
 TRACE_HEADERS = ("traceparent", "tracestate")
-#: request headers whose value is the client's id for its request, first found wins
-CORRELATION_HEADERS = ("x-request-id", "x-correlation-id")
-#: a correlation id longer than this, or with characters outside printable ASCII, is ignored
-CORRELATION_MAX = 128
 
 
 def enabled(settings: TelemetrySettings) -> bool:
@@ -48,17 +44,9 @@ def open_telemetry(settings: TelemetrySettings, node: str) -> SessionTelemetry |
     return SessionTelemetry(tracer_provider, meter_provider)
 
 
-def client_trace(headers: Mapping[str, str]) -> tuple[dict[str, str] | None, str | None]:
-    """A client request's trace context headers (None without a ``traceparent``) and its
-    correlation id (None if it sent none, or one too long or unprintable)."""
-    context = None
-    if "traceparent" in headers:
-        context = {name: headers[name] for name in TRACE_HEADERS if name in headers}
-    correlation = None
-    for name in CORRELATION_HEADERS:
-        value = headers.get(name)
-        if value is not None:
-            if 0 < len(value) <= CORRELATION_MAX and value.isascii() and value.isprintable():
-                correlation = value
-            break
-    return context, correlation
+def client_trace(headers: Mapping[str, str]) -> dict[str, str] | None:
+    """A client request's trace context headers; None without a ``traceparent``. (Its
+    correlation id is the request's own, ``sluice.logs.CORRELATION_ID``.)"""
+    if "traceparent" not in headers:
+        return None
+    return {name: headers[name] for name in TRACE_HEADERS if name in headers}

@@ -145,7 +145,7 @@ class SessionManager:
     def start(self, session_id: str, spec: SessionSpec) -> Session:
         """Create the session and start its pump; the record is written as it starts."""
         session = Session(session_id, spec, self.deps())
-        self._launch(session)
+        self.launch(session)
         return session
 
     def deps(self) -> SessionDeps:
@@ -174,7 +174,7 @@ class SessionManager:
         log continued by a ``retry`` event and the new attempt."""
         session = Session(session_id, spec, self.deps())
         session.take_over(record, stored, reason)
-        self._launch(session)
+        self.launch(session)
         return session
 
     async def retry(self, session_id: str) -> Session:
@@ -188,7 +188,7 @@ class SessionManager:
             await session.finished.wait()
         session.prepare_retry()
         self._forget_finished(session.id)
-        self._launch(session)
+        self.launch(session)
         return session
 
     def quiet_for(self) -> float:
@@ -200,10 +200,6 @@ class SessionManager:
 
     def launch(self, session: Session) -> Session:
         """Start the pump of a session made with ``deps()`` (an agent's run, say)."""
-        self._launch(session)
-        return session
-
-    def _launch(self, session: Session) -> None:
         self._last_activity = time.monotonic()
         self.live[session.id] = session
         self._journal_idle.set()
@@ -218,6 +214,7 @@ class SessionManager:
         if self._on_start is not None:
             self._on_start(session)
         self.on_state(session)
+        return session
 
     def get(self, session_id: str) -> Session | None:
         return self.live.get(session_id) or self.recent.get(session_id)

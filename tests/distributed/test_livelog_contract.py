@@ -218,6 +218,35 @@ async def test_a_finished_log_started_again_takes_the_new_attempts_events(
     assert found.state == DONE and found.summary == {"state": "complete"}
 
 
+async def test_writes_queued_together_keep_their_call_order(open_process: OpenProcess) -> None:
+    """An attempt's last events and end, then a retry's start and first events, all queued
+    in one turn (one write window): the end lands before the start, never after it."""
+    owner = (await open_process()).log
+    elsewhere = (await open_process()).log
+    await owner.start("op-1", "node-a")
+    await owner.start("op-2", "node-a")
+    await owner.append("op-1", texts(1, 2))
+    queued = [
+        owner.append("op-2", texts(1, 2)),
+        owner.append("op-1", texts(3, 4)),
+        owner.finish("op-1", {"state": "errored", "attempts": 1}, ttl=60),
+        owner.start("op-1", "node-a"),
+        owner.append("op-1", [(5, "retry", {"attempt": 2, "reason": "recover"})]),
+        owner.finish("op-2", {"state": "complete"}, ttl=60),
+        owner.append("op-1", texts(6, 7)),
+    ]
+    await asyncio.gather(*queued)
+    found = await elsewhere.lookup("op-1")
+    assert (found.state, found.node, found.summary) == (LIVE, "node-a", None)
+    assert seqs(await elsewhere.read("op-1")) == [1, 2, 3, 4, 5, 6, 7]
+    assert (await elsewhere.lookup("op-2")).state == DONE
+    follower = asyncio.create_task(collect(elsewhere.follow("op-1", after=4)))
+    await owner.append("op-1", texts(8, 8))
+    await owner.finish("op-1", {"state": "complete", "attempts": 2}, ttl=60)
+    assert seqs(await follower) == [5, 6, 7, 8]
+    assert (await elsewhere.lookup("op-1")).summary == {"state": "complete", "attempts": 2}
+
+
 async def test_following_an_unknown_session_ends_at_once(open_process: OpenProcess) -> None:
     log = (await open_process()).log
     assert await collect(log.follow("op-nobody")) == []

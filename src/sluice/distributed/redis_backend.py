@@ -27,7 +27,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple, TypeAlias
 
 import orjson
 import redis.asyncio as aioredis
@@ -103,6 +103,22 @@ if #top == 1 and top[1][2][1] == 'end' then
 end
 return 1
 """
+
+
+class _Start(NamedTuple):
+    session_id: str
+    node_id: str
+
+
+class _Finish(NamedTuple):
+    session_id: str
+    node_id: str | None
+    summary: bytes
+    ttl_ms: int
+
+
+#: one of a window's writes: a start, a finish, or a group of appends (events by session)
+_Op: TypeAlias = _Start | _Finish | dict[str, list[NewEvent]]
 
 # Leases on Redis's clock, so that nodes' clocks need not agree.
 _NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
@@ -254,9 +270,10 @@ class RedisLiveLog:
         if direct:
             with contextlib.suppress(ValueError):
                 self._direct = RespConnection(link.url, CONNECT_TIMEOUT, COMMAND_TIMEOUT)
-        self._starts: list[tuple[str, str]] = []
+        #: the window's starts, finishes and earlier groups of appends, in call order
+        self._ops: list[_Op] = []
+        #: the window's latest appends, by session (one script call for them all)
         self._appends: dict[str, list[NewEvent]] = {}
-        self._finishes: list[tuple[str, str | None, bytes, int]] = []
         self._pending = 0
         self._future: asyncio.Future[None] | None = None
         #: the loop time the last write began
@@ -296,10 +313,18 @@ class RedisLiveLog:
                     self._writer = loop.create_task(self._write_windows())
         return future
 
+    def _cut(self, session_id: str) -> None:
+        """A start or finish of ``session_id`` goes after its appends queued before it: the
+        appends queued so far become one group of the window, ahead of it."""
+        if session_id in self._appends:
+            self._ops.append(self._appends)
+            self._appends = {}
+
     def start(self, session_id: str, node_id: str) -> Awaitable[None]:
         self._owners[session_id] = node_id
         future = self._window()
-        self._starts.append((session_id, node_id))
+        self._cut(session_id)
+        self._ops.append(_Start(session_id, node_id))
         return future
 
     def append(self, session_id: str, batch: Sequence[NewEvent]) -> Awaitable[None]:
@@ -316,19 +341,34 @@ class RedisLiveLog:
         self._pending += len(batch)
         return future
 
-    async def finish(self, session_id: str, summary: Mapping[str, Any], ttl: float) -> None:
-        node: str | None = self._owners.pop(session_id, None)
+    def finish(self, session_id: str, summary: Mapping[str, Any], ttl: float) -> Awaitable[None]:
+        node = self._owners.pop(session_id, None)
         if node is None:  # a session started elsewhere (a dead node's, being closed)
-            node = (await self.lookup(session_id)).node
+            return self._finish_elsewhere(session_id, summary, ttl)
+        return self._queue_finish(session_id, node, summary, ttl)
+
+    async def _finish_elsewhere(
+        self, session_id: str, summary: Mapping[str, Any], ttl: float
+    ) -> None:
+        node = (await self.lookup(session_id)).node
+        await self._queue_finish(session_id, node, summary, ttl)
+
+    def _queue_finish(
+        self, session_id: str, node: str | None, summary: Mapping[str, Any], ttl: float
+    ) -> asyncio.Future[None]:
         future = self._window()
-        self._finishes.append((session_id, node, orjson.dumps(summary), _ms(ttl)))
-        await future
+        self._cut(session_id)
+        self._ops.append(_Finish(session_id, node, orjson.dumps(summary), _ms(ttl)))
+        return future
 
     def _take(self) -> tuple[asyncio.Future[None] | None, list[list[Any]]]:
         """The window's future and its commands; the queue starts afresh."""
         future, self._future = self._future, None
-        commands = self._commands(self._starts, self._appends, self._finishes)
-        self._starts, self._appends, self._finishes = [], {}, []
+        ops = self._ops
+        if self._appends:
+            ops.append(self._appends)
+        commands = self._commands(ops)
+        self._ops, self._appends = [], {}
         self._pending = 0
         return future, commands
 
@@ -430,40 +470,40 @@ class RedisLiveLog:
             results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 
-    def _commands(
-        self,
-        starts: list[tuple[str, str]],
-        appends: dict[str, list[NewEvent]],
-        finishes: list[tuple[str, str | None, bytes, int]],
-    ) -> list[list[Any]]:
-        """A window's commands: its starts, one script call adding each session's events as
-        one stream entry (and renewing their TTL), then its finishes. The scripts go whole
-        (``EVAL``; Redis caches them compiled): nothing to reload after Redis restarts."""
+    def _commands(self, ops: list[_Op]) -> list[list[Any]]:
+        """A window's commands, in the order of the calls that queued them: per start, the
+        log reopened and named live; per group of appends, one script call adding each
+        session's events as one stream entry (and renewing their TTL); per finish, the end
+        marker and summary. The scripts go whole (``EVAL``; Redis caches them compiled):
+        nothing to reload after Redis restarts."""
         link, ttl = self.link, self._live_ttl
         commands: list[list[Any]] = []
-        for session_id, node_id in starts:
-            state = link.state_key(session_id)
-            sessions = link.sessions_key(node_id)
-            commands.append(["EVAL", _REOPEN, 1, link.events_key(session_id)])
-            commands.append(["HSET", state, "state", LIVE, "node", node_id])
-            commands.append(["HDEL", state, "summary"])
-            commands.append(["PEXPIRE", state, ttl])
-            commands.append(["SADD", sessions, session_id])
-            commands.append(["PEXPIRE", sessions, ttl])
-        if appends:
-            keys: list[str] = []
-            args: list[Any] = [MAX_ENTRIES, ttl]
-            for session_id, events in appends.items():
-                keys.append(link.events_key(session_id))
-                keys.append(link.state_key(session_id))
-                args.append(f"0-{events[-1][0]}")
-                args.append(orjson.dumps(events))
-            commands.append(["EVAL", _APPEND, len(keys), *keys, *args])
-        for session_id, owner, summary, finish_ttl in finishes:
-            events_key, state = link.events_key(session_id), link.state_key(session_id)
-            commands.append(["EVAL", _FINISH, 2, events_key, state, summary, finish_ttl])
-            if owner is not None:
-                commands.append(["SREM", link.sessions_key(owner), session_id])
+        for op in ops:
+            if isinstance(op, dict):
+                keys: list[str] = []
+                args: list[Any] = [MAX_ENTRIES, ttl]
+                for session_id, events in op.items():
+                    keys.append(link.events_key(session_id))
+                    keys.append(link.state_key(session_id))
+                    args.append(f"0-{events[-1][0]}")
+                    args.append(orjson.dumps(events))
+                commands.append(["EVAL", _APPEND, len(keys), *keys, *args])
+            elif isinstance(op, _Start):
+                session_id, node_id = op
+                state = link.state_key(session_id)
+                sessions = link.sessions_key(node_id)
+                commands.append(["EVAL", _REOPEN, 1, link.events_key(session_id)])
+                commands.append(["HSET", state, "state", LIVE, "node", node_id])
+                commands.append(["HDEL", state, "summary"])
+                commands.append(["PEXPIRE", state, ttl])
+                commands.append(["SADD", sessions, session_id])
+                commands.append(["PEXPIRE", sessions, ttl])
+            else:
+                session_id, owner, summary, finish_ttl = op
+                events_key, state = link.events_key(session_id), link.state_key(session_id)
+                commands.append(["EVAL", _FINISH, 2, events_key, state, summary, finish_ttl])
+                if owner is not None:
+                    commands.append(["SREM", link.sessions_key(owner), session_id])
         return commands
 
     # -- reads --------------------------------------------------------------------------------

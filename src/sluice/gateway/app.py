@@ -728,13 +728,14 @@ class Gateway:
                 f"session {session_id} is {state}; only errored or cancelled sessions can be "
                 "retried"
             )
-        if not await self.nodes.retry(owner, session_id):
+        attempts = int(record.get("attempts") or 1)
+        if not await self.nodes.retry(owner, session_id, attempts):
             raise UnknownSession(f"no live session {session_id!r}")
         return JSONResponse(
             {
                 "id": session_id,
                 "state": "starting",
-                "attempt": int(record.get("attempts") or 1) + 1,
+                "attempt": attempts + 1,
                 "events_url": f"/api/sessions/{session_id}/events",
             },
             status_code=202,

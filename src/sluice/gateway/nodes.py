@@ -309,6 +309,7 @@ class NodeLink:
         (in this order: a follower's last event comes before its end)."""
         live_log = self.backplane.log
         rest = session.stored_events(session.journaled)
+        # (both queued now, in this order: a retry's start, queued later, comes after them)
         appended = live_log.append(session.id, rest) if rest else None
         summary = end_summary(session.record(), len(session.log))
         self._track(_in_order(appended, live_log.finish(session.id, summary, DONE_TTL)))
@@ -358,14 +359,25 @@ class NodeLink:
         state = None if summary is None else summary.get("state")
         return state == "cancelled", state
 
-    async def retry(self, owner: str, session_id: str) -> bool:
-        """Ask ``owner`` for a new attempt of a session it kept; True once it is live again."""
+    async def retry(self, owner: str, session_id: str, attempts: int) -> bool:
+        """Ask ``owner`` for a new attempt of a session it kept, ended after ``attempts``
+        attempts; True once the new attempt is live (or already done).
+
+        The ended attempt's log is seen done first: its record is stored before its log is
+        finished, and until then the log's ``live`` is that attempt's, not the new one's."""
+        deadline = time.monotonic() + COMMAND_WAIT
+        while (await self.lookup(session_id)).state == LIVE:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(POLL)
         sent = await self.backplane.control.send(owner, Command(RETRY, session_id))
         if not sent:
             return False
-        deadline = time.monotonic() + COMMAND_WAIT
         while time.monotonic() < deadline:
-            if (await self.lookup(session_id)).state == LIVE:
+            found = await self.lookup(session_id)
+            if found.state == LIVE:
+                return True
+            if found.state == DONE and (found.summary or {}).get("attempts", 0) > attempts:
                 return True
             await asyncio.sleep(POLL)
         return False

@@ -28,7 +28,9 @@ from sluice.session.store import NewEvent, SessionStore, open_store
 _TICK = 0.01  # the loop adds events every 10 ms, as upstream reads would
 
 
-async def _run(store: SessionStore, sessions: int, rate: int, seconds: float, window: float) -> float:
+async def _run(
+    store: SessionStore, sessions: int, rate: int, seconds: float, window: float
+) -> float:
     """CPU seconds a second of ``seconds`` of journaling every ``window`` (0: none)."""
     ids = [f"op-{os.getpid()}-{n}-{time.monotonic_ns()}" for n in range(sessions)]
     base = {"state": "streaming", "provider": "mock", "text": "", "usage": {}}

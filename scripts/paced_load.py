@@ -2,6 +2,7 @@
 """The gateway's CPU per relayed frame under a steady load, split into user and system time.
 
     .venv/bin/python scripts/paced_load.py [--concurrency 200] [--seconds 10] [--model mock/paced]
+        [--journal-window SECONDS] [--pipe]
 
 Starts the benchmark's mock and ``sluice serve`` on the benchmark's configuration, pinned as
 ``sluice bench`` pins them, sends 20 warm-up streams, then runs ``--concurrency`` clients, each
@@ -9,6 +10,9 @@ streaming back to back on one kept-alive connection (Chat Completions) for ``--s
 starts spread over one stream's length. Prints the gateway's CPU per frame the clients
 received: in all, user and system (``/proc/<pid>/stat``), and the scheduler's own count
 (``/proc/<pid>/task/*/schedstat``), to which the kernel scales the other two.
+
+``--pipe`` measures the benchmark's ``python-pipe`` instead of the gateway: the floor of any
+relay in Python (``sluice.bench.pipe``).
 
 Lighter than a sweep level of ``sluice bench`` (no gap or time-to-first-token figures), for
 interleaved before/after runs: run it from another checkout with ``PYTHONPATH=<it>/src``.
@@ -25,7 +29,7 @@ from pathlib import Path
 
 from sluice.bench.client import kept_alive_request, stream_kept_alive
 from sluice.bench.proc import cpu_layout
-from sluice.bench.targets import HOST, GatewayProcess, MockProcess
+from sluice.bench.targets import HOST, GatewayProcess, MockProcess, PipeProcess
 
 WARM_UP_STREAMS = 20
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -69,7 +73,15 @@ async def main(args: argparse.Namespace) -> None:
     target_cpus, harness_cpus = cpu_layout()
     mock = MockProcess(workdir, harness_cpus)
     await mock.start()
-    gateway = GatewayProcess(workdir, target_cpus, mock.url, "chat")
+    gateway: GatewayProcess | PipeProcess
+    if args.pipe:
+        gateway = PipeProcess(workdir, target_cpus, mock.port)
+    else:
+        gateway = GatewayProcess(workdir, target_cpus, mock.url, "chat")
+        if args.journal_window is not None:
+            config = gateway.config_path.read_text()
+            window = f"[store]\njournal_window = {args.journal_window}\n"
+            gateway.config_path.write_text(config.replace("[store]\n", window, 1))
     try:
         await gateway.start()
         pid = gateway.pids()[0]
@@ -85,7 +97,7 @@ async def main(args: argparse.Namespace) -> None:
         mock.stop()
     per = 1e6 / max(frames, 1)
     print(
-        f"c={args.concurrency} {args.model}: {frames} frames in {took:.1f} s, gateway "
+        f"c={args.concurrency} {args.model}: {frames} frames in {took:.1f} s, {gateway.name} "
         f"{(exact1 - exact0) / took:.0%} busy"
     )
     print(
@@ -100,4 +112,10 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--model", default="mock/paced")
+    parser.add_argument(
+        "--journal-window", type=float, help="the gateway's [store] journal_window (seconds)"
+    )
+    parser.add_argument(
+        "--pipe", action="store_true", help="measure python-pipe (sluice.bench.pipe) instead"
+    )
     asyncio.run(main(parser.parse_args()))

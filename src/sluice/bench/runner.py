@@ -47,6 +47,7 @@ from sluice.bench.targets import (
     ManagedProcess,
     MockProcess,
     NginxProcess,
+    PipeProcess,
     Target,
     TargetError,
     find_nginx,
@@ -311,11 +312,13 @@ class Runner:
                     )
                 case ("nginx", workers):
                     running.append(await self._start_nginx(workers))
+                case ("python-pipe", _):
+                    running.append(await self._start_pipe())
                 case _:
                     known = ", ".join(BUILTIN_TARGETS)
                     raise TargetError(
                         f"unknown target {name!r} (built in: {known}, -wN, gateway-redis, "
-                        "gateway-otel)"
+                        "gateway-otel, python-pipe)"
                     )
         for name, url in plan.external.items():
             running.append(_Running(Target(name, url.rstrip("/"), "external")))
@@ -372,6 +375,16 @@ class Runner:
         url = f"http://{HOST}:{process.port}/v1"
         target = Target(process.name, url, "nginx", process.pids)
         return _Running(target, process, lambda: self._start_nginx(workers))
+
+    async def _start_pipe(self) -> _Running:
+        assert self.mock is not None
+        process = PipeProcess(self.workdir, self.target_cpus, self.mock.port)
+        self._processes.append(process)
+        self.progress.note(f"starting {process.name} on port {process.port}")
+        await process.start("/healthz")  # the mock's health answer, through the pipe
+        url = f"http://{HOST}:{process.port}/v1"
+        target = Target(process.name, url, "pipe", process.pids)
+        return _Running(target, process, self._start_pipe)
 
     # -- measuring ----------------------------------------------------------------------------
 

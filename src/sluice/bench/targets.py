@@ -44,9 +44,12 @@ _WORKERS = re.compile(r"(gateway|nginx)(?:-w([1-9][0-9]*))?")
 
 def target_kind(name: str) -> tuple[str, int] | None:
     """(``gateway`` or ``nginx``, worker processes) for a built-in proxy target's name
-    (``gateway``, ``nginx-w2``, ``gateway-redis``, ``gateway-otel``), else None."""
+    (``gateway``, ``nginx-w2``, ``gateway-redis``, ``gateway-otel``), ``python-pipe`` and 1 for
+    the Python floor (``sluice.bench.pipe``), else None."""
     if name in ("gateway-redis", "gateway-otel"):
         return "gateway", 1
+    if name == PipeProcess.name:
+        return name, 1
     found = _WORKERS.fullmatch(name)
     if found is None:
         return None
@@ -246,6 +249,29 @@ kind = "{kind}"
 base_url = "{mock_url}/v1"
 api_key_env = "{BENCH_KEY_ENV}"
 """
+
+
+class PipeProcess(ManagedProcess):
+    """The floor of a relay in Python: a byte pipe to the mock on uvloop (``bench.pipe``)."""
+
+    name = "python-pipe"
+
+    def __init__(self, workdir: Path, cpus: set[int], mock_port: int) -> None:
+        super().__init__(workdir, cpus)
+        self.mock_port = mock_port
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "sluice.bench.pipe",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--upstream-port",
+            str(self.mock_port),
+        ]
 
 
 class NginxProcess(ManagedProcess):

@@ -36,9 +36,9 @@ KEY_ENVS = {
 }
 
 #: token-shaped secrets that are no configured key, echoed beside the credential
-AWS_KEY_ID = "AKIA" + "Z7Q4EXAMPLE2W3RT"  # made here, not a real key
-GITHUB_TOKEN = "ghp_" + "Vq3R8sT1uW6xY9zA2bC5dE7f" + "G4hJ0kL2"
-GOOGLE_KEY = "AIzaSy" + "B9x-Q2w_E3r4T5y6U7i8O9p0A1s2D3"
+AWS_KEY_ID = "AKIA" + "FAKEKEY0EXAMPLE1"  # plainly fake parts, each provider's shape and length
+GITHUB_TOKEN = "ghp_" + "FakeTestTokenNotReal" + "0" * 12
+GOOGLE_KEY = "AIzaSy" + "FakeTestKeyNotReal-" + "0" * 14
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzbHVpY2UtdGVzdCJ9.Qm9yaW5nQnV0U2VjcmV0U2lnbmF0dXJl"
 SHAPED = (AWS_KEY_ID, GITHUB_TOKEN, GOOGLE_KEY)
 

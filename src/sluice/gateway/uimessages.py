@@ -12,7 +12,6 @@ for a call it was told of. docs/agents.md ("AI SDK UI message stream") has the t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -39,7 +38,7 @@ def frame(chunk: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-class UIMessagePresenter:
+class UIMessagePresenter(runnotes.RunPresenter):
     """The log of the run ``session_id`` as one assistant UI message with that id.
 
     The gateway's tools are ``dynamic`` (the front end does not know them in advance: they
@@ -52,29 +51,23 @@ class UIMessagePresenter:
         "_base",
         "_calls",
         "_finish_reason",
-        "_handlers",
         "_known",
         "_parts",
         "_reasoning",
         "_reasoning_prefix",
-        "_started",
         "_step",
         "_text",
-        "_text_prefix",
-        "finished",
     )
     follows_finalization = True
 
     def __init__(self, session_id: str) -> None:
-        self.finished = False
+        super().__init__()
         self._base = session_id
-        self._started = False
         self._step = False
         #: text and reasoning parts made (for their ids)
         self._parts = 0
-        #: the open text part's id and its delta chunk's prefix (None: none open)
+        #: the open text part's id (and ``_text_prefix``, its delta chunk's prefix; None: none open)
         self._text: str | None = None
-        self._text_prefix = b""
         self._reasoning: str | None = None
         self._reasoning_prefix = b""
         #: the model's open tool calls: index -> (call id, name, delta chunk's prefix)
@@ -82,7 +75,7 @@ class UIMessagePresenter:
         #: the calls the client was told of (a tool's output for another would be refused)
         self._known: set[str] = set()
         self._finish_reason: str | None = None
-        self._handlers: dict[type, Callable[[Any], bytes]] = {
+        self._handlers = {
             ev.StepStart: self._step_start,
             ev.StepEnd: self._step_end,
             ev.Status: self._status,
@@ -101,32 +94,20 @@ class UIMessagePresenter:
 
     # -- the Presenter protocol ---------------------------------------------------------------
 
-    def render(self, seq: int, event: ev.Event | None, raw: bytes) -> bytes:
-        if self.finished:
-            return b""
-        if type(event) is ev.TextDelta and self._text is not None:
-            text = event.text
-            return self._text_prefix + orjson.dumps(text) + b"}\n\n" if text else b""
-        head = b"" if self._started else self._start()
-        if event is None:
-            return head
-        handler = self._handlers.get(type(event))
-        return head if handler is None else head + handler(event)
-
     def close(self) -> bytes:
         """``finish`` (once the run ended well and its record is final: an error or a Stop
         wrote its own end), then ``[DONE]``."""
         if self.finished:
             return DONE
         self.finished = True
-        out = b"" if self._started else self._start()
+        out = b"" if self._started else self._begin()
         out += self._close_turn() + self._close_step()
         reason = FINISH_REASONS.get(self._finish_reason or ev.FINISH_STOP, "other")
         return out + frame({"type": "finish", "finishReason": reason}) + DONE
 
     # -- the message and its steps ------------------------------------------------------------
 
-    def _start(self) -> bytes:
+    def _begin(self) -> bytes:
         self._started = True
         return frame({"type": "start", "messageId": self._base})
 
@@ -156,12 +137,13 @@ class UIMessagePresenter:
             return b""
         out = self._close_reasoning()
         self._text = part = self._next_id("t")
-        self._text_prefix = b'data: {"type":"text-delta","id":' + orjson.dumps(part) + b',"delta":'
+        prefix = runnotes.delta_prefix("text-delta", "id", part)
+        self._text_prefix = prefix
         out += frame({"type": "text-start", "id": part})
-        return out + self._text_prefix + orjson.dumps(event.text) + b"}\n\n"
+        return out + prefix + orjson.dumps(event.text) + b"}\n\n"
 
     def _close_text(self) -> bytes:
-        part, self._text = self._text, None
+        part, self._text, self._text_prefix = self._text, None, None
         return b"" if part is None else frame({"type": "text-end", "id": part})
 
     def _reasoning_delta(self, event: ev.ReasoningDelta) -> bytes:
@@ -171,9 +153,7 @@ class UIMessagePresenter:
         if self._reasoning is None:
             out = self._close_text()
             self._reasoning = part = self._next_id("r")
-            self._reasoning_prefix = (
-                b'data: {"type":"reasoning-delta","id":' + orjson.dumps(part) + b',"delta":'
-            )
+            self._reasoning_prefix = runnotes.delta_prefix("reasoning-delta", "id", part)
             out += frame({"type": "reasoning-start", "id": part})
         return out + self._reasoning_prefix + orjson.dumps(event.text) + b"}\n\n"
 
@@ -189,9 +169,7 @@ class UIMessagePresenter:
         self._calls[index] = (
             call_id,
             name,
-            b'data: {"type":"tool-input-delta","toolCallId":'
-            + orjson.dumps(call_id)
-            + b',"inputTextDelta":',
+            runnotes.delta_prefix("tool-input-delta", "toolCallId", call_id, "inputTextDelta"),
         )
         self._known.add(call_id)
         return frame(

@@ -26,6 +26,16 @@ class DeclaredTool:
     description: str = ""
     parameters: Mapping[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, name: Any, description: Any, parameters: Any) -> DeclaredTool | None:
+        """The tool a request's declaration names, as it came (None without a name: such a
+        declaration is left out); a description or schema of the wrong type is left empty."""
+        if not isinstance(name, str) or not name:
+            return None
+        return cls(
+            name, description if isinstance(description, str) else "", as_mapping(parameters)
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ToolChoice:

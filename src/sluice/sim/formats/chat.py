@@ -164,16 +164,11 @@ class ChatFormat:
         tools = []
         for entry in map(as_mapping, as_list(body.get("tools"))):
             function = as_mapping(entry.get("function"))
-            name = function.get("name")
-            if entry.get("type", "function") == "function" and isinstance(name, str) and name:
-                description = function.get("description")
-                tools.append(
-                    DeclaredTool(
-                        name,
-                        description if isinstance(description, str) else "",
-                        as_mapping(function.get("parameters")),
-                    )
-                )
+            tool = DeclaredTool.of(
+                function.get("name"), function.get("description"), function.get("parameters")
+            )
+            if entry.get("type", "function") == "function" and tool is not None:
+                tools.append(tool)
         names = CallNames()
         turns: list[Turn] = []
         for at, message in enumerate(map(as_mapping, as_list(body.get("messages")))):

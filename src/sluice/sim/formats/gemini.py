@@ -256,19 +256,14 @@ class GeminiFormat:
         for entry in map(as_mapping, as_list(body.get("tools"))):
             declarations = _get(entry, "functionDeclarations", "function_declarations")
             for declaration in map(as_mapping, as_list(declarations)):
-                name = declaration.get("name")
-                if isinstance(name, str) and name:
-                    description = declaration.get("description")
-                    schema = _get(
-                        declaration, "parametersJsonSchema", "parameters_json_schema"
-                    ) or declaration.get("parameters")
-                    tools.append(
-                        DeclaredTool(
-                            name,
-                            description if isinstance(description, str) else "",
-                            as_mapping(schema),
-                        )
-                    )
+                schema = _get(
+                    declaration, "parametersJsonSchema", "parameters_json_schema"
+                ) or declaration.get("parameters")
+                tool = DeclaredTool.of(
+                    declaration.get("name"), declaration.get("description"), schema
+                )
+                if tool is not None:
+                    tools.append(tool)
         turns: list[Turn] = []
         for content in map(as_mapping, as_list(body.get("contents"))):
             parts = [as_mapping(part) for part in as_list(content.get("parts"))]

@@ -222,16 +222,11 @@ class MessagesFormat:
         ``tool_result`` blocks tied to their call by ``tool_use_id``, ``is_error`` kept."""
         tools = []
         for entry in map(as_mapping, as_list(body.get("tools"))):
-            name = entry.get("name")
-            if entry.get("type", "custom") == "custom" and isinstance(name, str) and name:
-                description = entry.get("description")
-                tools.append(
-                    DeclaredTool(
-                        name,
-                        description if isinstance(description, str) else "",
-                        as_mapping(entry.get("input_schema")),
-                    )
-                )
+            tool = DeclaredTool.of(
+                entry.get("name"), entry.get("description"), entry.get("input_schema")
+            )
+            if entry.get("type", "custom") == "custom" and tool is not None:
+                tools.append(tool)
         names = CallNames()
         turns: list[Turn] = []
         for at, message in enumerate(map(as_mapping, as_list(body.get("messages")))):

@@ -363,16 +363,11 @@ class ResponsesFormat:
         not hold: such a result is named by its ``call_id``."""
         tools = []
         for entry in map(as_mapping, as_list(body.get("tools"))):
-            name = entry.get("name")
-            if entry.get("type") == "function" and isinstance(name, str) and name:
-                description = entry.get("description")
-                tools.append(
-                    DeclaredTool(
-                        name,
-                        description if isinstance(description, str) else "",
-                        as_mapping(entry.get("parameters")),
-                    )
-                )
+            tool = DeclaredTool.of(
+                entry.get("name"), entry.get("description"), entry.get("parameters")
+            )
+            if entry.get("type") == "function" and tool is not None:
+                tools.append(tool)
         names = CallNames()
         stored = body.get("previous_response_id") is not None
         turns: list[Turn] = []

@@ -2,7 +2,7 @@
 """The gateway's CPU per relayed frame under a steady load, split into user and system time.
 
     .venv/bin/python scripts/paced_load.py [--concurrency 200] [--seconds 10] [--model mock/paced]
-        [--journal-window SECONDS] [--pipe]
+        [--journal-window SECONDS] [--store URL] [--pipe]
 
 Starts the benchmark's mock and ``sluice serve`` on the benchmark's configuration, pinned as
 ``sluice bench`` pins them, sends 20 warm-up streams, then runs ``--concurrency`` clients, each
@@ -77,7 +77,7 @@ async def main(args: argparse.Namespace) -> None:
     if args.pipe:
         gateway = PipeProcess(workdir, target_cpus, mock.port)
     else:
-        gateway = GatewayProcess(workdir, target_cpus, mock.url, "chat")
+        gateway = GatewayProcess(workdir, target_cpus, mock.url, "chat", store_url=args.store)
         if args.journal_window is not None:
             config = gateway.config_path.read_text()
             window = f"[store]\njournal_window = {args.journal_window}\n"
@@ -114,6 +114,9 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="mock/paced")
     parser.add_argument(
         "--journal-window", type=float, help="the gateway's [store] journal_window (seconds)"
+    )
+    parser.add_argument(
+        "--store", help="the gateway's [store] url (default: SQLite in the work directory)"
     )
     parser.add_argument(
         "--pipe", action="store_true", help="measure python-pipe (sluice.bench.pipe) instead"

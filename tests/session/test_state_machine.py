@@ -30,6 +30,7 @@ from sluice.session.session import (
     COMPLETE,
     ERRORED,
     STARTING,
+    Reader,
     Session,
     SessionDeps,
     SessionNotRetryable,
@@ -966,4 +967,44 @@ async def test_a_reader_too_far_behind_holds_the_upstream_until_it_catches_up(
     check_over(session)
     record = await check_stored(store, session)
     assert record["state"] == COMPLETE and record["text"] == "".join(first + rest)
+    assert record["telemetry"]["blocked_ms"] > 0
+
+
+async def test_the_furthest_behind_of_two_readers_holds_the_upstream(
+    client: UpstreamClient,
+) -> None:
+    store = MemoryStore()
+    go = asyncio.Event()
+    first = [f"a{n} " for n in range(12)]
+    rest = [f"b{n} " for n in range(12)]
+    reply = Reply(chunks=[OPENING, *words(*first), go, *words(*rest), *ending(5, 24)])
+    async with ScriptedUpstream([reply]) as upstream:
+        observer = Recorder()
+        session = harness(store, client, upstream).session(observer, buffer_events=4)
+        keeping_up, stuck = session.attach(0), session.attach(0)
+
+        async def follow(reader: Reader) -> None:
+            while not session.log.closed:
+                reader.advance(len(session.log))
+                await session.log.wait_beyond(reader.position)
+
+        following = asyncio.ensure_future(follow(keeping_up))
+        task = launch(session)
+        await until(session, lambda: session._held_since is not None)
+        held_at = len(session.log)
+        assert held_at < 2 + len(first) + len(rest)
+        assert stuck.position == 0  # (the first reader keeps up: the second's lag holds it)
+
+        go.set()
+        await asyncio.sleep(0.05)
+        assert len(session.log) == held_at and not session.settled.is_set()
+
+        catching_up = asyncio.ensure_future(follow(stuck))
+        assert await ended(task) is None
+        await within(following)
+        await within(catching_up)
+
+    assert observer.finished == [COMPLETE]
+    record = await check_stored(store, session)
+    assert record["text"] == "".join(first + rest)
     assert record["telemetry"]["blocked_ms"] > 0

@@ -517,9 +517,15 @@ class Session:
                 self._upstream.resume()
 
     def _lag(self) -> int:
-        """How many entries the furthest-behind reader has still to send (0 without readers)."""
+        """How many entries the furthest-behind reader has still to send (0 without readers).
+        The pump asks on every read once a stream is past the buffer's length: one reader,
+        the usual case, is read without a generator."""
         readers = self.readers
-        return len(self.log) - min(r.position for r in readers) if readers else 0
+        if not readers:
+            return 0
+        if len(readers) == 1:
+            return len(self.log.entries) - readers[0].position
+        return len(self.log.entries) - min(r.position for r in readers)
 
     def _hold(self, upstream: UpstreamStream) -> None:
         """Backpressure: a reader is more than the buffer behind (its socket is full), so the

@@ -933,8 +933,16 @@ async def test_an_exception_inside_the_pump_ends_the_session_errored_internal_er
 # -- backpressure -----------------------------------------------------------------------------
 
 
+async def _follow(session: Session, reader: Reader) -> None:
+    """A client whose socket drains: it sends every entry as it comes, to the log's end."""
+    while not session.log.closed:
+        reader.advance(len(session.log))
+        await session.log.wait_beyond(reader.position)
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["alone", "beside-one-keeping-up"])
 async def test_a_reader_too_far_behind_holds_the_upstream_until_it_catches_up(
-    client: UpstreamClient,
+    client: UpstreamClient, beside: bool
 ) -> None:
     store = MemoryStore()
     go = asyncio.Event()
@@ -944,67 +952,28 @@ async def test_a_reader_too_far_behind_holds_the_upstream_until_it_catches_up(
     async with ScriptedUpstream([reply]) as upstream:
         observer = Recorder()
         session = harness(store, client, upstream).session(observer, buffer_events=4)
+        # ``beside``: another reader, attached first, keeps up all along; the furthest behind
+        # decides the hold, not the first
+        ahead = asyncio.ensure_future(_follow(session, session.attach(0))) if beside else None
         reader = session.attach(0)  # a client whose socket is full: it never advances
         task = launch(session)
         await until(session, lambda: session._held_since is not None)
         held_at = len(session.log)
         assert held_at < 2 + len(first) + len(rest)
+        assert reader.position == 0
 
         go.set()  # the rest is written to the socket, which the session does not read
         await asyncio.sleep(0.05)
         assert len(session.log) == held_at and not session.settled.is_set()
 
-        async def follow() -> None:  # the client's socket drains: it keeps up from now on
-            while not session.log.closed:
-                reader.advance(len(session.log))
-                await session.log.wait_beyond(reader.position)
-
-        following = asyncio.ensure_future(follow())
+        following = asyncio.ensure_future(_follow(session, reader))  # it keeps up from now on
         assert await ended(task) is None
         await within(following)
+        if ahead is not None:
+            await within(ahead)
 
     assert observer.states == ["streaming", "finalizing"] and observer.finished == [COMPLETE]
     check_over(session)
     record = await check_stored(store, session)
     assert record["state"] == COMPLETE and record["text"] == "".join(first + rest)
-    assert record["telemetry"]["blocked_ms"] > 0
-
-
-async def test_the_furthest_behind_of_two_readers_holds_the_upstream(
-    client: UpstreamClient,
-) -> None:
-    store = MemoryStore()
-    go = asyncio.Event()
-    first = [f"a{n} " for n in range(12)]
-    rest = [f"b{n} " for n in range(12)]
-    reply = Reply(chunks=[OPENING, *words(*first), go, *words(*rest), *ending(5, 24)])
-    async with ScriptedUpstream([reply]) as upstream:
-        observer = Recorder()
-        session = harness(store, client, upstream).session(observer, buffer_events=4)
-        keeping_up, stuck = session.attach(0), session.attach(0)
-
-        async def follow(reader: Reader) -> None:
-            while not session.log.closed:
-                reader.advance(len(session.log))
-                await session.log.wait_beyond(reader.position)
-
-        following = asyncio.ensure_future(follow(keeping_up))
-        task = launch(session)
-        await until(session, lambda: session._held_since is not None)
-        held_at = len(session.log)
-        assert held_at < 2 + len(first) + len(rest)
-        assert stuck.position == 0  # (the first reader keeps up: the second's lag holds it)
-
-        go.set()
-        await asyncio.sleep(0.05)
-        assert len(session.log) == held_at and not session.settled.is_set()
-
-        catching_up = asyncio.ensure_future(follow(stuck))
-        assert await ended(task) is None
-        await within(following)
-        await within(catching_up)
-
-    assert observer.finished == [COMPLETE]
-    record = await check_stored(store, session)
-    assert record["text"] == "".join(first + rest)
     assert record["telemetry"]["blocked_ms"] > 0

@@ -13,7 +13,15 @@ import pytest
 
 from sluice.bench.proc import free_port
 from sluice.session.pgstore import PostgresStore
-from sluice.session.store import MemoryStore, SessionStore, SQLiteStore, StoreError, open_store
+from sluice.session.store import (
+    _JOURNAL,
+    _SCHEMA,
+    MemoryStore,
+    SessionStore,
+    SQLiteStore,
+    StoreError,
+    open_store,
+)
 
 
 def _record(sid: str, created: float, state: str = "complete", provider: str = "sim") -> dict:
@@ -480,6 +488,17 @@ async def test_sqlite_an_end_is_committed_before_the_writes_queued_ahead_of_it(
         await asyncio.gather(*starts)
     finally:
         await store.close()
+
+
+def test_sqlite_a_journal_row_is_written_without_a_temporary_btree(tmp_path: Path) -> None:
+    """The guard that a session is live compares its state directly: ``state IN (...)`` made
+    SQLite build a temporary b-tree for every row the journal wrote."""
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.executescript(_SCHEMA)
+    program = [row[1] for row in db.execute("EXPLAIN " + _JOURNAL, ("op-1", 1, b"[]", "op-1"))]
+    assert "OpenEphemeral" not in program
+    assert program.count("OpenRead") >= 1 and "Insert" in program  # the guard and the row
+    db.close()
 
 
 async def test_sqlite_journal_batches_waiting_together_are_one_row_per_session(

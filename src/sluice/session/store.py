@@ -248,7 +248,7 @@ _CONVERSATION = (
 #: a journal batch is kept only for a session whose record is live (the final ``put``, which
 #: deletes the journal, may have been merged into a write queued before the batch). The live
 #: states are compared one by one: SQLite answers ``state IN (...)`` with a temporary b-tree
-#: built for each row the statement writes, which was half of a batch's cost in SQLite.
+#: built for each row the statement writes, about a third of the row's cost.
 _JOURNAL = (
     "INSERT OR IGNORE INTO journal_batches (session_id, first_seq, events) "
     "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ? "

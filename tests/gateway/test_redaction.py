@@ -28,7 +28,7 @@ from tests.conftest import GatewayUnderTest, read_request_body, running_gateway
 #: shape (a proxy's own key)
 OPENAI_KEY = "sk-proj-" + "fakeTestKeyNotReal0" * 6
 ANTHROPIC_KEY = "sk-ant-api03-" + "fakeTestKeyNotReal1" * 5 + "-QQAA"
-PROXY_KEY = "proxy:7f3a9c1e5b2d:b04d9e8f"
+PROXY_KEY = "proxy:" + "fakeTestKey0" + ":" + "notReal0"  # plainly fake parts
 KEY_ENVS = {
     "SLUICE_TEST_OPENAI_KEY": OPENAI_KEY,
     "SLUICE_TEST_ANTHROPIC_KEY": ANTHROPIC_KEY,
@@ -39,7 +39,7 @@ KEY_ENVS = {
 AWS_KEY_ID = "AKIA" + "FAKEKEY0EXAMPLE1"  # plainly fake parts, each provider's shape and length
 GITHUB_TOKEN = "ghp_" + "FakeTestTokenNotReal" + "0" * 12
 GOOGLE_KEY = "AIzaSy" + "FakeTestKeyNotReal-" + "0" * 14
-JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzbHVpY2UtdGVzdCJ9.Qm9yaW5nQnV0U2VjcmV0U2lnbmF0dXJl"
+JWT = ".".join(("eyJ" + "FakeTestHeader0", "eyJ" + "FakeTestClaims0", "FakeTestSignatureNotReal0"))
 SHAPED = (AWS_KEY_ID, GITHUB_TOKEN, GOOGLE_KEY)
 
 SECRETS = (OPENAI_KEY, ANTHROPIC_KEY, PROXY_KEY, *SHAPED, JWT)
@@ -418,7 +418,7 @@ async def test_a_rotated_key_is_redacted_from_the_next_session_on(
     echoing: tuple[GatewayUnderTest, EchoUpstream], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gw, echo = echoing
-    rotated = "proxy:rotated:5e6f7a8b9c0d1e2f"  # no known shape: redacted as a configured key
+    rotated = "proxy:rotated:" + "fakeRotated0"  # no known shape: redacted as a configured key
     monkeypatch.setenv("SLUICE_TEST_PROXY_KEY", rotated)
     session_id, received = await ask(gw, "chat", "echo-responses/frame")
     assert echo.credentials[-1] == f"Bearer {rotated}"

@@ -251,8 +251,9 @@ _CONVERSATION = (
 #: built for each row the statement writes, about a third of the row's cost.
 _JOURNAL = (
     "INSERT OR IGNORE INTO journal_batches (session_id, first_seq, events) "
-    "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ? "
-    "AND (state = 'starting' OR state = 'streaming' OR state = 'finalizing'))"
+    "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ? AND ("
+    + " OR ".join(f"state = '{state}'" for state in LIVE_STATES)
+    + "))"
 )
 
 #: made after the migration, which may have had to add the column first

@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Where a stream's time to first token goes inside the gateway, step by step.
+
+    .venv/bin/python scripts/ttft_steps.py [--streams 1000] [--model mock/fast]
+
+Starts the benchmark's mock and one ``sluice serve`` on the benchmark's configuration, pinned
+where ``sluice bench`` pins the gateway, with eight of its methods wrapped to note a
+``perf_counter_ns`` each time they are called: the connection's ``connection_made``, its
+``data_received`` and ``on_message_complete``, the application's ``__call__``, the entry to
+``Gateway.start_session`` and its return, the upstream connection's ``request`` and
+``data_received``, and the write of a response's body to the client. Then it runs the
+time-to-first-token probe of ``sluice bench`` (the ``fast`` stream, or the profile
+``--model`` names, one at a time, each on a new connection as soon as the last ended) and
+prints, for every stream, the time between consecutive steps up to the first write to the
+client: p50, p10 and p90.
+
+Two more steps are outside the gateway's marks, and are timed against the clients' own
+clock (``perf_counter`` is the system's monotonic clock, the same in every process): from the
+client's start of its connect to the gateway's ``connection_made``, and from the gateway's
+first write to the client's read of its first frame. The wrappers cost about a microsecond a
+call; the clients' own time to first token is printed below them.
+
+With ``--py-spy FILE``, py-spy (installed into the virtual environment if missing) samples the
+gateway 1,000 times a second while the probe runs, writes its stacks to ``FILE`` (py-spy's
+``raw`` format) and the script prints the functions with the most time under them, in µs per
+stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import functools
+import itertools
+import os
+import re
+import runpy
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+#: the steps, in the order a stream passes them
+STEPS = (
+    ("conn_made", "the connection is made"),
+    ("req_data", "its first bytes are read"),
+    ("req_complete", "the request is parsed"),
+    ("app_call", "the application is called"),
+    ("ss_in", "start_session is entered"),
+    ("up_request", "the upstream request is written"),
+    ("ss_out", "start_session returns"),
+    ("up_data", "the upstream's first bytes are read"),
+    ("client_write", "the first write to the client"),
+)
+MARKS_ENV = "SLUICE_TTFT_STEPS_OUT"
+#: the line number in a py-spy frame, ``name (file:line)``
+_LINE = re.compile(r":\d+\)$")
+WARM_UP_STREAMS = 50
+IN_ALL = "connection made -> first write, in all"
+
+
+def _child() -> None:
+    """In the gateway's process: wrap the steps, keep their marks, and run ``sluice``."""
+    from sluice.gateway import app, server
+    from sluice.upstream import _Connection
+
+    marks: list[tuple[int, str]] = []
+    now = time.perf_counter_ns
+
+    def mark(cls: Any, name: str, label: str) -> None:
+        method = getattr(cls, name)
+
+        @functools.wraps(method)
+        def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+            marks.append((now(), label))
+            return method(self, *args, **kwargs)
+
+        setattr(cls, name, wrapped)
+
+    mark(server._Protocol, "connection_made", "conn_made")
+    mark(server._Protocol, "data_received", "req_data")
+    mark(server._Protocol, "on_message_complete", "req_complete")
+    mark(_Connection, "request", "up_request")
+    mark(_Connection, "data_received", "up_data")
+    mark(server._Hook, "write", "client_write")
+    call = app.GatewayApp.__call__
+    start_session = app.Gateway.start_session
+
+    async def called(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        marks.append((now(), "app_call"))
+        await call(self, scope, receive, send)
+
+    async def starting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        marks.append((now(), "ss_in"))
+        session = await start_session(self, *args, **kwargs)
+        marks.append((now(), "ss_out"))
+        return session
+
+    app.GatewayApp.__call__ = called  # type: ignore[method-assign]
+    app.Gateway.start_session = starting  # type: ignore[method-assign]
+
+    def dump(*_: object) -> None:
+        with open(os.environ[MARKS_ENV], "w") as out:
+            out.writelines(f"{t} {label}\n" for t, label in marks)
+
+    signal.signal(signal.SIGUSR1, lambda *_: marks.clear())
+    signal.signal(signal.SIGUSR2, dump)
+    sys.argv = ["sluice", *sys.argv[2:]]
+    runpy.run_module("sluice.cli", run_name="__main__")
+
+
+def steps(lines: list[str]) -> dict[str, list[float]]:
+    """Microseconds between consecutive steps, per stream: a stream's marks run from its
+    ``conn_made`` to the next one's; the first of each label counts."""
+    streams: list[dict[str, int]] = []
+    for line in lines:
+        t, label = line.split()
+        if label == "conn_made":
+            streams.append({})
+        if streams and label not in streams[-1]:
+            streams[-1][label] = int(t)
+    order = [label for label, _ in STEPS]
+    names = [f"-> {what}" for _, what in STEPS[1:]]
+    out: dict[str, list[float]] = {name: [] for name in names}
+    out[IN_ALL] = []
+    for stream in streams:
+        if not all(label in stream for label in order):
+            continue
+        times = [stream[label] for label in order]
+        if times != sorted(times):
+            continue
+        for name, (start, end) in zip(names, itertools.pairwise(times), strict=True):
+            out[name].append((end - start) / 1000)
+        out[IN_ALL].append((times[-1] - times[0]) / 1000)
+    return out
+
+
+def _at(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main(args: argparse.Namespace) -> None:
+    from sluice.bench.client import Endpoint, run_stream
+    from sluice.bench.proc import cpu_layout
+    from sluice.bench.targets import GatewayProcess, MockProcess
+
+    workdir = Path(tempfile.mkdtemp(prefix="sluice-ttft-steps-"))
+    marks_path = workdir / "marks.txt"
+
+    class Instrumented(GatewayProcess):
+        def argv(self) -> list[str]:
+            python, _, _, *rest = super().argv()  # python -m sluice.cli …
+            return [python, __file__, "--child", *rest]
+
+        def env(self) -> dict[str, str]:
+            return {**super().env(), MARKS_ENV: str(marks_path)}
+
+    target_cpus, harness_cpus = cpu_layout()
+    os.sched_setaffinity(0, harness_cpus)
+    mock = MockProcess(workdir, harness_cpus)
+    await mock.start()
+    gateway = Instrumented(workdir, target_cpus, mock.url, "chat")
+    clients: list[tuple[float, float]] = []  # (start of the connect, first frame read)
+    try:
+        await gateway.start()
+        pid = gateway.pids()[0]
+        endpoint = Endpoint.from_base_url(f"http://127.0.0.1:{gateway.port}/v1", "chat")
+        request = endpoint.request(args.model)
+        for _ in range(WARM_UP_STREAMS):
+            await run_stream(endpoint, request, 10)
+        os.kill(pid, signal.SIGUSR1)
+        spy = _sample(pid, args.py_spy) if args.py_spy else None
+        await asyncio.sleep(1.0 if spy else 0.2)
+        for _ in range(args.streams):
+            record = await run_stream(endpoint, request, 10)
+            if record.frames:
+                clients.append((record.started, record.frames[0][0]))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait()
+        os.kill(pid, signal.SIGUSR2)
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if marks_path.exists() and marks_path.stat().st_size:
+                break
+        await asyncio.sleep(0.3)  # the dump is one write, but may still be under way
+    finally:
+        gateway.stop()
+        mock.stop()
+    lines = marks_path.read_text().splitlines()
+    measured = steps(lines)
+    measured.update(outside(lines, clients))
+    measured["the client connects -> its first frame"] = [(read - at) * 1e6 for at, read in clients]
+    print(f"{len(measured[IN_ALL])} streams of {args.streams} with every step in order")
+    print(f"{'step':<40} {'p50':>8} {'p10':>8} {'p90':>8}  (µs)")
+    for name, values in measured.items():
+        if values:
+            figures = " ".join(f"{_at(values, q):8.1f}" for q in (0.5, 0.1, 0.9))
+            print(f"{name:<40} {figures}")
+    if args.py_spy:
+        print(f"\n{'py-spy: time under each function, µs per stream':<40}")
+        for name, micros in inclusive(Path(args.py_spy), len(clients))[:30]:
+            print(f"{micros:8.1f}  {name}")
+
+
+def _sample(pid: int, out: str) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` into ``out`` until it is sent SIGINT."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "py-spy"], check=True)
+    argv = [str(spy), "record", "-p", str(pid), "-r", "1000", "-f", "raw", "-o", out]
+    return subprocess.Popen([*argv, "--nonblocking"], stdout=subprocess.DEVNULL)
+
+
+def inclusive(raw: Path, streams: int) -> list[tuple[str, float]]:
+    """Each function's samples with it anywhere on the stack (once a stack), as µs per
+    stream (a sample is a millisecond), most first."""
+    under: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        names = {_LINE.sub(")", frame) for frame in stack.split(";")}
+        for name in names:
+            under[name] = under.get(name, 0) + int(count)
+    per_stream = 1000 / max(streams, 1)
+    return sorted(
+        ((name, samples * per_stream) for name, samples in under.items()),
+        key=lambda item: -item[1],
+    )
+
+
+def outside(lines: list[str], clients: list[tuple[float, float]]) -> dict[str, list[float]]:
+    """The two steps outside the gateway, in µs: from each client's start to the next
+    ``connection_made``, and from the first write to the client after it to the client's
+    first frame."""
+    made = [int(t) / 1e9 for t, label in (line.split() for line in lines) if label == "conn_made"]
+    writes = [
+        int(t) / 1e9 for t, label in (line.split() for line in lines) if label == "client_write"
+    ]
+    before: list[float] = []
+    after: list[float] = []
+    for started, read in clients:
+        i = bisect.bisect_left(made, started)
+        if i == len(made):
+            continue
+        j = bisect.bisect_left(writes, made[i])
+        if j == len(writes) or writes[j] > read:
+            continue
+        before.append((made[i] - started) * 1e6)
+        after.append((read - writes[j]) * 1e6)
+    return {
+        "the client connects -> connection made": before,
+        "the first write -> the client reads it": after,
+    }
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        _child()
+    else:
+        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        parser.add_argument("--streams", type=int, default=1000)
+        parser.add_argument("--model", default="mock/fast")
+        parser.add_argument("--py-spy", metavar="FILE", help="also sample the gateway")
+        asyncio.run(main(parser.parse_args()))

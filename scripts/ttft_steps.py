@@ -44,6 +44,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sluice.stats import percentiles
+
 #: the steps, in the order a stream passes them
 STEPS = (
     ("conn_made", "the connection is made"),
@@ -139,11 +141,6 @@ def steps(lines: list[str]) -> dict[str, list[float]]:
     return out
 
 
-def _at(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def main(args: argparse.Namespace) -> None:
     from sluice.bench.client import Endpoint, run_stream
     from sluice.bench.proc import cpu_layout
@@ -200,7 +197,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{'step':<40} {'p50':>8} {'p10':>8} {'p90':>8}  (µs)")
     for name, values in measured.items():
         if values:
-            figures = " ".join(f"{_at(values, q):8.1f}" for q in (0.5, 0.1, 0.9))
+            figures = " ".join(f"{p or 0:8.1f}" for p in percentiles(values, 50, 10, 90))
             print(f"{name:<40} {figures}")
     if args.py_spy:
         print(f"\n{'py-spy: time under each function, µs per stream':<40}")

@@ -24,13 +24,9 @@ from pathlib import Path
 from sluice.bench.client import Endpoint, run_stream
 from sluice.bench.proc import cpu_layout
 from sluice.bench.targets import GatewayProcess, MockProcess, NginxProcess, find_nginx
+from sluice.stats import percentiles
 
 WARM_UP_STREAMS = 30
-
-
-def _at(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -63,9 +59,9 @@ async def main(args: argparse.Namespace) -> None:
         gateway.stop()
         nginx.stop()
         mock.stop()
-    floor = _at(times["direct"], 0.5)
+    floor = percentiles(times["direct"], 50)[0] or 0.0
     for name, measured in times.items():
-        p50, p90 = _at(measured, 0.5), _at(measured, 0.9)
+        p50, p90 = (p or 0.0 for p in percentiles(measured, 50, 90))
         print(
             f"{args.model} {name:<8} {len(measured)} streams: p50 {p50:,.0f} µs, "
             f"p90 {p90:,.0f} µs, p50 above direct's {p50 - floor:,.0f} µs"

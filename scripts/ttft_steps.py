@@ -20,10 +20,11 @@ client's start of its connect to the gateway's ``connection_made``, and from the
 first write to the client's read of its first frame. The wrappers cost about a microsecond a
 call; the clients' own time to first token is printed below them.
 
-With ``--py-spy FILE``, py-spy (installed into the virtual environment if missing) samples the
-gateway 1,000 times a second while the probe runs, writes its stacks to ``FILE`` (py-spy's
-``raw`` format) and the script prints the functions with the most time under them, in µs per
-stream.
+With ``--calls``, the gateway also counts the function calls it makes (Python functions and
+built-in ones, by ``sys.setprofile``) from each ``connection_made`` to its upstream request's
+write, whatever runs in between, and the script prints their number per stream and the
+functions called most. The profile hook slows every call, so the steps' times of such a run
+are not the gateway's.
 """
 
 from __future__ import annotations
@@ -34,10 +35,8 @@ import bisect
 import functools
 import itertools
 import os
-import re
 import runpy
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,8 +58,7 @@ STEPS = (
     ("client_write", "the first write to the client"),
 )
 MARKS_ENV = "SLUICE_TTFT_STEPS_OUT"
-#: the line number in a py-spy frame, ``name (file:line)``
-_LINE = re.compile(r":\d+\)$")
+CALLS_ENV = "SLUICE_TTFT_STEPS_CALLS"
 WARM_UP_STREAMS = 50
 IN_ALL = "connection made -> first write, in all"
 
@@ -83,6 +81,8 @@ def _child() -> None:
 
         setattr(cls, name, wrapped)
 
+    if os.environ.get(CALLS_ENV):
+        _count_calls(server._Protocol, _Connection, marks)
     mark(server._Protocol, "connection_made", "conn_made")
     mark(server._Protocol, "data_received", "req_data")
     mark(server._Protocol, "on_message_complete", "req_complete")
@@ -109,10 +109,70 @@ def _child() -> None:
         with open(os.environ[MARKS_ENV], "w") as out:
             out.writelines(f"{t} {label}\n" for t, label in marks)
 
-    signal.signal(signal.SIGUSR1, lambda *_: marks.clear())
-    signal.signal(signal.SIGUSR2, dump)
+    if not os.environ.get(CALLS_ENV):
+        signal.signal(signal.SIGUSR1, lambda *_: marks.clear())
+    counted = signal.getsignal(signal.SIGUSR2)
+
+    def dump_all(signum: int, frame: Any) -> None:
+        dump()
+        if callable(counted):
+            counted(signum, frame)
+
+    signal.signal(signal.SIGUSR2, dump_all)
     sys.argv = ["sluice", *sys.argv[2:]]
     runpy.run_module("sluice.cli", run_name="__main__")
+
+
+def _count_calls(protocol: Any, upstream: Any, marks: list[tuple[int, str]]) -> None:
+    """Count every call from a ``connection_made`` of ``protocol`` to the next ``request``
+    of ``upstream``; the counts are written beside the marks on SIGUSR2."""
+    counts: dict[str, int] = {}
+    on = [False]
+    streams = [0]
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if not on[0]:
+            return
+        if event == "call":
+            code = frame.f_code
+            where = "/".join(Path(code.co_filename).parts[-2:])
+            name = f"{code.co_qualname} ({where})"
+        elif event == "c_call":
+            owner = getattr(arg, "__self__", None)
+            kind = "" if owner is None else f"{type(owner).__name__}."
+            name = f"{kind}{getattr(arg, '__name__', repr(arg))} (built-in)"
+        else:
+            return
+        counts[name] = counts.get(name, 0) + 1
+
+    def switch(cls: Any, method_name: str, state: bool) -> None:
+        method = getattr(cls, method_name)
+
+        @functools.wraps(method)
+        def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if state and not on[0]:
+                streams[0] += 1
+            on[0] = state
+            return method(self, *args, **kwargs)
+
+        setattr(cls, method_name, wrapped)
+
+    switch(protocol, "connection_made", True)
+    switch(upstream, "request", False)
+
+    def clear(*_: object) -> None:
+        counts.clear()
+        streams[0] = 0
+        marks.clear()
+
+    def dump(*_: object) -> None:
+        with open(os.environ[MARKS_ENV] + ".calls", "w") as out:
+            out.write(f"{streams[0]}\tstreams\n")
+            out.writelines(f"{n}\t{name}\n" for name, n in counts.items())
+
+    signal.signal(signal.SIGUSR1, clear)
+    signal.signal(signal.SIGUSR2, dump)
+    sys.setprofile(profile)
 
 
 def steps(lines: list[str]) -> dict[str, list[float]]:
@@ -155,7 +215,8 @@ async def main(args: argparse.Namespace) -> None:
             return [python, __file__, "--child", *rest]
 
         def env(self) -> dict[str, str]:
-            return {**super().env(), MARKS_ENV: str(marks_path)}
+            calls = {CALLS_ENV: "1"} if args.calls else {}
+            return {**super().env(), MARKS_ENV: str(marks_path), **calls}
 
     target_cpus, harness_cpus = cpu_layout()
     os.sched_setaffinity(0, harness_cpus)
@@ -171,15 +232,11 @@ async def main(args: argparse.Namespace) -> None:
         for _ in range(WARM_UP_STREAMS):
             await run_stream(endpoint, request, 10)
         os.kill(pid, signal.SIGUSR1)
-        spy = _sample(pid, args.py_spy) if args.py_spy else None
-        await asyncio.sleep(1.0 if spy else 0.2)
+        await asyncio.sleep(0.2)
         for _ in range(args.streams):
             record = await run_stream(endpoint, request, 10)
             if record.frames:
                 clients.append((record.started, record.frames[0][0]))
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)
-            spy.wait()
         os.kill(pid, signal.SIGUSR2)
         for _ in range(50):
             await asyncio.sleep(0.1)
@@ -199,35 +256,25 @@ async def main(args: argparse.Namespace) -> None:
         if values:
             figures = " ".join(f"{p or 0:8.1f}" for p in percentiles(values, 50, 10, 90))
             print(f"{name:<40} {figures}")
-    if args.py_spy:
-        print(f"\n{'py-spy: time under each function, µs per stream':<40}")
-        for name, micros in inclusive(Path(args.py_spy), len(clients))[:30]:
-            print(f"{micros:8.1f}  {name}")
+    if args.calls:
+        _print_calls(Path(f"{marks_path}.calls"))
 
 
-def _sample(pid: int, out: str) -> subprocess.Popen[bytes]:
-    """py-spy recording ``pid`` into ``out`` until it is sent SIGINT."""
-    spy = Path(sys.executable).parent / "py-spy"
-    if not spy.exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "py-spy"], check=True)
-    argv = [str(spy), "record", "-p", str(pid), "-r", "1000", "-f", "raw", "-o", out]
-    return subprocess.Popen([*argv, "--nonblocking"], stdout=subprocess.DEVNULL)
-
-
-def inclusive(raw: Path, streams: int) -> list[tuple[str, float]]:
-    """Each function's samples with it anywhere on the stack (once a stack), as µs per
-    stream (a sample is a millisecond), most first."""
-    under: dict[str, int] = {}
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        names = {_LINE.sub(")", frame) for frame in stack.split(";")}
-        for name in names:
-            under[name] = under.get(name, 0) + int(count)
-    per_stream = 1000 / max(streams, 1)
-    return sorted(
-        ((name, samples * per_stream) for name, samples in under.items()),
-        key=lambda item: -item[1],
+def _print_calls(path: Path) -> None:
+    counts: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        number, _, name = line.partition("\t")
+        counts[name] = int(number)
+    streams = max(counts.pop("streams", 0), 1)
+    total = sum(counts.values())
+    python = sum(n for name, n in counts.items() if not name.endswith("(built-in)"))
+    print(
+        f"\ncalls from connection_made to the upstream write: {total / streams:.0f} per stream, "
+        f"{python / streams:.0f} of them to functions written in Python"
     )
+    print(f"(over {streams} streams; {len(counts)} functions), those called most, per stream:")
+    for name, calls in sorted(counts.items(), key=lambda item: -item[1])[:25]:
+        print(f"{calls / streams:8.1f}  {name}")
 
 
 def outside(lines: list[str], clients: list[tuple[float, float]]) -> dict[str, list[float]]:
@@ -262,5 +309,5 @@ if __name__ == "__main__":
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         parser.add_argument("--streams", type=int, default=1000)
         parser.add_argument("--model", default="mock/fast")
-        parser.add_argument("--py-spy", metavar="FILE", help="also sample the gateway")
+        parser.add_argument("--calls", action="store_true", help="also count the calls")
         asyncio.run(main(parser.parse_args()))

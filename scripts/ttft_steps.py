@@ -40,6 +40,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,12 @@ def _child() -> None:
 
         setattr(cls, name, wrapped)
 
+    resets: list[Callable[[], None]] = [marks.clear]
+    dumps: list[Callable[[], None]] = []
     if os.environ.get(CALLS_ENV):
-        _count_calls(server._Protocol, _Connection, marks)
+        reset, dump_calls = _count_calls(server._Protocol, _Connection)
+        resets.append(reset)
+        dumps.append(dump_calls)
     mark(server._Protocol, "connection_made", "conn_made")
     mark(server._Protocol, "data_received", "req_data")
     mark(server._Protocol, "on_message_complete", "req_complete")
@@ -105,27 +110,20 @@ def _child() -> None:
     app.GatewayApp.__call__ = called  # type: ignore[method-assign]
     app.Gateway.start_session = starting  # type: ignore[method-assign]
 
-    def dump(*_: object) -> None:
+    def dump() -> None:
         with open(os.environ[MARKS_ENV], "w") as out:
             out.writelines(f"{t} {label}\n" for t, label in marks)
 
-    if not os.environ.get(CALLS_ENV):
-        signal.signal(signal.SIGUSR1, lambda *_: marks.clear())
-    counted = signal.getsignal(signal.SIGUSR2)
-
-    def dump_all(signum: int, frame: Any) -> None:
-        dump()
-        if callable(counted):
-            counted(signum, frame)
-
-    signal.signal(signal.SIGUSR2, dump_all)
+    dumps.insert(0, dump)
+    signal.signal(signal.SIGUSR1, lambda *_: [reset() for reset in resets])
+    signal.signal(signal.SIGUSR2, lambda *_: [dump() for dump in dumps])
     sys.argv = ["sluice", *sys.argv[2:]]
     runpy.run_module("sluice.cli", run_name="__main__")
 
 
-def _count_calls(protocol: Any, upstream: Any, marks: list[tuple[int, str]]) -> None:
+def _count_calls(protocol: Any, upstream: Any) -> tuple[Callable[[], None], Callable[[], None]]:
     """Count every call from a ``connection_made`` of ``protocol`` to the next ``request``
-    of ``upstream``; the counts are written beside the marks on SIGUSR2."""
+    of ``upstream``; returns what resets the counts and what writes them beside the marks."""
     counts: dict[str, int] = {}
     on = [False]
     streams = [0]
@@ -160,19 +158,17 @@ def _count_calls(protocol: Any, upstream: Any, marks: list[tuple[int, str]]) -> 
     switch(protocol, "connection_made", True)
     switch(upstream, "request", False)
 
-    def clear(*_: object) -> None:
+    def reset() -> None:
         counts.clear()
         streams[0] = 0
-        marks.clear()
 
-    def dump(*_: object) -> None:
+    def dump() -> None:
         with open(os.environ[MARKS_ENV] + ".calls", "w") as out:
             out.write(f"{streams[0]}\tstreams\n")
             out.writelines(f"{n}\t{name}\n" for name, n in counts.items())
 
-    signal.signal(signal.SIGUSR1, clear)
-    signal.signal(signal.SIGUSR2, dump)
     sys.setprofile(profile)
+    return reset, dump
 
 
 def steps(lines: list[str]) -> dict[str, list[float]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from sluice.agents.tools import (
     UnknownTool,
 )
 from sluice.config import McpServerConfig
-from tests.agents.conftest import stdio_server
+from tests.agents.conftest import SERVER, stdio_server
 
 
 def box(server: McpServerConfig) -> ToolBox:
@@ -180,3 +182,18 @@ async def test_env_references_reach_a_stdio_server(monkeypatch: pytest.MonkeyPat
     async with ToolBox({"envy": config}) as toolbox:
         with pytest.raises(ToolUnavailable):
             await toolbox.tools(["envy"])
+
+
+def test_the_http_test_server_listens_before_it_names_its_port() -> None:
+    """The fixture connects the moment the port is printed: the connection waits in the
+    backlog while the server still starts, and is not refused."""
+    process = subprocess.Popen(
+        [sys.executable, str(SERVER), "http"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -102,6 +102,34 @@ def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path, command: str) -> No
     assert "listening on" not in done.stdout
 
 
+def test_the_simulator_listens_before_it_says_so(tmp_path: Path) -> None:
+    """A client that connects on reading the simulator's line is answered, not refused, and
+    with ``--port 0`` the line names the port taken."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", "sim", "--port", "0"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("sluice simulator listening on http://127.0.0.1:")
+        port = int(line.rsplit(":", 1)[1])
+        assert port != 0
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nhost: sim\r\nconnection: close\r\n\r\n")
+            conn.settimeout(30)
+            reply = b""
+            while piece := conn.recv(65536):
+                reply += piece
+        assert reply.startswith(b"HTTP/1.1 200")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def test_an_unreadable_config_file_is_one_line_naming_it(tmp_path: Path) -> None:
     missing = sluice("serve", "--config", "nowhere.toml", cwd=tmp_path)
     assert_one_line_error(missing, "nowhere.toml", "No such file", "sluice.example.toml")

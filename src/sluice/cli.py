@@ -9,7 +9,7 @@ import ipaddress
 import sys
 
 from sluice.config import ConfigError, Settings, default_providers, load_settings
-from sluice.listen import ListenError, listening_sockets
+from sluice.listen import BACKLOG, ListenError, listening_sockets
 from sluice.logs import setup_logging
 
 
@@ -159,10 +159,13 @@ def main(argv: list[str] | None = None) -> int:
                 }.items()
                 if v is not None
             }
-            for sock in listening_sockets(args.host, args.port, 1):  # a port in use: one line
-                sock.close()
-            print(f"sluice simulator listening on http://{args.host}:{args.port}", flush=True)
-            asyncio.run(serve_sim(args.host, args.port, SimSettings(**overrides)))
+            # a port in use: one line; listening before the line, so that a client that
+            # connects on reading it waits in the queue while the simulator starts
+            (sock,) = listening_sockets(args.host, args.port, 1)
+            sock.listen(BACKLOG)
+            port = sock.getsockname()[1]
+            print(f"sluice simulator listening on http://{args.host}:{port}", flush=True)
+            asyncio.run(serve_sim(args.host, port, SimSettings(**overrides), sockets=[sock]))
         else:
             settings = load_settings(args.config, host=args.host, port=args.port)
             setup_logging("warning")

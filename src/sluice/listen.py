@@ -17,6 +17,8 @@ import sys
 
 #: Listening sockets on one port.
 LISTENERS = 8
+#: the accept queue of each listening socket (uvicorn's default)
+BACKLOG = 2048
 
 #: load-balancing SO_REUSEPORT (Linux); elsewhere the option means something else, or nothing
 _REUSEPORT = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")

@@ -35,7 +35,7 @@ from types import FrameType
 from prometheus_client.multiprocess import mark_process_dead
 
 from sluice.gateway.metrics import MULTIPROC_DIR_ENV
-from sluice.listen import LISTENERS, listening_sockets
+from sluice.listen import BACKLOG, LISTENERS, listening_sockets
 from sluice.logs import kv
 
 log = logging.getLogger("sluice.workers")
@@ -48,8 +48,6 @@ RESTARTS = 5
 RESTART_WINDOW = 60.0
 #: a worker's exit status meaning its configuration was refused: not restarted
 REFUSED = 2
-#: the accept queue of each listening socket (uvicorn's default)
-BACKLOG = 2048
 #: seconds between two looks at the workers
 TICK = 0.1
 #: seconds a worker gets to finish after SIGTERM before SIGKILL

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import uvicorn
 
 from sluice.sim.app import SimApp
@@ -29,10 +31,13 @@ def sim_server(
     return uvicorn.Server(config)
 
 
-async def serve_sim(host: str, port: int, settings: SimSettings) -> None:
-    """Serve the simulator until the process is told to stop (SIGINT or SIGTERM).
+async def serve_sim(
+    host: str, port: int, settings: SimSettings, sockets: list[socket.socket] | None = None
+) -> None:
+    """Serve the simulator until the process is told to stop (SIGINT or SIGTERM), on
+    ``sockets`` when given (bound already, to ``host`` and ``port``).
 
     uvicorn uses the running event loop: to get uvloop, start this under it, for example
     ``uvloop.run(serve_sim(...))``.
     """
-    await sim_server(host, port, settings).serve()
+    await sim_server(host, port, settings).serve(sockets=sockets)

@@ -29,9 +29,9 @@ SHAPED = [
     ("sk-svcacct-" + "fakeTestKeyNotReal5" * 3 + "0" * 6, "sk-svcacct-" + MARKER),
     (ANTHROPIC_KEY, "sk-ant-" + MARKER),
     ("sk-sluice-" + "q" * 16 + "W_-" + "9" * 13, "sk-sluice-" + MARKER),
-    ("AIza" + "SyD4-" * 7, "AIza" + MARKER),
-    ("xai-" + "k3Y" * 26, "xai-" + MARKER),
-    ("gsk_" + "G7rq" * 13, "gsk_" + MARKER),
+    ("AIza" + "FakeTestKeyNotReal-" * 2, "AIza" + MARKER),
+    ("xai-" + "FakeTestKeyNotReal" * 4, "xai-" + MARKER),
+    ("gsk_" + "FakeTestKeyNotReal" * 3, "gsk_" + MARKER),
     ("hf_" + "FakeTestTokenNotReal" + "0" * 14, "hf_" + MARKER),
     ("AKIA" + "FAKEKEY0EXAMPLE2", "AKIA" + MARKER),
     ("ASIA" + "FAKEKEY0EXAMPLE0", "ASIA" + MARKER),
@@ -236,7 +236,7 @@ def test_the_shortcut_leaves_a_delta_holding_a_secret_to_the_general_path(
     for secret in (
         "odd:configured:key",
         OPENAI_KEY,
-        "AKIA" + "IOSFODNN7EXAMPLE",
+        "AKIA" + "FAKEKEY0EXAMPLE3",
         "Bearer " + "z" * 20,
     ):
         assert shortcut(make(f"key: {secret}."), TextDelta, ReasoningDelta, keys) is None

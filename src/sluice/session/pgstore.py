@@ -17,6 +17,7 @@ import orjson
 from sluice import postgres
 from sluice.session.store import (
     LIVE_STATES,
+    LIVE_STATES_SQL,
     ConversationRow,
     NewEvent,
     Record,
@@ -46,10 +47,10 @@ ON CONFLICT (id) DO UPDATE SET
 
 
 #: a journal batch is kept only while its session's record is live (see the SQLite store's)
-_JOURNAL = """
+_JOURNAL = f"""
 INSERT INTO session_journal (session_id, first_seq, events)
 SELECT $1, $2, $3 WHERE EXISTS (
-    SELECT 1 FROM sessions WHERE id = $1 AND state IN ('starting', 'streaming', 'finalizing'))
+    SELECT 1 FROM sessions WHERE id = $1 AND state IN {LIVE_STATES_SQL})
 ON CONFLICT DO NOTHING
 """
 
@@ -399,7 +400,7 @@ class PostgresStore:
 
     async def unfinished(self, limit: int = 1000) -> list[Record]:
         rows = await self._fetch(
-            "SELECT record FROM sessions WHERE state IN ('starting', 'streaming', 'finalizing') "
+            f"SELECT record FROM sessions WHERE state IN {LIVE_STATES_SQL} "
             "ORDER BY created_at LIMIT $1",
             limit,
         )

@@ -50,6 +50,8 @@ NewEvent = tuple[int, str, Mapping[str, Any]]
 #: the states of a session that has not ended: a record left in one of them by a process that
 #: died is closed ``interrupted`` when the gateway starts (``sluice.session.recovery``)
 LIVE_STATES = ("starting", "streaming", "finalizing")
+#: the same, as SQL: ``state IN`` this list (both stores' statements read it)
+LIVE_STATES_SQL = "(" + ", ".join(f"'{state}'" for state in LIVE_STATES) + ")"
 
 
 class StoreError(SluiceError):
@@ -669,8 +671,8 @@ class SQLiteStore:
     async def unfinished(self, limit: int = 1000) -> list[Record]:
         def unfinished(db: sqlite3.Connection) -> list[bytes]:
             rows = db.execute(
-                "SELECT record FROM sessions WHERE state IN "
-                "('starting', 'streaming', 'finalizing') ORDER BY created_at LIMIT ?",
+                f"SELECT record FROM sessions WHERE state IN {LIVE_STATES_SQL} "
+                "ORDER BY created_at LIMIT ?",
                 (limit,),
             )
             return [bytes(r[0]) for r in rows]
